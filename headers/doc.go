@@ -1,0 +1,28 @@
+// Package headers holds the header semantics of the ctxprop proxy (SPEC §4): what the
+// sidecar reads from and writes to traceparent, tracestate, baggage, ctx-ops and
+// ctx-flag-* on the three paths it sees.
+//
+//   - Inbound: another pod → this sidecar → the local app. ReadInbound parses the
+//     request as received; Inbound.Apply rewrites the copy sent to the app.
+//   - Outbound: the local app → this sidecar → another pod. ReadOutbound parses the
+//     app's request (taking its ctx-ops and, through a Correlator, the context of the
+//     inbound request it serves); Outbound.Apply rewrites the copy sent on.
+//   - Responses from the local app: ResponseOps takes the app's ctx-ops out.
+//
+// Everything here is a pure function of headers (plus the Correlator's table): no
+// network, no logging, no spans. The proxy owns the spans: it starts the span for a
+// request from Inbound.Parent or Outbound.Parent and hands the span's SpanContext to
+// Apply, which writes the child's traceparent (WriteTraceparent).
+//
+// Problems with headers never fail a request. They come back as *Error values, one
+// per problem, which the proxy logs and counts by Error.Header; the offending part is
+// dropped (an invalid traceparent restarts the trace, as W3C Trace Context requires)
+// and the rest goes through.
+//
+// Trace Context follows W3C Trace Context Level 2 strictly, beyond what the otel
+// propagator checks: duplicated traceparent lines are invalid, tracestate lines are
+// combined, and the tracestate key and value grammar, the 32-member limit and
+// duplicate keys are enforced. Baggage follows W3C Baggage through
+// go.opentelemetry.io/otel/baggage with its limits (64 members, 8192 bytes); the
+// members this package adds are checked against those limits before they are added.
+package headers
