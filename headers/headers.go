@@ -2,7 +2,10 @@ package headers
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -98,13 +101,30 @@ type Inbound struct {
 	// otherwise.
 	Ops []ops.Op
 
-	opt Options
+	opt     Options
+	baggage string // the baggage line to send when rewrite is set
+	rewrite bool
 }
 
 // ReadInbound reads the headers of a request received from another pod. It does not
 // modify in. The errors are the problems found, each an *Error; nil when none.
 func ReadInbound(in http.Header, opt Options) (Inbound, []error) {
-	return Inbound{}, nil
+	var errs []error
+	r := Inbound{opt: opt}
+	r.Parent = readTrace(in, opt, &errs)
+	b := readBaggage(in[Baggage], &errs)
+	r.Name, r.Flags = b.name, b.flags
+	if len(b.drop) > 0 {
+		r.baggage, r.rewrite = rewriteBaggage(in[Baggage], b.drop, nil, &errs), true
+	}
+	if v := in[CtxOps]; len(v) > 0 {
+		if opt.TrustInboundOps {
+			r.Ops = readOps(v, &errs)
+		} else {
+			errs = append(errs, &Error{Header: "ctx-ops", Err: fmt.Errorf("%w: set trust_inbound_ops = true to accept ops from outside the pod", ErrUntrustedOps)})
+		}
+	}
+	return r, errs
 }
 
 // Apply rewrites out, the headers of the request sent to the local app (a copy of
@@ -118,10 +138,19 @@ func ReadInbound(in http.Header, opt Options) (Inbound, []error) {
 // child is the SpanContext of the span the proxy started for this request. The app
 // sees child's trace-id (or, tracing off, the received one): that is the key to
 // give Correlator.Begin.
-func (in *Inbound) Apply(out http.Header, child trace.SpanContext) {}
+func (in *Inbound) Apply(out http.Header, child trace.SpanContext) {
+	stripLocal(out)
+	for _, f := range in.Flags {
+		out[http.CanonicalHeaderKey(FlagPrefix+f.Name)] = []string{f.Value}
+	}
+	if in.rewrite {
+		setBaggage(out, in.baggage)
+	}
+	applyTrace(out, in.Parent, child, in.opt)
+}
 
 // Entry is what the Correlator remembers of an inbound request.
-func (in *Inbound) Entry() Entry { return Entry{} }
+func (in *Inbound) Entry() Entry { return Entry{Name: in.Name, Flags: in.Flags} }
 
 // Outbound is what a request from the local app to another pod says, as read by
 // ReadOutbound.
@@ -140,7 +169,7 @@ type Outbound struct {
 	Correlated bool
 
 	opt     Options
-	baggage string // the baggage line to send when rewritten; see Apply
+	baggage string // the baggage line to send when rewrite is set
 	rewrite bool
 }
 
@@ -151,22 +180,140 @@ type Outbound struct {
 // MaxBaggageMembers or MaxBaggageBytes are not added and are reported with
 // ErrBaggageFull. It does not modify in.
 func ReadOutbound(in http.Header, opt Options, c *Correlator) (Outbound, []error) {
-	return Outbound{}, nil
+	var errs []error
+	o := Outbound{opt: opt}
+	o.Parent = readTrace(in, opt, &errs)
+	b := readBaggage(in[Baggage], &errs)
+	o.Name, o.Flags = b.name, b.flags
+	var add []addition
+	if c != nil && o.Parent.IsValid() {
+		if e, ok := c.Lookup(o.Parent.TraceID()); ok {
+			// The app's own members win: it is local and may mean to switch context.
+			if o.Name == "" && e.Name != "" {
+				add = append(add, addition{key: NameKey, value: e.Name})
+			}
+			for _, f := range e.Flags {
+				if !slices.ContainsFunc(o.Flags, func(g Flag) bool { return g.Name == f.Name }) {
+					add = append(add, addition{key: FlagKeyPrefix + f.Name, value: f.Value})
+				}
+			}
+		}
+	}
+	if len(b.drop) > 0 || len(add) > 0 {
+		o.baggage, o.rewrite = rewriteBaggage(in[Baggage], b.drop, add, &errs), true
+		for _, a := range add {
+			if !a.added {
+				continue
+			}
+			o.Correlated = true
+			if a.key == NameKey {
+				o.Name = a.value
+			} else {
+				o.Flags = append(o.Flags, Flag{Name: strings.TrimPrefix(a.key, FlagKeyPrefix), Value: a.value})
+			}
+		}
+		slices.SortFunc(o.Flags, func(x, y Flag) int { return strings.Compare(x.Name, y.Name) })
+	}
+	if v := in[CtxOps]; len(v) > 0 {
+		o.Ops = readOps(v, &errs)
+	}
+	return o, errs
 }
 
 // Apply rewrites out, the headers of the request sent to the other pod (a copy of
 // the app's). It removes ctx-ops and Ctx-Flag-* (both are local to the pod), drops
 // invalid ctx.* baggage members, adds the correlated ones, and writes the trace
 // headers as Inbound.Apply does.
-func (o *Outbound) Apply(out http.Header, child trace.SpanContext) {}
+func (o *Outbound) Apply(out http.Header, child trace.SpanContext) {
+	stripLocal(out)
+	if o.rewrite {
+		setBaggage(out, o.baggage)
+	}
+	applyTrace(out, o.Parent, child, o.opt)
+}
 
 // ResponseOps removes ctx-ops from h, the headers of a response from the local app,
 // and returns the ops parsed (all ctx-ops lines form one list). A malformed list is
 // dropped whole, so the ops of one response apply all or none, and reported as an
 // *Error wrapping ErrOps.
-func ResponseOps(h http.Header) ([]ops.Op, error) { return nil, nil }
+func ResponseOps(h http.Header) ([]ops.Op, error) {
+	v := h[CtxOps]
+	if len(v) == 0 {
+		return nil, nil
+	}
+	delete(h, CtxOps)
+	got, err := ops.ParseHeaderValues(v)
+	if err != nil {
+		return nil, &Error{Header: "ctx-ops", Err: fmt.Errorf("%w: %w; the response's ops were dropped", ErrOps, err)}
+	}
+	return got, nil
+}
 
-// WriteTraceparent sets h's traceparent (version 00) and tracestate from sc. When sc
-// is not valid it removes both; when sc's tracestate is empty it removes tracestate.
-// Only the flags defined by W3C Trace Context Level 2 (sampled, random) are written.
-func WriteTraceparent(h http.Header, sc trace.SpanContext) {}
+// readTrace returns the parent to start a span from: the request's valid traceparent
+// with, when tracing, its tracestate; the zero SpanContext otherwise. Without tracing
+// the tracestate is not read: it goes through byte for byte or not at all.
+func readTrace(in http.Header, opt Options, errs *[]error) trace.SpanContext {
+	scc, err := parseTraceparent(in[Traceparent])
+	if err != nil {
+		*errs = append(*errs, &Error{Header: "traceparent", Err: fmt.Errorf("%w; the trace restarts and tracestate is dropped", err)})
+		return trace.SpanContext{}
+	}
+	if !scc.TraceID.IsValid() {
+		return trace.SpanContext{} // absent
+	}
+	if opt.Tracing {
+		ts, err := parseTracestate(in[Tracestate])
+		if err != nil {
+			*errs = append(*errs, &Error{Header: "tracestate", Err: err})
+		}
+		scc.TraceState = ts
+	}
+	return trace.NewSpanContext(scc)
+}
+
+// applyTrace writes the trace headers of a forwarded request. W3C Trace Context §3.5:
+// a tracestate goes with its traceparent, so when the traceparent is left untouched so
+// is the tracestate, and when the trace restarts the old tracestate goes.
+func applyTrace(out http.Header, parent, child trace.SpanContext, opt Options) {
+	switch {
+	case opt.Tracing && child.IsValid():
+		WriteTraceparent(out, child)
+	case parent.IsValid():
+		// Byte for byte: tracing off, or no span to continue from.
+	default:
+		// Invalid (never forwarded) or absent: an orphan tracestate belongs to no trace.
+		delete(out, Traceparent)
+		delete(out, Tracestate)
+	}
+}
+
+// readOps parses ctx-ops lines; a malformed list is dropped whole.
+func readOps(v []string, errs *[]error) []ops.Op {
+	got, err := ops.ParseHeaderValues(v)
+	if err != nil {
+		*errs = append(*errs, &Error{Header: "ctx-ops", Err: fmt.Errorf("%w: %w; the request's ops were dropped", ErrOps, err)})
+		return nil
+	}
+	return got
+}
+
+// stripLocal removes the headers that live only between the sidecar and its app:
+// ctx-ops (consumed by the sidecar) and Ctx-Flag-* (set by the sidecar from baggage, so
+// one from the network or the app is never trusted or forwarded).
+func stripLocal(h http.Header) {
+	delete(h, CtxOps)
+	for k := range h {
+		if len(k) >= len(FlagPrefix) && strings.EqualFold(k[:len(FlagPrefix)], FlagPrefix) {
+			delete(h, k)
+		}
+	}
+}
+
+// setBaggage replaces the baggage lines of h by line, or removes them when it is empty.
+func setBaggage(h http.Header, line string) {
+	if line == "" {
+		delete(h, Baggage)
+		return
+	}
+	h[Baggage] = []string{line}
+}

@@ -1,0 +1,185 @@
+package headers
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"go.opentelemetry.io/otel/baggage"
+)
+
+// bag is what ctxprop reads from the baggage of a request: its ctx.* members.
+type bag struct {
+	name  string // valid ctx.name, or ""
+	flags []Flag // valid ctx.flag.* members, sorted by name
+	// drop lists the ctx.* keys whose members are invalid: they are removed when
+	// the baggage is forwarded, so a bad value stops at the first sidecar.
+	drop []string
+}
+
+// readBaggage reads the ctx.* members of a request's baggage lines, reporting
+// problems into errs. Baggage without "ctx." is not parsed at all: other members are
+// not ours to judge and pass through untouched, and most requests take this path.
+func readBaggage(values []string, errs *[]error) bag {
+	var b bag
+	if !slices.ContainsFunc(values, func(v string) bool { return strings.Contains(v, "ctx.") }) {
+		return b
+	}
+	parsed, err := baggage.Parse(joinLines(values))
+	if err != nil {
+		// otel keeps the valid members it could (a partial result); ours are
+		// taken from those.
+		*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: %w; invalid or excess members are not forwarded", ErrBaggage, err)})
+	}
+	if m := parsed.Member(NameKey); m.Key() != "" {
+		if err := checkName(m.Value()); err != nil {
+			*errs = append(*errs, &Error{Header: "baggage", Err: err})
+			b.drop = append(b.drop, NameKey)
+		} else {
+			b.name = m.Value()
+		}
+	}
+	for _, m := range parsed.Members() {
+		name, ok := strings.CutPrefix(m.Key(), FlagKeyPrefix)
+		if !ok {
+			continue
+		}
+		if err := checkFlag(name, m.Value()); err != nil {
+			*errs = append(*errs, &Error{Header: "baggage", Err: err})
+			b.drop = append(b.drop, m.Key())
+			continue
+		}
+		b.flags = append(b.flags, Flag{Name: name, Value: m.Value()})
+	}
+	// otel's members come in map order; a stable order makes the headers given to
+	// the app, and tests, deterministic.
+	slices.SortFunc(b.flags, func(x, y Flag) int { return strings.Compare(x.Name, y.Name) })
+	return b
+}
+
+// addition is a member ctxprop wants to add to a request's baggage.
+type addition struct {
+	key, value string
+	added      bool // set by rewriteBaggage when the member fit
+}
+
+// rewriteBaggage builds the one baggage line to forward: the valid members of values
+// in their order and bytes (only the OWS around them is trimmed), without the keys in
+// drop, followed by the additions that fit. The result never exceeds
+// MaxBaggageMembers or MaxBaggageBytes: an invalid member, or one past a limit, is not
+// forwarded (reported as ErrBaggage); an addition that does not fit is not added
+// (reported as ErrBaggageFull). Existing members go first so that ours never displace
+// the app's.
+func rewriteBaggage(values []string, drop []string, add []addition, errs *[]error) string {
+	var sb strings.Builder
+	members, invalid, excess := 0, 0, 0
+	fits := func(s string) bool {
+		n := len(s)
+		if members > 0 {
+			n++ // the comma
+		}
+		return members < MaxBaggageMembers && sb.Len()+n <= MaxBaggageBytes
+	}
+	put := func(s string) {
+		if members > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(s)
+		members++
+	}
+	for _, line := range values {
+		for raw := range strings.SplitSeq(line, ",") {
+			raw = strings.Trim(raw, " \t")
+			if raw == "" {
+				continue
+			}
+			if slices.Contains(drop, memberKey(raw)) {
+				continue
+			}
+			// Parsed alone, a member is valid exactly when otel accepts it whole.
+			if _, err := baggage.Parse(raw); err != nil {
+				invalid++
+				continue
+			}
+			if !fits(raw) {
+				excess++
+				continue
+			}
+			put(raw)
+		}
+	}
+	if invalid > 0 || excess > 0 {
+		*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: %d invalid and %d members past the limits (%d members, %d bytes) not forwarded", ErrBaggage, invalid, excess, MaxBaggageMembers, MaxBaggageBytes)})
+	}
+	for i := range add {
+		a := &add[i]
+		m, err := baggage.NewMemberRaw(a.key, a.value)
+		if err != nil {
+			*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: member %s: %w", ErrBaggage, a.key, err)})
+			continue
+		}
+		s := m.String()
+		if !fits(s) {
+			*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: %s (%d bytes) not added: the request's baggage already has %d members and %d bytes of at most %d and %d; the app should send less baggage", ErrBaggageFull, a.key, len(s), members, sb.Len(), MaxBaggageMembers, MaxBaggageBytes)})
+			continue
+		}
+		put(s)
+		a.added = true
+	}
+	return sb.String()
+}
+
+// memberKey returns the key of a raw baggage member (before '=' or ';'), trimmed.
+func memberKey(raw string) string {
+	end := strings.IndexAny(raw, "=;")
+	if end < 0 {
+		end = len(raw)
+	}
+	return strings.Trim(raw[:end], " \t")
+}
+
+// joinLines combines the lines of a list header (RFC 9110 §5.3).
+func joinLines(values []string) string {
+	if len(values) == 1 {
+		return values[0]
+	}
+	return strings.Join(values, ",")
+}
+
+// checkName reports whether name is a valid context name (SPEC §3).
+func checkName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return fmt.Errorf("%w: %s is %d bytes, want 1 to %d; it was dropped", ErrName, NameKey, len(name), MaxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		if !nameByte(name[i]) {
+			return fmt.Errorf("%w: %q has %q at byte %d, want only [A-Za-z0-9._:-]; it was dropped", ErrName, name, name[i], i)
+		}
+	}
+	return nil
+}
+
+// ValidName reports whether name is a valid context name: 1 to 200 bytes of
+// [A-Za-z0-9._:-] (SPEC §3).
+func ValidName(name string) bool { return checkName(name) == nil }
+
+func nameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '.' || c == '_' || c == ':' || c == '-'
+}
+
+// checkFlag reports whether a pinned flag can be given to the app as the header
+// "Ctx-Flag-<name>: <value>". The name is the rest of a baggage key, so it is already a
+// token (a valid header name) when not empty; the decoded value must not hold control
+// characters, which would let a baggage value forge headers or break the request.
+func checkFlag(name, value string) error {
+	if name == "" {
+		return fmt.Errorf("%w: %s has no flag name; it was dropped", ErrFlag, FlagKeyPrefix)
+	}
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return fmt.Errorf("%w: %s%s: value has control character %q at byte %d; it was dropped", ErrFlag, FlagKeyPrefix, name, c, i)
+		}
+	}
+	return nil
+}
