@@ -1,0 +1,667 @@
+package crdt
+
+import (
+	"bytes"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Context is the replicated state of one named context, and also the shape of every delta
+// applied to it. The zero value is an empty context ready to use. A Context is not safe for
+// concurrent use; the store serializes access.
+type Context struct {
+	// Meta holds the context's TTL, last-writer-wins.
+	Meta Meta
+	// Cleared hides everything written before it (see the package doc). Joined by max.
+	Cleared Timestamp
+	// CC is the causal context of the set elements: the dots this state has seen.
+	CC CausalContext
+	// Counters maps a counter key to its state.
+	Counters map[string]Counter
+	// Maps maps a map name to its entries.
+	Maps map[string]map[string]Register
+	// Sets maps a set name to its members, each with the dots that added it.
+	Sets map[string]map[string]Member
+}
+
+// Meta is the context's time to live. The zero value (TS 0) means "never set".
+type Meta struct {
+	TS      Timestamp
+	Replica ReplicaID
+	// TTL is the sliding time to live: each write moves Expires to its timestamp plus TTL
+	// unless Fixed. Zero means no expiry.
+	TTL time.Duration
+	// Expires is the instant the context expires; zero means never.
+	Expires Timestamp
+	// Fixed stops writes from sliding Expires.
+	Fixed bool
+}
+
+// Counter is a PN-counter with generations (see the package doc).
+type Counter struct {
+	// Floor hides every slot of an older generation; set when the store compacts an
+	// expired counter. Joined by max.
+	Floor Timestamp
+	// Slots holds each replica's contribution to the newest generation it wrote.
+	Slots map[ReplicaID]Slot
+}
+
+// Slot is one replica's contribution to a counter. Only its replica writes it, so a later
+// generation replaces it and within a generation P and N only grow.
+type Slot struct {
+	Gen     Timestamp
+	P, N    uint64
+	Expires Timestamp
+}
+
+// Register is a map entry: the latest write by (TS, Replica) wins. A nil Value is a
+// tombstone left by a delete.
+type Register struct {
+	TS      Timestamp
+	Replica ReplicaID
+	Value   []byte // JSON; nil for a tombstone
+	Expires Timestamp
+}
+
+// Member is the set of dots that added one set member, each with its birth and expiry.
+type Member map[Dot]Birth
+
+// Birth is when a dot added a member and when that addition expires (zero: never).
+type Birth struct {
+	TS      Timestamp
+	Expires Timestamp
+}
+
+// Write says who makes a mutation and when.
+type Write struct {
+	Replica ReplicaID
+	At      Timestamp
+}
+
+// ---------------------------------------------------------------------------------------
+// Join
+
+// Join merges o into c. o is not modified and shares no memory with c afterwards.
+func (c *Context) Join(o *Context) {
+	if o.Meta.after(c.Meta) {
+		c.Meta = o.Meta
+	}
+	c.Cleared = max(c.Cleared, o.Cleared)
+
+	for k, oc := range o.Counters {
+		cc := c.Counters[k]
+		cc.join(oc)
+		if c.Counters == nil {
+			c.Counters = make(map[string]Counter)
+		}
+		c.Counters[k] = cc
+	}
+	for name, om := range o.Maps {
+		cm := c.Maps[name]
+		if cm == nil {
+			cm = make(map[string]Register, len(om))
+			if c.Maps == nil {
+				c.Maps = make(map[string]map[string]Register)
+			}
+			c.Maps[name] = cm
+		}
+		for k, or := range om {
+			if cr, ok := cm[k]; !ok || or.after(cr) {
+				or.Value = bytes.Clone(or.Value)
+				cm[k] = or
+			}
+		}
+	}
+	c.joinSets(o)
+	c.CC.Join(&o.CC)
+	c.normalize()
+}
+
+// joinSets is the dot-kernel join: a dot survives if both sides have it, or one side has
+// it and the other has not seen it.
+func (c *Context) joinSets(o *Context) {
+	for name, cs := range c.Sets {
+		os := o.Sets[name]
+		for m, cdots := range cs {
+			odots := os[m]
+			for d := range cdots {
+				if _, ok := odots[d]; !ok && o.CC.Contains(d) {
+					delete(cdots, d)
+				}
+			}
+		}
+	}
+	for name, os := range o.Sets {
+		cs := c.Sets[name]
+		for m, odots := range os {
+			cdots := cs[m]
+			for d, b := range odots {
+				if _, ok := cdots[d]; ok {
+					cdots[d] = maxBirth(cdots[d], b)
+					continue
+				}
+				if c.CC.Contains(d) {
+					continue
+				}
+				if cs == nil {
+					cs = make(map[string]Member)
+					if c.Sets == nil {
+						c.Sets = make(map[string]map[string]Member)
+					}
+					c.Sets[name] = cs
+				}
+				if cdots == nil {
+					cdots = make(Member, len(odots))
+					cs[m] = cdots
+				}
+				cdots[d] = b
+			}
+		}
+	}
+}
+
+// maxBirth joins two records of the same dot. A dot is made once, so they are equal in
+// practice; taking the maximum keeps the join a lattice even for hand-made states.
+func maxBirth(a, b Birth) Birth {
+	return Birth{TS: max(a.TS, b.TS), Expires: max(a.Expires, b.Expires)}
+}
+
+// normalize drops what can never be seen again, whatever is joined later: data written
+// before Cleared, dots that add nothing, counter slots of superseded generations and empty
+// containers. It keeps states canonical so equal states encode to equal bytes.
+func (c *Context) normalize() {
+	for k, ct := range c.Counters {
+		floor := max(ct.Floor, c.Cleared)
+		gen := ct.newestGen()
+		for r, s := range ct.Slots {
+			if s.Gen < floor || s.Gen < gen {
+				delete(ct.Slots, r)
+			}
+		}
+		if len(ct.Slots) == 0 && ct.Floor == 0 {
+			delete(c.Counters, k)
+		}
+	}
+	for name, m := range c.Maps {
+		for k, r := range m {
+			if r.TS < c.Cleared {
+				delete(m, k)
+			}
+		}
+		if len(m) == 0 {
+			delete(c.Maps, name)
+		}
+	}
+	for name, s := range c.Sets {
+		for m, dots := range s {
+			for d, b := range dots {
+				if b.TS < c.Cleared {
+					delete(dots, d)
+				}
+			}
+			if len(dots) == 0 {
+				delete(s, m)
+			}
+		}
+		if len(s) == 0 {
+			delete(c.Sets, name)
+		}
+	}
+}
+
+func (m Meta) after(o Meta) bool {
+	if m.TS != o.TS {
+		return m.TS > o.TS
+	}
+	if m.Replica != o.Replica {
+		return m.Replica > o.Replica
+	}
+	// Equal stamps come from one write in practice; order the rest so join stays a lattice.
+	if m.Expires != o.Expires {
+		return m.Expires > o.Expires
+	}
+	if m.TTL != o.TTL {
+		return m.TTL > o.TTL
+	}
+	return m.Fixed && !o.Fixed
+}
+
+func (r Register) after(o Register) bool {
+	if r.TS != o.TS {
+		return r.TS > o.TS
+	}
+	if r.Replica != o.Replica {
+		return r.Replica > o.Replica
+	}
+	if (r.Value == nil) != (o.Value == nil) {
+		return r.Value == nil // a delete beats a put with the same stamp
+	}
+	if c := bytes.Compare(r.Value, o.Value); c != 0 {
+		return c > 0
+	}
+	return r.Expires > o.Expires
+}
+
+func (ct *Counter) join(o Counter) {
+	ct.Floor = max(ct.Floor, o.Floor)
+	for r, os := range o.Slots {
+		cs, ok := ct.Slots[r]
+		switch {
+		case !ok || os.Gen > cs.Gen:
+			cs = os
+		case os.Gen == cs.Gen:
+			cs = Slot{Gen: cs.Gen, P: max(cs.P, os.P), N: max(cs.N, os.N), Expires: max(cs.Expires, os.Expires)}
+		default:
+			continue
+		}
+		if ct.Slots == nil {
+			ct.Slots = make(map[ReplicaID]Slot)
+		}
+		ct.Slots[r] = cs
+	}
+}
+
+func (ct *Counter) newestGen() Timestamp {
+	var g Timestamp
+	for _, s := range ct.Slots {
+		g = max(g, s.Gen)
+	}
+	return g
+}
+
+// generation returns the counter's visible generation given the context's Cleared: its id,
+// its expiry (zero: never), and whether it has any slot.
+func (ct *Counter) generation(cleared Timestamp) (gen, expires Timestamp, live bool) {
+	floor := max(ct.Floor, cleared)
+	gen = ct.newestGen()
+	if gen < floor || len(ct.Slots) == 0 {
+		return floor, 0, false
+	}
+	for _, s := range ct.Slots {
+		if s.Gen == gen {
+			expires = max(expires, s.Expires)
+		}
+	}
+	return gen, expires, true
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads. Every read takes the reader's instant so that expiry is deterministic.
+
+// Alive reports whether the context exists at now: it has not expired and holds a visible
+// value or a TTL set since its last clear.
+func (c *Context) Alive(now Timestamp) bool {
+	if c.expired(now) {
+		return false
+	}
+	if c.Meta.TS != 0 && c.Meta.TS >= c.Cleared && c.Meta.TTL > 0 {
+		return true
+	}
+	for k := range c.Counters {
+		if _, ok := c.Counter(k, now); ok {
+			return true
+		}
+	}
+	for name := range c.Maps {
+		if len(c.MapEntries(name, now)) > 0 {
+			return true
+		}
+	}
+	for name := range c.Sets {
+		if len(c.SetMembers(name, now)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Expires returns the context's expiry instant; zero means never.
+func (c *Context) Expires() Timestamp { return c.Meta.Expires }
+
+func (c *Context) expired(now Timestamp) bool {
+	return c.Meta.Expires != 0 && now >= c.Meta.Expires
+}
+
+// Counter returns a counter's value and whether it exists at now.
+func (c *Context) Counter(key string, now Timestamp) (int64, bool) {
+	if c.expired(now) {
+		return 0, false
+	}
+	ct, ok := c.Counters[key]
+	if !ok {
+		return 0, false
+	}
+	gen, exp, live := ct.generation(c.Cleared)
+	if !live || (exp != 0 && now >= exp) {
+		return 0, false
+	}
+	var v int64
+	for _, s := range ct.Slots {
+		if s.Gen == gen {
+			v += int64(s.P - s.N)
+		}
+	}
+	return v, true
+}
+
+// CounterKeys returns the keys of the counters that exist at now, sorted.
+func (c *Context) CounterKeys(now Timestamp) []string {
+	var ks []string
+	for k := range c.Counters {
+		if _, ok := c.Counter(k, now); ok {
+			ks = append(ks, k)
+		}
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// MapGet returns a map entry's JSON value and whether it exists at now.
+func (c *Context) MapGet(name, key string, now Timestamp) ([]byte, bool) {
+	if c.expired(now) {
+		return nil, false
+	}
+	r, ok := c.Maps[name][key]
+	if !ok || !r.visible(c.Cleared, now) {
+		return nil, false
+	}
+	return r.Value, true
+}
+
+// MapEntries returns the entries of a map that exist at now. The values alias the state:
+// copy them before the state changes.
+func (c *Context) MapEntries(name string, now Timestamp) map[string][]byte {
+	if c.expired(now) {
+		return nil
+	}
+	var out map[string][]byte
+	for k, r := range c.Maps[name] {
+		if r.visible(c.Cleared, now) {
+			if out == nil {
+				out = make(map[string][]byte)
+			}
+			out[k] = r.Value
+		}
+	}
+	return out
+}
+
+// MapNames returns the names of the maps with at least one entry at now, sorted.
+func (c *Context) MapNames(now Timestamp) []string {
+	var ns []string
+	for name := range c.Maps {
+		if len(c.MapEntries(name, now)) > 0 {
+			ns = append(ns, name)
+		}
+	}
+	slices.Sort(ns)
+	return ns
+}
+
+func (r Register) visible(cleared, now Timestamp) bool {
+	return r.Value != nil && r.TS >= cleared && (r.Expires == 0 || now < r.Expires)
+}
+
+// SetMembers returns the members of a set at now, sorted.
+func (c *Context) SetMembers(name string, now Timestamp) []string {
+	if c.expired(now) {
+		return nil
+	}
+	var ms []string
+	for m, dots := range c.Sets[name] {
+		if dots.visible(c.Cleared, now) {
+			ms = append(ms, m)
+		}
+	}
+	slices.Sort(ms)
+	return ms
+}
+
+// SetNames returns the names of the sets with at least one member at now, sorted.
+func (c *Context) SetNames(now Timestamp) []string {
+	var ns []string
+	for name := range c.Sets {
+		if len(c.SetMembers(name, now)) > 0 {
+			ns = append(ns, name)
+		}
+	}
+	slices.Sort(ns)
+	return ns
+}
+
+func (m Member) visible(cleared, now Timestamp) bool {
+	for _, b := range m {
+		if b.TS >= cleared && (b.Expires == 0 || now < b.Expires) {
+			return true
+		}
+	}
+	return false
+}
+
+// ---------------------------------------------------------------------------------------
+// Delta mutators. Each returns the delta of one mutation made by w on c; c is unchanged.
+// Join the delta into c to perform the mutation. Every write also slides the context's
+// TTL and, on a context that has expired, clears its previous life (see the package doc).
+
+// prepare returns the delta every write starts from and the Cleared the write must see.
+func (c *Context) prepare(w Write) (*Context, Timestamp) {
+	d := &Context{}
+	cleared := c.Cleared
+	switch {
+	case c.expired(w.At):
+		// The first write after expiry starts a new life; the TTL setting itself survives.
+		d.Cleared = c.Meta.Expires
+		cleared = max(cleared, d.Cleared)
+		if c.Meta.TTL > 0 {
+			d.Meta = Meta{TS: w.At, Replica: w.Replica, TTL: c.Meta.TTL, Expires: w.At.Add(c.Meta.TTL), Fixed: c.Meta.Fixed}
+		} else {
+			d.Meta = Meta{TS: w.At, Replica: w.Replica}
+		}
+	case c.Meta.TTL > 0 && !c.Meta.Fixed:
+		d.Meta = Meta{TS: w.At, Replica: w.Replica, TTL: c.Meta.TTL, Expires: w.At.Add(c.Meta.TTL)}
+	}
+	return d, cleared
+}
+
+// Incr adds by to counter key. A positive ttl sets the expiry of the counter to now+ttl
+// (it only moves later); zero keeps the counter's expiry.
+func (c *Context) Incr(w Write, key string, by int64, ttl time.Duration) *Context {
+	d, cleared := c.prepare(w)
+	ct := c.Counters[key]
+	gen, exp, live := ct.generation(cleared)
+	if live && exp != 0 && w.At >= exp {
+		gen, exp = exp, 0 // expired: the next generation is named by the old one's expiry
+	}
+	s, ok := ct.Slots[w.Replica]
+	if !ok || s.Gen != gen {
+		s = Slot{Gen: gen, Expires: exp}
+	}
+	if by >= 0 {
+		s.P += uint64(by)
+	} else {
+		s.N += uint64(-by)
+	}
+	if ttl > 0 {
+		s.Expires = max(s.Expires, w.At.Add(ttl))
+	}
+	d.Counters = map[string]Counter{key: {Slots: map[ReplicaID]Slot{w.Replica: s}}}
+	return d
+}
+
+// Put sets a map entry to a JSON value. A positive ttl makes the entry expire at now+ttl;
+// zero means it never expires.
+func (c *Context) Put(w Write, name, key string, value []byte, ttl time.Duration) *Context {
+	d, _ := c.prepare(w)
+	r := Register{TS: w.At, Replica: w.Replica, Value: bytes.Clone(value)}
+	if r.Value == nil {
+		r.Value = []byte{}
+	}
+	if ttl > 0 {
+		r.Expires = w.At.Add(ttl)
+	}
+	d.Maps = map[string]map[string]Register{name: {key: r}}
+	return d
+}
+
+// Del deletes a map entry, leaving a timestamped tombstone.
+func (c *Context) Del(w Write, name, key string) *Context {
+	d, _ := c.prepare(w)
+	d.Maps = map[string]map[string]Register{name: {key: {TS: w.At, Replica: w.Replica}}}
+	return d
+}
+
+// Add adds member to a set with a new dot, replacing the dots that added it before (so
+// its expiry is that of this addition). A positive ttl makes the addition expire at
+// now+ttl; zero means never.
+func (c *Context) Add(w Write, name, member string, ttl time.Duration) *Context {
+	d, _ := c.prepare(w)
+	dot := c.CC.Next(w.Replica)
+	b := Birth{TS: w.At}
+	if ttl > 0 {
+		b.Expires = w.At.Add(ttl)
+	}
+	for old := range c.Sets[name][member] {
+		d.CC.Add(old)
+	}
+	d.CC.Add(dot)
+	d.Sets = map[string]map[string]Member{name: {member: {dot: b}}}
+	return d
+}
+
+// Remove removes member from a set: the delta covers every dot that added it here, so a
+// concurrent addition elsewhere survives (add wins).
+func (c *Context) Remove(w Write, name, member string) *Context {
+	d, _ := c.prepare(w)
+	for old := range c.Sets[name][member] {
+		d.CC.Add(old)
+	}
+	return d
+}
+
+// SetTTL sets the context's time to live: zero removes the expiry. With fixed, later
+// writes do not slide it.
+func (c *Context) SetTTL(w Write, ttl time.Duration, fixed bool) *Context {
+	d, _ := c.prepare(w)
+	d.Meta = Meta{TS: w.At, Replica: w.Replica}
+	if ttl > 0 {
+		d.Meta.TTL = ttl
+		d.Meta.Expires = w.At.Add(ttl)
+		d.Meta.Fixed = fixed
+	}
+	return d
+}
+
+// Clear deletes everything in the context written before w.At, on every replica, and
+// removes its TTL.
+func (c *Context) Clear(w Write) *Context {
+	return &Context{Cleared: w.At, Meta: Meta{TS: w.At, Replica: w.Replica}}
+}
+
+// ---------------------------------------------------------------------------------------
+// Compaction
+
+// Compact reclaims space at instant now without changing what any replica reads, except
+// that a delta delayed by more than grace after an expiry or a delete may be ignored:
+// expired map entries become tombstones, expired set additions are dropped (their dots stay
+// in the causal context), and once grace has passed, tombstones, expired counters and an
+// expired context's data are dropped. It reports whether anything changed.
+func (c *Context) Compact(now Timestamp, grace time.Duration) bool {
+	before := c.Size()
+	changed := false
+	horizon := Timestamp(0)
+	if g := Timestamp(uint64(grace.Milliseconds()) << logicalBits); now > g {
+		horizon = now - g
+	}
+	if c.Meta.Expires != 0 && c.Meta.Expires <= horizon && c.Cleared < c.Meta.Expires {
+		c.Cleared = c.Meta.Expires
+		changed = true
+	}
+	for k, ct := range c.Counters {
+		_, exp, live := ct.generation(c.Cleared)
+		if live && exp != 0 && exp <= horizon {
+			ct.Floor = max(ct.Floor, exp)
+			c.Counters[k] = ct
+			changed = true
+		} else if !live && ct.Floor != 0 && ct.Floor <= horizon {
+			delete(c.Counters, k)
+			changed = true
+		}
+	}
+	for _, m := range c.Maps {
+		for k, r := range m {
+			switch {
+			case r.Value != nil && r.Expires != 0 && now >= r.Expires:
+				r.Value, r.Expires = nil, 0
+				m[k] = r
+				changed = true
+			case r.Value == nil && r.TS <= horizon:
+				delete(m, k)
+				changed = true
+			}
+		}
+	}
+	for _, s := range c.Sets {
+		for _, dots := range s {
+			for d, b := range dots {
+				if b.Expires != 0 && now >= b.Expires {
+					delete(dots, d)
+					changed = true
+				}
+			}
+		}
+	}
+	c.normalize()
+	return changed || c.Size() != before
+}
+
+// Size returns the number of entries the state holds, visible or not: counter slots, map
+// registers (tombstones included) and set dots.
+func (c *Context) Size() int {
+	n := 0
+	for _, ct := range c.Counters {
+		n += len(ct.Slots)
+	}
+	for _, m := range c.Maps {
+		n += len(m)
+	}
+	for _, s := range c.Sets {
+		for _, dots := range s {
+			n += len(dots)
+		}
+	}
+	return n
+}
+
+// Clone returns a deep copy.
+func (c *Context) Clone() *Context {
+	o := &Context{Meta: c.Meta, Cleared: c.Cleared, CC: c.CC.Clone()}
+	if c.Counters != nil {
+		o.Counters = make(map[string]Counter, len(c.Counters))
+		for k, ct := range c.Counters {
+			o.Counters[k] = Counter{Floor: ct.Floor, Slots: maps.Clone(ct.Slots)}
+		}
+	}
+	if c.Maps != nil {
+		o.Maps = make(map[string]map[string]Register, len(c.Maps))
+		for name, m := range c.Maps {
+			om := make(map[string]Register, len(m))
+			for k, r := range m {
+				r.Value = bytes.Clone(r.Value)
+				om[k] = r
+			}
+			o.Maps[name] = om
+		}
+	}
+	if c.Sets != nil {
+		o.Sets = make(map[string]map[string]Member, len(c.Sets))
+		for name, s := range c.Sets {
+			os := make(map[string]Member, len(s))
+			for m, dots := range s {
+				os[m] = maps.Clone(dots)
+			}
+			o.Sets[name] = os
+		}
+	}
+	return o
+}
