@@ -1,0 +1,593 @@
+package k8s
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Pod annotations read and written by the injector. All are optional except Inject, which the
+// webhook needs to see "true" before it touches a pod.
+const (
+	// AnnotationInject opts a pod in ("true") or out ("false").
+	AnnotationInject = "ctxprop.io/inject"
+	// AnnotationStatus is written by the injector: "injected" or "skipped".
+	AnnotationStatus = "ctxprop.io/status"
+	// AnnotationSkipReason is written next to status "skipped" and says why.
+	AnnotationSkipReason = "ctxprop.io/skip-reason"
+
+	// AnnotationAppPort is the port the app listens on (inbound proxy target 127.0.0.1:PORT).
+	// Unset: the sidecar's configured inbound.app (127.0.0.1:8080 by default).
+	AnnotationAppPort = "ctxprop.io/app-port"
+	// AnnotationImage replaces the sidecar image for this pod.
+	AnnotationImage = "ctxprop.io/image"
+	// AnnotationConfigMap names the ConfigMap mounted at /etc/ctxprop (default ctxprop-config).
+	AnnotationConfigMap = "ctxprop.io/configmap"
+	// AnnotationDataClaim names a PersistentVolumeClaim for the bbolt file instead of an
+	// emptyDir, so the store outlives the pod.
+	AnnotationDataClaim = "ctxprop.io/data-claim"
+	// AnnotationDataVolume names a volume the pod already has (for example one made from a
+	// StatefulSet volumeClaimTemplate) to hold the bbolt file; no volume is added.
+	AnnotationDataVolume = "ctxprop.io/data-volume"
+	// AnnotationNoProxy adds comma-separated entries to the app containers' NO_PROXY.
+	AnnotationNoProxy = "ctxprop.io/no-proxy"
+	// Resource annotations replace the sidecar's requests and limits (Kubernetes quantities).
+	AnnotationCPURequest    = "ctxprop.io/cpu-request"
+	AnnotationCPULimit      = "ctxprop.io/cpu-limit"
+	AnnotationMemoryRequest = "ctxprop.io/memory-request"
+	AnnotationMemoryLimit   = "ctxprop.io/memory-limit"
+	// AnnotationConfigPrefix starts a config override: ctxprop.io/config-<block>-<attr> = value
+	// sets the sidecar's environment variable CTXPROP_<BLOCK>_<ATTR>, which overrides that
+	// config.hcl attribute (SPEC §9). Dashes become underscores, so nested blocks work too:
+	// ctxprop.io/config-sync-tls-ca_file → CTXPROP_SYNC_TLS_CA_FILE.
+	AnnotationConfigPrefix = "ctxprop.io/config-"
+
+	// LabelPeer marks injected pods; the headless peer Service selects on it.
+	LabelPeer = "ctxprop.io/peer"
+
+	StatusInjected = "injected"
+	StatusSkipped  = "skipped"
+)
+
+// Names and paths of what the injector adds to a pod.
+const (
+	ContainerName    = "ctxprop"
+	DataVolumeName   = "ctxprop-data"
+	ConfigVolumeName = "ctxprop-config"
+	DataDir          = "/var/lib/ctxprop"
+	ConfigDir        = "/etc/ctxprop"
+	StoreFile        = "ctxprop.db"
+
+	// Defaults of SPEC §2; a pod's config overrides move the probe and proxy addresses along.
+	AdminAddress    = "127.0.0.1:7400"
+	OutboundAddress = "127.0.0.1:7402"
+	InboundPort     = 7401
+	SyncPort        = 7403
+	InboundPortName = "ctxprop-in"
+	SyncPortName    = "ctxprop-sync"
+)
+
+// Config is what the injector puts into every pod; annotations adjust it per pod.
+type Config struct {
+	// Image is the sidecar image. Required.
+	Image string
+	// ImagePullPolicy of the sidecar; empty leaves it to Kubernetes' default for the tag.
+	ImagePullPolicy corev1.PullPolicy
+	// Binary is the sidecar executable inside the image, run by the exec probes.
+	Binary string
+	// ConfigMap holding config.hcl, mounted optionally: a pod starts without it on defaults.
+	ConfigMap string
+	// PeerService is the headless Service used for peer discovery in the pod's namespace;
+	// empty sets no CTXPROP_SYNC_DNS and no peer label.
+	PeerService string
+	// ClusterDomain completes the peer Service's DNS name.
+	ClusterDomain string
+	// NoProxy is the app containers' NO_PROXY list. Service names must stay out of it: calls
+	// to other services have to go through the outbound proxy to carry context (SPEC §4).
+	NoProxy []string
+	// Resources of the sidecar container.
+	Resources corev1.ResourceRequirements
+	// InjectUnannotated treats pods without the inject annotation as opted in; the offline
+	// `sidecar inject` sets it, since running it is the opt-in. "false" still opts out.
+	InjectUnannotated bool
+}
+
+// DefaultConfig returns the injector's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Image:         "ctxprop/sidecar:latest",
+		Binary:        "/sidecar",
+		ConfigMap:     "ctxprop-config",
+		PeerService:   "ctxprop-peers",
+		ClusterDomain: "cluster.local",
+		NoProxy: []string{
+			"localhost", "127.0.0.1", "::1",
+			"kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+			// Expanded by the kubelet from the service environment of every container.
+			"$(KUBERNETES_SERVICE_HOST)",
+		},
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("50m"),
+				corev1.ResourceMemory: resource.MustParse("64Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("1"),
+				corev1.ResourceMemory: resource.MustParse("256Mi"),
+			},
+		},
+	}
+}
+
+// Validate reports the first field that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Image == "":
+		return errors.New("k8s config: image is empty; set the sidecar image (-image)")
+	case c.Binary == "" || !strings.HasPrefix(c.Binary, "/"):
+		return fmt.Errorf("k8s config: binary %q must be an absolute path inside the image", c.Binary)
+	case c.ConfigMap == "":
+		return errors.New("k8s config: configmap is empty; name the ConfigMap holding config.hcl")
+	}
+	if errs := validation.IsDNS1123Subdomain(c.ConfigMap); len(errs) > 0 {
+		return fmt.Errorf("k8s config: configmap %q: %s", c.ConfigMap, strings.Join(errs, "; "))
+	}
+	if c.PeerService != "" {
+		if errs := validation.IsDNS1035Label(c.PeerService); len(errs) > 0 {
+			return fmt.Errorf("k8s config: peer service %q: %s", c.PeerService, strings.Join(errs, "; "))
+		}
+	}
+	return nil
+}
+
+// Outcome says what InjectPod did.
+type Outcome int
+
+const (
+	// NotRequested: the pod has no inject annotation; it was not touched.
+	NotRequested Outcome = iota
+	// Injected: the sidecar was added.
+	Injected
+	// AlreadyInjected: the sidecar was there before; at most missing proxy variables of app
+	// containers added by a later webhook were filled in.
+	AlreadyInjected
+	// Skipped: the pod opted out or cannot take the sidecar; Result.Reason says why and the
+	// pod carries the reason in its skip-reason annotation.
+	Skipped
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case NotRequested:
+		return "not requested"
+	case Injected:
+		return StatusInjected
+	case AlreadyInjected:
+		return "already injected"
+	case Skipped:
+		return StatusSkipped
+	}
+	return "Outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Result is the outcome of one InjectPod call.
+type Result struct {
+	Outcome Outcome
+	// Reason is why a pod was skipped; empty otherwise.
+	Reason string
+}
+
+// AnnotationError is a pod annotation the injector cannot use. The webhook denies such a pod
+// rather than start it with a sidecar that is not what its author asked for.
+type AnnotationError struct {
+	Key, Value string
+	Problem    string
+}
+
+func (e *AnnotationError) Error() string {
+	return fmt.Sprintf("annotation %s=%q: %s", e.Key, e.Value, e.Problem)
+}
+
+// InjectPod adds the sidecar to a pod or pod template in place. It is idempotent: a pod that
+// already has the sidecar container gets no second one. A pod that opted out is left alone
+// except for the status and skip-reason annotations. Only an *AnnotationError is returned.
+func (c Config) InjectPod(meta *metav1.ObjectMeta, spec *corev1.PodSpec) (Result, error) {
+	inject, asked := meta.Annotations[AnnotationInject]
+	if !asked && !c.InjectUnannotated {
+		return Result{Outcome: NotRequested}, nil
+	}
+	if asked && inject != "true" {
+		reason := fmt.Sprintf("%s is %q", AnnotationInject, inject)
+		if inject != "false" {
+			reason += `; use "true" or "false"`
+		}
+		return skip(meta, reason), nil
+	}
+	if i := containerIndex(spec.InitContainers, ContainerName); i >= 0 {
+		// Filling in proxy variables lets a pod pass through the webhook again (reinvocation
+		// after another webhook added a container) without a second sidecar.
+		outbound := envValue(spec.InitContainers[i].Env, "CTXPROP_OUTBOUND_ADDRESS")
+		if outbound == "" {
+			outbound = OutboundAddress
+		}
+		env := appEnv(outbound, noProxyFor(c.NoProxy, meta.Annotations))
+		for i := range spec.Containers {
+			addMissingEnv(&spec.Containers[i], env)
+		}
+		return Result{Outcome: AlreadyInjected}, nil
+	}
+	if containerIndex(spec.Containers, ContainerName) >= 0 {
+		return skip(meta, fmt.Sprintf("the pod already has an app container named %q", ContainerName)), nil
+	}
+	if spec.HostNetwork {
+		return skip(meta, fmt.Sprintf("hostNetwork pods share the node's ports; the sidecar's %d and %d would clash", InboundPort, SyncPort)), nil
+	}
+
+	p, err := c.podSettings(meta.Annotations)
+	if err != nil {
+		return Result{}, err
+	}
+	c.inject(meta, spec, p)
+	return Result{Outcome: Injected}, nil
+}
+
+func skip(meta *metav1.ObjectMeta, reason string) Result {
+	setAnnotation(meta, AnnotationStatus, StatusSkipped)
+	setAnnotation(meta, AnnotationSkipReason, reason)
+	return Result{Outcome: Skipped, Reason: reason}
+}
+
+// podSettings is the Config adjusted by one pod's annotations.
+type podSettings struct {
+	image      string
+	configMap  string
+	dataVolume corev1.Volume // Name == "": mount the volume named by existing
+	existing   string
+	env        []corev1.EnvVar // sidecar environment, in dependency order
+	adminAddr  string
+	outbound   string
+	resources  corev1.ResourceRequirements
+	noProxy    []string
+}
+
+func (c Config) podSettings(ann map[string]string) (podSettings, error) {
+	p := podSettings{
+		image:     c.Image,
+		configMap: c.ConfigMap,
+		adminAddr: AdminAddress,
+		outbound:  OutboundAddress,
+		resources: *c.Resources.DeepCopy(),
+		noProxy:   noProxyFor(c.NoProxy, ann),
+		dataVolume: corev1.Volume{Name: DataVolumeName, VolumeSource: corev1.VolumeSource{
+			EmptyDir: &corev1.EmptyDirVolumeSource{},
+		}},
+	}
+	if v, ok := ann[AnnotationImage]; ok {
+		if v == "" || strings.ContainsAny(v, " \t\n") {
+			return p, &AnnotationError{AnnotationImage, v, "not an image reference"}
+		}
+		p.image = v
+	}
+	if v, ok := ann[AnnotationConfigMap]; ok {
+		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
+			return p, &AnnotationError{AnnotationConfigMap, v, strings.Join(errs, "; ")}
+		}
+		p.configMap = v
+	}
+	claim, hasClaim := ann[AnnotationDataClaim]
+	vol, hasVol := ann[AnnotationDataVolume]
+	switch {
+	case hasClaim && hasVol:
+		return p, &AnnotationError{AnnotationDataClaim, claim, "set either it or " + AnnotationDataVolume + ", not both"}
+	case hasClaim:
+		if errs := validation.IsDNS1123Subdomain(claim); len(errs) > 0 {
+			return p, &AnnotationError{AnnotationDataClaim, claim, strings.Join(errs, "; ")}
+		}
+		p.dataVolume.VolumeSource = corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim},
+		}
+	case hasVol:
+		if errs := validation.IsDNS1123Label(vol); len(errs) > 0 {
+			return p, &AnnotationError{AnnotationDataVolume, vol, strings.Join(errs, "; ")}
+		}
+		p.dataVolume = corev1.Volume{}
+		p.existing = vol
+	}
+	for _, r := range []struct {
+		key  string
+		list *corev1.ResourceList
+		name corev1.ResourceName
+	}{
+		{AnnotationCPURequest, &p.resources.Requests, corev1.ResourceCPU},
+		{AnnotationCPULimit, &p.resources.Limits, corev1.ResourceCPU},
+		{AnnotationMemoryRequest, &p.resources.Requests, corev1.ResourceMemory},
+		{AnnotationMemoryLimit, &p.resources.Limits, corev1.ResourceMemory},
+	} {
+		v, ok := ann[r.key]
+		if !ok {
+			continue
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return p, &AnnotationError{r.key, v, "not a Kubernetes quantity such as 100m or 128Mi"}
+		}
+		if *r.list == nil {
+			*r.list = corev1.ResourceList{}
+		}
+		(*r.list)[r.name] = q
+	}
+
+	// The sidecar's environment: fixed per-pod settings first, so that $(POD_NAMESPACE) is
+	// defined before CTXPROP_SYNC_DNS refers to it, then the pod's overrides, which win.
+	env := []corev1.EnvVar{
+		{Name: "POD_NAMESPACE", ValueFrom: fieldRef("metadata.namespace")},
+		{Name: "CTXPROP_NODE_NAME", ValueFrom: fieldRef("metadata.name")},
+		{Name: "CTXPROP_STORE_PATH", Value: DataDir + "/" + StoreFile},
+	}
+	if c.PeerService != "" {
+		env = append(env, corev1.EnvVar{
+			Name:  "CTXPROP_SYNC_DNS",
+			Value: fmt.Sprintf("%s.$(POD_NAMESPACE).svc.%s", c.PeerService, c.ClusterDomain),
+		})
+	}
+	if v, ok := ann[AnnotationAppPort]; ok {
+		port, err := strconv.Atoi(v)
+		if err != nil || port < 1 || port > 65535 {
+			return p, &AnnotationError{AnnotationAppPort, v, "not a port number 1-65535"}
+		}
+		if port == InboundPort || port == SyncPort {
+			return p, &AnnotationError{AnnotationAppPort, v, "the sidecar listens on that port"}
+		}
+		env = setEnv(env, "CTXPROP_INBOUND_APP", net.JoinHostPort("127.0.0.1", v))
+	}
+	overrides := make([]string, 0)
+	for k := range ann {
+		if strings.HasPrefix(k, AnnotationConfigPrefix) {
+			overrides = append(overrides, k)
+		}
+	}
+	sort.Strings(overrides)
+	for _, k := range overrides {
+		name, err := overrideEnvName(k)
+		if err != nil {
+			return p, &AnnotationError{k, ann[k], err.Error()}
+		}
+		v := ann[k]
+		switch name {
+		case "CTXPROP_ADMIN_ADDRESS":
+			p.adminAddr = v
+		case "CTXPROP_OUTBOUND_ADDRESS":
+			p.outbound = v
+		}
+		env = setEnv(env, name, v)
+	}
+	for _, a := range []struct{ key, addr string }{
+		{AnnotationConfigPrefix + "admin-address", p.adminAddr},
+		{AnnotationConfigPrefix + "outbound-address", p.outbound},
+	} {
+		if _, err := loopbackURL(a.addr); err != nil {
+			return p, &AnnotationError{a.key, a.addr, err.Error()}
+		}
+	}
+	p.env = env
+	return p, nil
+}
+
+// overrideEnvName maps ctxprop.io/config-sync-tls-ca_file to CTXPROP_SYNC_TLS_CA_FILE.
+func overrideEnvName(key string) (string, error) {
+	rest := strings.TrimPrefix(key, AnnotationConfigPrefix)
+	parts := strings.FieldsFunc(rest, func(r rune) bool { return r == '-' || r == '.' })
+	if len(parts) < 2 {
+		return "", errors.New("name a block and an attribute: " + AnnotationConfigPrefix + "<block>-<attr>, e.g. " + AnnotationConfigPrefix + "inbound-app")
+	}
+	for _, p := range parts {
+		for _, r := range p {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+				return "", fmt.Errorf("block and attribute names are lowercase letters, digits and _, not %q", r)
+			}
+		}
+	}
+	return "CTXPROP_" + strings.ToUpper(strings.Join(parts, "_")), nil
+}
+
+// loopbackURL turns a listener address into the http URL a process in the pod dials: a
+// wildcard host is reached on 127.0.0.1.
+func loopbackURL(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("not host:port: %v", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("port %q is not 1-65535", port)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}
+
+func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSettings) {
+	dataVolume := p.existing
+	if dataVolume == "" {
+		dataVolume = DataVolumeName
+		// A volume the author already called ctxprop-data is theirs to choose; keep it.
+		if volumeIndex(spec.Volumes, DataVolumeName) < 0 {
+			spec.Volumes = append(spec.Volumes, p.dataVolume)
+		}
+	}
+	if volumeIndex(spec.Volumes, ConfigVolumeName) < 0 {
+		optional := true
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: ConfigVolumeName, VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: p.configMap},
+				// Optional: without the ConfigMap the sidecar starts on its defaults and the
+				// environment overrides, instead of the pod hanging in ContainerCreating.
+				Optional: &optional,
+			},
+		}})
+	}
+
+	adminURL, _ := loopbackURL(p.adminAddr) // checked in podSettings
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+				Command: []string{c.Binary, "probe", "-url", adminURL + path},
+			}},
+			PeriodSeconds:    period,
+			TimeoutSeconds:   2,
+			FailureThreshold: failures,
+		}
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	yes, no := true, false
+	uid := int64(65532)
+	sidecar := corev1.Container{
+		Name:            ContainerName,
+		Image:           p.image,
+		ImagePullPolicy: c.ImagePullPolicy,
+		Args:            []string{"run", "-config", ConfigDir + "/config.hcl"},
+		Ports: []corev1.ContainerPort{
+			{Name: InboundPortName, ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
+			{Name: SyncPortName, ContainerPort: SyncPort, Protocol: corev1.ProtocolTCP},
+		},
+		Env:       p.env,
+		Resources: p.resources,
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: dataVolume, MountPath: DataDir},
+			{Name: ConfigVolumeName, MountPath: ConfigDir, ReadOnly: true},
+		},
+		// The kubelet holds the app containers back until this passes: up to 2 minutes for
+		// the store to open and the listeners to come up.
+		StartupProbe:   probe("/readyz", 1, 120),
+		ReadinessProbe: probe("/readyz", 5, 3),
+		LivenessProbe:  probe("/healthz", 10, 3),
+		RestartPolicy:  &always,
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             &yes,
+			RunAsUser:                &uid,
+			RunAsGroup:               &uid,
+			ReadOnlyRootFilesystem:   &yes,
+			AllowPrivilegeEscalation: &no,
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	// Appended, not prepended: the init containers already there keep their indexes (an
+	// admission patch then only adds), and run before the sidecar as they did before.
+	spec.InitContainers = append(spec.InitContainers, sidecar)
+
+	env := appEnv(p.outbound, p.noProxy)
+	for i := range spec.Containers {
+		addMissingEnv(&spec.Containers[i], env)
+	}
+
+	if c.PeerService != "" {
+		if meta.Labels == nil {
+			meta.Labels = map[string]string{}
+		}
+		meta.Labels[LabelPeer] = "true"
+	}
+	setAnnotation(meta, AnnotationStatus, StatusInjected)
+	if _, ok := meta.Annotations[AnnotationSkipReason]; ok {
+		delete(meta.Annotations, AnnotationSkipReason)
+	}
+}
+
+// noProxyFor is the NO_PROXY list of a pod: the configured one and the pod's additions.
+func noProxyFor(base []string, ann map[string]string) []string {
+	list := base[:len(base):len(base)] // appends must not write into the shared Config
+	for _, e := range strings.Split(ann[AnnotationNoProxy], ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			list = append(list, e)
+		}
+	}
+	return list
+}
+
+// appEnv is the proxy environment of app containers. Both spellings are set: curl and many
+// runtimes read only the lowercase one, others only the uppercase one.
+func appEnv(outbound string, noProxy []string) []corev1.EnvVar {
+	proxyURL, err := loopbackURL(outbound)
+	if err != nil {
+		proxyURL = "http://" + OutboundAddress
+	}
+	np := strings.Join(noProxy, ",")
+	return []corev1.EnvVar{
+		{Name: "HTTP_PROXY", Value: proxyURL},
+		{Name: "http_proxy", Value: proxyURL},
+		{Name: "NO_PROXY", Value: np},
+		{Name: "no_proxy", Value: np},
+	}
+}
+
+// addMissingEnv appends the variables the container does not set itself: an author's own
+// HTTP_PROXY or NO_PROXY wins.
+func addMissingEnv(ctr *corev1.Container, env []corev1.EnvVar) {
+	for _, e := range env {
+		if envIndex(ctr.Env, e.Name) < 0 {
+			ctr.Env = append(ctr.Env, e)
+		}
+	}
+}
+
+func setEnv(env []corev1.EnvVar, name, value string) []corev1.EnvVar {
+	if i := envIndex(env, name); i >= 0 {
+		env[i] = corev1.EnvVar{Name: name, Value: value}
+		return env
+	}
+	return append(env, corev1.EnvVar{Name: name, Value: value})
+}
+
+func envValue(env []corev1.EnvVar, name string) string {
+	if i := envIndex(env, name); i >= 0 {
+		return env[i].Value
+	}
+	return ""
+}
+
+func envIndex(env []corev1.EnvVar, name string) int {
+	for i, e := range env {
+		if e.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func containerIndex(cs []corev1.Container, name string) int {
+	for i, c := range cs {
+		if c.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func volumeIndex(vs []corev1.Volume, name string) int {
+	for i, v := range vs {
+		if v.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func fieldRef(path string) *corev1.EnvVarSource {
+	return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
+}
+
+func setAnnotation(meta *metav1.ObjectMeta, key, value string) {
+	if meta.Annotations == nil {
+		meta.Annotations = map[string]string{}
+	}
+	meta.Annotations[key] = value
+}

@@ -1,0 +1,353 @@
+package k8s
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// checkInjected asserts the pieces of an injected pod that the kubelet and the sidecar rely
+// on; the webhook tests run it on what the API server stored.
+func checkInjected(t *testing.T, meta *metav1.ObjectMeta, spec *corev1.PodSpec) {
+	t.Helper()
+	if got, want := meta.Annotations[AnnotationStatus], StatusInjected; got != want {
+		t.Errorf("annotation %s = %q, want %q", AnnotationStatus, got, want)
+	}
+	n := 0
+	var sidecar corev1.Container
+	for _, c := range spec.InitContainers {
+		if c.Name == ContainerName {
+			n++
+			sidecar = c
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d init containers named %s, want 1", n, ContainerName)
+	}
+	if sidecar.RestartPolicy == nil || *sidecar.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("sidecar restartPolicy = %v, want Always (a native sidecar)", sidecar.RestartPolicy)
+	}
+	if p := sidecar.StartupProbe; p == nil || p.Exec == nil || !strings.HasSuffix(p.Exec.Command[len(p.Exec.Command)-1], "/readyz") {
+		t.Errorf("sidecar startupProbe = %+v, want an exec probe of /readyz", p)
+	}
+	if got, want := strings.Join(sidecar.Args, " "), "run -config /etc/ctxprop/config.hcl"; got != want {
+		t.Errorf("sidecar args = %q, want %q", got, want)
+	}
+	if e := sidecar.Env[envIndex(sidecar.Env, "CTXPROP_NODE_NAME")]; e.ValueFrom == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+		t.Errorf("CTXPROP_NODE_NAME = %+v, want the pod name from the downward API", e)
+	}
+	if got, want := envValue(sidecar.Env, "CTXPROP_STORE_PATH"), "/var/lib/ctxprop/ctxprop.db"; got != want {
+		t.Errorf("CTXPROP_STORE_PATH = %q, want %q", got, want)
+	}
+	if sidecar.Resources.Requests.Memory().IsZero() || sidecar.Resources.Limits.Memory().IsZero() {
+		t.Errorf("sidecar resources = %+v, want memory request and limit", sidecar.Resources)
+	}
+	mounts := map[string]string{}
+	for _, m := range sidecar.VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	for _, path := range []string{DataDir, ConfigDir} {
+		name, ok := mounts[path]
+		if !ok {
+			t.Errorf("nothing mounted at %s", path)
+			continue
+		}
+		if volumeIndex(spec.Volumes, name) < 0 && name != DataVolumeName {
+			continue // a volumeClaimTemplate's volume, added by the StatefulSet controller
+		}
+		if volumeIndex(spec.Volumes, name) < 0 {
+			t.Errorf("volume %s mounted at %s is missing", name, path)
+		}
+	}
+	for _, c := range spec.Containers {
+		if got := envValue(c.Env, "HTTP_PROXY"); got == "" {
+			t.Errorf("container %s has no HTTP_PROXY", c.Name)
+		}
+		if got := envValue(c.Env, "NO_PROXY"); !strings.Contains(got, "127.0.0.1") {
+			t.Errorf("container %s NO_PROXY = %q, want loopback in it", c.Name, got)
+		}
+	}
+}
+
+func podWith(ann map[string]string) (*metav1.ObjectMeta, *corev1.PodSpec) {
+	return &metav1.ObjectMeta{Name: "p", Annotations: ann},
+		&corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}
+}
+
+func TestInjectPod_Outcomes(t *testing.T) {
+	tests := []struct {
+		name       string
+		ann        map[string]string
+		hostNet    bool
+		unannot    bool
+		want       Outcome
+		wantReason string
+	}{
+		{name: "annotated", ann: map[string]string{AnnotationInject: "true"}, want: Injected},
+		{name: "unannotated", want: NotRequested},
+		{name: "unannotated offline", unannot: true, want: Injected},
+		{name: "opt out", ann: map[string]string{AnnotationInject: "false"}, want: Skipped, wantReason: `ctxprop.io/inject is "false"`},
+		{name: "opt out offline", ann: map[string]string{AnnotationInject: "false"}, unannot: true, want: Skipped, wantReason: `ctxprop.io/inject is "false"`},
+		{name: "unclear value", ann: map[string]string{AnnotationInject: "yes"}, want: Skipped, wantReason: `use "true" or "false"`},
+		{name: "host network", ann: map[string]string{AnnotationInject: "true"}, hostNet: true, want: Skipped, wantReason: "hostNetwork"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.InjectUnannotated = tt.unannot
+			meta, spec := podWith(tt.ann)
+			spec.HostNetwork = tt.hostNet
+			res, err := cfg.InjectPod(meta, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Outcome, tt.want; got != want {
+				t.Fatalf("outcome = %v, want %v", got, want)
+			}
+			if !strings.Contains(res.Reason, tt.wantReason) {
+				t.Errorf("reason = %q, want it to contain %q", res.Reason, tt.wantReason)
+			}
+			switch tt.want {
+			case Injected:
+				checkInjected(t, meta, spec)
+			case Skipped:
+				if got, want := meta.Annotations[AnnotationSkipReason], res.Reason; got != want {
+					t.Errorf("skip-reason annotation = %q, want %q", got, want)
+				}
+				if got, want := meta.Annotations[AnnotationStatus], StatusSkipped; got != want {
+					t.Errorf("status annotation = %q, want %q", got, want)
+				}
+				fallthrough
+			case NotRequested:
+				if len(spec.InitContainers) != 0 || len(spec.Containers[0].Env) != 0 {
+					t.Errorf("pod changed: %+v", spec)
+				}
+			}
+		})
+	}
+}
+
+func TestInjectPod_Annotations(t *testing.T) {
+	tests := []struct {
+		name  string
+		ann   map[string]string
+		check func(t *testing.T, sidecar corev1.Container, spec *corev1.PodSpec)
+	}{
+		{
+			name: "app port",
+			ann:  map[string]string{AnnotationAppPort: "9000"},
+			check: func(t *testing.T, s corev1.Container, _ *corev1.PodSpec) {
+				if got, want := envValue(s.Env, "CTXPROP_INBOUND_APP"), "127.0.0.1:9000"; got != want {
+					t.Errorf("CTXPROP_INBOUND_APP = %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "config overrides",
+			ann: map[string]string{
+				AnnotationConfigPrefix + "sync-tls-ca_file": "/etc/tls/ca.pem",
+				AnnotationConfigPrefix + "inbound-app":      "127.0.0.1:7000",
+				AnnotationAppPort:                           "9000", // the explicit override wins
+			},
+			check: func(t *testing.T, s corev1.Container, _ *corev1.PodSpec) {
+				if got, want := envValue(s.Env, "CTXPROP_SYNC_TLS_CA_FILE"), "/etc/tls/ca.pem"; got != want {
+					t.Errorf("CTXPROP_SYNC_TLS_CA_FILE = %q, want %q", got, want)
+				}
+				if got, want := envValue(s.Env, "CTXPROP_INBOUND_APP"), "127.0.0.1:7000"; got != want {
+					t.Errorf("CTXPROP_INBOUND_APP = %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "admin and outbound addresses move probes and proxy",
+			ann: map[string]string{
+				AnnotationConfigPrefix + "admin-address":    "127.0.0.1:17400",
+				AnnotationConfigPrefix + "outbound-address": "0.0.0.0:17402",
+			},
+			check: func(t *testing.T, s corev1.Container, spec *corev1.PodSpec) {
+				if got, want := s.StartupProbe.Exec.Command[3], "http://127.0.0.1:17400/readyz"; got != want {
+					t.Errorf("probe url = %q, want %q", got, want)
+				}
+				if got, want := envValue(spec.Containers[0].Env, "HTTP_PROXY"), "http://127.0.0.1:17402"; got != want {
+					t.Errorf("HTTP_PROXY = %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "data claim",
+			ann:  map[string]string{AnnotationDataClaim: "state"},
+			check: func(t *testing.T, _ corev1.Container, spec *corev1.PodSpec) {
+				v := spec.Volumes[volumeIndex(spec.Volumes, DataVolumeName)]
+				if v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != "state" {
+					t.Errorf("data volume = %+v, want the claim state", v.VolumeSource)
+				}
+			},
+		},
+		{
+			name: "data volume of the pod",
+			ann:  map[string]string{AnnotationDataVolume: "state"},
+			check: func(t *testing.T, s corev1.Container, spec *corev1.PodSpec) {
+				if volumeIndex(spec.Volumes, DataVolumeName) >= 0 {
+					t.Errorf("a %s volume was added: %+v", DataVolumeName, spec.Volumes)
+				}
+				if got, want := s.VolumeMounts[0].Name, "state"; got != want {
+					t.Errorf("data mount = %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "resources, image, no-proxy, configmap",
+			ann: map[string]string{
+				AnnotationCPURequest:    "10m",
+				AnnotationMemoryLimit:   "1Gi",
+				AnnotationImage:         "registry.example/ctxprop:2",
+				AnnotationNoProxy:       " .corp ,, metadata ",
+				AnnotationConfigMap:     "orders-ctxprop",
+				AnnotationMemoryRequest: "32Mi",
+			},
+			check: func(t *testing.T, s corev1.Container, spec *corev1.PodSpec) {
+				if got, want := s.Resources.Requests.Cpu().String(), "10m"; got != want {
+					t.Errorf("cpu request = %s, want %s", got, want)
+				}
+				if got, want := s.Resources.Limits.Memory().String(), "1Gi"; got != want {
+					t.Errorf("memory limit = %s, want %s", got, want)
+				}
+				if got, want := s.Image, "registry.example/ctxprop:2"; got != want {
+					t.Errorf("image = %q, want %q", got, want)
+				}
+				if got := envValue(spec.Containers[0].Env, "no_proxy"); !strings.HasSuffix(got, ",$(KUBERNETES_SERVICE_HOST),.corp,metadata") {
+					t.Errorf("no_proxy = %q, want the additions at the end", got)
+				}
+				cm := spec.Volumes[volumeIndex(spec.Volumes, ConfigVolumeName)].ConfigMap
+				if cm.Name != "orders-ctxprop" || cm.Optional == nil || !*cm.Optional {
+					t.Errorf("config volume = %+v, want optional orders-ctxprop", cm)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ann := map[string]string{AnnotationInject: "true"}
+			for k, v := range tt.ann {
+				ann[k] = v
+			}
+			meta, spec := podWith(ann)
+			res, err := DefaultConfig().InjectPod(meta, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Outcome != Injected {
+				t.Fatalf("outcome = %v", res.Outcome)
+			}
+			checkInjected(t, meta, spec)
+			tt.check(t, spec.InitContainers[containerIndex(spec.InitContainers, ContainerName)], spec)
+		})
+	}
+}
+
+func TestInjectPod_BadAnnotations(t *testing.T) {
+	tests := []struct{ key, value, want string }{
+		{AnnotationAppPort, "http", "not a port number"},
+		{AnnotationAppPort, "70000", "not a port number"},
+		{AnnotationAppPort, "7401", "the sidecar listens on that port"},
+		{AnnotationCPULimit, "lots", "not a Kubernetes quantity"},
+		{AnnotationConfigPrefix + "inbound", "x", "name a block and an attribute"},
+		{AnnotationConfigPrefix + "Inbound-App", "x", "lowercase"},
+		{AnnotationConfigPrefix + "admin-address", "localhost", "not host:port"},
+		{AnnotationDataClaim, "Bad_Name", "lower case"},
+		{AnnotationImage, "", "not an image reference"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
+			meta, spec := podWith(map[string]string{AnnotationInject: "true", tt.key: tt.value})
+			before := spec.DeepCopy()
+			_, err := DefaultConfig().InjectPod(meta, spec)
+			var ae *AnnotationError
+			if !errors.As(err, &ae) || ae.Key != tt.key || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want an AnnotationError for %s containing %q", err, tt.key, tt.want)
+			}
+			if !reflect.DeepEqual(spec, before) {
+				t.Errorf("pod changed despite the error")
+			}
+		})
+	}
+}
+
+func TestInjectPod_Idempotent(t *testing.T) {
+	meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationNoProxy: ".corp"})
+	cfg := DefaultConfig()
+	if _, err := cfg.InjectPod(meta, spec); err != nil {
+		t.Fatal(err)
+	}
+	once := spec.DeepCopy()
+	res, err := cfg.InjectPod(meta, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := res.Outcome, AlreadyInjected; got != want {
+		t.Errorf("outcome = %v, want %v", got, want)
+	}
+	if !reflect.DeepEqual(spec, once) {
+		t.Errorf("second injection changed the pod")
+	}
+
+	// A container added after the injection (by a later webhook) gets the proxy variables
+	// when the pod comes back, and still no second sidecar.
+	spec.Containers = append(spec.Containers, corev1.Container{Name: "late", Image: "late"})
+	if _, err := cfg.InjectPod(meta, spec); err != nil {
+		t.Fatal(err)
+	}
+	checkInjected(t, meta, spec)
+	if got, want := envValue(spec.Containers[1].Env, "NO_PROXY"), envValue(spec.Containers[0].Env, "NO_PROXY"); got != want {
+		t.Errorf("late container NO_PROXY = %q, want %q", got, want)
+	}
+}
+
+func TestInjectPod_KeepsAuthorsEnv(t *testing.T) {
+	meta, spec := podWith(map[string]string{AnnotationInject: "true"})
+	spec.Containers[0].Env = []corev1.EnvVar{{Name: "HTTP_PROXY", Value: "http://corp-proxy:3128"}}
+	if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := envValue(spec.Containers[0].Env, "HTTP_PROXY"), "http://corp-proxy:3128"; got != want {
+		t.Errorf("HTTP_PROXY = %q, want the author's %q", got, want)
+	}
+	if got, want := envIndex(spec.Containers[0].Env, "http_proxy") >= 0, true; got != want {
+		t.Errorf("http_proxy set = %v, want %v", got, want)
+	}
+}
+
+func TestConfig_Validate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"default", func(*Config) {}, ""},
+		{"no image", func(c *Config) { c.Image = "" }, "image is empty"},
+		{"relative binary", func(c *Config) { c.Binary = "sidecar" }, "absolute path"},
+		{"bad configmap", func(c *Config) { c.ConfigMap = "A B" }, "configmap"},
+		{"bad peer service", func(c *Config) { c.PeerService = "1peers" }, "peer service"},
+		{"no peer service", func(c *Config) { c.PeerService = "" }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			tt.change(&cfg)
+			err := cfg.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
