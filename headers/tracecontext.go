@@ -83,20 +83,35 @@ func parseTraceparent(values []string) (trace.SpanContextConfig, error) {
 // limit and duplicate keys are checked by otel's trace.ParseTraceState; any error
 // discards the whole tracestate (§3.3.1.5 allows no partial result we could trust).
 func parseTracestate(values []string) (trace.TraceState, error) {
-	var v string
-	switch len(values) {
-	case 0:
+	if len(values) == 0 {
 		return trace.TraceState{}, nil
-	case 1:
-		v = values[0]
-	default:
-		v = strings.Join(values, ",")
 	}
-	ts, err := trace.ParseTraceState(v)
+	ts, err := trace.ParseTraceState(tracestateList(values))
 	if err != nil {
 		return trace.TraceState{}, fmt.Errorf("%w: %w; it was dropped", ErrTracestate, err)
 	}
 	return ts, nil
+}
+
+// tracestateList combines tracestate lines into one list without empty or
+// whitespace-only members, which §3.3.1.2 allows (and otel's parser rejects).
+func tracestateList(values []string) string {
+	if len(values) == 1 && !strings.ContainsAny(values[0], " \t") {
+		return values[0] // the common case, left as is
+	}
+	var sb strings.Builder
+	for _, line := range values {
+		for m := range strings.SplitSeq(line, ",") {
+			if m = strings.Trim(m, " \t"); m == "" {
+				continue
+			}
+			if sb.Len() > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString(m)
+		}
+	}
+	return sb.String()
 }
 
 // WriteTraceparent sets h's traceparent (version 00) and tracestate from sc. When sc
