@@ -387,16 +387,16 @@ func TestOutbound(t *testing.T) {
 			wantErrs:    []error{ErrBaggageFull, ErrBaggageFull, ErrBaggageFull},
 		},
 		{
-			name:        "8192 bytes: the name does not fit, a shorter flag does",
-			in:          hdr("traceparent", specTP, "baggage", big),
-			wantFlags:   []Flag{{"beta", "on"}}, wantCorrelated: true,
+			name:      "8192 bytes: the name does not fit, a shorter flag does",
+			in:        hdr("traceparent", specTP, "baggage", big),
+			wantFlags: []Flag{{"beta", "on"}}, wantCorrelated: true,
 			wantBaggage: []string{big + ",ctx.flag.beta=on"},
 			wantErrs:    []error{ErrBaggageFull, ErrBaggageFull},
 		},
 		{
-			name:     "app's ctx-ops taken, flag headers stripped",
-			in:       hdr("ctx-ops", `put;map="steps";key="pay";value="done";ttl=60`, "Ctx-Flag-Beta", "on"),
-			wantOps:  []ops.Op{{Kind: ops.Put, Map: "steps", Key: "pay", Value: []byte(`"done"`), TTL: 60e9}},
+			name:    "app's ctx-ops taken, flag headers stripped",
+			in:      hdr("ctx-ops", `put;map="steps";key="pay";value="done";ttl=60`, "Ctx-Flag-Beta", "on"),
+			wantOps: []ops.Op{{Kind: ops.Put, Map: "steps", Key: "pay", Value: []byte(`"done"`), TTL: 60e9}},
 		},
 		{
 			name:     "malformed ctx-ops dropped",
