@@ -1,0 +1,36 @@
+// Package proxy is the data path of the ctxprop sidecar (SPEC §5): an inbound reverse
+// proxy from other pods to the local app, and an outbound forward proxy (the app's
+// HTTP_PROXY) from the app to other pods.
+//
+// Both directions carry HTTP/1.1 and h2c (prior-knowledge HTTP/2 without TLS, as gRPC
+// uses it), trailers, WebSocket and other Upgrade exchanges, and streaming bodies
+// without buffering them. The upstream protocol mirrors the downstream one: an h2c
+// request goes on as h2c, an HTTP/1.1 request as HTTP/1.1. The outbound listener
+// takes absolute-form requests ("GET http://svc:8080/x HTTP/1.1", what clients send
+// to an HTTP_PROXY), passes CONNECT tunnels through without looking inside, and takes
+// h2c requests to the host named by their :authority.
+//
+// On each request the proxy reads and rewrites the context headers through package
+// headers (traceparent, tracestate, baggage, ctx-ops, ctx-flag-*), starts a span when
+// tracing is on, and hands two kinds of writes to a Store:
+//
+//   - the ctx-ops of the local app (on its outbound requests and on its responses to
+//     inbound requests), and of inbound requests when Options.TrustInboundOps is set;
+//     ctx-ops never leave the pod;
+//   - telemetry, once per inbound request whose context is known, as counters of
+//     that context (see TelemetryKeys): requests, errors, a latency sum and
+//     cumulative latency buckets.
+//
+// Each inbound request makes at most one Store.Apply call, after its response is
+// done, carrying its ops and its telemetry together; each outbound request with ops
+// makes one before it is sent. The Store must not wait for fsync (SPEC §3: proxy
+// writes are committed within a bounded window).
+//
+// Lifecycle: New checks the options and builds everything without starting a
+// goroutine; Open binds the listeners and serves; Close drains in-flight requests,
+// WebSockets and tunnels until its context ends, then cuts what is left. The sidecar
+// calls Close on SIGTERM.
+//
+// When the app cannot be reached the inbound side answers 502 (refused, reset) or
+// 504 (timeout) with a plain-text body naming the app's address and what to check.
+package proxy

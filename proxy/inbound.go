@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ctxprop/ctxprop/headers"
+	"github.com/ctxprop/ctxprop/ops"
+)
+
+// exchange is the state of one proxied request, shared by the handler and the
+// ReverseProxy hooks through the request context.
+type exchange struct {
+	start    time.Time
+	inbound  bool
+	child    trace.SpanContext // the proxy's span; zero with tracing off
+	in       headers.Inbound   // inbound side
+	out      headers.Outbound  // outbound side
+	status   int               // status sent to the client; 0 until known
+	failed   bool              // transport error: no complete response from upstream
+	upgraded bool              // 101 Switching Protocols
+	respOps  []ops.Op          // the app's ctx-ops from its response (inbound)
+	buf      [16]ops.Op        // backing array of the one Store.Apply call
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(r *http.Request) *exchange {
+	ex, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// statusClientGone is recorded, never sent, when the client left before the answer
+// (nginx's 499). It is not an error of the app.
+const statusClientGone = 499
+
+func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
+	p.stats.inbound.Add(1)
+	if r.Method == http.MethodConnect {
+		http.Error(w, "ctxprop inbound proxy: CONNECT is not served here; tunnels go through the outbound proxy", http.StatusMethodNotAllowed)
+		return
+	}
+	ex := &exchange{start: time.Now(), inbound: true}
+	var errs []error
+	ex.in, errs = headers.ReadInbound(r.Header, p.hopt)
+	if errs != nil {
+		p.headerErrors("inbound", errs)
+	}
+
+	ctx := r.Context()
+	var span trace.Span
+	traceID := ex.in.Parent.TraceID()
+	if p.tracer != nil {
+		if ex.in.Parent.IsValid() {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, ex.in.Parent)
+		}
+		ctx, span = p.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method)))
+		ex.child = span.SpanContext()
+		traceID = ex.child.TraceID()
+	}
+	if ex.in.Name != "" || len(ex.in.Flags) > 0 {
+		release := p.corr.Begin(traceID, ex.in.Entry())
+		defer release()
+	}
+	if isUpgrade(r) {
+		p.inDrain.enter()
+		defer p.inDrain.leave()
+	}
+	defer func() {
+		// ReverseProxy aborts with a panic when a streamed body breaks midway;
+		// that request still counts, as failed.
+		if v := recover(); v != nil {
+			ex.failed = true
+			p.finishInbound(ex, span)
+			panic(v)
+		}
+		p.finishInbound(ex, span)
+	}()
+	p.in.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+}
+
+func (p *Proxy) rewriteInbound(pr *httputil.ProxyRequest) {
+	ex := exchangeOf(pr.In)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = p.opt.App
+	// The app sees the Host its caller asked for, and the chain of client
+	// addresses with this hop's appended.
+	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
+		pr.Out.Header["X-Forwarded-For"] = prior
+	}
+	pr.SetXForwarded()
+	ex.in.Apply(pr.Out.Header, ex.child)
+	// headers.Inbound.Apply removes ctx-ops too; this stays as the last word, since
+	// ops that reached the app could be forwarded and applied twice.
+	pr.Out.Header.Del(headers.CtxOps)
+}
+
+func (p *Proxy) modifyInbound(res *http.Response) error {
+	ex := exchangeOf(res.Request)
+	ex.status = res.StatusCode
+	ex.upgraded = res.StatusCode == http.StatusSwitchingProtocols
+	list, err := headers.ResponseOps(res.Header)
+	if err != nil {
+		p.headerErrors("app response", []error{err})
+	}
+	ex.respOps = list
+	return nil
+}
+
+// finishInbound makes the request's one Store.Apply call and ends its span.
+func (p *Proxy) finishInbound(ex *exchange, span trace.Span) {
+	elapsed := time.Since(ex.start)
+	name := ex.in.Name
+	switch {
+	case name == "":
+		if len(ex.in.Ops) > 0 || len(ex.respOps) > 0 {
+			p.stats.droppedOps.Add(1)
+			if p.logStore.allow() {
+				p.log.Warn("ctx-ops dropped: the request has no context (baggage ctx.name)", "side", "inbound")
+			}
+		}
+	case p.opt.Store != nil:
+		list := ex.buf[:0]
+		list = append(list, ex.in.Ops...)
+		list = append(list, ex.respOps...)
+		list = appendTelemetry(list, ex.status, ex.failed, elapsed, ex.upgraded)
+		p.apply(name, list)
+	}
+	if span != nil {
+		span.SetAttributes(attribute.Int("http.response.status_code", ex.status))
+		if ex.failed || ex.status >= 500 {
+			span.SetStatus(codes.Error, "status "+strconv.Itoa(ex.status))
+		}
+		span.End()
+	}
+}
+
+func (p *Proxy) apply(name string, list []ops.Op) {
+	if err := p.opt.Store.Apply(name, list); err != nil {
+		p.stats.store.Add(1)
+		if p.logStore.allow() {
+			p.log.Error("context writes lost: store refused them", "context", name, "ops", len(list), "error", err)
+		}
+	}
+}
+
+// isUpgrade reports whether r asks to switch protocols (WebSocket and others), in
+// which case its connection will be hijacked.
+func isUpgrade(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != ""
+}

@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ctxprop/ctxprop/ops"
+)
+
+// Store takes the writes the proxy makes on the request path: the ctx-ops of the
+// local app and the per-context telemetry. name is a valid context name (SPEC §3).
+//
+// Apply is called from many request goroutines at once and must be safe for
+// concurrent use. It must not wait for fsync or for replication: SPEC §3 has proxy
+// writes committed within a bounded window, so Apply queues them and returns. An
+// error is logged by the proxy and never fails the request. Apply must not keep list
+// after it returns; the proxy owns it.
+type Store interface {
+	Apply(name string, list []ops.Op) error
+}
+
+// Options configure a Proxy. Fields left at their zero value take the default named
+// in their comment; DefaultOptions returns the defaults of SPEC §2 with the
+// addresses filled in.
+type Options struct {
+	// InboundAddress is the address the inbound listener binds, where other pods
+	// reach the app (SPEC §2: "0.0.0.0:7401"). ":0" picks a free port (see
+	// InboundAddr). Empty means no inbound listener; Inbound still returns a handler.
+	InboundAddress string
+	// App is the host:port of the local app, where inbound requests go
+	// ("127.0.0.1:8080"). Required when InboundAddress is set.
+	App string
+	// OutboundAddress is the address of the outbound forward proxy, the app's
+	// HTTP_PROXY ("127.0.0.1:7402"). Empty means no outbound listener.
+	OutboundAddress string
+
+	// TrustInboundOps applies ctx-ops found on requests from other pods (config
+	// trust_inbound_ops). False drops them with a log line (SPEC §4).
+	TrustInboundOps bool
+
+	// Store takes ctx-ops and telemetry. Nil means both are dropped: the proxy
+	// still forwards and rewrites headers.
+	Store Store
+	// TracerProvider gives the tracer for the span of each proxied request. Nil
+	// means tracing off: traceparent and tracestate are forwarded byte for byte.
+	TracerProvider trace.TracerProvider
+	// Logger receives the proxy's logs. Nil means no logs.
+	Logger hclog.Logger
+
+	// MaxIdleConnsPerHost is the keep-alive pool per upstream host. Zero means 256:
+	// net/http's default of 2 makes a busy proxy open and close a connection for
+	// most requests, which costs about 40 % of throughput.
+	MaxIdleConnsPerHost int
+	// DialTimeout bounds connecting to an upstream. Zero means 5s; negative, none.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for an upstream's response header after
+	// the request is sent; past it the client gets 504. Zero means 60s; negative,
+	// none. Long polls and server-streaming gRPC calls that send no header for
+	// longer need a larger value or none.
+	ResponseHeaderTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request header from a client. Zero means
+	// 10s; negative, none.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes client keep-alive connections idle this long, and upstream
+	// ones too. Zero means 90s; negative, none.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes limits the size of a request header (HTTP/1.1 request line
+	// included, HTTP/2 header list); larger requests get 431. Zero means 64 KiB.
+	MaxHeaderBytes int
+
+	// CorrelationSize is how many in-flight inbound requests are remembered by
+	// trace-id, so an app that forwards only traceparent keeps its context on its
+	// outbound calls (SPEC §4). Zero means 16384.
+	CorrelationSize int
+	// CorrelationTimeout forgets an inbound request that has not completed after
+	// this long. Zero means 10m; negative, never (until evicted for room).
+	CorrelationTimeout time.Duration
+}
+
+// Defaults of the fields whose zero value means "default".
+const (
+	DefaultMaxIdleConnsPerHost   = 256
+	DefaultDialTimeout           = 5 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultIdleTimeout           = 90 * time.Second
+	DefaultMaxHeaderBytes        = 64 << 10
+	DefaultCorrelationSize       = 16384
+	DefaultCorrelationTimeout    = 10 * time.Minute
+)
+
+// DefaultOptions returns the listener addresses of SPEC §2 and the default limits.
+func DefaultOptions() Options {
+	return Options{
+		InboundAddress:        "0.0.0.0:7401",
+		App:                   "127.0.0.1:8080",
+		OutboundAddress:       "127.0.0.1:7402",
+		MaxIdleConnsPerHost:   DefaultMaxIdleConnsPerHost,
+		DialTimeout:           DefaultDialTimeout,
+		ResponseHeaderTimeout: DefaultResponseHeaderTimeout,
+		ReadHeaderTimeout:     DefaultReadHeaderTimeout,
+		IdleTimeout:           DefaultIdleTimeout,
+		MaxHeaderBytes:        DefaultMaxHeaderBytes,
+		CorrelationSize:       DefaultCorrelationSize,
+		CorrelationTimeout:    DefaultCorrelationTimeout,
+	}
+}
+
+// Validate reports the first field that cannot work, naming it.
+func (o *Options) Validate() error {
+	if o.InboundAddress != "" {
+		if _, _, err := net.SplitHostPort(o.InboundAddress); err != nil {
+			return fmt.Errorf("inbound address %q: %w; want host:port such as 0.0.0.0:7401", o.InboundAddress, err)
+		}
+	}
+	if o.OutboundAddress != "" {
+		if _, _, err := net.SplitHostPort(o.OutboundAddress); err != nil {
+			return fmt.Errorf("outbound address %q: %w; want host:port such as 127.0.0.1:7402", o.OutboundAddress, err)
+		}
+	}
+	if o.InboundAddress != "" && o.App == "" {
+		return fmt.Errorf("inbound app address is empty; set it to the host:port the app listens on, such as 127.0.0.1:8080")
+	}
+	if o.App != "" {
+		host, port, err := net.SplitHostPort(o.App)
+		if err != nil || host == "" || port == "" || port == "0" {
+			return fmt.Errorf("inbound app address %q is not host:port; set it to the address the app listens on, such as 127.0.0.1:8080", o.App)
+		}
+	}
+	if o.MaxIdleConnsPerHost < 0 {
+		return fmt.Errorf("max idle connections per host %d is negative; use 0 for the default of %d", o.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	}
+	if o.MaxHeaderBytes < 0 {
+		return fmt.Errorf("max header bytes %d is negative; use 0 for the default of %d", o.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	}
+	if o.CorrelationSize < 0 {
+		return fmt.Errorf("correlation size %d is negative; use 0 for the default of %d", o.CorrelationSize, DefaultCorrelationSize)
+	}
+	return nil
+}
+
+// withDefaults returns o with zero fields replaced by their defaults and negative
+// durations by zero (none, as net/http reads it).
+func (o Options) withDefaults() Options {
+	dur := func(d *time.Duration, def time.Duration) {
+		switch {
+		case *d == 0:
+			*d = def
+		case *d < 0:
+			*d = 0
+		}
+	}
+	dur(&o.DialTimeout, DefaultDialTimeout)
+	dur(&o.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	dur(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	dur(&o.IdleTimeout, DefaultIdleTimeout)
+	dur(&o.CorrelationTimeout, DefaultCorrelationTimeout)
+	if o.MaxIdleConnsPerHost == 0 {
+		o.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if o.CorrelationSize == 0 {
+		o.CorrelationSize = DefaultCorrelationSize
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	return o
+}

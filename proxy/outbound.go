@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ctxprop/ctxprop/headers"
+)
+
+// msgOriginForm answers a request in origin-form ("GET /path") on the outbound
+// listener, which only a misconfigured client sends.
+const msgOriginForm = "ctxprop outbound proxy: this port is the app's forward proxy and takes absolute-form requests (GET http://host/path); " +
+	"got an origin-form request. Set HTTP_PROXY=http://<this address> in the app and call services by their own address.\n"
+
+func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
+	p.stats.outbound.Add(1)
+	if r.Method == http.MethodConnect {
+		p.tunnel(w, r)
+		return
+	}
+	// HTTP/1.1 clients name the target in the request line (absolute-form); h2c
+	// clients in :authority, which Go puts in r.Host.
+	if r.URL.Host == "" && (r.ProtoMajor != 2 || r.Host == "") {
+		http.Error(w, msgOriginForm, http.StatusBadRequest)
+		return
+	}
+	ex := &exchange{start: time.Now()}
+	var errs []error
+	ex.out, errs = headers.ReadOutbound(r.Header, p.hopt, p.corr)
+	if errs != nil {
+		p.headerErrors("outbound", errs)
+	}
+	if len(ex.out.Ops) > 0 {
+		switch {
+		case ex.out.Name == "":
+			p.stats.droppedOps.Add(1)
+			if p.logStore.allow() {
+				p.log.Warn("ctx-ops dropped: the app's request has no context (baggage ctx.name, or a traceparent of an inbound request in flight)", "side", "outbound")
+			}
+		case p.opt.Store != nil:
+			p.apply(ex.out.Name, ex.out.Ops)
+		}
+	}
+
+	ctx := r.Context()
+	var span trace.Span
+	if p.tracer != nil {
+		if ex.out.Parent.IsValid() {
+			ctx = trace.ContextWithSpanContext(ctx, ex.out.Parent)
+		}
+		ctx, span = p.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method)))
+		ex.child = span.SpanContext()
+		defer func() {
+			span.SetAttributes(attribute.Int("http.response.status_code", ex.status))
+			if ex.failed || ex.status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(ex.status))
+			}
+			span.End()
+		}()
+	}
+	if isUpgrade(r) {
+		p.outDrn.enter()
+		defer p.outDrn.leave()
+	}
+	p.out.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+}
+
+func (p *Proxy) rewriteOutbound(pr *httputil.ProxyRequest) {
+	ex := exchangeOf(pr.In)
+	if pr.Out.URL.Host == "" { // h2c: the target is :authority
+		pr.Out.URL.Scheme = "http"
+		pr.Out.URL.Host = pr.In.Host
+	}
+	// A forward proxy is transparent: the Forwarded headers the app set go on as
+	// they are (Rewrite starts without them).
+	for _, k := range [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v, ok := pr.In.Header[k]; ok {
+			pr.Out.Header[k] = v
+		}
+	}
+	ex.out.Apply(pr.Out.Header, ex.child)
+	// ctx-ops are for this pod's sidecar only (SPEC §4); headers.Outbound.Apply
+	// removes them too, this keeps the guarantee in the proxy.
+	pr.Out.Header.Del(headers.CtxOps)
+}
+
+func (p *Proxy) modifyOutbound(res *http.Response) error {
+	ex := exchangeOf(res.Request)
+	ex.status = res.StatusCode
+	// ctx-ops are accepted from the local app only; another pod's are not ours
+	// to apply nor the app's to see.
+	res.Header.Del(headers.CtxOps)
+	return nil
+}
+
+// tunnel serves CONNECT: it dials the target, answers 200 and copies bytes both ways
+// without looking at them (TLS and anything else the app speaks inside).
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 {
+		http.Error(w, "ctxprop outbound proxy: CONNECT is served over HTTP/1.1 only", http.StatusHTTPVersionNotSupported)
+		return
+	}
+	target := r.Host
+	if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
+		http.Error(w, "ctxprop outbound proxy: CONNECT needs host:port, got "+target, http.StatusBadRequest)
+		return
+	}
+	p.outDrn.enter()
+	defer p.outDrn.leave()
+	p.stats.tunnels.Add(1)
+
+	up, err := p.dialer.DialContext(r.Context(), "tcp", target)
+	if err != nil {
+		status, msg := describeUpstreamError(err, target, false, p.opt)
+		p.stats.upstream.Add(1)
+		if p.logUp.allow() {
+			p.log.Warn("tunnel failed", "target", target, "error", err)
+		}
+		http.Error(w, msg, status)
+		return
+	}
+	defer up.Close()
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "ctxprop outbound proxy: cannot take over the connection for CONNECT: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer conn.Close()
+	// Close cuts the tunnel by cancelling the base context, which request contexts
+	// derive from; a hijacked connection is invisible to http.Server.Shutdown.
+	stop := context.AfterFunc(r.Context(), func() {
+		conn.Close()
+		up.Close()
+	})
+	defer stop()
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	// Bytes the client sent after its CONNECT header may already sit in the
+	// server's buffer.
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			return
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		splice(up, conn)
+	}()
+	splice(conn, up)
+	<-done
+}
+
+// splice copies src to dst until EOF or error, then half-closes dst so the peer sees
+// the end while the other direction may go on. Between two TCP connections io.Copy
+// uses splice(2) on Linux: the bytes never enter user space.
+func splice(dst, src net.Conn) {
+	_, err := io.Copy(dst, src)
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
+		cw.CloseWrite()
+		return
+	}
+	// An error in one direction ends both.
+	dst.Close()
+	src.Close()
+}

@@ -1,0 +1,287 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ctxprop/ctxprop/headers"
+)
+
+// Proxy is the sidecar's data path: the inbound reverse proxy to the app and the
+// outbound forward proxy for the app. Create it with New, start it with Open, stop it
+// with Close. Its methods are safe for concurrent use.
+type Proxy struct {
+	opt    Options
+	log    hclog.Logger
+	tracer trace.Tracer // nil: tracing off
+	hopt   headers.Options
+	corr   *headers.Correlator
+
+	in, out         *httputil.ReverseProxy
+	inT, outT       *router
+	dialer          *net.Dialer
+	inSrv, outSrv   *http.Server
+	inDrain, outDrn tracker // hijacked exchanges, which http.Server.Shutdown does not wait for
+
+	// base is the parent of every request context. Close cancels it when the drain
+	// deadline passes, which ends WebSockets and tunnels still open.
+	base       context.Context
+	cancelBase context.CancelFunc
+
+	mu       sync.Mutex
+	inLn     net.Listener
+	outLn    net.Listener
+	opened   bool
+	serving  sync.WaitGroup
+	closing  sync.Once
+	closeErr error
+
+	stats     counters
+	logHeader throttle
+	logStore  throttle
+	logUp     throttle
+}
+
+// New checks opt and builds a Proxy. It binds nothing and starts no goroutine.
+func New(opt Options) (*Proxy, error) {
+	if err := opt.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	opt = opt.withDefaults()
+	p := &Proxy{
+		opt:  opt,
+		log:  opt.Logger.Named("proxy"),
+		hopt: headers.Options{Tracing: opt.TracerProvider != nil, TrustInboundOps: opt.TrustInboundOps},
+		corr: headers.NewCorrelator(opt.CorrelationSize, opt.CorrelationTimeout),
+		dialer: &net.Dialer{
+			Timeout:   opt.DialTimeout,
+			KeepAlive: 30 * time.Second,
+		},
+	}
+	if opt.TracerProvider != nil {
+		p.tracer = opt.TracerProvider.Tracer("github.com/ctxprop/ctxprop/proxy")
+	}
+	p.base, p.cancelBase = context.WithCancel(context.Background())
+	errLog := p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	p.inT = newRouter(opt, p.dialer)
+	p.outT = newRouter(opt, p.dialer)
+	p.in = &httputil.ReverseProxy{
+		Rewrite:        p.rewriteInbound,
+		Transport:      p.inT,
+		ModifyResponse: p.modifyInbound,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       errLog,
+	}
+	p.out = &httputil.ReverseProxy{
+		Rewrite:        p.rewriteOutbound,
+		Transport:      p.outT,
+		ModifyResponse: p.modifyOutbound,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       errLog,
+	}
+	if opt.InboundAddress != "" {
+		p.inSrv = p.newServer(http.HandlerFunc(p.serveInbound), errLog)
+	}
+	if opt.OutboundAddress != "" {
+		p.outSrv = p.newServer(http.HandlerFunc(p.serveOutbound), errLog)
+	}
+	return p, nil
+}
+
+func (p *Proxy) newServer(h http.Handler, errLog *log.Logger) *http.Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true) // prior-knowledge h2c, as gRPC clients speak it
+	return &http.Server{
+		Handler:           h,
+		Protocols:         &protos,
+		ReadHeaderTimeout: p.opt.ReadHeaderTimeout,
+		IdleTimeout:       p.opt.IdleTimeout,
+		MaxHeaderBytes:    p.opt.MaxHeaderBytes,
+		ErrorLog:          errLog,
+		BaseContext:       func(net.Listener) context.Context { return p.base },
+	}
+}
+
+// Inbound returns the handler of the inbound listener: it forwards requests from
+// other pods to the app. It is usable without Open, for embedding in another server.
+func (p *Proxy) Inbound() http.Handler { return http.HandlerFunc(p.serveInbound) }
+
+// Outbound returns the handler of the outbound listener, the app's forward proxy.
+func (p *Proxy) Outbound() http.Handler { return http.HandlerFunc(p.serveOutbound) }
+
+// Open binds the listeners named in the options and serves them until Close.
+func (p *Proxy) Open() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.opened {
+		return errors.New("proxy: Open called twice")
+	}
+	if p.base.Err() != nil {
+		return errors.New("proxy: Open after Close")
+	}
+	var lc net.ListenConfig
+	if p.inSrv != nil {
+		ln, err := lc.Listen(p.base, "tcp", p.opt.InboundAddress)
+		if err != nil {
+			return fmt.Errorf("proxy: inbound listener: %w; change inbound.address or stop what holds the port", err)
+		}
+		p.inLn = ln
+	}
+	if p.outSrv != nil {
+		ln, err := lc.Listen(p.base, "tcp", p.opt.OutboundAddress)
+		if err != nil {
+			if p.inLn != nil {
+				p.inLn.Close()
+				p.inLn = nil
+			}
+			return fmt.Errorf("proxy: outbound listener: %w; change outbound.address or stop what holds the port", err)
+		}
+		p.outLn = ln
+	}
+	p.opened = true
+	p.serve(p.inSrv, p.inLn, "inbound")
+	p.serve(p.outSrv, p.outLn, "outbound")
+	return nil
+}
+
+func (p *Proxy) serve(srv *http.Server, ln net.Listener, name string) {
+	if ln == nil {
+		return
+	}
+	p.log.Info("listening", "listener", name, "address", ln.Addr().String())
+	p.serving.Add(1)
+	go func() {
+		defer p.serving.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("listener stopped", "listener", name, "error", err)
+		}
+	}()
+}
+
+// InboundAddr returns the bound address of the inbound listener, nil before Open or
+// without one.
+func (p *Proxy) InboundAddr() net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inLn == nil {
+		return nil
+	}
+	return p.inLn.Addr()
+}
+
+// OutboundAddr returns the bound address of the outbound listener, nil before Open
+// or without one.
+func (p *Proxy) OutboundAddr() net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.outLn == nil {
+		return nil
+	}
+	return p.outLn.Addr()
+}
+
+// Close drains the proxy: it stops accepting, lets in-flight requests, WebSockets and
+// tunnels finish until ctx ends, then cuts the rest. The inbound side drains first,
+// while the outbound side still serves the calls its in-flight requests make. Close
+// returns an error when the drain was cut short; it is safe to call twice and returns
+// the first result again.
+func (p *Proxy) Close(ctx context.Context) error {
+	p.closing.Do(func() { p.closeErr = p.close(ctx) })
+	return p.closeErr
+}
+
+func (p *Proxy) close(ctx context.Context) error {
+	var errs []error
+	drain := func(name string, srv *http.Server, hijacked *tracker) {
+		if srv == nil {
+			return
+		}
+		err := srv.Shutdown(ctx)
+		if err == nil {
+			err = hijacked.wait(ctx)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("proxy: %s drain cut short: %w", name, err))
+		}
+	}
+	drain("inbound", p.inSrv, &p.inDrain)
+	drain("outbound", p.outSrv, &p.outDrn)
+	// Past the deadline: end what is left (requests, WebSockets, tunnels).
+	p.cancelBase()
+	for _, srv := range []*http.Server{p.inSrv, p.outSrv} {
+		if srv != nil {
+			if err := srv.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	p.serving.Wait()
+	p.inT.closeIdle()
+	p.outT.closeIdle()
+	return errors.Join(errs...)
+}
+
+// tracker counts exchanges in flight that http.Server.Shutdown cannot see because
+// their connection was hijacked (WebSocket and Upgrade pass-through, CONNECT tunnels).
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0 while someone waits
+}
+
+func (t *tracker) enter() {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *tracker) leave() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 && t.idle != nil {
+		close(t.idle)
+		t.idle = nil
+	}
+	t.mu.Unlock()
+}
+
+func (t *tracker) wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	idle := t.idle
+	t.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// throttle lets a log line through at most once a second, so a flood of bad
+// requests or a failing store cannot turn into a flood of logs.
+type throttle struct{ next atomic.Int64 }
+
+func (t *throttle) allow() bool {
+	now := time.Now().UnixNano()
+	next := t.next.Load()
+	return now >= next && t.next.CompareAndSwap(next, now+int64(time.Second))
+}

@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/ctxprop/ctxprop/headers"
+)
+
+// Stats are the proxy's own counts since New, for the sidecar's metrics. They are
+// not per context; per-context telemetry goes to the Store.
+type Stats struct {
+	Inbound  uint64 // inbound requests handled
+	Outbound uint64 // outbound requests handled, tunnels included
+	Tunnels  uint64 // CONNECT tunnels opened
+	// UpstreamErrors counts the 502 and 504 answers the proxy wrote itself.
+	UpstreamErrors uint64
+	// HeaderErrors counts malformed or refused context headers by wire name
+	// ("traceparent", "tracestate", "baggage", "ctx-ops"); each was dropped and
+	// its request went through.
+	HeaderErrors map[string]uint64
+	// DroppedOps counts ctx-ops lists dropped because their request had no context.
+	DroppedOps uint64
+	// StoreErrors counts Store.Apply calls that failed.
+	StoreErrors uint64
+}
+
+type counters struct {
+	inbound, outbound, tunnels, upstream, droppedOps, store atomic.Uint64
+	traceparent, tracestate, baggage, ctxOps, otherHeader   atomic.Uint64
+}
+
+// Stats returns a snapshot of the proxy's counts.
+func (p *Proxy) Stats() Stats {
+	c := &p.stats
+	return Stats{
+		Inbound:        c.inbound.Load(),
+		Outbound:       c.outbound.Load(),
+		Tunnels:        c.tunnels.Load(),
+		UpstreamErrors: c.upstream.Load(),
+		DroppedOps:     c.droppedOps.Load(),
+		StoreErrors:    c.store.Load(),
+		HeaderErrors: map[string]uint64{
+			"traceparent": c.traceparent.Load(),
+			"tracestate":  c.tracestate.Load(),
+			"baggage":     c.baggage.Load(),
+			"ctx-ops":     c.ctxOps.Load(),
+			"other":       c.otherHeader.Load(),
+		},
+	}
+}
+
+// headerErrors counts and logs (throttled) the header problems of one request.
+func (p *Proxy) headerErrors(side string, errs []error) {
+	for _, err := range errs {
+		var he *headers.Error
+		name := "other"
+		if errors.As(err, &he) {
+			name = he.Header
+		}
+		switch name {
+		case "traceparent":
+			p.stats.traceparent.Add(1)
+		case "tracestate":
+			p.stats.tracestate.Add(1)
+		case "baggage":
+			p.stats.baggage.Add(1)
+		case "ctx-ops":
+			p.stats.ctxOps.Add(1)
+		default:
+			p.stats.otherHeader.Add(1)
+		}
+		if p.logHeader.allow() {
+			p.log.Warn("context header dropped, request forwarded without it", "side", side, "header", name, "error", err)
+		}
+	}
+}
