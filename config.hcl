@@ -1,0 +1,129 @@
+# ctxprop sidecar configuration: the documented default, valid as shipped.
+#
+#   sidecar run -config config.hcl
+#
+# Every block and attribute is optional; what you leave out keeps the value shown here.
+# Unknown blocks or attributes are an error, so a typo never goes unnoticed.
+#
+# Durations are Go duration strings: "100ms", "30s", "5m", "24h"; "0" where zero means none.
+# Relative paths are relative to the sidecar's working directory, not to this file.
+#
+# Any attribute can be overridden by an environment variable CTXPROP_<BLOCK>_<ATTRIBUTE>,
+# upper-case, for example CTXPROP_NODE_NAME=pod-b, CTXPROP_STORE_COMMIT_WINDOW=50ms, or
+# CTXPROP_SYNC_PEERS=10.0.0.7:7403,10.0.0.8:7403 (lists are comma-separated).
+
+node {
+  # Replica label shown to peers and in the admin API. Default: the host name, which in
+  # Kubernetes is the pod name.
+  name = "pod-a"
+}
+
+log {
+  # Least severe level logged: trace, debug, info, warn or error.
+  level = "info"
+  # text for people, json for log collectors.
+  format = "text"
+}
+
+store {
+  # The bbolt file holding contexts, the replica id and the clock. Mount a volume here in
+  # Kubernetes; losing the file gives the sidecar a new replica identity.
+  path = "data/ctxprop.db"
+  # Longest time a write made on the request path (telemetry, ctx-ops headers) waits before
+  # it is on disk. Writes through the admin API are on disk before they are acknowledged.
+  # More than 0, at most 10s.
+  commit_window = "100ms"
+  # How long to wait for the file lock at start-up before giving up, in case another
+  # process still holds the file.
+  open_timeout = "5s"
+  # How often expired contexts, entries and members are reclaimed.
+  sweep_interval = "30s"
+  # How long deletions and expiries are remembered so that peers which were away learn
+  # of them. A peer gone longer than this receives full state when it returns.
+  tombstone_ttl = "24h"
+  # Limits. Exceeding one is refused with an error naming it; nothing stored is lost.
+  max_contexts           = 100000 # contexts in this store
+  max_values_per_context = 10000  # counters, map entries and sets in one context
+  max_value_bytes        = 65536  # size of one map value, in bytes of JSON
+  max_set_members        = 10000  # members of one set
+  # TTL given to new contexts: "0" means contexts never expire unless given a TTL.
+  context_ttl = "0"
+  # false: a context's TTL restarts on every write (sliding). true: it runs from creation.
+  fixed_ttl = false
+}
+
+admin {
+  # Admin API, OFREP, /metrics and the web page. Keep it on loopback: it has no
+  # authentication. Reach it from outside the pod with kubectl port-forward.
+  address = "127.0.0.1:7400"
+  # Set to true only to listen on a non-loopback address, behind your own access control.
+  allow_non_loopback = false
+  # Largest request body accepted, in bytes; bigger requests are refused before being read.
+  max_body_bytes = 1048576
+  # On SIGTERM, how long in-flight requests may take to finish before connections close.
+  shutdown_timeout = "10s"
+}
+
+inbound {
+  # Where other pods reach this pod: point the Service's targetPort here.
+  address = "0.0.0.0:7401"
+  # The app container, which receives the requests.
+  app = "127.0.0.1:8080"
+  # Apply ctx-ops headers arriving from other pods. Off: only the local app may change
+  # contexts through headers, and ctx-ops from outside is dropped.
+  trust_inbound_ops = false
+  # Time allowed to read a request's headers (guards against slow clients).
+  read_header_timeout = "10s"
+  # How long an idle keep-alive connection stays open.
+  idle_timeout = "90s"
+  # How long to wait for the app's response headers; "0" waits as long as the client does.
+  response_header_timeout = "0"
+  # Largest request header block accepted, in bytes.
+  max_header_bytes = 65536
+}
+
+outbound {
+  # Forward proxy for the app's own calls: the app's HTTP_PROXY is http://127.0.0.1:7402.
+  address = "127.0.0.1:7402"
+  # Idle connections kept per upstream host.
+  max_idle_conns_per_host = 256
+  # Time allowed to connect to an upstream.
+  dial_timeout = "5s"
+}
+
+sync {
+  # Listener for other sidecars' replication traffic.
+  address = "0.0.0.0:7403"
+  # Peers to join, as host:port. Any one reachable peer is enough; the rest are learned.
+  peers = []
+  # Or: a Kubernetes headless Service whose DNS records are the peers, such as
+  # "ctxprop-peers.default.svc.cluster.local". Empty: not used.
+  dns = ""
+  # Or: an xDS server (host:port) whose EDS endpoints are the peers. Empty: not used.
+  xds = ""
+  # Time between gossip rounds.
+  interval = "200ms"
+  # Peers sent to in each gossip round.
+  fanout = 3
+  # File holding the memberlist keyring secret that authenticates and encrypts peer
+  # traffic; every sidecar needs the same one. Empty: peer traffic is not encrypted.
+  key_file = ""
+}
+
+tracing {
+  # Start a span for each proxied request and continue the caller's trace. When off,
+  # traceparent and tracestate are forwarded unchanged.
+  enabled = false
+  # OTLP collector host:port, such as "otel-collector:4317"; required when enabled.
+  otlp_endpoint = ""
+  # Fraction of new traces sampled, from 0 to 1.
+  sample_ratio = 1.0
+}
+
+flags {
+  # flagd-format JSON flag files, reloaded when they change, such as ["flags.json"].
+  files = []
+  # Flags whose value is pinned into baggage (ctx.flag.<name>) at the edge of a request
+  # chain, so that every hop of the chain sees the same value.
+  pinned = []
+}

@@ -1,0 +1,218 @@
+package config
+
+import (
+	"os"
+	"time"
+)
+
+// Config is the whole sidecar configuration. Each field documents its default, which
+// DefaultConfig fills in; the zero Config is not valid.
+type Config struct {
+	Node     Node
+	Log      Log
+	Store    Store
+	Admin    Admin
+	Inbound  Inbound
+	Outbound Outbound
+	Sync     Sync
+	Tracing  Tracing
+	Flags    Flags
+
+	// origins maps "block.attr" to where its value came from ("config.hcl:12" or
+	// "CTXPROP_STORE_PATH"), so Validate can point at it. Absent means the default.
+	origins map[string]string
+}
+
+// Node identifies this replica.
+type Node struct {
+	Name string // replica label shown to peers and in the admin API; default os.Hostname()
+}
+
+// Log configures the go-hclog logger.
+type Log struct {
+	Level  string // trace, debug, info, warn or error; default "info"
+	Format string // text or json; default "text"
+}
+
+// Store configures the bbolt file and the limits of SPEC §3.
+type Store struct {
+	Path          string        // the bbolt file, relative to the working directory; default "data/ctxprop.db"
+	CommitWindow  time.Duration // longest wait before request-path writes are on disk; default 100ms, at most 10s
+	OpenTimeout   time.Duration // how long to wait for the file lock (bbolt Options.Timeout); default 5s
+	SweepInterval time.Duration // how often expired entries are reclaimed; default 30s
+	TombstoneTTL  time.Duration // how long deletes and expiries are remembered for replication; default 24h
+
+	MaxContexts         int // default 100000
+	MaxValuesPerContext int // counters, map entries and sets together; default 10000
+	MaxValueBytes       int // encoded size of one map value; default 65536
+	MaxSetMembers       int // default 10000
+
+	ContextTTL time.Duration // sliding TTL given to new contexts; default 0, no expiry
+	FixedTTL   bool          // if true a context's TTL does not slide on writes; default false
+}
+
+// Admin configures the admin API listener (SPEC §3a).
+type Admin struct {
+	Address          string        // default "127.0.0.1:7400"
+	AllowNonLoopback bool          // permit a non-loopback Address; default false, as the API has no authentication
+	MaxBodyBytes     int64         // largest request body; default 1 MiB
+	ShutdownTimeout  time.Duration // how long a graceful shutdown may take; default 10s
+}
+
+// Inbound configures the proxy in front of the app.
+type Inbound struct {
+	Address               string        // default "0.0.0.0:7401"
+	App                   string        // the app's address; default "127.0.0.1:8080"
+	TrustInboundOps       bool          // apply ctx-ops headers from other pods; default false
+	ReadHeaderTimeout     time.Duration // default 10s
+	IdleTimeout           time.Duration // keep-alive idle limit; default 90s
+	ResponseHeaderTimeout time.Duration // wait for the app's response headers; default 0, no limit
+	MaxHeaderBytes        int           // default 65536
+}
+
+// Outbound configures the forward proxy the app uses as HTTP_PROXY.
+type Outbound struct {
+	Address             string        // default "127.0.0.1:7402"
+	MaxIdleConnsPerHost int           // default 256
+	DialTimeout         time.Duration // default 5s
+}
+
+// Sync configures replication between sidecars (SPEC §7).
+type Sync struct {
+	Address  string        // peer listener; default "0.0.0.0:7403"
+	Peers    []string      // static peers as host:port; default none
+	DNS      string        // headless Service name whose records are the peers; default "", unused
+	XDS      string        // xDS server host:port for EDS discovery; default "", unused
+	Interval time.Duration // gossip round; default 200ms
+	Fanout   int           // peers per gossip round; default 3
+	KeyFile  string        // memberlist keyring secret; default "", no encryption
+}
+
+// Tracing configures OpenTelemetry traces.
+type Tracing struct {
+	Enabled      bool    // default false
+	OTLPEndpoint string  // collector host:port; required when Enabled
+	SampleRatio  float64 // fraction of new traces sampled, 0 to 1; default 1
+}
+
+// Flags configures feature flags (SPEC §6).
+type Flags struct {
+	Files  []string // flagd-format JSON files, reloaded on change; default none
+	Pinned []string // flags pinned into baggage as ctx.flag.<name>; default none
+}
+
+// DefaultConfig returns a new Config holding every default.
+func DefaultConfig() Config {
+	host, _ := os.Hostname() // on failure Validate reports the empty node.name
+	return Config{
+		Node: Node{Name: host},
+		Log:  Log{Level: "info", Format: "text"},
+		Store: Store{
+			Path:                "data/ctxprop.db",
+			CommitWindow:        100 * time.Millisecond,
+			OpenTimeout:         5 * time.Second,
+			SweepInterval:       30 * time.Second,
+			TombstoneTTL:        24 * time.Hour,
+			MaxContexts:         100_000,
+			MaxValuesPerContext: 10_000,
+			MaxValueBytes:       65_536,
+			MaxSetMembers:       10_000,
+		},
+		Admin: Admin{
+			Address:         "127.0.0.1:7400",
+			MaxBodyBytes:    1 << 20,
+			ShutdownTimeout: 10 * time.Second,
+		},
+		Inbound: Inbound{
+			Address:           "0.0.0.0:7401",
+			App:               "127.0.0.1:8080",
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       90 * time.Second,
+			MaxHeaderBytes:    65_536,
+		},
+		Outbound: Outbound{
+			Address:             "127.0.0.1:7402",
+			MaxIdleConnsPerHost: 256,
+			DialTimeout:         5 * time.Second,
+		},
+		Sync: Sync{
+			Address:  "0.0.0.0:7403",
+			Interval: 200 * time.Millisecond,
+			Fanout:   3,
+		},
+		Tracing: Tracing{SampleRatio: 1},
+	}
+}
+
+// setting binds one HCL attribute, and its environment variable, to a Config field.
+type setting struct {
+	block, attr string
+	ptr         any // *string, *bool, *int, *int64, *float64, *time.Duration or *[]string
+}
+
+func (s setting) path() string { return s.block + "." + s.attr }
+
+// blocks lists the block names in the order of the file.
+var blocks = []string{"node", "log", "store", "admin", "inbound", "outbound", "sync", "tracing", "flags"}
+
+// settings lists every attribute; its order is the order of the blocks above.
+func (c *Config) settings() []setting {
+	return []setting{
+		{"node", "name", &c.Node.Name},
+
+		{"log", "level", &c.Log.Level},
+		{"log", "format", &c.Log.Format},
+
+		{"store", "path", &c.Store.Path},
+		{"store", "commit_window", &c.Store.CommitWindow},
+		{"store", "open_timeout", &c.Store.OpenTimeout},
+		{"store", "sweep_interval", &c.Store.SweepInterval},
+		{"store", "tombstone_ttl", &c.Store.TombstoneTTL},
+		{"store", "max_contexts", &c.Store.MaxContexts},
+		{"store", "max_values_per_context", &c.Store.MaxValuesPerContext},
+		{"store", "max_value_bytes", &c.Store.MaxValueBytes},
+		{"store", "max_set_members", &c.Store.MaxSetMembers},
+		{"store", "context_ttl", &c.Store.ContextTTL},
+		{"store", "fixed_ttl", &c.Store.FixedTTL},
+
+		{"admin", "address", &c.Admin.Address},
+		{"admin", "allow_non_loopback", &c.Admin.AllowNonLoopback},
+		{"admin", "max_body_bytes", &c.Admin.MaxBodyBytes},
+		{"admin", "shutdown_timeout", &c.Admin.ShutdownTimeout},
+
+		{"inbound", "address", &c.Inbound.Address},
+		{"inbound", "app", &c.Inbound.App},
+		{"inbound", "trust_inbound_ops", &c.Inbound.TrustInboundOps},
+		{"inbound", "read_header_timeout", &c.Inbound.ReadHeaderTimeout},
+		{"inbound", "idle_timeout", &c.Inbound.IdleTimeout},
+		{"inbound", "response_header_timeout", &c.Inbound.ResponseHeaderTimeout},
+		{"inbound", "max_header_bytes", &c.Inbound.MaxHeaderBytes},
+
+		{"outbound", "address", &c.Outbound.Address},
+		{"outbound", "max_idle_conns_per_host", &c.Outbound.MaxIdleConnsPerHost},
+		{"outbound", "dial_timeout", &c.Outbound.DialTimeout},
+
+		{"sync", "address", &c.Sync.Address},
+		{"sync", "peers", &c.Sync.Peers},
+		{"sync", "dns", &c.Sync.DNS},
+		{"sync", "xds", &c.Sync.XDS},
+		{"sync", "interval", &c.Sync.Interval},
+		{"sync", "fanout", &c.Sync.Fanout},
+		{"sync", "key_file", &c.Sync.KeyFile},
+
+		{"tracing", "enabled", &c.Tracing.Enabled},
+		{"tracing", "otlp_endpoint", &c.Tracing.OTLPEndpoint},
+		{"tracing", "sample_ratio", &c.Tracing.SampleRatio},
+
+		{"flags", "files", &c.Flags.Files},
+		{"flags", "pinned", &c.Flags.Pinned},
+	}
+}
+
+// setOrigin records where the value of path came from.
+func (c *Config) setOrigin(path, origin string) {
+	if c.origins == nil {
+		c.origins = make(map[string]string)
+	}
+	c.origins[path] = origin
+}

@@ -1,0 +1,514 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// withoutOrigins drops the bookkeeping Validate uses so Configs compare by their settings.
+func withoutOrigins(c Config) Config {
+	c.origins = nil
+	return c
+}
+
+func TestDefaultConfig(t *testing.T) {
+	c := DefaultConfig()
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skipf("no host name: %v", err)
+	}
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"node.name", c.Node.Name, host},
+		{"log.level", c.Log.Level, "info"},
+		{"log.format", c.Log.Format, "text"},
+		{"store.path", c.Store.Path, "data/ctxprop.db"},
+		{"store.commit_window", c.Store.CommitWindow, 100 * time.Millisecond},
+		{"store.open_timeout", c.Store.OpenTimeout, 5 * time.Second},
+		{"store.sweep_interval", c.Store.SweepInterval, 30 * time.Second},
+		{"store.tombstone_ttl", c.Store.TombstoneTTL, 24 * time.Hour},
+		{"store.max_contexts", c.Store.MaxContexts, 100000},
+		{"store.max_values_per_context", c.Store.MaxValuesPerContext, 10000},
+		{"store.max_value_bytes", c.Store.MaxValueBytes, 65536},
+		{"store.max_set_members", c.Store.MaxSetMembers, 10000},
+		{"store.context_ttl", c.Store.ContextTTL, time.Duration(0)},
+		{"store.fixed_ttl", c.Store.FixedTTL, false},
+		{"admin.address", c.Admin.Address, "127.0.0.1:7400"},
+		{"admin.allow_non_loopback", c.Admin.AllowNonLoopback, false},
+		{"admin.max_body_bytes", c.Admin.MaxBodyBytes, int64(1048576)},
+		{"admin.shutdown_timeout", c.Admin.ShutdownTimeout, 10 * time.Second},
+		{"inbound.address", c.Inbound.Address, "0.0.0.0:7401"},
+		{"inbound.app", c.Inbound.App, "127.0.0.1:8080"},
+		{"inbound.trust_inbound_ops", c.Inbound.TrustInboundOps, false},
+		{"inbound.read_header_timeout", c.Inbound.ReadHeaderTimeout, 10 * time.Second},
+		{"inbound.idle_timeout", c.Inbound.IdleTimeout, 90 * time.Second},
+		{"inbound.response_header_timeout", c.Inbound.ResponseHeaderTimeout, time.Duration(0)},
+		{"inbound.max_header_bytes", c.Inbound.MaxHeaderBytes, 65536},
+		{"outbound.address", c.Outbound.Address, "127.0.0.1:7402"},
+		{"outbound.max_idle_conns_per_host", c.Outbound.MaxIdleConnsPerHost, 256},
+		{"outbound.dial_timeout", c.Outbound.DialTimeout, 5 * time.Second},
+		{"sync.address", c.Sync.Address, "0.0.0.0:7403"},
+		{"sync.peers", len(c.Sync.Peers), 0},
+		{"sync.dns", c.Sync.DNS, ""},
+		{"sync.xds", c.Sync.XDS, ""},
+		{"sync.interval", c.Sync.Interval, 200 * time.Millisecond},
+		{"sync.fanout", c.Sync.Fanout, 3},
+		{"sync.key_file", c.Sync.KeyFile, ""},
+		{"tracing.enabled", c.Tracing.Enabled, false},
+		{"tracing.otlp_endpoint", c.Tracing.OTLPEndpoint, ""},
+		{"tracing.sample_ratio", c.Tracing.SampleRatio, 1.0},
+		{"flags.files", len(c.Flags.Files), 0},
+		{"flags.pinned", len(c.Flags.Pinned), 0},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("default %s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("DefaultConfig().Validate() = %v", err)
+	}
+	if got, want := len(c.settings()), 40; got != want {
+		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
+	}
+}
+
+func TestDefaultConfig_Fresh(t *testing.T) {
+	a := DefaultConfig()
+	a.Sync.Peers = append(a.Sync.Peers, "10.0.0.7:7403")
+	a.Store.Path = "elsewhere"
+	b := DefaultConfig()
+	if len(b.Sync.Peers) != 0 || b.Store.Path != "data/ctxprop.db" {
+		t.Fatalf("changing one DefaultConfig changed the next: %+v", b)
+	}
+}
+
+func TestParse_Empty(t *testing.T) {
+	for _, src := range []string{"", "# nothing\n", "node {}\nstore {}\n"} {
+		got, err := Parse([]byte(src), "empty.hcl")
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", src, err)
+		}
+		if want := DefaultConfig(); !reflect.DeepEqual(withoutOrigins(got), want) {
+			t.Errorf("Parse(%q) = %+v, want the defaults %+v", src, got, want)
+		}
+	}
+}
+
+const everyAttribute = `
+node { name = "pod-z" }
+log {
+  level  = "debug"
+  format = "json"
+}
+store {
+  path                   = "/var/lib/ctxprop/db"
+  commit_window          = "50ms"
+  open_timeout           = "1s"
+  sweep_interval         = "1m"
+  tombstone_ttl          = "48h"
+  max_contexts           = 7
+  max_values_per_context = 8
+  max_value_bytes        = 9
+  max_set_members        = 10
+  context_ttl            = "2h"
+  fixed_ttl              = true
+}
+admin {
+  address            = "10.1.2.3:7400"
+  allow_non_loopback = true
+  max_body_bytes     = 4096
+  shutdown_timeout   = "3s"
+}
+inbound {
+  address                 = "0.0.0.0:9001"
+  app                     = "127.0.0.1:3000"
+  trust_inbound_ops       = true
+  read_header_timeout     = "2s"
+  idle_timeout            = "30s"
+  response_header_timeout = "15s"
+  max_header_bytes        = 8192
+}
+outbound {
+  address                 = "127.0.0.1:9002"
+  max_idle_conns_per_host = 16
+  dial_timeout            = "750ms"
+}
+sync {
+  address  = "0.0.0.0:9003"
+  peers    = ["10.0.0.7:7403", "peer-b.example:7403"]
+  dns      = "ctxprop-peers.default.svc.cluster.local"
+  xds      = "xds.example:18000"
+  interval = "100ms"
+  fanout   = 5
+  key_file = "/etc/ctxprop/keyring"
+}
+tracing {
+  enabled       = true
+  otlp_endpoint = "otel-collector:4317"
+  sample_ratio  = 0.25
+}
+flags {
+  files  = ["flags.json", "/etc/flags/more.json"]
+  pinned = ["new-checkout", "dark_mode"]
+}
+`
+
+func everyAttributeConfig() Config {
+	return Config{
+		Node: Node{Name: "pod-z"},
+		Log:  Log{Level: "debug", Format: "json"},
+		Store: Store{
+			Path: "/var/lib/ctxprop/db", CommitWindow: 50 * time.Millisecond, OpenTimeout: time.Second,
+			SweepInterval: time.Minute, TombstoneTTL: 48 * time.Hour,
+			MaxContexts: 7, MaxValuesPerContext: 8, MaxValueBytes: 9, MaxSetMembers: 10,
+			ContextTTL: 2 * time.Hour, FixedTTL: true,
+		},
+		Admin: Admin{Address: "10.1.2.3:7400", AllowNonLoopback: true, MaxBodyBytes: 4096, ShutdownTimeout: 3 * time.Second},
+		Inbound: Inbound{
+			Address: "0.0.0.0:9001", App: "127.0.0.1:3000", TrustInboundOps: true,
+			ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second,
+			ResponseHeaderTimeout: 15 * time.Second, MaxHeaderBytes: 8192,
+		},
+		Outbound: Outbound{Address: "127.0.0.1:9002", MaxIdleConnsPerHost: 16, DialTimeout: 750 * time.Millisecond},
+		Sync: Sync{
+			Address: "0.0.0.0:9003", Peers: []string{"10.0.0.7:7403", "peer-b.example:7403"},
+			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
+			Interval: 100 * time.Millisecond, Fanout: 5, KeyFile: "/etc/ctxprop/keyring",
+		},
+		Tracing: Tracing{Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25},
+		Flags:   Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"}},
+	}
+}
+
+func TestParse_EveryAttribute(t *testing.T) {
+	got, err := Parse([]byte(everyAttribute), "every.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := everyAttributeConfig(); !reflect.DeepEqual(withoutOrigins(got), want) {
+		t.Fatalf("Parse =\n%+v\nwant\n%+v", withoutOrigins(got), want)
+	}
+	if got, want := len(got.origins), len(got.settings()); got != want {
+		t.Errorf("%d settings have a file origin, want all %d", got, want)
+	}
+	if got, want := got.origins["sync.peers"], "every.hcl:42"; got != want {
+		t.Errorf("origin of sync.peers = %q, want %q", got, want)
+	}
+}
+
+func TestParse_JSONSyntax(t *testing.T) {
+	got, err := Parse([]byte(`{"node": {"name": "pod-j"}, "sync": {"peers": ["10.0.0.7:7403"], "interval": "1s"}}`), "config.hcl.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Node.Name != "pod-j" || !reflect.DeepEqual(got.Sync.Peers, []string{"10.0.0.7:7403"}) || got.Sync.Interval != time.Second {
+		t.Fatalf("Parse of JSON syntax = %+v", got)
+	}
+}
+
+func TestParse_NullKeepsDefault(t *testing.T) {
+	got, err := Parse([]byte("store {\n  path = null\n}\n"), "null.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := got.Store.Path, "data/ctxprop.db"; got != want {
+		t.Fatalf("store.path = %q, want the default %q", got, want)
+	}
+}
+
+func TestParse_Errors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		src  string
+		want []string // substrings of the error
+	}{
+		{"syntax", "store {\n  path = \n}\n", []string{"bad.hcl:2:"}},
+		{"unknown block", "node { name = \"a\" }\nstorage {}\n", []string{"bad.hcl:2:1:", `Blocks of type "storage" are not expected here`, `Did you mean "store"?`}},
+		{"unknown attribute", "store {\n  path = \"x\"\n  commit_windo = \"1s\"\n}\n", []string{"bad.hcl:3:3:", "Unsupported argument in store block", `"commit_windo"`, `Did you mean "commit_window"?`}},
+		{"top-level attribute", "name = \"pod-a\"\n", []string{"bad.hcl:1:1:", `An argument named "name" is not expected here`}},
+		{"block label", "store \"main\" {}\n", []string{"bad.hcl:1:", "Extraneous label for store"}},
+		{"duplicate block", "node {}\nlog {}\nnode {}\n", []string{"bad.hcl:3:1:", "Duplicate node block", "already at bad.hcl:1"}},
+		{"bad duration", "store {\n  commit_window = \"fast\"\n}\n", []string{"bad.hcl:2:19:", "Invalid value for store.commit_window", `"fast" is not a Go duration`}},
+		{"duration without unit", "sync {\n  interval = 200\n}\n", []string{"bad.hcl:2:", "sync.interval", `"200" is not a Go duration`}},
+		{"list for string", "node {\n  name = [\"a\"]\n}\n", []string{"bad.hcl:2:", "node.name", "want a string"}},
+		{"string for int", "store {\n  max_contexts = \"many\"\n}\n", []string{"bad.hcl:2:", "store.max_contexts", "want an integer"}},
+		{"fraction for int", "sync {\n  fanout = 2.5\n}\n", []string{"bad.hcl:2:", "sync.fanout", "want an integer, got 2.5"}},
+		{"string for bool", "admin {\n  allow_non_loopback = \"perhaps\"\n}\n", []string{"bad.hcl:2:", "admin.allow_non_loopback", "want true or false"}},
+		{"string for list", "sync {\n  peers = \"10.0.0.7:7403\"\n}\n", []string{"bad.hcl:2:", "sync.peers", "want a list of strings"}},
+		{"null in list", "flags {\n  files = [\"a\", null]\n}\n", []string{"bad.hcl:2:", "flags.files", "null"}},
+		{"variable", "node {\n  name = var.pod\n}\n", []string{"bad.hcl:2:", "Variables not allowed"}},
+		{"two problems", "store {\n  commit_window = \"x\"\n  open_timeout = \"y\"\n}\n", []string{"bad.hcl:2:", "bad.hcl:3:", "store.open_timeout"}},
+
+		// Validate's errors point at the line that set the bad value.
+		{"non-loopback admin", "admin {\n  address = \"10.1.2.3:7400\"\n}\n", []string{"bad.hcl:2: admin.address 10.1.2.3:7400 is not a loopback address; the admin API has no authentication — use 127.0.0.1 or set admin.allow_non_loopback = true"}},
+		{"all interfaces admin", "admin {\n  address = \":7400\"\n}\n", []string{"bad.hcl:2: admin.address :7400 is not a loopback address"}},
+		{"commit window zero", "store {\n  commit_window = \"0\"\n}\n", []string{"bad.hcl:2: store.commit_window is 0s; want more than 0 and at most 10s"}},
+		{"commit window too long", "store {\n  commit_window = \"11s\"\n}\n", []string{"bad.hcl:2: store.commit_window is 11s"}},
+		{"negative limit", "store {\n\n  max_value_bytes = -1\n}\n", []string{"bad.hcl:3: store.max_value_bytes is -1; want a positive number"}},
+		{"log level", "log {\n  level = \"verbose\"\n}\n", []string{"bad.hcl:2: log.level \"verbose\" is not a level; want trace, debug, info, warn or error"}},
+		{"log format", "log {\n  format = \"xml\"\n}\n", []string{"bad.hcl:2: log.format \"xml\""}},
+		{"address without port", "inbound {\n  app = \"localhost\"\n}\n", []string{"bad.hcl:2: inbound.app \"localhost\" is not host:port"}},
+		{"app without host", "inbound {\n  app = \":8080\"\n}\n", []string{"bad.hcl:2: inbound.app \":8080\" has no host"}},
+		{"bad port", "outbound {\n  address = \"127.0.0.1:http\"\n}\n", []string{"bad.hcl:2: outbound.address \"127.0.0.1:http\" has port \"http\""}},
+		{"peer", "sync {\n  peers = [\"10.0.0.7:7403\", \"10.0.0.8\"]\n}\n", []string{"bad.hcl:2: sync.peers entry 2 \"10.0.0.8\" is not host:port"}},
+		{"xds", "sync {\n  xds = \"xds\"\n}\n", []string{"bad.hcl:2: sync.xds \"xds\" is not host:port"}},
+		{"dns url", "sync {\n  dns = \"http://peers\"\n}\n", []string{"bad.hcl:2: sync.dns \"http://peers\" is not a DNS name"}},
+		{"fanout", "sync {\n  fanout = 0\n}\n", []string{"bad.hcl:2: sync.fanout is 0"}},
+		{"sample ratio", "tracing {\n  sample_ratio = 1.5\n}\n", []string{"bad.hcl:2: tracing.sample_ratio is 1.5; want a number from 0 to 1"}},
+		{"tracing without endpoint", "tracing {\n  enabled = true\n}\n", []string{"tracing.otlp_endpoint is empty but tracing.enabled is true"}},
+		{"pinned flag name", "flags {\n  pinned = [\"ok\", \"not ok\"]\n}\n", []string{"bad.hcl:2: flags.pinned entry 2 \"not ok\""}},
+		{"empty node name", "node {\n  name = \"\"\n}\n", []string{"bad.hcl:2: node.name is empty", "CTXPROP_NODE_NAME"}},
+		{"negative context ttl", "store {\n  context_ttl = \"-1h\"\n}\n", []string{"bad.hcl:2: store.context_ttl is -1h0m0s"}},
+		{"port clash", "outbound {\n  address = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and outbound.address 127.0.0.1:7401 use the same port"}},
+		{"app is the inbound listener", "inbound {\n  app = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and inbound.app 127.0.0.1:7401 are the same, so the proxy would forward to itself"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.src), "bad.hcl")
+			if err == nil {
+				t.Fatalf("Parse(%q) = %+v, want an error", tc.src, c)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse(%q) error\n%s\nwant it to contain\n%s", tc.src, err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidate_AcceptsEdgeValues(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+	}{
+		{"admin on localhost", func(c *Config) { c.Admin.Address = "localhost:7400" }},
+		{"admin on ::1", func(c *Config) { c.Admin.Address = "[::1]:7400" }},
+		{"ephemeral ports", func(c *Config) {
+			c.Admin.Address, c.Inbound.Address, c.Outbound.Address, c.Sync.Address = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		}},
+		{"commit window at the limit", func(c *Config) { c.Store.CommitWindow = 10 * time.Second }},
+		{"sample ratio zero", func(c *Config) { c.Tracing.SampleRatio = 0 }},
+		{"inbound and sync on different hosts, same port", func(c *Config) {
+			c.Inbound.Address, c.Sync.Address = "10.0.0.1:7000", "10.0.0.2:7000"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.Node.Name = "pod-a"
+			tc.edit(&c)
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidate_NaNSampleRatio(t *testing.T) {
+	c := DefaultConfig()
+	c.Node.Name = "pod-a"
+	c.Tracing.SampleRatio = nan()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "tracing.sample_ratio") {
+		t.Fatalf("Validate = %v, want an error naming tracing.sample_ratio", err)
+	}
+}
+
+func nan() float64 {
+	zero := 0.0
+	return zero / zero
+}
+
+func TestApplyEnv(t *testing.T) {
+	env := map[string]string{
+		"CTXPROP_NODE_NAME":                 "pod-env",
+		"CTXPROP_ADMIN_ADDRESS":             "127.0.0.1:9400",
+		"CTXPROP_ADMIN_MAX_BODY_BYTES":      "2048",
+		"CTXPROP_STORE_COMMIT_WINDOW":       "25ms",
+		"CTXPROP_STORE_FIXED_TTL":           "true",
+		"CTXPROP_STORE_MAX_CONTEXTS":        "12",
+		"CTXPROP_SYNC_PEERS":                " 10.0.0.7:7403 , 10.0.0.8:7403,, ",
+		"CTXPROP_FLAGS_FILES":               "",
+		"CTXPROP_TRACING_SAMPLE_RATIO":      "0.5",
+		"CTXPROP_INBOUND_TRUST_INBOUND_OPS": "1",
+		"UNRELATED":                         "x",
+	}
+	c := DefaultConfig()
+	c.Flags.Files = []string{"from-file.json"}
+	if err := c.ApplyEnv(lookupIn(env)); err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Node.Name = "pod-env"
+	want.Admin.Address = "127.0.0.1:9400"
+	want.Admin.MaxBodyBytes = 2048
+	want.Store.CommitWindow = 25 * time.Millisecond
+	want.Store.FixedTTL = true
+	want.Store.MaxContexts = 12
+	want.Sync.Peers = []string{"10.0.0.7:7403", "10.0.0.8:7403"}
+	want.Flags.Files = []string{}
+	want.Tracing.SampleRatio = 0.5
+	want.Inbound.TrustInboundOps = true
+	if !reflect.DeepEqual(withoutOrigins(c), want) {
+		t.Fatalf("after ApplyEnv\n%+v\nwant\n%+v", withoutOrigins(c), want)
+	}
+	if got, want := c.origins["store.commit_window"], "CTXPROP_STORE_COMMIT_WINDOW"; got != want {
+		t.Errorf("origin = %q, want %q", got, want)
+	}
+}
+
+func TestApplyEnv_Errors(t *testing.T) {
+	for _, tc := range []struct {
+		name, value, want string
+	}{
+		{"CTXPROP_STORE_COMMIT_WINDOW", "100", `CTXPROP_STORE_COMMIT_WINDOW="100": "100" is not a Go duration`},
+		{"CTXPROP_STORE_MAX_CONTEXTS", "lots", `CTXPROP_STORE_MAX_CONTEXTS="lots": not an integer`},
+		{"CTXPROP_ADMIN_ALLOW_NON_LOOPBACK", "yes", `CTXPROP_ADMIN_ALLOW_NON_LOOPBACK="yes": not a boolean`},
+		{"CTXPROP_TRACING_SAMPLE_RATIO", "half", `CTXPROP_TRACING_SAMPLE_RATIO="half": not a number`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			err := c.ApplyEnv(lookupIn(map[string]string{tc.name: tc.value}))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ApplyEnv(%s=%s) = %v, want an error containing %q", tc.name, tc.value, err, tc.want)
+			}
+		})
+	}
+}
+
+func lookupIn(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
+}
+
+func TestLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.hcl")
+	if err := os.WriteFile(path, []byte("node { name = \"pod-file\" }\nadmin { address = \"127.0.0.1:7500\" }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("file", func(t *testing.T) {
+		c, err := Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.Admin.Address, "127.0.0.1:7500"; got != want {
+			t.Errorf("admin.address = %q, want %q", got, want)
+		}
+	})
+	t.Run("environment over file", func(t *testing.T) {
+		t.Setenv("CTXPROP_ADMIN_ADDRESS", "127.0.0.1:7600")
+		t.Setenv("CTXPROP_SYNC_PEERS", "10.0.0.7:7403,10.0.0.8:7403")
+		c, err := Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.Admin.Address, "127.0.0.1:7600"; got != want {
+			t.Errorf("admin.address = %q, want %q", got, want)
+		}
+		if got, want := c.Sync.Peers, []string{"10.0.0.7:7403", "10.0.0.8:7403"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("sync.peers = %q, want %q", got, want)
+		}
+		if got, want := c.Node.Name, "pod-file"; got != want {
+			t.Errorf("node.name = %q, want %q", got, want)
+		}
+	})
+	t.Run("environment fails validation", func(t *testing.T) {
+		t.Setenv("CTXPROP_ADMIN_ADDRESS", "10.1.2.3:7400")
+		_, err := Load(path)
+		if err == nil || !strings.HasPrefix(err.Error(), "CTXPROP_ADMIN_ADDRESS: admin.address 10.1.2.3:7400 is not a loopback address") {
+			t.Fatalf("Load = %v, want the error to name CTXPROP_ADMIN_ADDRESS", err)
+		}
+	})
+	t.Run("bad environment", func(t *testing.T) {
+		t.Setenv("CTXPROP_STORE_COMMIT_WINDOW", "soon")
+		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "CTXPROP_STORE_COMMIT_WINDOW") {
+			t.Fatalf("Load = %v, want an error naming CTXPROP_STORE_COMMIT_WINDOW", err)
+		}
+	})
+	t.Run("no file", func(t *testing.T) {
+		t.Setenv("CTXPROP_NODE_NAME", "pod-env")
+		c, err := Load("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.Node.Name, "pod-env"; got != want {
+			t.Errorf("node.name = %q, want %q", got, want)
+		}
+	})
+	t.Run("missing file", func(t *testing.T) {
+		_, err := Load(filepath.Join(t.TempDir(), "absent.hcl"))
+		if err == nil || !strings.Contains(err.Error(), "absent.hcl") || !strings.Contains(err.Error(), "-config") {
+			t.Fatalf("Load = %v, want an error naming the file and -config", err)
+		}
+	})
+}
+
+// TestShippedConfig keeps the config.hcl users read valid, equal to the defaults, and
+// complete: every attribute appears in it under a comment.
+func TestShippedConfig(t *testing.T) {
+	src, err := os.ReadFile("../config.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(src, "config.hcl")
+	if err != nil {
+		t.Fatalf("the shipped config.hcl does not load: %v", err)
+	}
+	want := DefaultConfig()
+	want.Node.Name = "pod-a"
+	want.Sync.Peers, want.Flags.Files, want.Flags.Pinned = []string{}, []string{}, []string{}
+	if !reflect.DeepEqual(withoutOrigins(got), want) {
+		t.Fatalf("config.hcl differs from the defaults:\n%+v\nwant\n%+v", withoutOrigins(got), want)
+	}
+
+	lines := strings.Split(string(src), "\n")
+	for _, s := range got.settings() {
+		origin, ok := got.origins[s.path()]
+		if !ok {
+			t.Errorf("config.hcl does not set %s", s.path())
+			continue
+		}
+		m := lineNumber.FindStringSubmatch(origin)
+		if m == nil {
+			t.Fatalf("origin %q of %s has no line number", origin, s.path())
+		}
+		line, _ := strconv.Atoi(m[1])
+		text := lines[line-1]
+		before := strings.TrimSpace(lines[line-2])
+		if !strings.HasPrefix(before, "#") && !strings.Contains(text, "#") {
+			t.Errorf("config.hcl:%d sets %s without a comment explaining it", line, s.path())
+		}
+	}
+}
+
+var lineNumber = regexp.MustCompile(`:(\d+)$`)
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(everyAttribute))
+	f.Add([]byte("store {\n  commit_window = \"x\"\n}\n"))
+	f.Add([]byte(`{"node": {"name": "a"}}`))
+	f.Add([]byte("node { name = \"${1+1}\" }\nsync { peers = [for p in [1,2]: p] }\n"))
+	if src, err := os.ReadFile("../config.hcl"); err == nil {
+		f.Add(src)
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		for _, name := range []string{"fuzz.hcl", "fuzz.hcl.json"} {
+			c, err := Parse(src, name)
+			if err != nil {
+				continue
+			}
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Parse(%q, %s) returned a Config that fails Validate: %v", src, name, err)
+			}
+		}
+	})
+}

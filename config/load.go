@@ -1,0 +1,326 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// EnvPrefix starts the name of every environment override: CTXPROP_<BLOCK>_<ATTRIBUTE>,
+// upper-case, such as CTXPROP_ADMIN_ADDRESS or CTXPROP_STORE_COMMIT_WINDOW.
+const EnvPrefix = "CTXPROP_"
+
+// Load reads the HCL file at path over DefaultConfig, applies the process environment's
+// overrides, and validates the result. An empty path loads only defaults and environment.
+// A file whose name ends in ".json" is read as HCL's JSON syntax.
+func Load(path string) (Config, error) {
+	c := DefaultConfig()
+	if path != "" {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("read config: %w; pass the path of an existing file with -config", err)
+		}
+		if err := c.decode(src, path); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := c.ApplyEnv(os.LookupEnv); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Parse decodes src, named filename in errors, over DefaultConfig and validates the
+// result. Unlike Load it ignores the environment.
+func Parse(src []byte, filename string) (Config, error) {
+	c := DefaultConfig()
+	if err := c.decode(src, filename); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// decode sets the fields named in src, leaving the others as they are.
+func (c *Config) decode(src []byte, filename string) error {
+	parser := hclparse.NewParser()
+	var (
+		file  *hcl.File
+		diags hcl.Diagnostics
+	)
+	if strings.HasSuffix(filename, ".json") {
+		file, diags = parser.ParseJSON(src, filename)
+	} else {
+		file, diags = parser.ParseHCL(src, filename)
+	}
+	if diags.HasErrors() {
+		return diagError(diags)
+	}
+
+	settings := c.settings()
+	attrsOf := make(map[string][]hcl.AttributeSchema)
+	for _, s := range settings {
+		attrsOf[s.block] = append(attrsOf[s.block], hcl.AttributeSchema{Name: s.attr})
+	}
+	top := &hcl.BodySchema{}
+	for _, b := range blocks {
+		top.Blocks = append(top.Blocks, hcl.BlockHeaderSchema{Type: b})
+	}
+	content, diags := file.Body.Content(top)
+
+	seen := make(map[string]*hcl.Block)
+	attrs := make(map[string]*hcl.Attribute) // by "block.attr"
+	for _, b := range content.Blocks {
+		if first, dup := seen[b.Type]; dup {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  fmt.Sprintf("Duplicate %s block", b.Type),
+				Detail:   fmt.Sprintf("A %s block is already at %s; merge the two into one.", b.Type, lineOf(first.DefRange)),
+				Subject:  b.DefRange.Ptr(),
+			})
+			continue
+		}
+		seen[b.Type] = b
+		blockContent, more := b.Body.Content(&hcl.BodySchema{Attributes: attrsOf[b.Type]})
+		for i := range more {
+			if more[i].Summary == "Unsupported argument" || more[i].Summary == "Unsupported block type" {
+				more[i].Summary += " in " + b.Type + " block"
+			}
+		}
+		diags = append(diags, more...)
+		for name, a := range blockContent.Attributes {
+			attrs[b.Type+"."+name] = a
+		}
+	}
+	if diags.HasErrors() {
+		return diagError(diags)
+	}
+
+	for _, s := range settings {
+		a, ok := attrs[s.path()]
+		if !ok {
+			continue
+		}
+		v, more := a.Expr.Value(nil)
+		diags = append(diags, more...)
+		if more.HasErrors() || v.IsNull() { // null means "keep the default", as in Terraform
+			continue
+		}
+		if err := s.setCty(v); err != nil {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Invalid value for " + s.path(),
+				Detail:   err.Error() + ".",
+				Subject:  a.Expr.Range().Ptr(),
+			})
+			continue
+		}
+		c.setOrigin(s.path(), lineOf(a.Expr.Range()))
+	}
+	if diags.HasErrors() {
+		return diagError(diags)
+	}
+	return nil
+}
+
+// ApplyEnv overrides every setting whose variable CTXPROP_<BLOCK>_<ATTRIBUTE> lookup finds,
+// as os.LookupEnv does. Lists are comma-separated ("10.0.0.7:7403,10.0.0.8:7403"); an empty
+// variable sets an empty list or string. It does not validate.
+func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
+	var errs []error
+	for _, s := range c.settings() {
+		name := EnvVar(s.block, s.attr)
+		v, ok := lookup(name)
+		if !ok {
+			continue
+		}
+		if err := s.setString(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			continue
+		}
+		c.setOrigin(s.path(), name)
+	}
+	return errors.Join(errs...)
+}
+
+// EnvVar returns the name of the environment variable that overrides block.attr.
+func EnvVar(block, attr string) string {
+	return EnvPrefix + strings.ToUpper(block) + "_" + strings.ToUpper(attr)
+}
+
+// setString parses an environment value into the setting's field.
+func (s setting) setString(v string) error {
+	switch p := s.ptr.(type) {
+	case *string:
+		*p = v
+	case *bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("not a boolean; want true or false")
+		}
+		*p = b
+	case *int:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		*p = n
+	case *int64:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		*p = n
+	case *float64:
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return errors.New("not a number")
+		}
+		*p = f
+	case *time.Duration:
+		d, err := parseDuration(v)
+		if err != nil {
+			return err
+		}
+		*p = d
+	case *[]string:
+		list := []string{}
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				list = append(list, e)
+			}
+		}
+		*p = list
+	default:
+		panic(fmt.Sprintf("config: setting %s has unsupported type %T", s.path(), s.ptr))
+	}
+	return nil
+}
+
+// setCty converts an HCL value into the setting's field. HCL's own conversions apply, so
+// a number is accepted where a string is wanted, as everywhere in HCL.
+func (s setting) setCty(v cty.Value) error {
+	if !v.IsWhollyKnown() {
+		return errors.New("the value is not known until run time; use a literal")
+	}
+	switch p := s.ptr.(type) {
+	case *string:
+		str, err := convert.Convert(v, cty.String)
+		if err != nil {
+			return fmt.Errorf("want a string, got %s", v.Type().FriendlyName())
+		}
+		*p = str.AsString()
+	case *bool:
+		b, err := convert.Convert(v, cty.Bool)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %s", v.Type().FriendlyName())
+		}
+		*p = b.True()
+	case *int:
+		n, err := ctyInt(v)
+		if err != nil {
+			return err
+		}
+		*p = int(n)
+	case *int64:
+		n, err := ctyInt(v)
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *float64:
+		n, err := convert.Convert(v, cty.Number)
+		if err != nil {
+			return fmt.Errorf("want a number, got %s", v.Type().FriendlyName())
+		}
+		*p, _ = n.AsBigFloat().Float64()
+	case *time.Duration:
+		str, err := convert.Convert(v, cty.String)
+		if err != nil {
+			return fmt.Errorf("want a Go duration string such as \"100ms\", got %s", v.Type().FriendlyName())
+		}
+		d, err := parseDuration(str.AsString())
+		if err != nil {
+			return err
+		}
+		*p = d
+	case *[]string:
+		list, err := convert.Convert(v, cty.List(cty.String))
+		if err != nil {
+			return fmt.Errorf("want a list of strings such as [\"a\", \"b\"], got %s", v.Type().FriendlyName())
+		}
+		out := []string{}
+		for it := list.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e.IsNull() {
+				return errors.New("the list holds null; want strings only")
+			}
+			out = append(out, e.AsString())
+		}
+		*p = out
+	default:
+		panic(fmt.Sprintf("config: setting %s has unsupported type %T", s.path(), s.ptr))
+	}
+	return nil
+}
+
+func ctyInt(v cty.Value) (int64, error) {
+	n, err := convert.Convert(v, cty.Number)
+	if err != nil {
+		return 0, fmt.Errorf("want an integer, got %s", v.Type().FriendlyName())
+	}
+	f := n.AsBigFloat()
+	if !f.IsInt() {
+		return 0, fmt.Errorf("want an integer, got %s", f.Text('g', -1))
+	}
+	i, acc := f.Int64()
+	if acc != big.Exact || i != int64(int(i)) {
+		return 0, fmt.Errorf("%s is out of range", f.Text('g', -1))
+	}
+	return i, nil
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a Go duration; want a number with a unit such as \"100ms\", \"30s\", \"24h\", or \"0\"", s)
+	}
+	return d, nil
+}
+
+// lineOf renders the start of r as "file:line".
+func lineOf(r hcl.Range) string { return fmt.Sprintf("%s:%d", r.Filename, r.Start.Line) }
+
+// diagError turns HCL diagnostics into one error, a line per problem, each starting with
+// file:line:column.
+func diagError(diags hcl.Diagnostics) error {
+	var errs []error
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		msg := d.Summary
+		if d.Detail != "" {
+			msg += "; " + d.Detail
+		}
+		if d.Subject != nil {
+			msg = fmt.Sprintf("%s:%d:%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, msg)
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,227 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// maxCommitWindow bounds store.commit_window: SPEC §3 promises request-path writes reach
+// disk within a bounded window, and beyond seconds that promise means little.
+const maxCommitWindow = 10 * time.Second
+
+// Validate reports every invalid setting at once, one per line, each prefixed with the
+// file:line or environment variable that set it.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		msg := path + " " + fmt.Sprintf(format, args...)
+		if origin, ok := c.origins[path]; ok {
+			msg = origin + ": " + msg
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	positive := func(path string, n int64) {
+		if n <= 0 {
+			bad(path, "is %d; want a positive number", n)
+		}
+	}
+	positiveDuration := func(path string, d time.Duration) {
+		if d <= 0 {
+			bad(path, "is %s; want a positive duration such as \"5s\"", d)
+		}
+	}
+	address := func(path, addr string, listen bool) {
+		if err := checkHostPort(addr, listen); err != nil {
+			bad(path, "%q %v", addr, err)
+		}
+	}
+
+	switch name := c.Node.Name; {
+	case name == "":
+		bad("node.name", "is empty (the host name was not available); set node { name = \"pod-a\" } or %s", EnvVar("node", "name"))
+	case len(name) > 253 || strings.IndexFunc(name, notPrintable) >= 0:
+		bad("node.name", "%q must be 1 to 253 bytes of printable text", name)
+	}
+
+	if !slices.Contains([]string{"trace", "debug", "info", "warn", "error"}, c.Log.Level) {
+		bad("log.level", "%q is not a level; want trace, debug, info, warn or error", c.Log.Level)
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		bad("log.format", "%q is not a format; want text or json", c.Log.Format)
+	}
+
+	if c.Store.Path == "" {
+		bad("store.path", "is empty; want the path of the bbolt file, such as \"data/ctxprop.db\"")
+	}
+	if w := c.Store.CommitWindow; w <= 0 || w > maxCommitWindow {
+		bad("store.commit_window", "is %s; want more than 0 and at most %s", w, maxCommitWindow)
+	}
+	positiveDuration("store.open_timeout", c.Store.OpenTimeout)
+	positiveDuration("store.sweep_interval", c.Store.SweepInterval)
+	positiveDuration("store.tombstone_ttl", c.Store.TombstoneTTL)
+	positive("store.max_contexts", int64(c.Store.MaxContexts))
+	positive("store.max_values_per_context", int64(c.Store.MaxValuesPerContext))
+	positive("store.max_value_bytes", int64(c.Store.MaxValueBytes))
+	positive("store.max_set_members", int64(c.Store.MaxSetMembers))
+	if c.Store.ContextTTL < 0 {
+		bad("store.context_ttl", "is %s; want \"0\" for no expiry or a positive duration", c.Store.ContextTTL)
+	}
+
+	address("admin.address", c.Admin.Address, true)
+	if host, _, err := net.SplitHostPort(c.Admin.Address); err == nil && !c.Admin.AllowNonLoopback && !isLoopback(host) {
+		bad("admin.address", "%s is not a loopback address; the admin API has no authentication — use 127.0.0.1 or set admin.allow_non_loopback = true", c.Admin.Address)
+	}
+	positive("admin.max_body_bytes", c.Admin.MaxBodyBytes)
+	positiveDuration("admin.shutdown_timeout", c.Admin.ShutdownTimeout)
+
+	address("inbound.address", c.Inbound.Address, true)
+	address("inbound.app", c.Inbound.App, false)
+	positiveDuration("inbound.read_header_timeout", c.Inbound.ReadHeaderTimeout)
+	positiveDuration("inbound.idle_timeout", c.Inbound.IdleTimeout)
+	if c.Inbound.ResponseHeaderTimeout < 0 {
+		bad("inbound.response_header_timeout", "is %s; want \"0\" for no limit or a positive duration", c.Inbound.ResponseHeaderTimeout)
+	}
+	positive("inbound.max_header_bytes", int64(c.Inbound.MaxHeaderBytes))
+
+	address("outbound.address", c.Outbound.Address, true)
+	positive("outbound.max_idle_conns_per_host", int64(c.Outbound.MaxIdleConnsPerHost))
+	positiveDuration("outbound.dial_timeout", c.Outbound.DialTimeout)
+
+	address("sync.address", c.Sync.Address, true)
+	for i, p := range c.Sync.Peers {
+		if err := checkHostPort(p, false); err != nil {
+			bad("sync.peers", "entry %d %q %v", i+1, p, err)
+		}
+	}
+	if d := c.Sync.DNS; d != "" && (strings.Contains(d, "://") || strings.IndexFunc(d, unicode.IsSpace) >= 0) {
+		bad("sync.dns", "%q is not a DNS name; want a headless Service name such as \"ctxprop-peers.default.svc.cluster.local\"", d)
+	}
+	if c.Sync.XDS != "" {
+		address("sync.xds", c.Sync.XDS, false)
+	}
+	positiveDuration("sync.interval", c.Sync.Interval)
+	positive("sync.fanout", int64(c.Sync.Fanout))
+
+	if c.Tracing.Enabled && c.Tracing.OTLPEndpoint == "" {
+		bad("tracing.otlp_endpoint", "is empty but tracing.enabled is true; set it to your collector, such as \"otel-collector:4317\"")
+	}
+	if r := c.Tracing.SampleRatio; !(r >= 0 && r <= 1) {
+		bad("tracing.sample_ratio", "is %v; want a number from 0 to 1", r)
+	}
+
+	for i, f := range c.Flags.Files {
+		if f == "" {
+			bad("flags.files", "entry %d is empty; want the path of a flagd JSON file", i+1)
+		}
+	}
+	for i, name := range c.Flags.Pinned {
+		if name == "" || strings.IndexFunc(name, notTokenChar) >= 0 {
+			bad("flags.pinned", "entry %d %q is not a flag name usable in the baggage key ctx.flag.<name>; use letters, digits and !#$%%&'*+-.^_`|~", i+1, name)
+		}
+	}
+
+	errs = append(errs, c.checkPortClashes()...)
+	return errors.Join(errs...)
+}
+
+// checkPortClashes refuses two listeners on one port, and an app address that is one of
+// the sidecar's own listeners, which would make the proxy forward to itself forever.
+func (c *Config) checkPortClashes() []error {
+	type addr struct{ path, value string }
+	listeners := []addr{
+		{"admin.address", c.Admin.Address},
+		{"inbound.address", c.Inbound.Address},
+		{"outbound.address", c.Outbound.Address},
+		{"sync.address", c.Sync.Address},
+	}
+	var errs []error
+	report := func(a, b addr, why string) {
+		msg := fmt.Sprintf("%s %s and %s %s %s; give them different ports", a.path, a.value, b.path, b.value, why)
+		if origin, ok := c.origins[b.path]; ok {
+			msg = origin + ": " + msg
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	for i, a := range listeners {
+		for _, b := range listeners[i+1:] {
+			if overlap(a.value, b.value) {
+				report(a, b, "use the same port")
+			}
+		}
+	}
+	app := addr{"inbound.app", c.Inbound.App}
+	for _, l := range listeners {
+		if overlap(l.value, app.value) {
+			report(l, app, "are the same, so the proxy would forward to itself")
+		}
+	}
+	return errs
+}
+
+// overlap reports whether two host:port addresses name one socket: the same non-zero port
+// on the same host or where either listens on every interface.
+func overlap(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	return ha == hb || isUnspecified(ha) || isUnspecified(hb)
+}
+
+func isUnspecified(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkHostPort checks a host:port address. A listen address may leave the host empty
+// (every interface) and use port 0 (any free port, handy in tests); a dial address may not.
+func checkHostPort(addr string, listen bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("is not host:port (%v); want an address such as \"127.0.0.1:8080\"", err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("has port %q; want a number from 1 to 65535", port)
+	}
+	if !listen {
+		if host == "" {
+			return errors.New("has no host; want an address such as \"10.0.0.7:7403\"")
+		}
+		if n == 0 {
+			return errors.New("has port 0; want a number from 1 to 65535")
+		}
+	}
+	if strings.IndexFunc(host, notPrintable) >= 0 || strings.ContainsRune(host, ' ') {
+		return errors.New("has spaces or control characters in the host")
+	}
+	return nil
+}
+
+func notPrintable(r rune) bool { return !unicode.IsPrint(r) }
+
+// notTokenChar reports runes outside the RFC 9110 token characters that W3C baggage keys use.
+func notTokenChar(r rune) bool {
+	if r < 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r)) {
+		return false
+	}
+	return !strings.ContainsRune("!#$%&'*+-.^_`|~", r)
+}
