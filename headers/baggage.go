@@ -25,7 +25,16 @@ func readBaggage(values []string, errs *[]error) bag {
 	if !slices.ContainsFunc(values, func(v string) bool { return strings.Contains(v, "ctx.") }) {
 		return b
 	}
-	parsed, err := baggage.Parse(joinLines(values))
+	line := joinLines(values)
+	if len(line) > MaxBaggageBytes || strings.Count(line, ",") >= MaxBaggageMembers {
+		// Over a limit, otel's Parse keeps nothing (bytes) or the first 64 keys;
+		// read the members rewriteBaggage would keep instead, so that what we read
+		// is what we forward when we rewrite.
+		var invalid, excess int
+		line, invalid, excess = keepMembers(values, nil)
+		*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: %d invalid members and %d past the limits (%d members, %d bytes)", ErrBaggage, invalid, excess, MaxBaggageMembers, MaxBaggageBytes)})
+	}
+	parsed, err := baggage.Parse(line)
 	if err != nil {
 		// otel keeps the valid members it could (a partial result); ours are
 		// taken from those.
@@ -71,22 +80,38 @@ type addition struct {
 // (reported as ErrBaggageFull). Existing members go first so that ours never displace
 // the app's.
 func rewriteBaggage(values []string, drop []string, add []addition, errs *[]error) string {
-	var sb strings.Builder
-	members, invalid, excess := 0, 0, 0
-	fits := func(s string) bool {
-		n := len(s)
-		if members > 0 {
-			n++ // the comma
-		}
-		return members < MaxBaggageMembers && sb.Len()+n <= MaxBaggageBytes
+	line, invalid, excess := keepMembers(values, drop)
+	var lb lineBuilder
+	lb.sb.WriteString(line)
+	if line != "" {
+		lb.members = strings.Count(line, ",") + 1 // members hold no raw comma
 	}
-	put := func(s string) {
-		if members > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString(s)
-		members++
+	if invalid > 0 || excess > 0 {
+		*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: %d invalid and %d members past the limits (%d members, %d bytes) not forwarded", ErrBaggage, invalid, excess, MaxBaggageMembers, MaxBaggageBytes)})
 	}
+	for i := range add {
+		a := &add[i]
+		m, err := baggage.NewMemberRaw(a.key, a.value)
+		if err != nil {
+			*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: member %s: %w", ErrBaggage, a.key, err)})
+			continue
+		}
+		s := m.String()
+		if !lb.fits(s) {
+			*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: %s (%d bytes) not added: the request's baggage already has %d members and %d bytes of at most %d and %d; the app should send less baggage", ErrBaggageFull, a.key, len(s), lb.members, lb.sb.Len(), MaxBaggageMembers, MaxBaggageBytes)})
+			continue
+		}
+		lb.put(s)
+		a.added = true
+	}
+	return lb.sb.String()
+}
+
+// keepMembers returns, as one line, the valid members of values in their order and
+// bytes (only the OWS around them trimmed), without the keys in drop, up to the
+// limits; and how many members were invalid or past a limit.
+func keepMembers(values []string, drop []string) (line string, invalid, excess int) {
+	var lb lineBuilder
 	for _, line := range values {
 		for raw := range strings.SplitSeq(line, ",") {
 			raw = strings.Trim(raw, " \t")
@@ -101,32 +126,36 @@ func rewriteBaggage(values []string, drop []string, add []addition, errs *[]erro
 				invalid++
 				continue
 			}
-			if !fits(raw) {
+			if !lb.fits(raw) {
 				excess++
 				continue
 			}
-			put(raw)
+			lb.put(raw)
 		}
 	}
-	if invalid > 0 || excess > 0 {
-		*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: %d invalid and %d members past the limits (%d members, %d bytes) not forwarded", ErrBaggage, invalid, excess, MaxBaggageMembers, MaxBaggageBytes)})
+	return lb.sb.String(), invalid, excess
+}
+
+// lineBuilder builds a baggage line within the limits.
+type lineBuilder struct {
+	sb      strings.Builder
+	members int
+}
+
+func (lb *lineBuilder) fits(member string) bool {
+	n := len(member)
+	if lb.members > 0 {
+		n++ // the comma
 	}
-	for i := range add {
-		a := &add[i]
-		m, err := baggage.NewMemberRaw(a.key, a.value)
-		if err != nil {
-			*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: member %s: %w", ErrBaggage, a.key, err)})
-			continue
-		}
-		s := m.String()
-		if !fits(s) {
-			*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w: %s (%d bytes) not added: the request's baggage already has %d members and %d bytes of at most %d and %d; the app should send less baggage", ErrBaggageFull, a.key, len(s), members, sb.Len(), MaxBaggageMembers, MaxBaggageBytes)})
-			continue
-		}
-		put(s)
-		a.added = true
+	return lb.members < MaxBaggageMembers && lb.sb.Len()+n <= MaxBaggageBytes
+}
+
+func (lb *lineBuilder) put(member string) {
+	if lb.members > 0 {
+		lb.sb.WriteByte(',')
 	}
-	return sb.String()
+	lb.sb.WriteString(member)
+	lb.members++
 }
 
 // memberKey returns the key of a raw baggage member (before '=' or ';'), trimmed.

@@ -189,13 +189,24 @@ func ReadOutbound(in http.Header, opt Options, c *Correlator) (Outbound, []error
 	if c != nil && o.Parent.IsValid() {
 		if e, ok := c.Lookup(o.Parent.TraceID()); ok {
 			// The app's own members win: it is local and may mean to switch context.
+			// Entries normally come from ReadInbound, valid; checked again because
+			// Begin takes any Entry and garbage must not leave the pod.
 			if o.Name == "" && e.Name != "" {
-				add = append(add, addition{key: NameKey, value: e.Name})
+				if err := checkName(e.Name); err != nil {
+					errs = append(errs, &Error{Header: "baggage", Err: err})
+				} else {
+					add = append(add, addition{key: NameKey, value: e.Name})
+				}
 			}
 			for _, f := range e.Flags {
-				if !slices.ContainsFunc(o.Flags, func(g Flag) bool { return g.Name == f.Name }) {
-					add = append(add, addition{key: FlagKeyPrefix + f.Name, value: f.Value})
+				if slices.ContainsFunc(o.Flags, func(g Flag) bool { return g.Name == f.Name }) {
+					continue
 				}
+				if err := checkFlag(f.Name, f.Value); err != nil {
+					errs = append(errs, &Error{Header: "baggage", Err: err})
+					continue
+				}
+				add = append(add, addition{key: FlagKeyPrefix + f.Name, value: f.Value})
 			}
 		}
 	}
