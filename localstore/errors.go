@@ -1,0 +1,29 @@
+package localstore
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNotFound: the context or value does not exist (or has expired).
+	ErrNotFound = errors.New("not found")
+	// ErrInvalid is wrapped by errors about the caller's input.
+	ErrInvalid = errors.New("invalid")
+	// ErrClosed: the store is closed or closing.
+	ErrClosed = errors.New("store is shutting down")
+	// ErrFailed: a commit failed and the store no longer takes writes.
+	ErrFailed = errors.New("store failed to commit")
+)
+
+// LimitError reports a write refused because it would exceed a configured limit. Nothing
+// of the write is applied.
+type LimitError struct {
+	Limit string // the config attribute, e.g. "max_values_per_context"
+	Max   int
+	What  string // what would exceed it
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("%s would exceed store.%s = %d; raise the limit in config.hcl or remove entries", e.What, e.Limit, e.Max)
+}

@@ -1,0 +1,161 @@
+package localstore
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ctxprop/ctxprop/crdt"
+)
+
+// Event is one committed change of a context, local or replicated.
+type Event struct {
+	// ID orders events; a watcher that reconnects resumes after the last ID it saw.
+	ID      uint64
+	Time    time.Time
+	Context string
+	// Origin is the replica that made the change (this store's own for local writes).
+	Origin crdt.ReplicaID
+	// Delta is the change. Shared between watchers: do not modify.
+	Delta *crdt.Context
+}
+
+// eventLog keeps the latest events for resuming watchers and fans new ones out.
+type eventLog struct {
+	mu     sync.Mutex
+	next   uint64
+	ring   []Event
+	start  int // index of the oldest event in ring once it is full
+	full   bool
+	subs   map[*Subscription]struct{}
+	closed bool
+}
+
+func newEventLog(size int) *eventLog {
+	// IDs start from the wall clock so that an ID from before a restart is older than
+	// every ID after it: the watcher is told it missed events rather than given wrong ones.
+	return &eventLog{next: uint64(time.Now().UnixMicro()), ring: make([]Event, 0, size), subs: map[*Subscription]struct{}{}}
+}
+
+// Subscription receives the events of one watcher.
+type Subscription struct {
+	// C carries the events. It is closed when the store closes, when the subscription is
+	// closed, or when the watcher fell so far behind that events were dropped (Lagged).
+	C <-chan Event
+	// Missed is true when the events after the requested ID are no longer held: the
+	// watcher should reread the state.
+	Missed bool
+
+	c      chan Event
+	filter string
+	log    *eventLog
+	lagged bool
+}
+
+// Lagged reports whether C was closed because the watcher did not keep up.
+func (s *Subscription) Lagged() bool {
+	s.log.mu.Lock()
+	defer s.log.mu.Unlock()
+	return s.lagged
+}
+
+// Close stops the subscription; safe to call twice.
+func (s *Subscription) Close() {
+	s.log.mu.Lock()
+	defer s.log.mu.Unlock()
+	if _, ok := s.log.subs[s]; ok {
+		delete(s.log.subs, s)
+		close(s.c)
+	}
+}
+
+// Watch subscribes to the committed changes of context name ("" for all), starting after
+// event ID after (0: only new events). Events still held after that ID are delivered first.
+func (s *Store) Watch(ctx context.Context, name string, after uint64) (*Subscription, error) {
+	if name != "" {
+		if err := ValidName(name); err != nil {
+			return nil, err
+		}
+	}
+	sub, err := s.events.subscribe(name, after)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, sub.Close)
+	return sub, nil
+}
+
+const subscriptionBuffer = 1024
+
+func (l *eventLog) subscribe(name string, after uint64) (*Subscription, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	sub := &Subscription{c: make(chan Event, subscriptionBuffer), filter: name, log: l}
+	sub.C = sub.c
+	if after != 0 {
+		held := l.ordered()
+		if len(held) == 0 || held[0].ID > after+1 {
+			sub.Missed = after+1 < l.next
+		}
+		for _, e := range held {
+			if e.ID > after && (name == "" || e.Context == name) {
+				if len(sub.c) == cap(sub.c) {
+					sub.Missed = true
+					break
+				}
+				sub.c <- e
+			}
+		}
+	}
+	l.subs[sub] = struct{}{}
+	return sub, nil
+}
+
+func (l *eventLog) ordered() []Event {
+	if !l.full {
+		return l.ring
+	}
+	return append(append([]Event{}, l.ring[l.start:]...), l.ring[:l.start]...)
+}
+
+func (l *eventLog) publish(events []Event, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range events {
+		e.ID = l.next
+		e.Time = now
+		l.next++
+		if len(l.ring) < cap(l.ring) {
+			l.ring = append(l.ring, e)
+		} else {
+			l.full = true
+			l.ring[l.start] = e
+			l.start = (l.start + 1) % len(l.ring)
+		}
+		for sub := range l.subs {
+			if sub.filter != "" && sub.filter != e.Context {
+				continue
+			}
+			select {
+			case sub.c <- e:
+			default:
+				sub.lagged = true
+				delete(l.subs, sub)
+				close(sub.c)
+			}
+		}
+	}
+}
+
+func (l *eventLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	for sub := range l.subs {
+		delete(l.subs, sub)
+		close(sub.c)
+	}
+}

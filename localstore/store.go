@@ -1,0 +1,741 @@
+package localstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/ctxprop/ctxprop/crdt"
+	"github.com/ctxprop/ctxprop/ops"
+	"github.com/hashicorp/go-hclog"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Options configure a Store. Zero fields take the defaults written next to them.
+type Options struct {
+	// Path of the bbolt file; its directory is created if missing. Required.
+	Path string
+	// OpenTimeout bounds the wait for the file lock held by another process; 0 means 5s.
+	// A stale lock must not hang a restart.
+	OpenTimeout time.Duration
+	// CommitWindow is the longest a Windowed write waits for its commit; 0 means 100ms.
+	CommitWindow time.Duration
+	// SweepInterval is how often expired data is reclaimed; 0 means 30s.
+	SweepInterval time.Duration
+	// TombstoneTTL is how long deletes and expiries are remembered so that late deltas
+	// from other replicas cannot bring data back; 0 means 24h.
+	TombstoneTTL time.Duration
+	// ContextTTL is the TTL given to a context on its first write; 0 means none.
+	ContextTTL time.Duration
+	// FixedTTL stops writes from sliding that TTL.
+	FixedTTL bool
+	// Limits bound what the store holds; zero fields mean no limit.
+	Limits Limits
+	// MaxClockAhead refuses timestamps from peers further ahead of local time; 0 means 1m.
+	MaxClockAhead time.Duration
+	// Logger; nil discards.
+	Logger hclog.Logger
+	// Now returns wall time; nil means time.Now. Tests use a fake clock.
+	Now func() time.Time
+}
+
+// Limits bound the store. Exceeding one is a *LimitError and changes nothing.
+type Limits struct {
+	MaxContexts         int // live contexts
+	MaxValuesPerContext int // counters + map entries + set members of one context
+	MaxValueBytes       int // bytes of one map value (JSON)
+	MaxSetMembers       int // members of one set
+}
+
+// Durability says when a write returns.
+type Durability int
+
+const (
+	// Durable writes return after their commit is fsync'd.
+	Durable Durability = iota
+	// Windowed writes return at once and are committed within Options.CommitWindow.
+	Windowed
+)
+
+var (
+	bucketContexts = []byte("contexts")
+	bucketMeta     = []byte("meta")
+	keyReplica     = []byte("replica")
+	keySeq         = []byte("seq")
+	keyHLC         = []byte("hlc")
+)
+
+// Store holds named contexts in memory and in a bbolt file. Its methods are safe for
+// concurrent use.
+type Store struct {
+	opt    Options
+	log    hclog.Logger
+	db     *bolt.DB
+	clock  crdt.Clock
+	events *eventLog
+
+	mu       sync.RWMutex
+	replica  crdt.ReplicaID
+	seq      uint64
+	contexts map[string]*crdt.Context
+	pending  *batch
+	failed   error
+	closed   bool
+
+	stats Stats
+
+	kick      chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// batch is the set of changes the next commit writes, and the writers waiting for it.
+type batch struct {
+	started time.Time
+	durable bool
+	dirty   map[string]struct{}
+	deleted map[string]struct{}
+	events  []Event
+	done    chan struct{}
+	err     error
+}
+
+// New returns a Store for opt. It opens nothing: call Open.
+func New(opt Options) *Store {
+	if opt.OpenTimeout <= 0 {
+		opt.OpenTimeout = 5 * time.Second
+	}
+	if opt.CommitWindow <= 0 {
+		opt.CommitWindow = 100 * time.Millisecond
+	}
+	if opt.SweepInterval <= 0 {
+		opt.SweepInterval = 30 * time.Second
+	}
+	if opt.TombstoneTTL <= 0 {
+		opt.TombstoneTTL = 24 * time.Hour
+	}
+	if opt.MaxClockAhead <= 0 {
+		opt.MaxClockAhead = time.Minute
+	}
+	if opt.Logger == nil {
+		opt.Logger = hclog.NewNullLogger()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Store{
+		opt:      opt,
+		log:      opt.Logger,
+		clock:    crdt.Clock{Now: opt.Now},
+		events:   newEventLog(4096),
+		contexts: make(map[string]*crdt.Context),
+		kick:     make(chan struct{}, 1),
+	}
+}
+
+// Open opens or creates the file, loads every context, and starts the committer and the
+// sweeper. A file that fails to decode is an error naming the context: nothing is
+// overwritten.
+func (s *Store) Open() error {
+	if s.opt.Path == "" {
+		return fmt.Errorf("localstore: no path; set store.path in the config")
+	}
+	if dir := filepath.Dir(s.opt.Path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("localstore: create directory of store.path: %w", err)
+		}
+	}
+	db, err := bolt.Open(s.opt.Path, 0o600, &bolt.Options{Timeout: s.opt.OpenTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return fmt.Errorf("localstore: %s is locked by another process (waited %s); stop the other sidecar using it or set store.path to another file", s.opt.Path, s.opt.OpenTimeout)
+		}
+		return fmt.Errorf("localstore: open %s: %w", s.opt.Path, err)
+	}
+	if err := s.load(db); err != nil {
+		return errors.Join(err, db.Close())
+	}
+	s.db = db
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(2)
+	go s.commitLoop()
+	go s.sweepLoop()
+	s.log.Info("store open", "path", s.opt.Path, "replica", s.replica, "contexts", len(s.contexts), "seq", s.seq)
+	return nil
+}
+
+// load reads the replica identity, sequence, clock and contexts, creating the identity
+// of a new file in the same transaction as its buckets.
+func (s *Store) load(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		ctxs, err := tx.CreateBucketIfNotExists(bucketContexts)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keyReplica); len(v) == 8 {
+			s.replica = crdt.ReplicaID(binary.BigEndian.Uint64(v))
+		} else {
+			s.replica = newReplicaID()
+			if err := meta.Put(keyReplica, binary.BigEndian.AppendUint64(nil, uint64(s.replica))); err != nil {
+				return err
+			}
+		}
+		if v := meta.Get(keySeq); len(v) == 8 {
+			s.seq = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(keyHLC); len(v) == 8 {
+			// The clock resumes past anything this replica ever stamped, even if the
+			// wall clock went back across the restart.
+			_ = s.clock.Observe(crdt.Timestamp(binary.BigEndian.Uint64(v)), 0)
+		}
+		return ctxs.ForEach(func(k, v []byte) error {
+			c := &crdt.Context{}
+			if err := c.UnmarshalBinary(v); err != nil {
+				return fmt.Errorf("localstore: %s: context %q: %w; the file is damaged or from a newer sidecar", s.opt.Path, k, err)
+			}
+			s.contexts[string(k)] = c
+			return nil
+		})
+	})
+}
+
+func newReplicaID() crdt.ReplicaID {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand never fails on supported platforms
+		}
+		if id := crdt.ReplicaID(binary.BigEndian.Uint64(b[:])); id != 0 {
+			return id
+		}
+	}
+}
+
+// Replica returns this store's replica id.
+func (s *Store) Replica() crdt.ReplicaID { return s.replica }
+
+// Close commits what is pending, stops the background work and closes the file. It is
+// safe to call twice.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		if s.cancel != nil {
+			s.cancel()
+			s.wg.Wait()
+		}
+		s.events.close()
+		if s.db != nil {
+			s.closeErr = s.db.Close()
+		}
+	})
+	return s.closeErr
+}
+
+// Ready reports whether the store takes writes.
+func (s *Store) Ready() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.failed != nil:
+		return s.failed
+	}
+	return nil
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,200}$`)
+
+// ValidName checks a context name (SPEC §3).
+func ValidName(name string) error {
+	if !namePattern.MatchString(name) {
+		return fmt.Errorf("%w: context name %q: want 1-200 characters of A-Z a-z 0-9 . _ : -", ErrInvalid, truncate(name, 60))
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// Result reports what an Apply left behind: the value of each counter it changed and the
+// members of each set it changed.
+type Result struct {
+	Counters map[string]int64
+	Sets     map[string][]string
+}
+
+// Apply applies list to the context name atomically: every op or none. It returns once
+// the write is as durable as d says.
+func (s *Store) Apply(ctx context.Context, name string, list []ops.Op, d Durability) (Result, error) {
+	if err := ValidName(name); err != nil {
+		return Result{}, err
+	}
+	for i, op := range list {
+		if err := ops.Validate(op); err != nil {
+			return Result{}, fmt.Errorf("%w: op %d: %v", ErrInvalid, i+1, err)
+		}
+		if s.opt.Limits.MaxValueBytes > 0 && len(op.Value) > s.opt.Limits.MaxValueBytes {
+			return Result{}, &LimitError{Limit: "max_value_bytes", Max: s.opt.Limits.MaxValueBytes, What: fmt.Sprintf("a value of %d bytes", len(op.Value))}
+		}
+	}
+	return s.write(ctx, name, d, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, Result, error) {
+		delta := &crdt.Context{}
+		var res Result
+		next := c.Clone()
+		for _, op := range list {
+			var dl *crdt.Context
+			switch op.Kind {
+			case ops.Incr:
+				dl = next.Incr(w(), op.Key, op.By, op.TTL)
+			case ops.Put:
+				dl = next.Put(w(), op.Map, op.Key, op.Value, op.TTL)
+			case ops.Del:
+				dl = next.Del(w(), op.Map, op.Key)
+			case ops.Add:
+				dl = next.Add(w(), op.Set, op.Member, op.TTL)
+			case ops.Rem:
+				dl = next.Remove(w(), op.Set, op.Member)
+			}
+			next.Join(dl)
+			delta.Join(dl)
+		}
+		now := s.now()
+		for _, op := range list {
+			switch op.Kind {
+			case ops.Incr:
+				if res.Counters == nil {
+					res.Counters = make(map[string]int64)
+				}
+				res.Counters[op.Key], _ = next.Counter(op.Key, now)
+			case ops.Add, ops.Rem:
+				if res.Sets == nil {
+					res.Sets = make(map[string][]string)
+				}
+				res.Sets[op.Set] = next.SetMembers(op.Set, now)
+			}
+		}
+		if err := s.checkLimits(next, list, now); err != nil {
+			return nil, Result{}, err
+		}
+		return delta, res, nil
+	})
+}
+
+// SetTTL sets a context's TTL; zero removes its expiry. With fixed, writes don't slide it.
+func (s *Store) SetTTL(ctx context.Context, name string, ttl time.Duration, fixed bool) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	if ttl < 0 {
+		return fmt.Errorf("%w: ttl %s is negative; use 0 for no expiry", ErrInvalid, ttl)
+	}
+	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, Result, error) {
+		return c.SetTTL(w(), ttl, fixed), Result{}, nil
+	})
+	return err
+}
+
+// Delete deletes a context on every replica: everything written to it before now is gone.
+// Deleting an absent context is not an error.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, Result, error) {
+		return c.Clear(w()), Result{}, nil
+	})
+	return err
+}
+
+// Merge joins a delta received from another replica into context name, durably.
+func (s *Store) Merge(ctx context.Context, name string, delta *crdt.Context, origin crdt.ReplicaID) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	return s.merge(ctx, name, delta, origin)
+}
+
+// mutation computes the delta of a write against the current state c (which it must not
+// modify); w stamps each step with this replica and a fresh timestamp.
+type mutation func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, Result, error)
+
+func (s *Store) write(ctx context.Context, name string, d Durability, m mutation) (Result, error) {
+	s.mu.Lock()
+	if err := s.writable(); err != nil {
+		s.mu.Unlock()
+		return Result{}, err
+	}
+	c, exists := s.contexts[name]
+	now := s.now()
+	if !exists || !c.Alive(now) {
+		// Expired contexts count until the sweeper reclaims them: the limit bounds memory.
+		if lim := s.opt.Limits.MaxContexts; lim > 0 && len(s.contexts) >= lim && !exists {
+			s.mu.Unlock()
+			return Result{}, &LimitError{Limit: "max_contexts", Max: lim, What: fmt.Sprintf("creating context %q", name)}
+		}
+	}
+	if c == nil {
+		c = &crdt.Context{}
+	}
+	stamp := func() crdt.Write { return crdt.Write{Replica: s.replica, At: s.clock.Read()} }
+	base := c
+	var first *crdt.Context
+	if s.opt.ContextTTL > 0 && c.Meta.TS == 0 {
+		// A context's first write gives it the configured TTL.
+		first = c.SetTTL(stamp(), s.opt.ContextTTL, s.opt.FixedTTL)
+		base = c.Clone()
+		base.Join(first)
+	}
+	delta, res, err := m(base, stamp)
+	if err != nil {
+		s.mu.Unlock()
+		return Result{}, err
+	}
+	if first != nil {
+		first.Join(delta)
+		delta = first
+	}
+	if !exists {
+		s.contexts[name] = c
+	}
+	c.Join(delta)
+	s.seq++
+	b := s.enqueue(name, delta, s.replica, d)
+	s.mu.Unlock()
+	return res, s.wait(ctx, b, d)
+}
+
+func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, origin crdt.ReplicaID) error {
+	s.mu.Lock()
+	if err := s.writable(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	if err := s.observeClock(delta); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	c, ok := s.contexts[name]
+	if !ok {
+		c = &crdt.Context{}
+		s.contexts[name] = c
+	}
+	c.Join(delta)
+	b := s.enqueue(name, delta, origin, Durable)
+	s.mu.Unlock()
+	return s.wait(ctx, b, Durable)
+}
+
+// observeClock moves the local clock past the newest timestamp a peer's delta carries.
+func (s *Store) observeClock(delta *crdt.Context) error {
+	latest := delta.Meta.TS
+	latest = max(latest, delta.Cleared)
+	for _, m := range delta.Maps {
+		for _, r := range m {
+			latest = max(latest, r.TS)
+		}
+	}
+	for _, set := range delta.Sets {
+		for _, dots := range set {
+			for _, b := range dots {
+				latest = max(latest, b.TS)
+			}
+		}
+	}
+	if err := s.clock.Observe(latest, s.opt.MaxClockAhead); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+func (s *Store) writable() error {
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.failed != nil:
+		return s.failed
+	case s.db == nil:
+		return fmt.Errorf("%w: store not open", ErrClosed)
+	}
+	return nil
+}
+
+// enqueue adds a change to the pending batch; s.mu must be held.
+func (s *Store) enqueue(name string, delta *crdt.Context, origin crdt.ReplicaID, d Durability) *batch {
+	b := s.pending
+	if b == nil {
+		b = &batch{started: time.Now(), dirty: make(map[string]struct{}), done: make(chan struct{})}
+		s.pending = b
+	}
+	b.dirty[name] = struct{}{}
+	if d == Durable {
+		b.durable = true
+	}
+	b.events = append(b.events, Event{Context: name, Origin: origin, Delta: delta})
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return b
+}
+
+func (s *Store) wait(ctx context.Context, b *batch, d Durability) error {
+	if d == Windowed {
+		return nil
+	}
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		// The write stays applied and will be committed; only the caller stopped waiting.
+		return ctx.Err()
+	}
+}
+
+func (s *Store) checkLimits(c *crdt.Context, list []ops.Op, now crdt.Timestamp) error {
+	l := s.opt.Limits
+	if l.MaxSetMembers > 0 {
+		for _, op := range list {
+			if op.Kind == ops.Add {
+				if n := len(c.SetMembers(op.Set, now)); n > l.MaxSetMembers {
+					return &LimitError{Limit: "max_set_members", Max: l.MaxSetMembers, What: fmt.Sprintf("set %q with %d members", op.Set, n)}
+				}
+			}
+		}
+	}
+	if l.MaxValuesPerContext > 0 {
+		grows := false
+		for _, op := range list {
+			grows = grows || op.Kind == ops.Incr || op.Kind == ops.Put || op.Kind == ops.Add
+		}
+		if grows {
+			if n := countValues(c, now); n > l.MaxValuesPerContext {
+				return &LimitError{Limit: "max_values_per_context", Max: l.MaxValuesPerContext, What: fmt.Sprintf("%d values in the context", n)}
+			}
+		}
+	}
+	return nil
+}
+
+func countValues(c *crdt.Context, now crdt.Timestamp) int {
+	n := len(c.CounterKeys(now))
+	for _, m := range c.MapNames(now) {
+		n += len(c.MapEntries(m, now))
+	}
+	for _, set := range c.SetNames(now) {
+		n += len(c.SetMembers(set, now))
+	}
+	return n
+}
+
+func (s *Store) now() crdt.Timestamp { return crdt.TimestampOf(s.opt.Now()) }
+
+// commitLoop is the single writer: it commits the pending batch at once when a Durable
+// write waits, and within CommitWindow otherwise. While one commit's fsync runs, new
+// writes gather in the next batch, so a busy store commits many writes per fsync.
+func (s *Store) commitLoop() {
+	defer s.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			s.commit()
+			return
+		case <-s.kick:
+		case <-timer.C:
+		}
+		s.mu.RLock()
+		b := s.pending
+		var durable bool
+		var started time.Time
+		if b != nil {
+			durable, started = b.durable, b.started
+		}
+		s.mu.RUnlock()
+		if b == nil {
+			continue
+		}
+		if !durable {
+			// Real time, not Options.Now: the window is about fsync pacing, not data.
+			if wait := s.opt.CommitWindow - time.Since(started); wait > 0 {
+				timer.Reset(wait)
+				continue
+			}
+		}
+		timer.Stop()
+		s.commit()
+	}
+}
+
+// commit writes the pending batch in one transaction.
+func (s *Store) commit() {
+	s.mu.Lock()
+	b := s.pending
+	s.pending = nil
+	if b == nil {
+		s.mu.Unlock()
+		return
+	}
+	if s.failed != nil {
+		b.err = s.failed
+		s.mu.Unlock()
+		close(b.done)
+		return
+	}
+	type record struct {
+		name string
+		data []byte
+	}
+	recs := make([]record, 0, len(b.dirty))
+	var encErr error
+	for name := range b.dirty {
+		c := s.contexts[name]
+		if c == nil {
+			recs = append(recs, record{name: name})
+			continue
+		}
+		data, err := c.MarshalBinary()
+		encErr = errors.Join(encErr, err)
+		recs = append(recs, record{name, data})
+	}
+	seq, hlc := s.seq, s.clock.Last()
+	s.mu.Unlock()
+
+	start := time.Now()
+	err := encErr
+	if err == nil {
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			ctxs := tx.Bucket(bucketContexts)
+			for _, r := range recs {
+				var err error
+				if r.data == nil {
+					err = ctxs.Delete([]byte(r.name))
+				} else {
+					err = ctxs.Put([]byte(r.name), r.data)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			meta := tx.Bucket(bucketMeta)
+			if err := meta.Put(keySeq, binary.BigEndian.AppendUint64(nil, seq)); err != nil {
+				return err
+			}
+			return meta.Put(keyHLC, binary.BigEndian.AppendUint64(nil, uint64(hlc)))
+		})
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: %v; check the disk holding %s and restart the sidecar", ErrFailed, err, s.opt.Path)
+		s.log.Error("commit failed; refusing further writes", "error", err)
+		s.mu.Lock()
+		s.failed = err
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	s.stats.Commits++
+	s.stats.Changes += uint64(len(b.events))
+	s.stats.CommitTime += time.Since(start)
+	if err != nil {
+		s.stats.Failures++
+	}
+	s.mu.Unlock()
+	b.err = err
+	close(b.done)
+	if err == nil {
+		s.events.publish(b.events, s.opt.Now())
+	}
+}
+
+// sweepLoop reclaims expired data every SweepInterval.
+func (s *Store) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opt.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}
+
+// Sweep compacts every context (see crdt.Context.Compact) and drops contexts left with
+// nothing to remember. It returns how many contexts it changed. The sweeper calls it;
+// it is exported for tests and tools.
+func (s *Store) Sweep() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writable() != nil {
+		return 0
+	}
+	now := s.now()
+	horizon := crdt.TimestampOf(s.opt.Now().Add(-s.opt.TombstoneTTL))
+	n := 0
+	for name, c := range s.contexts {
+		changed := c.Compact(now, s.opt.TombstoneTTL)
+		if c.Size() == 0 && !c.Alive(now) && max(c.Cleared, c.Meta.TS) < horizon {
+			delete(s.contexts, name)
+			changed = true
+		}
+		if changed {
+			n++
+			b := s.pending
+			if b == nil {
+				b = &batch{started: time.Now(), dirty: make(map[string]struct{}), done: make(chan struct{})}
+				s.pending = b
+			}
+			b.dirty[name] = struct{}{}
+		}
+	}
+	if n > 0 {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+		s.log.Debug("swept", "contexts", n)
+	}
+	return n
+}
+
+// Stats counts the store's work since Open.
+type Stats struct {
+	Commits    uint64        // bbolt transactions committed (one fsync each)
+	Changes    uint64        // writes and merges they carried
+	Failures   uint64        // commits that failed
+	CommitTime time.Duration // time spent in commits, fsync included
+	Contexts   int           // contexts held, expired ones included until swept
+	Seq        uint64        // this replica's sequence number
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.stats
+	st.Contexts = len(s.contexts)
+	st.Seq = s.seq
+	return st
+}
