@@ -302,3 +302,27 @@ func view(c *Context, now Timestamp) string {
 func dump(c *Context) string {
 	return fmt.Sprintf("%+v", *c)
 }
+
+// TestProject_SameDeltas checks that mutating a projection yields the deltas that
+// mutating the whole state would.
+func TestProject_SameDeltas(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		x, _, _ := drawStates(t)
+		r := &replica{id: 2, state: x, at: base + 100<<logicalBits}
+		k := rapid.SampledFrom(keys).Draw(t, "key")
+		m := rapid.SampledFrom(members).Draw(t, "member")
+		p := x.Project([]string{k}, map[string][]string{"s": {m}})
+		w := r.write(t)
+		ttl := rapid.SampledFrom(ttls).Draw(t, "ttl")
+		for _, pair := range [][2]*Context{
+			{x.Incr(w, k, 3, ttl), p.Incr(w, k, 3, ttl)},
+			{x.Add(w, "s", m, ttl), p.Add(w, "s", m, ttl)},
+			{x.Remove(w, "s", m), p.Remove(w, "s", m)},
+			{x.Put(w, "m", k, []byte("1"), ttl), p.Put(w, "m", k, []byte("1"), ttl)},
+		} {
+			if !Equal(pair[0], pair[1]) {
+				t.Fatalf("projection delta differs\nfull %s\nproj %s", dump(pair[0]), dump(pair[1]))
+			}
+		}
+	})
+}

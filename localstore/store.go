@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -290,6 +291,8 @@ func (s *Store) Apply(ctx context.Context, name string, list []ops.Op, d Durabil
 	if err := ValidName(name); err != nil {
 		return Result{}, err
 	}
+	var counters []string
+	var members map[string][]string
 	for i, op := range list {
 		if err := ops.Validate(op); err != nil {
 			return Result{}, fmt.Errorf("%w: op %d: %v", ErrInvalid, i+1, err)
@@ -297,11 +300,25 @@ func (s *Store) Apply(ctx context.Context, name string, list []ops.Op, d Durabil
 		if s.opt.Limits.MaxValueBytes > 0 && len(op.Value) > s.opt.Limits.MaxValueBytes {
 			return Result{}, &LimitError{Limit: "max_value_bytes", Max: s.opt.Limits.MaxValueBytes, What: fmt.Sprintf("a value of %d bytes", len(op.Value))}
 		}
+		switch op.Kind {
+		case ops.Incr:
+			counters = append(counters, op.Key)
+		case ops.Add, ops.Rem:
+			if members == nil {
+				members = make(map[string][]string)
+			}
+			members[op.Set] = append(members[op.Set], op.Member)
+		}
 	}
-	return s.write(ctx, name, d, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, Result, error) {
+	m := func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
+		if err := s.checkLimits(c, list); err != nil {
+			return nil, err
+		}
+		// Each op must see the ones before it (two adds need two dots), but copying the
+		// whole context per write would cost its size on the request path: work on the
+		// projection of the entries the ops touch.
+		next := c.Project(counters, members)
 		delta := &crdt.Context{}
-		var res Result
-		next := c.Clone()
 		for _, op := range list {
 			var dl *crdt.Context
 			switch op.Kind {
@@ -319,26 +336,25 @@ func (s *Store) Apply(ctx context.Context, name string, list []ops.Op, d Durabil
 			next.Join(dl)
 			delta.Join(dl)
 		}
-		now := s.now()
-		for _, op := range list {
-			switch op.Kind {
-			case ops.Incr:
-				if res.Counters == nil {
-					res.Counters = make(map[string]int64)
-				}
-				res.Counters[op.Key], _ = next.Counter(op.Key, now)
-			case ops.Add, ops.Rem:
-				if res.Sets == nil {
-					res.Sets = make(map[string][]string)
-				}
-				res.Sets[op.Set] = next.SetMembers(op.Set, now)
+		return delta, nil
+	}
+	result := func(c *crdt.Context, now crdt.Timestamp) Result {
+		var res Result
+		for _, k := range counters {
+			if res.Counters == nil {
+				res.Counters = make(map[string]int64, len(counters))
 			}
+			res.Counters[k], _ = c.Counter(k, now)
 		}
-		if err := s.checkLimits(next, list, now); err != nil {
-			return nil, Result{}, err
+		for set := range members {
+			if res.Sets == nil {
+				res.Sets = make(map[string][]string, len(members))
+			}
+			res.Sets[set] = c.SetMembers(set, now)
 		}
-		return delta, res, nil
-	})
+		return res
+	}
+	return s.write(ctx, name, d, m, result)
 }
 
 // SetTTL sets a context's TTL; zero removes its expiry. With fixed, writes don't slide it.
@@ -349,9 +365,9 @@ func (s *Store) SetTTL(ctx context.Context, name string, ttl time.Duration, fixe
 	if ttl < 0 {
 		return fmt.Errorf("%w: ttl %s is negative; use 0 for no expiry", ErrInvalid, ttl)
 	}
-	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, Result, error) {
-		return c.SetTTL(w(), ttl, fixed), Result{}, nil
-	})
+	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
+		return c.SetTTL(w(), ttl, fixed), nil
+	}, nil)
 	return err
 }
 
@@ -361,9 +377,9 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, Result, error) {
-		return c.Clear(w()), Result{}, nil
-	})
+	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
+		return c.Clear(w()), nil
+	}, nil)
 	return err
 }
 
@@ -376,10 +392,13 @@ func (s *Store) Merge(ctx context.Context, name string, delta *crdt.Context, ori
 }
 
 // mutation computes the delta of a write against the current state c (which it must not
-// modify); w stamps each step with this replica and a fresh timestamp.
-type mutation func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, Result, error)
+// modify); w stamps each step with this replica and a fresh timestamp. It runs under the
+// store's lock.
+type mutation func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error)
 
-func (s *Store) write(ctx context.Context, name string, d Durability, m mutation) (Result, error) {
+// write applies m to context name and, if result is not nil, reads the Result from the
+// state that includes it, before any other write.
+func (s *Store) write(ctx context.Context, name string, d Durability, m mutation, result func(*crdt.Context, crdt.Timestamp) Result) (Result, error) {
 	s.mu.Lock()
 	if err := s.writable(); err != nil {
 		s.mu.Unlock()
@@ -403,10 +422,10 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 	if s.opt.ContextTTL > 0 && c.Meta.TS == 0 {
 		// A context's first write gives it the configured TTL.
 		first = c.SetTTL(stamp(), s.opt.ContextTTL, s.opt.FixedTTL)
-		base = c.Clone()
+		base = c.Clone() // only once in a context's life
 		base.Join(first)
 	}
-	delta, res, err := m(base, stamp)
+	delta, err := m(base, stamp)
 	if err != nil {
 		s.mu.Unlock()
 		return Result{}, err
@@ -419,6 +438,10 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 		s.contexts[name] = c
 	}
 	c.Join(delta)
+	var res Result
+	if result != nil {
+		res = result(c, now)
+	}
 	s.seq++
 	b := s.enqueue(name, delta, s.replica, d)
 	s.mu.Unlock()
@@ -512,26 +535,46 @@ func (s *Store) wait(ctx context.Context, b *batch, d Durability) error {
 	}
 }
 
-func (s *Store) checkLimits(c *crdt.Context, list []ops.Op, now crdt.Timestamp) error {
+// checkLimits refuses list if applying it to c would pass a limit. Only ops that create an
+// entry can, so the hot path of updating existing entries costs no count.
+func (s *Store) checkLimits(c *crdt.Context, list []ops.Op) error {
 	l := s.opt.Limits
-	if l.MaxSetMembers > 0 {
-		for _, op := range list {
-			if op.Kind == ops.Add {
-				if n := len(c.SetMembers(op.Set, now)); n > l.MaxSetMembers {
-					return &LimitError{Limit: "max_set_members", Max: l.MaxSetMembers, What: fmt.Sprintf("set %q with %d members", op.Set, n)}
+	if l.MaxSetMembers <= 0 && l.MaxValuesPerContext <= 0 {
+		return nil
+	}
+	now := s.now()
+	newValues := map[string]struct{}{}
+	newMembers := map[string]map[string]struct{}{}
+	for _, op := range list {
+		switch op.Kind {
+		case ops.Incr:
+			if _, ok := c.Counter(op.Key, now); !ok {
+				newValues["c\x00"+op.Key] = struct{}{}
+			}
+		case ops.Put:
+			if _, ok := c.MapGet(op.Map, op.Key, now); !ok {
+				newValues["m\x00"+op.Map+"\x00"+op.Key] = struct{}{}
+			}
+		case ops.Add:
+			if !slices.Contains(c.SetMembers(op.Set, now), op.Member) {
+				newValues["s\x00"+op.Set+"\x00"+op.Member] = struct{}{}
+				if newMembers[op.Set] == nil {
+					newMembers[op.Set] = map[string]struct{}{}
 				}
+				newMembers[op.Set][op.Member] = struct{}{}
 			}
 		}
 	}
-	if l.MaxValuesPerContext > 0 {
-		grows := false
-		for _, op := range list {
-			grows = grows || op.Kind == ops.Incr || op.Kind == ops.Put || op.Kind == ops.Add
-		}
-		if grows {
-			if n := countValues(c, now); n > l.MaxValuesPerContext {
-				return &LimitError{Limit: "max_values_per_context", Max: l.MaxValuesPerContext, What: fmt.Sprintf("%d values in the context", n)}
+	if l.MaxSetMembers > 0 {
+		for set, added := range newMembers {
+			if n := len(c.SetMembers(set, now)) + len(added); n > l.MaxSetMembers {
+				return &LimitError{Limit: "max_set_members", Max: l.MaxSetMembers, What: fmt.Sprintf("set %q with %d members", set, n)}
 			}
+		}
+	}
+	if l.MaxValuesPerContext > 0 && len(newValues) > 0 {
+		if n := countValues(c, now) + len(newValues); n > l.MaxValuesPerContext {
+			return &LimitError{Limit: "max_values_per_context", Max: l.MaxValuesPerContext, What: fmt.Sprintf("%d values in the context", n)}
 		}
 	}
 	return nil
