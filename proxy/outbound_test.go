@@ -179,4 +179,3 @@ func TestOutbound_ConnectHalfClose(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
-
