@@ -27,7 +27,7 @@ type exchange struct {
 	failed   bool              // transport error: no complete response from upstream
 	upgraded bool              // 101 Switching Protocols
 	respOps  []ops.Op          // the app's ctx-ops from its response (inbound)
-	buf      [16]ops.Op        // backing array of the one Store.Apply call
+	buf      [8]ops.Op         // backing array of the one Store.Apply call: room for the telemetry
 }
 
 type exchangeKey struct{}

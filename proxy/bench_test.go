@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ctxprop/ctxprop/ops"
+)
+
+// countStore is the cheapest Store: it counts calls and ops.
+type countStore struct{ calls, ops atomic.Int64 }
+
+func (s *countStore) Apply(name string, list []ops.Op) error {
+	s.calls.Add(1)
+	s.ops.Add(int64(len(list)))
+	return nil
+}
+
+// BenchmarkInbound measures requests through real loopback listeners: straight to the
+// app, through a bare tuned httputil.ReverseProxy, and through ctxprop's inbound
+// handler (context read from baggage, telemetry written to a Store). It logs the
+// ratios of the three in one run.
+func BenchmarkInbound(b *testing.B) {
+	body := make([]byte, 512)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write(body)
+	}))
+	defer app.Close()
+	appURL, _ := url.Parse(app.URL)
+
+	// The bare baseline: what a careful engineer writes in ten lines.
+	tr := &http.Transport{MaxIdleConnsPerHost: DefaultMaxIdleConnsPerHost, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	bare := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(appURL)
+			r.Out.Host = r.In.Host
+			r.SetXForwarded()
+		},
+		Transport:  tr,
+		BufferPool: copyBuffers,
+	}
+	bareSrv := httptest.NewServer(bare)
+	defer bareSrv.Close()
+
+	store := &countStore{}
+	p, err := New(Options{App: appURL.Host, InboundAddress: "127.0.0.1:0", Store: store, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Open(); err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close(b.Context())
+
+	targets := []struct{ name, addr string }{
+		{"direct", appURL.Host},
+		{"reverseproxy", hostOf(bareSrv.URL)},
+		{"ctxprop", p.InboundAddr().String()},
+	}
+	nsPerOp := map[string]float64{}
+	for _, tg := range targets {
+		b.Run(tg.name, func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{
+				MaxIdleConnsPerHost: 512,
+				DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
+			}}
+			defer client.CloseIdleConnections()
+			u := "http://" + tg.addr + "/orders"
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			start := time.Now()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				req, _ := http.NewRequest(http.MethodGet, u, nil)
+				req.Header.Set("Traceparent", testTraceparent)
+				req.Header.Set("Baggage", "ctx.name=bench")
+				for pb.Next() {
+					res, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode != 200 {
+						b.Errorf("status %d", res.StatusCode)
+						return
+					}
+				}
+			})
+			nsPerOp[tg.name] = float64(time.Since(start).Nanoseconds()) / float64(b.N)
+		})
+	}
+	if d, r, c := nsPerOp["direct"], nsPerOp["reverseproxy"], nsPerOp["ctxprop"]; d > 0 && r > 0 && c > 0 {
+		b.Logf("time per request: ctxprop/reverseproxy = %.2f, reverseproxy/direct = %.2f, ctxprop/direct = %.2f", c/r, r/d, c/d)
+	}
+	if store.calls.Load() == 0 {
+		b.Error("ctxprop wrote no telemetry")
+	}
+}
