@@ -14,6 +14,9 @@
 // request from Inbound.Parent or Outbound.Parent and hands the span's SpanContext to
 // Apply, which writes the child's traceparent (WriteTraceparent).
 //
+// Header keys are read in canonical form (http.CanonicalHeaderKey), as net/http's
+// servers and clients make them for HTTP/1.1 and HTTP/2 alike.
+//
 // Problems with headers never fail a request. They come back as *Error values, one
 // per problem, which the proxy logs and counts by Error.Header; the offending part is
 // dropped (an invalid traceparent restarts the trace, as W3C Trace Context requires)

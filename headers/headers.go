@@ -81,6 +81,8 @@ type Options struct {
 
 // Flag is a flag value pinned for a request chain (SPEC §6), carried in baggage as
 // "ctx.flag.<Name>=<Value>" and given to the app as "Ctx-Flag-<Name>: <Value>".
+// Baggage keys are case-sensitive and header names are not: flags whose names differ
+// only in case reach the app as one header, the value of the last in sorted order.
 type Flag struct {
 	Name  string
 	Value string // decoded (not percent-encoded)
@@ -287,15 +289,21 @@ func readTrace(in http.Header, opt Options, errs *[]error) trace.SpanContext {
 // is the tracestate, and when the trace restarts the old tracestate goes.
 func applyTrace(out http.Header, parent, child trace.SpanContext, opt Options) {
 	switch {
-	case opt.Tracing && child.IsValid():
+	case opt.Tracing && child.IsValid() && !sameSpan(parent, child):
 		WriteTraceparent(out, child)
 	case parent.IsValid():
-		// Byte for byte: tracing off, or no span to continue from.
+		// Byte for byte: tracing off, no span to continue from, or a "child" that
+		// is the parent itself (a no-op tracer returns it), so the traceparent
+		// is unchanged and the tracestate must be too.
 	default:
 		// Invalid (never forwarded) or absent: an orphan tracestate belongs to no trace.
 		delete(out, Traceparent)
 		delete(out, Tracestate)
 	}
+}
+
+func sameSpan(a, b trace.SpanContext) bool {
+	return a.TraceID() == b.TraceID() && a.SpanID() == b.SpanID()
 }
 
 // readOps parses ctx-ops lines; a malformed list is dropped whole.

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/baggage"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/ctxprop/ctxprop/ops"
 )
@@ -445,6 +446,23 @@ func checkLeavesPod(t *testing.T, out http.Header) {
 			t.Errorf("baggage over the limits: %d bytes, %d members", len(line), b.Len())
 		}
 		_ = err // the app's own invalid members pass through when we do not rewrite
+	}
+}
+
+// TestInbound_NoopTracer: a proxy whose tracer is a no-op gets the parent back as its
+// span; the traceparent is then unchanged, so the tracestate must be too.
+func TestInbound_NoopTracer(t *testing.T) {
+	in := hdr("traceparent", specTP, "tracestate", "rojo=1 , congo=2", "tracestate", "a=3")
+	r, errs := ReadInbound(in, Options{Tracing: true})
+	checkErrs(t, errs)
+	_, span := noop.NewTracerProvider().Tracer("t").Start(trace.ContextWithRemoteSpanContext(context.Background(), r.Parent), "proxy")
+	out := in.Clone()
+	r.Apply(out, span.SpanContext())
+	if got, want := out[Traceparent], in[Traceparent]; !reflect.DeepEqual(got, want) {
+		t.Errorf("traceparent = %q, want %q", got, want)
+	}
+	if got, want := out[Tracestate], in[Tracestate]; !reflect.DeepEqual(got, want) {
+		t.Errorf("tracestate = %q, want %q byte for byte", got, want)
 	}
 }
 
