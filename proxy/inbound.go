@@ -74,6 +74,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		p.inDrain.enter()
 		defer p.inDrain.leave()
 	}
+	fullDuplex(w, r)
 	defer func() {
 		// ReverseProxy aborts with a panic when a streamed body breaks midway;
 		// that request still counts, as failed.
@@ -156,4 +157,13 @@ func (p *Proxy) apply(name string, list []ops.Op) {
 // which case its connection will be hijacked.
 func isUpgrade(r *http.Request) bool {
 	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != ""
+}
+
+// fullDuplex lets an HTTP/1.1 request body keep streaming upstream after the response
+// has started, as it does over HTTP/2: without it net/http's server cuts the body at
+// the first response write, which breaks bidirectional streams and early answers.
+func fullDuplex(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		http.NewResponseController(w).EnableFullDuplex()
+	}
 }

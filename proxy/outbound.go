@@ -32,6 +32,11 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msgOriginForm, http.StatusBadRequest)
 		return
 	}
+	if target := r.URL.Host; p.isSelf(target) || (target == "" && p.isSelf(r.Host)) {
+		http.Error(w, "ctxprop outbound proxy: the request is addressed to this proxy itself and would loop; "+
+			"send it to the service's address (the proxy is set in HTTP_PROXY, not in the URL)", http.StatusLoopDetected)
+		return
+	}
 	ex := &exchange{start: time.Now()}
 	var errs []error
 	ex.out, errs = headers.ReadOutbound(r.Header, p.hopt, p.corr)
@@ -71,6 +76,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.outDrn.enter()
 		defer p.outDrn.leave()
 	}
+	fullDuplex(w, r)
 	p.out.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
 }
 
@@ -102,6 +108,26 @@ func (p *Proxy) modifyOutbound(res *http.Response) error {
 	return nil
 }
 
+// isSelf reports whether hostport names the outbound listener, through loopback or
+// the wildcard address: forwarding there would loop until resources run out.
+func (p *Proxy) isSelf(hostport string) bool {
+	if p.outPort == "" || hostport == "" {
+		return false
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = hostport, "80"
+	}
+	if port != p.outPort {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsLoopback() || ip.IsUnspecified())
+}
+
 // tunnel serves CONNECT: it dials the target, answers 200 and copies bytes both ways
 // without looking at them (TLS and anything else the app speaks inside).
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
@@ -110,6 +136,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target := r.Host
+	if p.isSelf(target) {
+		http.Error(w, "ctxprop outbound proxy: CONNECT to this proxy itself would loop", http.StatusLoopDetected)
+		return
+	}
 	if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
 		http.Error(w, "ctxprop outbound proxy: CONNECT needs host:port, got "+target, http.StatusBadRequest)
 		return

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestOutbound_AbsoluteForm(t *testing.T) {
@@ -178,4 +180,63 @@ func TestOutbound_ConnectHalfClose(t *testing.T) {
 	if got, want := string(rest), "got 11 bytes"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
+}
+
+func TestOutbound_LoopRefused(t *testing.T) {
+	p := startProxy(t, Options{})
+	_, port, _ := net.SplitHostPort(p.OutboundAddr().String())
+	for _, target := range []string{p.OutboundAddr().String(), "localhost:" + port, "0.0.0.0:" + port} {
+		t.Run(target, func(t *testing.T) {
+			res, _ := get(t, proxiedClient(t, p), "http://"+target+"/", nil)
+			if got, want := res.StatusCode, http.StatusLoopDetected; got != want {
+				t.Errorf("status %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+// TestOutbound_FullDuplex streams an HTTP/1.1 request body and its response in lock
+// step: each chunk the app echoes must reach the client before the client sends the
+// next one.
+func TestOutbound_FullDuplex(t *testing.T) {
+	remote := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		rc.EnableFullDuplex()
+		w.WriteHeader(200)
+		rc.Flush()
+		br := bufio.NewReader(r.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			io.WriteString(w, "echo "+line)
+			rc.Flush()
+		}
+	}))
+	defer remote.Close()
+	p := startProxy(t, Options{})
+	pr, pw := io.Pipe()
+	// A proxy that is not full duplex deadlocks here; the deadline turns that into
+	// a failure.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, remote.URL, pr)
+	res, err := proxiedClient(t, p).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	br := bufio.NewReader(res.Body)
+	for i := range 3 {
+		fmt.Fprintf(pw, "line %d\n", i)
+		got, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("echo line %d\n", i); got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	pw.Close()
 }

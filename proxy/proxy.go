@@ -42,6 +42,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	inLn     net.Listener
 	outLn    net.Listener
+	outPort  string // the outbound listener's port; set by Open before serving, read-only after
 	opened   bool
 	serving  sync.WaitGroup
 	closing  sync.Once
@@ -151,6 +152,7 @@ func (p *Proxy) Open() error {
 			return fmt.Errorf("proxy: outbound listener: %w; change outbound.address or stop what holds the port", err)
 		}
 		p.outLn = ln
+		_, p.outPort, _ = net.SplitHostPort(ln.Addr().String())
 	}
 	p.opened = true
 	p.serve(p.inSrv, p.inLn, "inbound")
