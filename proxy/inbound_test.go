@@ -420,3 +420,38 @@ func allocatedBytes() uint64 {
 	metrics.Read(s)
 	return s[0].Value.Uint64()
 }
+
+// TestInbound_BrokenStreamCountsAsError cuts the app's response midway: the client
+// must see the break (not a short body passed off as whole) and the request counts as
+// an error.
+func TestInbound_BrokenStreamCountsAsError(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "only a part")
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer app.Close()
+	store := newMemStore()
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: store})
+	req, _ := http.NewRequest(http.MethodGet, "http://"+p.InboundAddr().String()+"/", nil)
+	req.Header.Set("Baggage", "ctx.name=broken")
+	// The break shows either before the header (the proxy had not flushed yet) or
+	// while reading the body.
+	res, err := http.DefaultClient.Do(req)
+	if err == nil {
+		_, err = io.ReadAll(res.Body)
+		res.Body.Close()
+	}
+	if err == nil {
+		t.Errorf("the client read a cut body without an error")
+	}
+	store.waitCounter(t, "broken", KeyRequests, 1)
+	if got, want := store.counter("broken", KeyErrors), int64(1); got != want {
+		t.Errorf("errors %d, want %d", got, want)
+	}
+}
