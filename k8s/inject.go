@@ -37,6 +37,9 @@ const (
 	// AnnotationDataVolume names a volume the pod already has (for example one made from a
 	// StatefulSet volumeClaimTemplate) to hold the bbolt file; no volume is added.
 	AnnotationDataVolume = "ctxprop.io/data-volume"
+	// AnnotationSyncKeySecret names a Secret whose key "key" is the peer keyring secret
+	// (sync.key_file); it replaces Config.SyncKeySecret for this pod.
+	AnnotationSyncKeySecret = "ctxprop.io/sync-key-secret"
 	// AnnotationNoProxy adds comma-separated entries to the app containers' NO_PROXY.
 	AnnotationNoProxy = "ctxprop.io/no-proxy"
 	// Resource annotations replace the sidecar's requests and limits (Kubernetes quantities).
@@ -47,7 +50,7 @@ const (
 	// AnnotationConfigPrefix starts a config override: ctxprop.io/config-<block>-<attr> = value
 	// sets the sidecar's environment variable CTXPROP_<BLOCK>_<ATTR>, which overrides that
 	// config.hcl attribute (SPEC §9). Dashes become underscores, so nested blocks work too:
-	// ctxprop.io/config-sync-tls-ca_file → CTXPROP_SYNC_TLS_CA_FILE.
+	// ctxprop.io/config-store-commit_window → CTXPROP_STORE_COMMIT_WINDOW.
 	AnnotationConfigPrefix = "ctxprop.io/config-"
 
 	// LabelPeer marks injected pods; the headless peer Service selects on it.
@@ -62,6 +65,8 @@ const (
 	ContainerName    = "ctxprop"
 	DataVolumeName   = "ctxprop-data"
 	ConfigVolumeName = "ctxprop-config"
+	SyncKeyVolume    = "ctxprop-sync-key"
+	SyncKeyDir       = "/etc/ctxprop-sync"
 	DataDir          = "/var/lib/ctxprop"
 	ConfigDir        = "/etc/ctxprop"
 	StoreFile        = "ctxprop.db"
@@ -83,11 +88,16 @@ type Config struct {
 	ImagePullPolicy corev1.PullPolicy
 	// Binary is the sidecar executable inside the image, run by the exec probes.
 	Binary string
-	// ConfigMap holding config.hcl, mounted optionally: a pod starts without it on defaults.
+	// ConfigMap holding config.hcl, mounted at /etc/ctxprop as an optional volume.
 	ConfigMap string
 	// PeerService is the headless Service used for peer discovery in the pod's namespace;
 	// empty sets no CTXPROP_SYNC_DNS and no peer label.
 	PeerService string
+	// SyncKeySecret names a Secret, in each pod's namespace, whose key "key" holds the
+	// keyring secret that authenticates and encrypts peer traffic (SPEC §7). It is mounted at
+	// /etc/ctxprop-sync and named in CTXPROP_SYNC_KEY_FILE. Empty: peer traffic is not
+	// encrypted unless config.hcl says otherwise.
+	SyncKeySecret string
 	// ClusterDomain completes the peer Service's DNS name.
 	ClusterDomain string
 	// NoProxy is the app containers' NO_PROXY list. Service names must stay out of it: calls
@@ -136,6 +146,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("k8s config: binary %q must be an absolute path inside the image", c.Binary)
 	case c.ConfigMap == "":
 		return errors.New("k8s config: configmap is empty; name the ConfigMap holding config.hcl")
+	}
+	if c.SyncKeySecret != "" {
+		if errs := validation.IsDNS1123Subdomain(c.SyncKeySecret); len(errs) > 0 {
+			return fmt.Errorf("k8s config: sync key secret %q: %s", c.SyncKeySecret, strings.Join(errs, "; "))
+		}
 	}
 	if errs := validation.IsDNS1123Subdomain(c.ConfigMap); len(errs) > 0 {
 		return fmt.Errorf("k8s config: configmap %q: %s", c.ConfigMap, strings.Join(errs, "; "))
@@ -252,6 +267,7 @@ type podSettings struct {
 	dataVolume corev1.Volume // Name == "": mount the volume named by existing
 	existing   string
 	env        []corev1.EnvVar // sidecar environment, in dependency order
+	syncKey    string // Secret name, or empty
 	adminAddr  string
 	outbound   string
 	resources  corev1.ResourceRequirements
@@ -262,6 +278,7 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 	p := podSettings{
 		image:     c.Image,
 		configMap: c.ConfigMap,
+		syncKey:   c.SyncKeySecret,
 		adminAddr: AdminAddress,
 		outbound:  OutboundAddress,
 		resources: *c.Resources.DeepCopy(),
@@ -281,6 +298,12 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 			return p, &AnnotationError{AnnotationConfigMap, v, strings.Join(errs, "; ")}
 		}
 		p.configMap = v
+	}
+	if v, ok := ann[AnnotationSyncKeySecret]; ok {
+		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
+			return p, &AnnotationError{AnnotationSyncKeySecret, v, strings.Join(errs, "; ")}
+		}
+		p.syncKey = v
 	}
 	claim, hasClaim := ann[AnnotationDataClaim]
 	vol, hasVol := ann[AnnotationDataVolume]
@@ -347,6 +370,9 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 			return p, &AnnotationError{AnnotationAppPort, v, "the sidecar listens on that port"}
 		}
 		env = setEnv(env, "CTXPROP_INBOUND_APP", net.JoinHostPort("127.0.0.1", v))
+	}
+	if p.syncKey != "" {
+		env = setEnv(env, "CTXPROP_SYNC_KEY_FILE", SyncKeyDir+"/key")
 	}
 	overrides := make([]string, 0)
 	for k := range ann {
@@ -428,11 +454,27 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: ConfigVolumeName, VolumeSource: corev1.VolumeSource{
 			ConfigMap: &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: p.configMap},
-				// Optional: without the ConfigMap the sidecar starts on its defaults and the
-				// environment overrides, instead of the pod hanging in ContainerCreating.
+				// Optional: a missing ConfigMap does not hold the pod in ContainerCreating; the
+				// sidecar reports the missing file and restarts until the ConfigMap exists
+				// and the kubelet fills the volume.
 				Optional: &optional,
 			},
 		}})
+	}
+
+	mounts := []corev1.VolumeMount{
+		{Name: dataVolume, MountPath: DataDir},
+		{Name: ConfigVolumeName, MountPath: ConfigDir, ReadOnly: true},
+	}
+	if p.syncKey != "" {
+		if volumeIndex(spec.Volumes, SyncKeyVolume) < 0 {
+			// Not optional: a pod must not join its peers unencrypted because the Secret is
+			// missing; it waits in ContainerCreating with an event naming the Secret.
+			spec.Volumes = append(spec.Volumes, corev1.Volume{Name: SyncKeyVolume, VolumeSource: corev1.VolumeSource{
+				Secret: &corev1.SecretVolumeSource{SecretName: p.syncKey},
+			}})
+		}
+		mounts = append(mounts, corev1.VolumeMount{Name: SyncKeyVolume, MountPath: SyncKeyDir, ReadOnly: true})
 	}
 
 	adminURL, _ := loopbackURL(p.adminAddr) // checked in podSettings
@@ -460,10 +502,7 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 		},
 		Env:       p.env,
 		Resources: p.resources,
-		VolumeMounts: []corev1.VolumeMount{
-			{Name: dataVolume, MountPath: DataDir},
-			{Name: ConfigVolumeName, MountPath: ConfigDir, ReadOnly: true},
-		},
+		VolumeMounts: mounts,
 		// The kubelet holds the app containers back until this passes: up to 2 minutes for
 		// the store to open and the listeners to come up.
 		StartupProbe:   probe("/readyz", 1, 120),

@@ -149,13 +149,13 @@ func TestInjectPod_Annotations(t *testing.T) {
 		{
 			name: "config overrides",
 			ann: map[string]string{
-				AnnotationConfigPrefix + "sync-tls-ca_file": "/etc/tls/ca.pem",
-				AnnotationConfigPrefix + "inbound-app":      "127.0.0.1:7000",
-				AnnotationAppPort:                           "9000", // the explicit override wins
+				AnnotationConfigPrefix + "store-commit_window": "50ms",
+				AnnotationConfigPrefix + "inbound-app":         "127.0.0.1:7000",
+				AnnotationAppPort:                              "9000", // the explicit override wins
 			},
 			check: func(t *testing.T, s corev1.Container, _ *corev1.PodSpec) {
-				if got, want := envValue(s.Env, "CTXPROP_SYNC_TLS_CA_FILE"), "/etc/tls/ca.pem"; got != want {
-					t.Errorf("CTXPROP_SYNC_TLS_CA_FILE = %q, want %q", got, want)
+				if got, want := envValue(s.Env, "CTXPROP_STORE_COMMIT_WINDOW"), "50ms"; got != want {
+					t.Errorf("CTXPROP_STORE_COMMIT_WINDOW = %q, want %q", got, want)
 				}
 				if got, want := envValue(s.Env, "CTXPROP_INBOUND_APP"), "127.0.0.1:7000"; got != want {
 					t.Errorf("CTXPROP_INBOUND_APP = %q, want %q", got, want)
@@ -174,6 +174,22 @@ func TestInjectPod_Annotations(t *testing.T) {
 				}
 				if got, want := envValue(spec.Containers[0].Env, "HTTP_PROXY"), "http://127.0.0.1:17402"; got != want {
 					t.Errorf("HTTP_PROXY = %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "sync key secret",
+			ann:  map[string]string{AnnotationSyncKeySecret: "peers-key"},
+			check: func(t *testing.T, s corev1.Container, spec *corev1.PodSpec) {
+				if got, want := envValue(s.Env, "CTXPROP_SYNC_KEY_FILE"), "/etc/ctxprop-sync/key"; got != want {
+					t.Errorf("CTXPROP_SYNC_KEY_FILE = %q, want %q", got, want)
+				}
+				v := spec.Volumes[volumeIndex(spec.Volumes, SyncKeyVolume)]
+				if v.Secret == nil || v.Secret.SecretName != "peers-key" || v.Secret.Optional != nil {
+					t.Errorf("key volume = %+v, want the required Secret peers-key", v.VolumeSource)
+				}
+				if got, want := s.VolumeMounts[len(s.VolumeMounts)-1].MountPath, SyncKeyDir; got != want {
+					t.Errorf("last mount at %q, want %q", got, want)
 				}
 			},
 		},
@@ -260,6 +276,7 @@ func TestInjectPod_BadAnnotations(t *testing.T) {
 		{AnnotationConfigPrefix + "admin-address", "localhost", "not host:port"},
 		{AnnotationDataClaim, "Bad_Name", "lower case"},
 		{AnnotationImage, "", "not an image reference"},
+		{AnnotationSyncKeySecret, "a/b", "lower case"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
@@ -332,6 +349,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"relative binary", func(c *Config) { c.Binary = "sidecar" }, "absolute path"},
 		{"bad configmap", func(c *Config) { c.ConfigMap = "A B" }, "configmap"},
 		{"bad peer service", func(c *Config) { c.PeerService = "1peers" }, "peer service"},
+		{"bad sync key secret", func(c *Config) { c.SyncKeySecret = "Key" }, "sync key secret"},
 		{"no peer service", func(c *Config) { c.PeerService = "" }, ""},
 	}
 	for _, tt := range tests {
