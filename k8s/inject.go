@@ -267,7 +267,7 @@ type podSettings struct {
 	dataVolume corev1.Volume // Name == "": mount the volume named by existing
 	existing   string
 	env        []corev1.EnvVar // sidecar environment, in dependency order
-	syncKey    string // Secret name, or empty
+	syncKey    string          // Secret name, or empty
 	adminAddr  string
 	outbound   string
 	resources  corev1.ResourceRequirements
@@ -500,8 +500,8 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 			{Name: InboundPortName, ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
 			{Name: SyncPortName, ContainerPort: SyncPort, Protocol: corev1.ProtocolTCP},
 		},
-		Env:       p.env,
-		Resources: p.resources,
+		Env:          p.env,
+		Resources:    p.resources,
 		VolumeMounts: mounts,
 		// The kubelet holds the app containers back until this passes: up to 2 minutes for
 		// the store to open and the listeners to come up.
