@@ -1,0 +1,102 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/ctxprop/ctxprop/localstore"
+)
+
+// Error codes of the API, in the "code" field of an error answer.
+const (
+	CodeBadRequest       = "bad_request"            // 400: malformed body, name or parameter
+	CodeNotFound         = "not_found"              // 404: no such context, entry or route
+	CodeMethodNotAllowed = "method_not_allowed"     // 405: see the Allow header
+	CodeBodyTooLarge     = "body_too_large"         // 413: body over admin.max_body_bytes
+	CodeValueTooLarge    = "value_too_large"        // 413: a value over store.max_value_bytes
+	CodeUnsupportedType  = "unsupported_media_type" // 415: wrong Content-Type
+	CodeLimitExceeded    = "limit_exceeded"         // 422: a store limit would be exceeded
+	CodeShuttingDown     = "shutting_down"          // 503: the sidecar is stopping
+	CodeStoreFailed      = "store_failed"           // 503: the store can no longer commit
+	CodeNotReady         = "not_ready"              // 503: GET /readyz
+	CodeInternal         = "internal"               // 500: a bug; the message says what
+)
+
+// Error is an error answer of the API, as the Client returns it.
+type Error struct {
+	Status  int    // HTTP status
+	Code    string // one of the Code constants
+	Message string // what is wrong and what to do
+	// Limit names the store limit (config attribute) a 413/422 answer is about, if any.
+	Limit string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("admin API: %d %s", e.Status, http.StatusText(e.Status))
+	}
+	return e.Message
+}
+
+// errorBody is the JSON form of an error answer.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Limit   string `json:"limit,omitempty"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, e *Error) {
+	var b errorBody
+	b.Error.Code, b.Error.Message, b.Error.Limit = e.Code, e.Message, e.Limit
+	writeJSON(w, e.Status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		// Only unmarshalable types reach here: a bug, reported rather than sent half-written.
+		status = http.StatusInternalServerError
+		data = []byte(`{"error":{"code":"internal","message":"encoding the answer failed; report this bug"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", fmt.Sprint(len(data)+1))
+	w.WriteHeader(status)
+	w.Write(append(data, '\n'))
+}
+
+func badRequest(format string, args ...any) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+// storeError maps an error of the store to its answer.
+func storeError(err error) *Error {
+	var lim *localstore.LimitError
+	switch {
+	case errors.As(err, &lim):
+		if lim.Limit == "max_value_bytes" {
+			return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeValueTooLarge, Message: err.Error(), Limit: lim.Limit}
+		}
+		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeLimitExceeded, Message: err.Error(), Limit: lim.Limit}
+	case errors.Is(err, localstore.ErrInvalid):
+		return badRequest("%v", err)
+	case errors.Is(err, localstore.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Code: CodeNotFound, Message: err.Error()}
+	case errors.Is(err, localstore.ErrClosed):
+		return shuttingDown()
+	case errors.Is(err, localstore.ErrFailed):
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeStoreFailed, Message: err.Error()}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The write is applied and will commit; only this request stopped waiting.
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeShuttingDown, Message: "the request ended before the write was confirmed on disk; it was applied and will be committed — read it back to check"}
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: err.Error()}
+}
+
+func shuttingDown() *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: CodeShuttingDown, Message: "the sidecar is shutting down; retry on another sidecar or once it has restarted"}
+}

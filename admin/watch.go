@@ -1,0 +1,202 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ctxprop/ctxprop/localstore"
+)
+
+// WatchEvent is one event of GET /v1/watch.
+//
+// A "change" event (the SSE default event type, so a browser's EventSource onmessage sees
+// it) gives the values, read from the store when the event is sent, of everything the
+// change touched: counters, map entries (null when deleted or expired) and sets. A change
+// that removes set members does not say from which set (a removal is a set of dots in the
+// replicated state), so such an event lists every live set of the context; a set the
+// removal emptied is absent from that list. Cleared says everything written to the context
+// before the change is gone: it was deleted, or it had expired and this write began anew.
+//
+// A "reset" event says events were missed (the watcher resumed from an ID the store no
+// longer holds, or fell behind): reread the state with GET /v1/contexts/{ctx}.
+type WatchEvent struct {
+	ID       uint64                                `json:"-"`
+	Type     string                                `json:"-"` // "change" or "reset"
+	Context  string                                `json:"context"`
+	Origin   string                                `json:"origin,omitempty"` // replica id, hex
+	Time     time.Time                             `json:"time,omitzero"`
+	Reason   string                                `json:"reason,omitempty"` // of a reset: "missed" or "lagged"
+	Cleared  bool                                  `json:"cleared,omitempty"`
+	Counters map[string]int64                      `json:"counters,omitempty"`
+	Maps     map[string]map[string]json.RawMessage `json:"maps,omitempty"`
+	Sets     map[string][]string                   `json:"sets,omitempty"`
+}
+
+// Event types of WatchEvent.Type.
+const (
+	EventChange = "change"
+	EventReset  = "reset"
+)
+
+var jsonNull = json.RawMessage("null")
+
+func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("context")
+	var after uint64
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		var err error
+		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
+			writeError(w, badRequest("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v))
+			return
+		}
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.stop, cancel) // Close ends the stream, not just Shutdown's deadline
+	defer stop()
+
+	sub, err := s.store.Watch(ctx, name, after)
+	if err != nil {
+		writeError(w, storeError(err))
+		return
+	}
+	defer func() { sub.Close() }()
+
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // no buffering in a reverse proxy in front
+	w.WriteHeader(http.StatusOK)
+	if sub.Missed {
+		writeReset(w, name, "missed")
+	} else {
+		// A comment sends the headers now, so the client knows the watch is in place.
+		io.WriteString(w, ": watching\n\n")
+	}
+	if rc.Flush() != nil {
+		return
+	}
+
+	keepAlive := time.NewTicker(s.opt.KeepAlive)
+	defer keepAlive.Stop()
+	last := after
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-keepAlive.C:
+			io.WriteString(w, ": keep-alive\n\n")
+			if rc.Flush() != nil {
+				return
+			}
+		case ev, ok := <-sub.C:
+			if !ok {
+				if ctx.Err() != nil || !sub.Lagged() {
+					return // client gone, server closing, or store closed
+				}
+				// Too slow for the store's buffer: resume from the store's event log.
+				sub.Close()
+				if sub, err = s.store.Watch(ctx, name, last); err != nil {
+					return
+				}
+				if last == 0 || sub.Missed {
+					writeReset(w, name, "lagged")
+				}
+				continue
+			}
+			if err := s.writeEvent(w, ev); err != nil {
+				s.log.Error("watch: encoding an event failed", "context", ev.Context, "error", err)
+				return
+			}
+			last = ev.ID
+			if len(sub.C) == 0 { // flush once per burst
+				if rc.Flush() != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+func writeReset(w io.Writer, name, reason string) {
+	data, _ := json.Marshal(WatchEvent{Context: name, Reason: reason})
+	fmt.Fprintf(w, "event: reset\ndata: %s\n\n", data)
+}
+
+func (s *Server) writeEvent(w io.Writer, ev localstore.Event) error {
+	data, err := json.Marshal(s.eventData(ev))
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "id: %d\ndata: %s\n\n", ev.ID, data)
+	return err
+}
+
+// eventData reads from the store the values of what ev's delta touched.
+func (s *Server) eventData(ev localstore.Event) WatchEvent {
+	d := ev.Delta
+	out := WatchEvent{
+		ID:      ev.ID,
+		Type:    EventChange,
+		Context: ev.Context,
+		Origin:  ev.Origin.String(),
+		Time:    ev.Time,
+		Cleared: d.Cleared != 0,
+	}
+	for k := range d.Counters {
+		if out.Counters == nil {
+			out.Counters = make(map[string]int64, len(d.Counters))
+		}
+		out.Counters[k], _ = s.store.Counter(ev.Context, k)
+	}
+	for m, entries := range d.Maps {
+		if out.Maps == nil {
+			out.Maps = make(map[string]map[string]json.RawMessage, len(d.Maps))
+		}
+		vals := make(map[string]json.RawMessage, len(entries))
+		for k := range entries {
+			v, err := s.store.MapGet(ev.Context, m, k)
+			if err != nil {
+				v = jsonNull
+			}
+			vals[k] = v
+		}
+		out.Maps[m] = vals
+	}
+	setDots := 0
+	for set, members := range d.Sets {
+		if out.Sets == nil {
+			out.Sets = make(map[string][]string, len(d.Sets))
+		}
+		out.Sets[set], _ = s.store.Set(ev.Context, set)
+		for _, dots := range members {
+			setDots += len(dots)
+		}
+	}
+	ccDots := len(d.CC.Cloud())
+	for _, n := range d.CC.VersionVector() {
+		ccDots += int(n)
+	}
+	if ccDots > setDots {
+		// The delta covers dots it does not add: a removal (or the replacement of an
+		// addition), from sets it does not name. List every live set.
+		if snap, err := s.store.Get(ev.Context); err == nil {
+			if out.Sets == nil {
+				out.Sets = make(map[string][]string, len(snap.Sets))
+			}
+			for set, members := range snap.Sets {
+				out.Sets[set] = members
+			}
+		} else if !errors.Is(err, localstore.ErrNotFound) {
+			s.log.Warn("watch: reading sets failed", "context", ev.Context, "error", err)
+		}
+	}
+	return out
+}
