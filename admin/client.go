@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"iter"
 	"net"
 	"net/http"
 	"net/url"
@@ -194,73 +193,70 @@ func (c *Client) Ready(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/readyz", "", nil, nil)
 }
 
-// Watch streams the changes of context name ("" for every context) after event ID after
-// (0: only new changes). Iteration ends at the first error: an *Error if the server
-// refused the watch, ctx's error once ctx is done, or io.ErrUnexpectedEOF if the server
-// ended the stream (it is shutting down); to resume, watch again from the last ID seen.
-// Stopping the loop closes the stream.
-func (c *Client) Watch(ctx context.Context, name string, after uint64) iter.Seq2[WatchEvent, error] {
-	return func(yield func(WatchEvent, error) bool) {
-		u := c.base + "/v1/watch"
-		if name != "" {
-			u += "?context=" + url.QueryEscape(name)
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			yield(WatchEvent{}, err)
-			return
-		}
-		req.Header.Set("Accept", "text/event-stream")
-		if after != 0 {
-			req.Header.Set("Last-Event-ID", strconv.FormatUint(after, 10))
-		}
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			yield(WatchEvent{}, err)
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			yield(WatchEvent{}, readError(resp))
-			return
-		}
-		err = readEvents(resp.Body, yield)
-		if err == nil {
-			return
-		}
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		yield(WatchEvent{}, err)
+// Watch opens a stream of the changes of context name ("" for every context) after event
+// ID after (0: only changes from now on). It returns once the server has the watch in
+// place, so every change committed after Watch returns is delivered; an *Error if the
+// server refused it. Read the events with Next; Close the Watcher when done, or cancel
+// ctx.
+func (c *Client) Watch(ctx context.Context, name string, after uint64) (*Watcher, error) {
+	u := c.base + "/v1/watch"
+	if name != "" {
+		u += "?context=" + url.QueryEscape(name)
 	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if after != 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(after, 10))
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	return &Watcher{ctx: ctx, body: resp.Body, sc: sc}, nil
 }
 
-// readEvents parses a Server-Sent Events stream (the subset the server writes: id, event,
-// data and comments). It returns nil when yield asks to stop.
-func readEvents(r io.Reader, yield func(WatchEvent, error) bool) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
+// Watcher reads the events of one watch stream. It is not safe for concurrent use.
+type Watcher struct {
+	ctx  context.Context
+	body io.ReadCloser
+	sc   *bufio.Scanner
+	// Last is the ID of the last change event Next returned: watch again from it to resume.
+	Last uint64
+}
+
+// Next returns the next event. Its error is ctx's error once ctx is done, or
+// io.ErrUnexpectedEOF when the server ended the stream (it is shutting down): watch
+// again from Last to resume.
+func (w *Watcher) Next() (WatchEvent, error) {
 	var id, typ string
 	var data []byte
-	for sc.Scan() {
-		line := sc.Text()
+	for w.sc.Scan() {
+		line := w.sc.Text()
 		if line == "" {
 			if data == nil {
-				continue
+				continue // the end of a comment
 			}
 			ev := WatchEvent{Type: EventChange}
 			if typ != "" {
 				ev.Type = typ
 			}
 			if err := json.Unmarshal(data, &ev); err != nil {
-				return fmt.Errorf("watch: event %s: %w", id, err)
+				return WatchEvent{}, fmt.Errorf("watch: event %s: %w", id, err)
 			}
-			ev.ID, _ = strconv.ParseUint(id, 10, 64)
-			if !yield(ev, nil) {
-				return nil
+			if id != "" {
+				ev.ID, _ = strconv.ParseUint(id, 10, 64)
+				w.Last = ev.ID
 			}
-			id, typ, data = "", "", nil
-			continue
+			return ev, nil
 		}
 		field, value, _ := strings.Cut(line, ":")
 		value = strings.TrimPrefix(value, " ")
@@ -276,11 +272,17 @@ func readEvents(r io.Reader, yield func(WatchEvent, error) bool) error {
 			data = append(data, value...)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return err
+	if err := w.ctx.Err(); err != nil {
+		return WatchEvent{}, err
 	}
-	return io.ErrUnexpectedEOF
+	if err := w.sc.Err(); err != nil {
+		return WatchEvent{}, err
+	}
+	return WatchEvent{}, io.ErrUnexpectedEOF
 }
+
+// Close ends the stream.
+func (w *Watcher) Close() error { return w.body.Close() }
 
 func (c *Client) doJSON(ctx context.Context, method, path string, body, out any) error {
 	data, err := json.Marshal(body)

@@ -52,6 +52,10 @@ func (s *Server) registerMetrics() {
 			Name: "ctxprop_admin_requests_in_flight",
 			Help: "Admin API requests being served, watch streams included.",
 		}, func() float64 { return float64(s.inFlight.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ctxprop_admin_connections_total",
+			Help: "Connections the admin listener accepted; far more than requests means clients do not keep connections alive.",
+		}, func() float64 { return float64(s.conns.Load()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -90,6 +90,7 @@ type Server struct {
 	// draining is set when Close starts: new requests get 503 while in-flight ones finish.
 	draining atomic.Bool
 	inFlight atomic.Int64
+	conns    atomic.Int64 // connections accepted, for ctxprop_admin_connections_total
 	// stop ends watch streams, which would otherwise hold Shutdown until its deadline.
 	stop     context.Context
 	cancel   context.CancelFunc
@@ -187,6 +188,11 @@ func (s *Server) Open() error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				s.conns.Add(1)
+			}
+		},
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	go func() {
