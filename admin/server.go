@@ -193,7 +193,7 @@ func (s *Server) Open() error {
 				s.conns.Add(1)
 			}
 		},
-		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		ErrorLog: s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	go func() {
 		err := s.srv.Serve(ln)
