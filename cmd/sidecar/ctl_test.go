@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/hashicorp/go-hclog"
+)
+
+// startCtlServer runs a real store and admin API on loopback and returns its URL.
+func startCtlServer(t *testing.T) string {
+	t.Helper()
+	log := hclog.New(&hclog.LoggerOptions{Name: t.Name(), Output: t.Output()})
+	st := localstore.New(localstore.Options{Path: filepath.Join(t.TempDir(), "ctxprop.db"), Logger: log})
+	if err := st.Open(); err != nil {
+		t.Fatal(err)
+	}
+	srv := admin.New(admin.Options{Address: "127.0.0.1:0", Store: st, Logger: log})
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return "http://" + srv.Addr().String()
+}
+
+func TestCtl_Commands(t *testing.T) {
+	addr := startCtlServer(t)
+	steps := []struct {
+		args    string
+		want    string // stdout
+		wantErr string // substring of the error; "usage" for errUsage
+	}{
+		{"list", "NAME  EXPIRES  COUNTERS  MAPS  SETS\n", ""},
+		{"-o json list", `{"contexts":[]}` + "\n", ""},
+		{"incr wf orders", "1\n", ""},
+		{"incr wf orders 5 -ttl 1h", "6\n", ""},
+		{"incr wf orders -2", "4\n", ""},
+		{"-o json incr wf orders", `{"value":5}` + "\n", ""},
+		{"put wf steps pay done", "", ""},
+		{`put wf steps ship {"eta":3} -ttl 1h`, "", ""},
+		{"put wf steps n 42", "", ""},
+		{"get wf map steps pay", `"done"` + "\n", ""},
+		{"get wf map steps n", "42\n", ""},
+		{"get wf map steps", "KEY   VALUE\nn     42\npay   \"done\"\nship  {\"eta\":3}\n", ""},
+		{"-o json get wf map steps", `{"entries":{"n":42,"pay":"done","ship":{"eta":3}}}` + "\n", ""},
+		{"del wf steps n", "", ""},
+		{"add wf regions us eu ap -ttl 1h", "ap\neu\nus\n", ""},
+		{"remove wf regions ap", "eu\nus\n", ""},
+		{"-o json get wf set regions", `{"members":["eu","us"]}` + "\n", ""},
+		{"get wf counter orders", "5\n", ""},
+		{`ops wf incr;key="orders";by=10,add;set="regions";member="sa"`, "", ""},
+		{"get wf", "CONTEXT  wf\nEXPIRES  never\n\nTYPE     NAME     KEY   VALUE\ncounter  orders         15\nmap      steps    pay   \"done\"\nmap      steps    ship  {\"eta\":3}\nset      regions        eu, sa, us\n", ""},
+		{"-o json get wf", `{"name":"wf","expires_at":null,"counters":{"orders":15},"maps":{"steps":{"pay":"done","ship":{"eta":3}}},"sets":{"regions":["eu","sa","us"]}}` + "\n", ""},
+		{"list", "NAME  EXPIRES  COUNTERS  MAPS  SETS\nwf    never    1         1     1\n", ""},
+		{"ttl wf 0", "", ""},
+		{"ttl wf 1h -fixed", "", ""},
+		{"peers", "ADDRESS  NAME  STATE  LAST CONTACT  LAG  BYTES IN  BYTES OUT  ERRORS\n", ""},
+		{"-o json peers", `{"peers":[]}` + "\n", ""},
+		{"delete wf", "", ""},
+		{"get wf", "", `not found: context "wf"`},
+		{"get wf map steps pay", "", "not found"},
+		{"incr bad/name k", "", "context name"},
+		{"ops wf incr;key=", "", "ctx-ops"},
+		{"", "", "usage"},
+		{"frobnicate", "", "usage"},
+		{"-o yaml list", "", "usage"},
+		{"get", "", "usage"},
+		{"get wf frob x", "", "usage"},
+		{"incr wf k notanumber", "", "usage"},
+		{"ttl wf soon", "", "usage"},
+		{"del wf m", "", "usage"},
+		{"list extra", "", "usage"},
+		{"put wf m k v -nope", "", "usage"},
+	}
+	for _, st := range steps {
+		t.Run(st.args, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"-addr", addr}, strings.Fields(st.args)...)
+			err := runCtl(context.Background(), args, &stdout, &stderr)
+			switch {
+			case st.wantErr == "usage":
+				if !errors.Is(err, errUsage) {
+					t.Fatalf("err = %v, want a usage error", err)
+				}
+				if !strings.Contains(stderr.String(), "usage: sidecar ctl") {
+					t.Errorf("stderr lacks the usage: %q", stderr.String())
+				}
+			case st.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), st.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, st.wantErr)
+				}
+				var ae *admin.Error
+				if !errors.As(err, &ae) {
+					t.Errorf("err %T is not the server's *admin.Error", err)
+				}
+			case err != nil:
+				t.Fatalf("err = %v; stderr %s", err, stderr.String())
+			}
+			if got := stdout.String(); got != st.want {
+				t.Errorf("stdout\n got %q\nwant %q", got, st.want)
+			}
+		})
+	}
+}
+
+func TestCtl_AddrFromEnvironment(t *testing.T) {
+	t.Setenv("CTXPROP_ADMIN_ADDR", startCtlServer(t))
+	var stdout, stderr bytes.Buffer
+	if err := runCtl(context.Background(), []string{"incr", "env", "k"}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := stdout.String(), "1\n"; got != want {
+		t.Errorf("stdout %q, want %q", got, want)
+	}
+}
+
+func TestCtl_Unreachable(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := runCtl(context.Background(), []string{"-addr", "http://127.0.0.1:1", "list"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "is the sidecar running? set -addr or CTXPROP_ADMIN_ADDR") {
+		t.Errorf("err = %v, want a hint to set -addr", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the watch goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestCtl_Watch(t *testing.T) {
+	addr := startCtlServer(t)
+	for _, format := range []string{"table", "json"} {
+		t.Run(format, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var out syncBuffer
+			done := make(chan error, 1)
+			go func() {
+				done <- runCtl(ctx, []string{"-addr", addr, "-o", format, "watch", "w"}, &out, &out)
+			}()
+			// The watch may not be in place yet: write until an event shows.
+			var want string
+			if format == "table" {
+				want = "\tw\tcounter n="
+			} else {
+				want = `"context":"w",`
+			}
+			c := admin.NewClient(addr, nil)
+			defer c.CloseIdleConnections()
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(out.String(), want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no event in %q", out.String())
+				}
+				if _, err := c.Incr(context.Background(), "w", "n", 1, 0); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(10 * time.Millisecond) // pace the writes while polling
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("watch ended with %v, want nil on interrupt", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("watch did not stop on interrupt")
+			}
+		})
+	}
+}
