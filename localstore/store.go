@@ -104,6 +104,7 @@ type Store struct {
 type batch struct {
 	started time.Time
 	durable bool
+	waiters int // Durable writes waiting for this batch
 	dirty   map[string]struct{}
 	deleted map[string]struct{}
 	events  []Event
@@ -513,6 +514,7 @@ func (s *Store) enqueue(name string, delta *crdt.Context, origin crdt.ReplicaID,
 	b.dirty[name] = struct{}{}
 	if d == Durable {
 		b.durable = true
+		b.waiters++
 	}
 	b.events = append(b.events, Event{Context: name, Origin: origin, Delta: delta})
 	select {
@@ -600,6 +602,8 @@ func (s *Store) commitLoop() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	lastWaiters := 0
+	gather := minGather
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -612,39 +616,62 @@ func (s *Store) commitLoop() {
 		b := s.pending
 		var durable bool
 		var started time.Time
+		var waiters int
 		if b != nil {
-			durable, started = b.durable, b.started
+			durable, started, waiters = b.durable, b.started, b.waiters
 		}
 		s.mu.RUnlock()
 		if b == nil {
 			continue
 		}
+		// Real time, not Options.Now: the windows are about fsync pacing, not data.
 		if !durable {
-			// Real time, not Options.Now: the window is about fsync pacing, not data.
 			if wait := s.opt.CommitWindow - time.Since(started); wait > 0 {
+				timer.Reset(wait)
+				continue
+			}
+		} else if waiters < lastWaiters {
+			// The previous commit carried more writers than wait now: most of them are
+			// on their way back with their next write. Gathering them for a moment
+			// costs less than an fsync each (like PostgreSQL's commit_delay), and a lone
+			// writer never waits, as its batches are of one.
+			if wait := gather - time.Since(started); wait > 0 {
 				timer.Reset(wait)
 				continue
 			}
 		}
 		timer.Stop()
-		s.commit()
+		// Aim for the largest recent batch, forgetting one writer per commit so a
+		// smaller load stops waiting after a few commits. Wait at most half an fsync:
+		// on a slow disk gathering pays more.
+		start := time.Now()
+		lastWaiters = max(s.commit(), lastWaiters-1)
+		gather = min(max(time.Since(start)/2, minGather), maxGather)
 	}
 }
 
-// commit writes the pending batch in one transaction.
-func (s *Store) commit() {
+// A durable batch waits between minGather and maxGather for the writers of the previous
+// one (bbolt's DB.Batch waits up to MaxBatchDelay, 10ms by default, for the same reason).
+const (
+	minGather = 100 * time.Microsecond
+	maxGather = 2 * time.Millisecond
+)
+
+// commit writes the pending batch in one transaction and returns how many Durable
+// writes waited for it.
+func (s *Store) commit() int {
 	s.mu.Lock()
 	b := s.pending
 	s.pending = nil
 	if b == nil {
 		s.mu.Unlock()
-		return
+		return 0
 	}
 	if s.failed != nil {
 		b.err = s.failed
 		s.mu.Unlock()
 		close(b.done)
-		return
+		return b.waiters
 	}
 	type record struct {
 		name string
@@ -708,6 +735,7 @@ func (s *Store) commit() {
 	if err == nil {
 		s.events.publish(b.events, s.opt.Now())
 	}
+	return b.waiters
 }
 
 // sweepLoop reclaims expired data every SweepInterval.
