@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -139,29 +138,29 @@ func (s *Server) writeEvent(w io.Writer, ev localstore.Event) error {
 	return err
 }
 
-// eventData reads from the store the values of what ev's delta touched.
+// eventData reads from the store the values of what ev touched.
 func (s *Server) eventData(ev localstore.Event) WatchEvent {
-	d := ev.Delta
+	t := ev.Touched
 	out := WatchEvent{
 		ID:      ev.ID,
 		Type:    EventChange,
 		Context: ev.Context,
 		Origin:  ev.Origin.String(),
 		Time:    ev.Time,
-		Cleared: d.Cleared != 0,
+		Cleared: ev.Delta.Cleared != 0,
 	}
-	for k := range d.Counters {
+	for _, k := range t.Counters {
 		if out.Counters == nil {
-			out.Counters = make(map[string]int64, len(d.Counters))
+			out.Counters = make(map[string]int64, len(t.Counters))
 		}
 		out.Counters[k], _ = s.store.Counter(ev.Context, k)
 	}
-	for m, entries := range d.Maps {
+	for m, keys := range t.Maps {
 		if out.Maps == nil {
-			out.Maps = make(map[string]map[string]json.RawMessage, len(d.Maps))
+			out.Maps = make(map[string]map[string]json.RawMessage, len(t.Maps))
 		}
-		vals := make(map[string]json.RawMessage, len(entries))
-		for k := range entries {
+		vals := make(map[string]json.RawMessage, len(keys))
+		for _, k := range keys {
 			v, err := s.store.MapGet(ev.Context, m, k)
 			if err != nil {
 				v = jsonNull
@@ -170,33 +169,11 @@ func (s *Server) eventData(ev localstore.Event) WatchEvent {
 		}
 		out.Maps[m] = vals
 	}
-	setDots := 0
-	for set, members := range d.Sets {
+	for _, set := range t.Sets {
 		if out.Sets == nil {
-			out.Sets = make(map[string][]string, len(d.Sets))
+			out.Sets = make(map[string][]string, len(t.Sets))
 		}
 		out.Sets[set], _ = s.store.Set(ev.Context, set)
-		for _, dots := range members {
-			setDots += len(dots)
-		}
-	}
-	ccDots := len(d.CC.Cloud())
-	for _, n := range d.CC.VersionVector() {
-		ccDots += int(n)
-	}
-	if ccDots > setDots {
-		// The delta covers dots it does not add: a removal (or the replacement of an
-		// addition), from sets it does not name. List every live set.
-		if snap, err := s.store.Get(ev.Context); err == nil {
-			if out.Sets == nil {
-				out.Sets = make(map[string][]string, len(snap.Sets))
-			}
-			for set, members := range snap.Sets {
-				out.Sets[set] = members
-			}
-		} else if !errors.Is(err, localstore.ErrNotFound) {
-			s.log.Warn("watch: reading sets failed", "context", ev.Context, "error", err)
-		}
 	}
 	return out
 }

@@ -695,3 +695,56 @@ func (c *Context) Project(counters []string, members map[string][]string) *Conte
 	}
 	return p
 }
+
+// Touched names what a delta changes.
+type Touched struct {
+	Counters []string            // counter keys
+	Maps     map[string][]string // map name → keys
+	Sets     []string            // set names, removals included
+	Context  bool                // the TTL or a clear
+}
+
+// Touches returns what joining d into c would touch. Removals carry only dots, so the sets
+// they touch are found in c: call it before joining d.
+func (c *Context) Touches(d *Context) Touched {
+	var t Touched
+	t.Context = d.Meta.TS != 0 || d.Cleared > c.Cleared
+	for k := range d.Counters {
+		t.Counters = append(t.Counters, k)
+	}
+	slices.Sort(t.Counters)
+	for name, m := range d.Maps {
+		if t.Maps == nil {
+			t.Maps = make(map[string][]string, len(d.Maps))
+		}
+		for k := range m {
+			t.Maps[name] = append(t.Maps[name], k)
+		}
+		slices.Sort(t.Maps[name])
+	}
+	sets := map[string]bool{}
+	for name := range d.Sets {
+		sets[name] = true
+	}
+	if !d.CC.Empty() {
+		for name, s := range c.Sets {
+			if sets[name] {
+				continue
+			}
+		members:
+			for m, dots := range s {
+				for dot := range dots {
+					if _, kept := d.Sets[name][m][dot]; !kept && d.CC.Contains(dot) {
+						sets[name] = true
+						break members
+					}
+				}
+			}
+		}
+	}
+	for name := range sets {
+		t.Sets = append(t.Sets, name)
+	}
+	slices.Sort(t.Sets)
+	return t
+}

@@ -18,6 +18,9 @@ type Event struct {
 	Origin crdt.ReplicaID
 	// Delta is the change. Shared between watchers: do not modify.
 	Delta *crdt.Context
+	// Touched names the counters, map entries and sets the change touched, removals
+	// included.
+	Touched crdt.Touched
 }
 
 // eventLog keeps the latest events for resuming watchers and fans new ones out.
@@ -112,6 +115,14 @@ func (l *eventLog) subscribe(name string, after uint64) (*Subscription, error) {
 	}
 	l.subs[sub] = struct{}{}
 	return sub, nil
+}
+
+// LastEventID returns the ID of the latest event, 0 if none yet: a watcher that has just
+// read the state resumes after it.
+func (s *Store) LastEventID() uint64 {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	return s.events.next - 1
 }
 
 func (l *eventLog) ordered() []Event {

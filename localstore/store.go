@@ -438,13 +438,14 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 	if !exists {
 		s.contexts[name] = c
 	}
+	touched := c.Touches(delta)
 	c.Join(delta)
 	var res Result
 	if result != nil {
 		res = result(c, now)
 	}
 	s.seq++
-	b := s.enqueue(name, delta, s.replica, d)
+	b := s.enqueue(Event{Context: name, Origin: s.replica, Delta: delta, Touched: touched}, d)
 	s.mu.Unlock()
 	return res, s.wait(ctx, b, d)
 }
@@ -464,8 +465,9 @@ func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, ori
 		c = &crdt.Context{}
 		s.contexts[name] = c
 	}
+	touched := c.Touches(delta)
 	c.Join(delta)
-	b := s.enqueue(name, delta, origin, Durable)
+	b := s.enqueue(Event{Context: name, Origin: origin, Delta: delta, Touched: touched}, Durable)
 	s.mu.Unlock()
 	return s.wait(ctx, b, Durable)
 }
@@ -505,18 +507,18 @@ func (s *Store) writable() error {
 }
 
 // enqueue adds a change to the pending batch; s.mu must be held.
-func (s *Store) enqueue(name string, delta *crdt.Context, origin crdt.ReplicaID, d Durability) *batch {
+func (s *Store) enqueue(e Event, d Durability) *batch {
 	b := s.pending
 	if b == nil {
 		b = &batch{started: time.Now(), dirty: make(map[string]struct{}), done: make(chan struct{})}
 		s.pending = b
 	}
-	b.dirty[name] = struct{}{}
+	b.dirty[e.Context] = struct{}{}
 	if d == Durable {
 		b.durable = true
 		b.waiters++
 	}
-	b.events = append(b.events, Event{Context: name, Origin: origin, Delta: delta})
+	b.events = append(b.events, e)
 	select {
 	case s.kick <- struct{}{}:
 	default:

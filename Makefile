@@ -1,0 +1,22 @@
+# make test is the project's test command (README, .ci/run): it installs what the tests need
+# once, then runs every check CI runs.
+
+GO        ?= go
+TESTFLAGS ?= -race -timeout 25m
+
+include hack/kube/kube.mk
+
+.PHONY: test tools lint build
+test: tools lint
+	$(GO) test $(TESTFLAGS) ./...
+
+# tools installs what the tests use beyond Go: kube-apiserver and etcd for the webhook
+# tests (built once into .bin/, reused).
+tools: kube-tools
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o .bin/sidecar ./cmd/sidecar

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/config"
+	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ops"
+	"github.com/ctxprop/ctxprop/proxy"
+	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// node is one running sidecar: the store, the admin API and the proxy, wired from a
+// config. `sidecar run` runs one; `sidecar demo` runs several in one process.
+type node struct {
+	cfg   config.Config
+	log   hclog.Logger
+	store *localstore.Store
+	admin *admin.Server
+	proxy *proxy.Proxy
+}
+
+// newLogger builds the logger the config asks for.
+func newLogger(cfg config.Config, w io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       cfg.Node.Name,
+		Level:      hclog.LevelFromString(cfg.Log.Level),
+		JSONFormat: cfg.Log.Format == "json",
+		Output:     w,
+	})
+}
+
+// startNode opens every part of a sidecar in dependency order; on error it closes what it
+// had opened.
+// tp gives the tracer for proxied requests; nil means tracing off (headers forwarded byte
+// for byte).
+func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n *node, err error) {
+	n = &node{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, n.close(context.Background()))
+			n = nil
+		}
+	}()
+	n.store = localstore.New(localstore.Options{
+		Path:          cfg.Store.Path,
+		OpenTimeout:   cfg.Store.OpenTimeout,
+		CommitWindow:  cfg.Store.CommitWindow,
+		SweepInterval: cfg.Store.SweepInterval,
+		TombstoneTTL:  cfg.Store.TombstoneTTL,
+		ContextTTL:    cfg.Store.ContextTTL,
+		FixedTTL:      cfg.Store.FixedTTL,
+		Limits: localstore.Limits{
+			MaxContexts:         cfg.Store.MaxContexts,
+			MaxValuesPerContext: cfg.Store.MaxValuesPerContext,
+			MaxValueBytes:       cfg.Store.MaxValueBytes,
+			MaxSetMembers:       cfg.Store.MaxSetMembers,
+		},
+		Logger: log.Named("store"),
+	})
+	if err := n.store.Open(); err != nil {
+		return n, err
+	}
+
+	p, err := proxy.New(proxy.Options{
+		InboundAddress:        cfg.Inbound.Address,
+		App:                   cfg.Inbound.App,
+		OutboundAddress:       cfg.Outbound.Address,
+		TrustInboundOps:       cfg.Inbound.TrustInboundOps,
+		Store:                 requestPathStore{n.store},
+		TracerProvider:        tp,
+		Logger:                log.Named("proxy"),
+		MaxIdleConnsPerHost:   cfg.Outbound.MaxIdleConnsPerHost,
+		DialTimeout:           cfg.Outbound.DialTimeout,
+		ResponseHeaderTimeout: cfg.Inbound.ResponseHeaderTimeout,
+		ReadHeaderTimeout:     cfg.Inbound.ReadHeaderTimeout,
+		IdleTimeout:           cfg.Inbound.IdleTimeout,
+		MaxHeaderBytes:        cfg.Inbound.MaxHeaderBytes,
+	})
+	if err != nil {
+		return n, fmt.Errorf("proxy: %w", err)
+	}
+	n.proxy = p
+	if err := n.proxy.Open(); err != nil {
+		return n, err
+	}
+
+	n.admin = admin.New(admin.Options{
+		Address:          cfg.Admin.Address,
+		AllowNonLoopback: cfg.Admin.AllowNonLoopback,
+		MaxBodyBytes:     cfg.Admin.MaxBodyBytes,
+		ShutdownTimeout:  cfg.Admin.ShutdownTimeout,
+		Store:            n.store,
+		Logger:           log.Named("admin"),
+	})
+	if err := n.admin.Open(); err != nil {
+		return n, err
+	}
+	log.Info("sidecar ready", "admin", n.admin.Addr(), "inbound", n.proxy.InboundAddr(), "outbound", n.proxy.OutboundAddr(), "app", cfg.Inbound.App, "store", cfg.Store.Path)
+	return n, nil
+}
+
+// close drains the proxy first (in-flight requests still write telemetry), then stops
+// the admin API, then flushes and closes the store.
+func (n *node) close(ctx context.Context) error {
+	var errs []error
+	if n.proxy != nil {
+		errs = append(errs, n.proxy.Close(ctx))
+	}
+	if n.admin != nil {
+		errs = append(errs, n.admin.Close(ctx))
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// requestPathStore gives the proxy the store with the request-path durability of SPEC §3:
+// committed within store.commit_window, never waiting for fsync.
+type requestPathStore struct{ s *localstore.Store }
+
+func (r requestPathStore) Apply(name string, list []ops.Op) error {
+	_, err := r.s.Apply(context.Background(), name, list, localstore.Windowed)
+	return err
+}
+
+var _ proxy.Store = requestPathStore{}

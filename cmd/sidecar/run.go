@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/ctxprop/ctxprop/config"
+)
+
+// runSidecar is `sidecar run -config FILE`: it runs until ctx is cancelled (SIGTERM or
+// SIGINT), then drains and closes within admin.shutdown_timeout.
+func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.hcl", "the HCL config `file`; CTXPROP_<BLOCK>_<ATTR> variables override it")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: sidecar run [-config config.hcl]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	tp, err := newTracerProvider(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	var n *node
+	if tp != nil {
+		defer tp.Shutdown(context.Background())
+		n, err = startNode(cfg, log, tp)
+	} else {
+		n, err = startNode(cfg, log, nil) // a nil *TracerProvider in the interface would not be nil
+	}
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down", "timeout", cfg.Admin.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Admin.ShutdownTimeout)
+	defer cancel()
+	if err := n.close(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// loadConfig loads path; "-" means no file: the defaults and the environment only.
+func loadConfig(path string) (config.Config, error) {
+	if path == "-" {
+		path = ""
+	}
+	return config.Load(path)
+}
