@@ -153,3 +153,29 @@ func TestInjectManifests_PodShape(t *testing.T) {
 	}
 	checkInjected(t, &pod.ObjectMeta, &pod.Spec)
 }
+
+// FuzzInjectManifests feeds arbitrary YAML streams to the offline injector: it must never
+// panic, and whatever it accepts it must leave alone on a second pass.
+func FuzzInjectManifests(f *testing.F) {
+	if b, err := os.ReadFile(filepath.Join("testdata", "workloads.yaml")); err == nil {
+		f.Add(string(b))
+	}
+	f.Add("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: b}]}\n")
+	f.Add("apiVersion: batch/v1\nkind: CronJob\nspec: {jobTemplate: {spec: {template: {}}}}\n")
+	f.Add("apiVersion: v1\nkind: List\nitems: [1, {kind: Pod, apiVersion: v1, spec: {}}]\n")
+	f.Add("---\n---\n# only a comment\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		cfg := offlineConfig()
+		var once bytes.Buffer
+		if _, err := cfg.InjectManifests(strings.NewReader(in), &once); err != nil {
+			return
+		}
+		var twice bytes.Buffer
+		if _, err := cfg.InjectManifests(bytes.NewReader(once.Bytes()), &twice); err != nil {
+			t.Fatalf("second pass failed: %v\ninput:\n%s\nfirst output:\n%s", err, in, once.String())
+		}
+		if once.String() != twice.String() {
+			t.Fatalf("second pass changed the output\ninput:\n%s\nfirst:\n%s\nsecond:\n%s", in, once.String(), twice.String())
+		}
+	})
+}
