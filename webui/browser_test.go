@@ -1,0 +1,227 @@
+package webui_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ops"
+)
+
+// browser starts Debian's chromium, headless with a fresh profile, and returns a tab's
+// context. The browser is closed when the test ends.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium not found (%v): the web page is tested in a real browser; install it with `apt-get install -y chromium`", err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.WindowSize(1280, 860),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	// The first action starts the browser, which lives as long as that action's
+	// context: the bound is on the whole tab, so that a browser that never answers
+	// fails the test instead of hanging it.
+	bounded, cancelBound := context.WithTimeout(actx, 2*time.Minute)
+	ctx, cancelTab := chromedp.NewContext(bounded, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() {
+		cancelTab()
+		cancelBound()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting %s: %v", path, err)
+	}
+	return ctx
+}
+
+// jsonText is v in JSON as JSON.stringify writes it: without Go's escaping of <, > and &.
+func jsonText(v any) string {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic(err)
+	}
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string { return jsonText(s) }
+
+// waitJS polls expr in the page until it evaluates to want, or fails the test at the
+// deadline with the last value seen.
+func waitJS(t *testing.T, ctx context.Context, what, expr string, want any) {
+	t.Helper()
+	wantJSON := jsonText(want)
+	cond := fmt.Sprintf("JSON.stringify((() => { try { return %s } catch (e) { return 'error: ' + e } })()) === %s", expr, jsString(wantJSON))
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := chromedp.Do(wctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
+		got, _ := chromedp.Run(ctx, chromedp.Evaluate[any](expr))
+		t.Fatalf("%s: got %v, want %v (%v)", what, got, want, err)
+	}
+}
+
+// Page expressions. Rows are found by their data attributes, compared in JavaScript,
+// so names that hold quotes or markup need no CSS escaping.
+func rowText(table, attr, value string, cell int) string {
+	return fmt.Sprintf("[...document.querySelectorAll(%s)].find(r => r.dataset.%s === %s)?.cells[%d].textContent ?? null",
+		jsString(table+" tbody tr"), attr, jsString(value), cell)
+}
+
+func counterText(key string) string { return rowText("#counters", "key", key, 1) }
+
+func TestPage_Live(t *testing.T) {
+	peers := staticPeers{{
+		Name: "pod-b", Address: "127.0.0.1:7403", State: "alive",
+		LastContact: time.Now(), Lag: 150 * time.Millisecond, BytesIn: 3 << 10, BytesOut: 5 << 20,
+	}}
+	flags := map[string]any{"new-checkout": map[string]any{
+		"state": "ENABLED", "defaultVariant": "off",
+		"variants": map[string]any{"on": true, "off": false},
+	}}
+	n := startNode(t, nodeOptions{peers: peers, flags: flagsDocument(flags)})
+	n.call(t, "POST", "/v1/contexts/orders/counters/placed", `{"by":1}`)
+	n.call(t, "PUT", "/v1/contexts/orders/maps/steps/pay", `{"value":"done"}`)
+	n.call(t, "POST", "/v1/contexts/orders/sets/regions", `{"add":["eu-west","us-east"]}`)
+
+	ctx := browser(t)
+	started := time.Now()
+	if err := chromedp.Do(ctx, chromedp.Navigate(n.url()+"/")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "contexts table", rowText("#contexts", "name", "orders", 1), "1")
+	waitJS(t, ctx, "live indicator", `document.getElementById("live").textContent`, "live")
+	waitJS(t, ctx, "peer lag", rowText("#peers", "address", "127.0.0.1:7403", 4), "150ms")
+	waitJS(t, ctx, "peer state", rowText("#peers", "address", "127.0.0.1:7403", 2), "alive")
+	waitJS(t, ctx, "flag default value", rowText("#flags", "flag", "new-checkout", 3), "false")
+
+	// Select the context, as a user clicks it.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#contexts tbody tr[data-name="orders"] a`))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "detail title", `document.getElementById("detail-title").textContent`, "orders")
+	waitJS(t, ctx, "counter before", counterText("placed"), "1")
+	waitJS(t, ctx, "map entry", `document.querySelector('#maps table[data-map="steps"] tr[data-key="pay"]')?.cells[1].textContent ?? null`, `"done"`)
+	waitJS(t, ctx, "set members", `[...document.querySelectorAll('#sets tr[data-set="regions"] .member')].map(m => m.textContent)`, []string{"eu-west", "us-east"})
+
+	// A mark on the window survives only if the page is never reloaded.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.__noReload = true`)); err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	n.call(t, "POST", "/v1/contexts/orders/counters/placed", `{"by":41}`)
+	waitJS(t, ctx, "counter after a change through the API", counterText("placed"), "42")
+	t.Logf("change shown %v after the write returned", time.Since(changed).Round(time.Millisecond))
+	n.call(t, "POST", "/v1/contexts/orders/counters/shipped", `{"by":7}`)
+	waitJS(t, ctx, "new counter", counterText("shipped"), "7")
+	waitJS(t, ctx, "counter count in contexts table", rowText("#contexts", "name", "orders", 1), "2")
+	n.call(t, "DELETE", "/v1/contexts/orders/maps/steps/pay", "")
+	waitJS(t, ctx, "deleted map entry", `document.querySelector('#maps table[data-map="steps"]') === null`, true)
+	waitJS(t, ctx, "no reload", `window.__noReload === true`, true)
+
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(t.TempDir(), "webui.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if dir := os.Getenv("WEBUI_SCREENSHOT_DIR"); dir != "" { // keep a copy to look at
+		if err := os.WriteFile(filepath.Join(dir, "webui.png"), png, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("page live in %v; screenshot %s (%d bytes)", time.Since(started).Round(time.Millisecond), shot, len(png))
+}
+
+// TestPage_EscapesUserData puts markup in every kind of name and value a user controls and
+// checks that the page shows it as text and runs none of it.
+func TestPage_EscapesUserData(t *testing.T) {
+	const (
+		key    = `<script>window.__pwned = "counter"</script>`
+		mapKey = `<img src=x onerror="window.__pwned='map key'">`
+		value  = `<img src=x onerror="window.__pwned='map value'">`
+		member = `<b onmouseover="window.__pwned='member'">bold</b>`
+	)
+	n := startNode(t, nodeOptions{peers: staticPeers{{Name: `<i>pod</i>`, Address: "127.0.0.1:1", State: "suspect"}}})
+	esc := func(s string) string { return urlPathEscape(s) }
+	n.call(t, "POST", "/v1/contexts/xss/counters/"+esc(key), `{"by":3}`)
+	n.call(t, "PUT", "/v1/contexts/xss/maps/m/"+esc(mapKey), `{"value":`+jsString(value)+`}`)
+	n.call(t, "POST", "/v1/contexts/xss/sets/s", `{"add":[`+jsString(member)+`]}`)
+
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(n.url()+"/#/context/xss")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "counter with markup in its key", counterText(key), "3")
+	waitJS(t, ctx, "map key", `document.querySelector('#maps table[data-map="m"] tbody tr')?.cells[0].textContent ?? null`, mapKey)
+	waitJS(t, ctx, "map value", `document.querySelector('#maps table[data-map="m"] tbody tr')?.cells[1].textContent ?? null`, jsString(value))
+	waitJS(t, ctx, "set member", `document.querySelector('#sets .member')?.textContent ?? null`, member)
+	waitJS(t, ctx, "peer name", `document.querySelector('#peers tbody tr')?.cells[0].textContent ?? null`, "<i>pod</i>")
+	// A live update goes through the same path.
+	n.call(t, "POST", "/v1/contexts/xss/counters/"+esc(key), `{"by":1}`)
+	waitJS(t, ctx, "live update of that counter", counterText(key), "4")
+	waitJS(t, ctx, "no element made from data", `document.querySelectorAll("main script, main img, main b, main i").length`, 0)
+	waitJS(t, ctx, "no script ran", `window.__pwned === undefined`, true)
+	// No flags endpoint on this node: the section stays hidden.
+	waitJS(t, ctx, "flags hidden on 404", `document.getElementById("flags-section").hidden`, true)
+}
+
+// TestPage_Reconnects stops the admin server under the page, then starts another on the
+// same address: the indicator leaves "live", comes back, and the page shows what changed
+// while it was away.
+func TestPage_Reconnects(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	n.call(t, "POST", "/v1/contexts/jobs/counters/done", `{"by":1}`)
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(n.url()+"/#/context/jobs")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "live indicator", `document.getElementById("live").textContent`, "live")
+	waitJS(t, ctx, "counter", counterText("done"), "1")
+
+	addr := n.admin.Addr().String()
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.admin.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "indicator after the server stopped", `document.getElementById("live").className === "status live"`, false)
+
+	// Written while no server runs: no event can carry it, the page rereads on reconnect.
+	if _, err := n.store.Apply(context.Background(), "jobs", []ops.Op{{Kind: ops.Incr, Key: "done", By: 9}}, localstore.Durable); err != nil {
+		t.Fatal(err)
+	}
+	n.admin = startAdmin(t, n.store, addr, n.opt, n.log)
+	waitJS(t, ctx, "indicator after the server came back", `document.getElementById("live").textContent`, "live")
+	waitJS(t, ctx, "counter written while away", counterText("done"), "10")
+	n.call(t, "POST", "/v1/contexts/jobs/counters/done", `{"by":5}`)
+	waitJS(t, ctx, "live update after reconnecting", counterText("done"), "15")
+}
+
+var _ admin.Peers = staticPeers(nil)

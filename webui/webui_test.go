@@ -1,0 +1,219 @@
+package webui_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/webui"
+)
+
+// node is a store and an admin API with the page mounted, on loopback.
+type node struct {
+	store *localstore.Store
+	admin *admin.Server
+	opt   nodeOptions
+	log   hclog.Logger
+}
+
+type nodeOptions struct {
+	peers admin.Peers
+	flags http.Handler // mounted at GET /v1/flags when not nil
+}
+
+func startNode(t *testing.T, opt nodeOptions) *node {
+	t.Helper()
+	log := testLogger(t)
+	store := localstore.New(localstore.Options{
+		Path:   filepath.Join(t.TempDir(), "ctxprop.db"),
+		Logger: log.Named("store"),
+	})
+	if err := store.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := store.Close(); err != nil {
+			t.Errorf("store Close: %v", err)
+		}
+	})
+	return &node{store: store, opt: opt, log: log, admin: startAdmin(t, store, "127.0.0.1:0", opt, log)}
+}
+
+// startAdmin serves the admin API of store, with the page, on address.
+func startAdmin(t *testing.T, store *localstore.Store, address string, opt nodeOptions, log hclog.Logger) *admin.Server {
+	t.Helper()
+	srv := admin.New(admin.Options{
+		Address: address,
+		Store:   store,
+		Peers:   opt.peers,
+		Logger:  log.Named("admin"),
+	})
+	ui := webui.Handler()
+	srv.Handle("GET /{$}", ui)
+	srv.Handle("GET "+webui.AssetPrefix, ui)
+	if opt.flags != nil {
+		srv.Handle("GET /v1/flags", opt.flags)
+	}
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			t.Errorf("admin Close: %v", err)
+		}
+	})
+	return srv
+}
+
+func (n *node) url() string { return "http://" + n.admin.Addr().String() }
+
+// call sends a JSON request to the admin API and fails the test unless it succeeds.
+func (n *node) call(t *testing.T, method, path, body string) {
+	t.Helper()
+	req, err := http.NewRequest(method, n.url()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("%s %s: %s: %s", method, path, res.Status, b)
+	}
+}
+
+func TestHandler(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	tests := []struct {
+		method, path string
+		status       int
+		contentType  string
+		contains     string
+	}{
+		{"GET", "/", 200, "text/html; charset=utf-8", `<script src="/ui/app.js"`},
+		{"HEAD", "/", 200, "text/html; charset=utf-8", ""},
+		{"GET", "/ui/app.js", 200, "text/javascript; charset=utf-8", "new EventSource("},
+		{"GET", "/ui/style.css", 200, "text/css; charset=utf-8", "@keyframes flash"},
+		{"GET", "/ui/missing.js", 404, "", ""},
+		// The page takes the root only: other paths keep the admin API's JSON 404.
+		{"GET", "/index.html", 404, "application/json", `"code"`},
+		{"POST", "/", 405, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, n.url()+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.StatusCode, tt.status; got != want {
+				t.Fatalf("status = %d, want %d; body %s", got, want, body)
+			}
+			if tt.contentType != "" && !strings.HasPrefix(res.Header.Get("Content-Type"), tt.contentType) {
+				t.Errorf("Content-Type = %q, want %q", res.Header.Get("Content-Type"), tt.contentType)
+			}
+			if !strings.Contains(string(body), tt.contains) {
+				t.Errorf("body does not contain %q:\n%.300s", tt.contains, body)
+			}
+			if tt.status == 200 {
+				if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+					t.Errorf("Content-Security-Policy = %q, want script-src 'self'", csp)
+				}
+				if got, want := res.Header.Get("X-Content-Type-Options"), "nosniff"; got != want {
+					t.Errorf("X-Content-Type-Options = %q, want %q", got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestHandler_ETag(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	res, err := http.Get(n.url() + "/ui/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	etag := res.Header.Get("ETag")
+	if etag == "" {
+		t.Fatal("no ETag")
+	}
+	req, _ := http.NewRequest("GET", n.url()+"/ui/app.js", nil)
+	req.Header.Set("If-None-Match", etag)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got, want := res.StatusCode, http.StatusNotModified; got != want {
+		t.Errorf("status with If-None-Match = %d, want %d", got, want)
+	}
+}
+
+// staticPeers stands in for the sync layer at its interface: the page renders what
+// GET /v1/peers answers, whoever computes it.
+type staticPeers []admin.PeerStatus
+
+func (p staticPeers) Peers() []admin.PeerStatus { return append([]admin.PeerStatus(nil), p...) }
+
+// flagsDocument answers GET /v1/flags with the documented shape (SPEC §6) of one flag.
+func flagsDocument(flags map[string]any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"flags": flags})
+	})
+}
+
+// testLogger routes logs to t.Log until the test is over.
+func testLogger(t testing.TB) hclog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return hclog.New(&hclog.LoggerOptions{Name: "webui", Output: w, Level: hclog.Info})
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *testWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	}
+	return len(b), nil
+}
+
+// urlPathEscape percent-encodes s as one path segment, as SPEC §3a asks of names.
+func urlPathEscape(s string) string { return url.PathEscape(s) }
