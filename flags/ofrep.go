@@ -1,0 +1,230 @@
+package flags
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// OFREP (OpenFeature Remote Evaluation Protocol, github.com/open-feature/protocol,
+// service/openapi.yaml) on the admin listener.
+
+// BulkAnswer is the body of a successful bulk evaluation.
+type BulkAnswer struct {
+	Flags []Result `json:"flags"`
+	// RefreshConnections points static-context providers at the change stream (OFREP
+	// ADR-0008).
+	RefreshConnections []RefreshConnection `json:"refreshConnections,omitempty"`
+}
+
+// RefreshConnection is an OFREP refresh connection: type "sse" and the stream's URL.
+type RefreshConnection struct {
+	Type string `json:"type"`
+	URL  string `json:"url"`
+}
+
+// bulkFailure is the body of a bulk evaluation refused as a whole.
+type bulkFailure struct {
+	ErrorCode    string `json:"errorCode"`
+	ErrorDetails string `json:"errorDetails"`
+}
+
+// readContext reads the body of an OFREP request, {"context": {...}}. An empty body is an
+// empty context. It returns an error code and details when the body is refused.
+func (f *Flags) readContext(w http.ResponseWriter, r *http.Request) (ctx map[string]any, canonical []byte, code, details string) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.opt.MaxBodyBytes))
+	if err != nil {
+		return nil, nil, CodeParseError, fmt.Sprintf("reading the request body: %v; send at most %d bytes", err, f.opt.MaxBodyBytes)
+	}
+	ctx = map[string]any{}
+	if len(bytes.TrimSpace(body)) > 0 {
+		var req map[string]json.RawMessage
+		if err := strictUnmarshal(body, &req); err != nil || req == nil {
+			msg := "the body is not a JSON object"
+			if err != nil {
+				msg = fmt.Sprintf("the body is not JSON (%v)", err)
+			}
+			return nil, nil, CodeParseError, msg + `; send {"context":{"targetingKey":"...", ...}}`
+		}
+		if raw, ok := req["context"]; ok {
+			var v any
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return nil, nil, CodeParseError, fmt.Sprintf("context is not JSON (%v)", err)
+			}
+			switch v := v.(type) {
+			case nil:
+			case map[string]any:
+				ctx = v
+			default:
+				return nil, nil, CodeInvalidContext, fmt.Sprintf("context is %s; it must be an object of attributes", kindOf(v))
+			}
+		}
+	}
+	if tk, ok := ctx["targetingKey"]; ok && tk != nil {
+		if _, ok := tk.(string); !ok {
+			return nil, nil, CodeInvalidContext, fmt.Sprintf("context.targetingKey is %s; it must be a string", kindOf(tk))
+		}
+	}
+	canonical, _ = json.Marshal(ctx) // map keys sorted: equal contexts, equal bytes
+	return ctx, canonical, "", ""
+}
+
+// evaluateOne serves POST /ofrep/v1/evaluate/flags/{key}.
+func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	ectx, canonical, code, details := f.readContext(w, r)
+	if code != "" {
+		writeJSON(w, http.StatusBadRequest, failure(key, code, "%s", details))
+		return
+	}
+	fl := f.Flag(key)
+	if fl == nil {
+		writeJSON(w, http.StatusNotFound, failure(key, CodeFlagNotFound, "no flag %q; define it in a flag file or with PUT /v1/flags/{key}", key))
+		return
+	}
+	res := fl.Evaluate(ectx, f.opt.Now())
+	if !res.OK() {
+		writeJSON(w, http.StatusBadRequest, res)
+		return
+	}
+	f.writeEvaluation(w, r, res, digestOf(map[string]*Flag{key: fl}, []string{key}), canonical)
+}
+
+// evaluateAll serves POST /ofrep/v1/evaluate/flags: every flag for one context. Flags
+// whose evaluation fails are in the answer with their error code, as OFREP has it.
+func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
+	ectx, canonical, code, details := f.readContext(w, r)
+	if code != "" {
+		writeJSON(w, http.StatusBadRequest, bulkFailure{ErrorCode: code, ErrorDetails: details})
+		return
+	}
+	s := f.snap.Load()
+	now := f.opt.Now()
+	a := BulkAnswer{Flags: make([]Result, 0, len(s.keys))}
+	for _, k := range s.keys {
+		a.Flags = append(a.Flags, s.flags[k].Evaluate(ectx, now))
+	}
+	a.RefreshConnections = []RefreshConnection{{Type: "sse", URL: eventsURL(r)}}
+	f.writeEvaluation(w, r, a, s.digest, canonical)
+}
+
+// writeEvaluation answers v with an ETag, or 304 when the client's If-None-Match holds
+// it. The ETag covers the flag configuration (digest), the evaluation context and the
+// answer itself: a rule that reads $flagd.timestamp can change its answer with neither of
+// the first two changing.
+func (f *Flags) writeEvaluation(w http.ResponseWriter, r *http.Request, v any, digest string, canonicalCtx []byte) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"errorDetails": "encoding the answer failed; report this bug"})
+		return
+	}
+	h := sha256.New()
+	h.Write([]byte(digest))
+	h.Write([]byte{0})
+	h.Write(canonicalCtx)
+	h.Write([]byte{0})
+	h.Write(body)
+	etag := `"` + base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:18]) + `"`
+	w.Header().Set("ETag", etag)
+	if matchETag(r.Header.Values("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	body = append(body, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+}
+
+// matchETag is If-None-Match's weak comparison (RFC 9110 §13.1.2).
+func matchETag(values []string, etag string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			t = strings.TrimSpace(t)
+			if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// eventsURL is the absolute URL of the change stream, as the client reached this server.
+func eventsURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + PathEvents
+}
+
+// ChangeEvent is the data of a change stream message (OFREP ADR-0008).
+type ChangeEvent struct {
+	Type string `json:"type"` // "refetchEvaluation"
+	// ETag is the flag configuration's version (not an evaluation's ETag: those depend on
+	// the context too).
+	ETag         string `json:"etag"`
+	LastModified int64  `json:"lastModified"` // Unix seconds
+}
+
+// events serves GET /ofrep/v1/events: a Server-Sent Events stream with one
+// "refetchEvaluation" message per configuration change, local, from a file or replicated.
+// A client that reconnects with a Last-Event-ID older than the configuration gets a message
+// at once; changes close together may be told as one.
+func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
+	var last uint64
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeAdminError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v))
+			return
+		}
+		last = n
+	}
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, ": flag changes\n\n")
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	keepAlive := time.NewTicker(f.opt.KeepAlive)
+	defer keepAlive.Stop()
+	s := f.snap.Load()
+	send := last != 0 && last < s.version
+	for {
+		if send {
+			data, _ := json.Marshal(ChangeEvent{Type: "refetchEvaluation", ETag: `"` + s.digest + `"`, LastModified: s.built.Unix()})
+			fmt.Fprintf(w, "id: %d\nevent: message\ndata: %s\n\n", s.version, data)
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+		send = false
+		select {
+		case <-r.Context().Done():
+			return
+		case <-f.ctx.Done():
+			return
+		case <-keepAlive.C:
+			io.WriteString(w, ": keep-alive\n\n")
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		case <-s.changed:
+			s, send = f.snap.Load(), true
+		}
+	}
+}
+
