@@ -227,4 +227,3 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-
