@@ -119,6 +119,7 @@ func (p *Proxy) modifyInbound(res *http.Response) error {
 // finishInbound makes the request's one Store.Apply call and ends its span.
 func (p *Proxy) finishInbound(ex *exchange, span trace.Span) {
 	elapsed := time.Since(ex.start)
+	p.reqs.observe(ex, elapsed)
 	name := ex.in.Name
 	switch {
 	case name == "":

@@ -38,6 +38,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex := &exchange{start: time.Now()}
+	defer func() { p.reqs.observe(ex, time.Since(ex.start)) }()
 	var errs []error
 	ex.out, errs = headers.ReadOutbound(r.Header, p.hopt, p.corr)
 	if errs != nil {
@@ -152,6 +153,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		status, msg := describeUpstreamError(err, target, false, p.opt)
 		p.stats.upstream.Add(1)
+		p.reqs.sides[sideOutbound].gatewayError(status)
 		if p.logUp.allow() {
 			p.log.Warn("tunnel failed", "target", target, "error", err)
 		}

@@ -49,6 +49,7 @@ type Proxy struct {
 	closeErr error
 
 	stats     counters
+	reqs      requestMetrics // by status class and latency, for Collector
 	logHeader throttle
 	logStore  throttle
 	logUp     throttle

@@ -1,0 +1,197 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The proxy's Prometheus metrics, collected from its counters at scrape time. They are the
+// sidecar's own view of its traffic, over every context; the per-context telemetry of
+// SPEC §5 goes to the Store.
+
+// Sides of the proxy, the "side" label.
+const (
+	sideInbound = iota
+	sideOutbound
+	numSides
+)
+
+var sideNames = [numSides]string{"inbound", "outbound"}
+
+// Status classes, the "code" label of ctxprop_proxy_requests_total. "client_gone" is the
+// 499 the proxy records, never sends, when the client left before the answer;
+// "unknown" is a request that ended with no status at all.
+const (
+	class1xx = iota
+	class2xx
+	class3xx
+	class4xx
+	class5xx
+	classClientGone
+	classUnknown
+	numClasses
+)
+
+var classNames = [numClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx", "client_gone", "unknown"}
+
+// DurationBuckets are the upper bounds, in seconds, of the buckets of
+// ctxprop_proxy_request_duration_seconds. They start below a millisecond: a hop inside a
+// cluster usually takes less.
+var DurationBuckets = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// durationBounds are DurationBuckets as durations, compared on the request path.
+var durationBounds = func() (b [len(DurationBuckets)]time.Duration) {
+	for i, s := range DurationBuckets {
+		b[i] = time.Duration(s * float64(time.Second))
+	}
+	return b
+}()
+
+// requestMetrics counts the proxied exchanges. It sits on the request path, so it is
+// atomics only: no lock, no allocation. The zero value is ready.
+type requestMetrics struct {
+	sides [numSides]sideMetrics
+}
+
+type sideMetrics struct {
+	classes [numClasses]atomic.Uint64
+	// buckets[i] counts the requests that took at most durationBounds[i] and more than
+	// the bound before; the last counts those over every bound. Cumulated at scrape time.
+	buckets  [len(durationBounds) + 1]atomic.Uint64
+	sumNanos atomic.Uint64
+	// The 502 and 504 answers the proxy wrote itself.
+	badGateway, gatewayTimeout atomic.Uint64
+}
+
+// observe counts one exchange when it ends. An upgraded exchange (WebSocket) counts
+// without latency: its duration is that of a session, not of an answer.
+func (m *requestMetrics) observe(ex *exchange, elapsed time.Duration) {
+	side := sideOutbound
+	if ex.inbound {
+		side = sideInbound
+	}
+	s := &m.sides[side]
+	s.classes[statusClass(ex.status)].Add(1)
+	if ex.failed {
+		s.gatewayError(ex.status)
+	}
+	if ex.upgraded {
+		return
+	}
+	i := 0
+	for i < len(durationBounds) && elapsed > durationBounds[i] {
+		i++
+	}
+	s.buckets[i].Add(1)
+	s.sumNanos.Add(uint64(max(elapsed, 0)))
+}
+
+// gatewayError counts a 502 or 504 the proxy answered; other statuses are not its own.
+func (s *sideMetrics) gatewayError(status int) {
+	switch status {
+	case http.StatusBadGateway:
+		s.badGateway.Add(1)
+	case http.StatusGatewayTimeout:
+		s.gatewayTimeout.Add(1)
+	}
+}
+
+func statusClass(status int) int {
+	switch {
+	case status == statusClientGone:
+		return classClientGone
+	case status >= 100 && status < 600:
+		return status/100 - 1
+	default:
+		return classUnknown
+	}
+}
+
+// Collector exposes a Proxy's counts as Prometheus metrics named ctxprop_proxy_*. It reads
+// the proxy's atomic counters when scraped and holds no state of its own. Register it on
+// the registry the admin API serves:
+//
+//	adminServer.Registry().MustRegister(proxy.NewCollector(p))
+type Collector struct {
+	p *Proxy
+
+	received, requests, duration, gateway *prometheus.Desc
+	headerErrors, droppedOps, storeErrors *prometheus.Desc
+	tunnels                               *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// NewCollector returns a Collector of p's metrics.
+func NewCollector(p *Proxy) *Collector {
+	side := []string{"side"}
+	return &Collector{
+		p: p,
+		received: prometheus.NewDesc("ctxprop_proxy_received_total",
+			"Requests received, by side: the proxied ones, the ones the proxy refused itself (bad form, loops) and CONNECT tunnels.", side, nil),
+		requests: prometheus.NewDesc("ctxprop_proxy_requests_total",
+			`Proxied requests, by side and class of the status sent to the client; "client_gone" means the client left before the answer.`,
+			[]string{"side", "code"}, nil),
+		duration: prometheus.NewDesc("ctxprop_proxy_request_duration_seconds",
+			"Time from a proxied request's arrival to the end of its answer, by side; WebSocket and other upgraded exchanges are not timed.", side, nil),
+		gateway: prometheus.NewDesc("ctxprop_proxy_gateway_errors_total",
+			"502 and 504 answers the proxy wrote itself because the upstream failed (the app inbound, the remote service or CONNECT target outbound).",
+			[]string{"side", "code"}, nil),
+		headerErrors: prometheus.NewDesc("ctxprop_proxy_header_errors_total",
+			"Malformed or refused context headers, by header; each was dropped and its request went through.", []string{"header"}, nil),
+		droppedOps: prometheus.NewDesc("ctxprop_proxy_dropped_ops_total",
+			"ctx-ops lists dropped because their request had no context (baggage ctx.name).", nil, nil),
+		storeErrors: prometheus.NewDesc("ctxprop_proxy_store_errors_total",
+			"Context writes from the request path (ctx-ops and telemetry) that the store refused; their ops are lost.", nil, nil),
+		tunnels: prometheus.NewDesc("ctxprop_proxy_tunnels_total",
+			"CONNECT tunnels opened by the outbound proxy.", nil, nil),
+	}
+}
+
+// Describe sends the descriptors of every metric Collect sends.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels} {
+		ch <- d
+	}
+}
+
+// Collect sends the current values. Counters read one by one while requests go on may
+// be a few requests apart from each other; each stays monotonic.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.p.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.received, st.Inbound, sideNames[sideInbound])
+	counter(c.received, st.Outbound, sideNames[sideOutbound])
+	for side := range numSides {
+		s := &c.p.reqs.sides[side]
+		name := sideNames[side]
+		for class := range numClasses {
+			counter(c.requests, s.classes[class].Load(), name, classNames[class])
+		}
+		counter(c.gateway, s.badGateway.Load(), name, strconv.Itoa(http.StatusBadGateway))
+		counter(c.gateway, s.gatewayTimeout.Load(), name, strconv.Itoa(http.StatusGatewayTimeout))
+
+		// The count is the sum of the buckets, so the +Inf bucket always equals it.
+		cumulative := make(map[float64]uint64, len(DurationBuckets))
+		var count uint64
+		for i, le := range DurationBuckets {
+			count += s.buckets[i].Load()
+			cumulative[le] = count
+		}
+		count += s.buckets[len(DurationBuckets)].Load()
+		sum := time.Duration(s.sumNanos.Load()).Seconds()
+		ch <- prometheus.MustNewConstHistogram(c.duration, count, sum, cumulative, name)
+	}
+	for header, n := range st.HeaderErrors {
+		counter(c.headerErrors, n, header)
+	}
+	counter(c.droppedOps, st.DroppedOps)
+	counter(c.storeErrors, st.StoreErrors)
+	counter(c.tunnels, st.Tunnels)
+}
