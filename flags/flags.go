@@ -309,7 +309,8 @@ func (f *Flags) reloadFile(path string, st *fileState) error {
 	st.read, st.sum = true, sum
 	ff, err := parseFile(source, data)
 	if err != nil {
-		st.err = err
+		// The flag problems were about the previous content, no longer current.
+		st.err, st.problems = err, nil
 		return err
 	}
 	st.err = nil
