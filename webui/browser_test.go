@@ -103,7 +103,11 @@ func TestPage_Live(t *testing.T) {
 		"state": "ENABLED", "defaultVariant": "off",
 		"variants": map[string]any{"on": true, "off": false},
 	}}
-	n := startNode(t, nodeOptions{peers: peers, flags: flagsDocument(flags)})
+	n := startNode(t, nodeOptions{peers: peers, flags: flagsDocument(map[string]any{
+		"flags":    flags,
+		"sources":  map[string]string{"new-checkout": "file:flags.json"},
+		"problems": []map[string]string{{"source": "file:flags.json", "flag": "broken", "message": "variants: missing"}},
+	})})
 	n.call(t, "POST", "/v1/contexts/orders/counters/placed", `{"by":1}`)
 	n.call(t, "PUT", "/v1/contexts/orders/maps/steps/pay", `{"value":"done"}`)
 	n.call(t, "POST", "/v1/contexts/orders/sets/regions", `{"add":["eu-west","us-east"]}`)
@@ -117,7 +121,10 @@ func TestPage_Live(t *testing.T) {
 	waitJS(t, ctx, "live indicator", `document.getElementById("live").textContent`, "live")
 	waitJS(t, ctx, "peer lag", rowText("#peers", "address", "127.0.0.1:7403", 4), "150ms")
 	waitJS(t, ctx, "peer state", rowText("#peers", "address", "127.0.0.1:7403", 2), "alive")
-	waitJS(t, ctx, "flag default value", rowText("#flags", "flag", "new-checkout", 3), "false")
+	waitJS(t, ctx, "flag default", rowText("#flags", "flag", "new-checkout", 2), "off → false")
+	waitJS(t, ctx, "flag source", rowText("#flags", "flag", "new-checkout", 4), "file:flags.json")
+	waitJS(t, ctx, "refused flag definition", `document.querySelector("#flag-problems li")?.textContent ?? null`,
+		"broken (file:flags.json): variants: missing")
 
 	// Select the context, as a user clicks it.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#contexts tbody tr[data-name="orders"] a`))); err != nil {

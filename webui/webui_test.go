@@ -181,11 +181,12 @@ type staticPeers []admin.PeerStatus
 
 func (p staticPeers) Peers() []admin.PeerStatus { return append([]admin.PeerStatus(nil), p...) }
 
-// flagsDocument answers GET /v1/flags with the documented shape (SPEC §6) of one flag.
-func flagsDocument(flags map[string]any) http.Handler {
+// flagsDocument answers GET /v1/flags with doc, in the shape of flags.ListAnswer. The
+// flags package is not imported: the page depends on the JSON, not on that package.
+func flagsDocument(doc map[string]any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"flags": flags})
+		json.NewEncoder(w).Encode(doc)
 	})
 }
 

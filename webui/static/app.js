@@ -229,22 +229,28 @@ async function loadFlags() {
     throw err;
   }
   const flags = body.flags || {};
+  const sources = body.sources || {};
   const keys = Object.keys(flags).sort();
   $("flags").tBodies[0].replaceChildren(...keys.map((k) => {
     const f = flags[k] || {};
     const variants = f.variants || {};
     const def = f.defaultVariant;
-    const value = def !== undefined && def !== null && Object.hasOwn(variants, def) ? JSON.stringify(variants[def]) : "—";
+    const hasDefault = def !== undefined && def !== null && Object.hasOwn(variants, def);
     const hasTargeting = f.targeting && Object.keys(f.targeting).length > 0;
     return el("tr", { "data-flag": k },
       el("td", { class: "mono" }, k),
       el("td", { class: f.state === "ENABLED" ? "state-alive" : "muted" }, f.state || "—"),
-      el("td", { class: "mono" }, def === undefined || def === null ? "—" : def),
-      el("td", { class: "value" }, value),
-      el("td", { class: "muted" }, hasTargeting ? "rules" : "—"));
+      el("td", { class: "mono" }, hasDefault ? def + " → " + JSON.stringify(variants[def]) : "—"),
+      el("td", { class: "muted" }, hasTargeting ? "rules" : "—"),
+      el("td", { class: "muted mono" }, sources[k] || "—"));
   }));
   $("flags").hidden = keys.length === 0;
   $("flags-empty").hidden = keys.length > 0;
+  // Definitions the sidecar refused: they are not serving, and the operator must know.
+  const problems = body.problems || [];
+  $("flag-problems").replaceChildren(...problems.map((p) =>
+    el("li", {}, (p.flag ? p.flag + " (" + p.source + ")" : p.source) + ": " + p.message)));
+  $("flag-problems").hidden = problems.length === 0;
   $("flags-section").hidden = false;
 }
 
