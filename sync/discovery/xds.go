@@ -221,6 +221,13 @@ func (x *XDS) String() string { return "xds " + x.Server }
 // run keeps a stream open until ctx is done.
 func (x *XDS) run(ctx context.Context) {
 	log := x.log
+	defer func() {
+		// Open's context may end before Close: Peers must not present the last list
+		// as current from then on.
+		x.mu.Lock()
+		x.streamErr = fmt.Errorf("stream stopped: %w", context.Cause(ctx))
+		x.mu.Unlock()
+	}()
 	delay := xdsMinBackoff
 	for {
 		progressed, err := x.stream(ctx, log)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type controlPlane struct {
 
 	mu       sync.Mutex
 	requests []*discoveryv3.DiscoveryRequest
+	closed   int // streams ended
 }
 
 // startControlPlane listens on addr ("127.0.0.1:0" for any port) and serves until the
@@ -66,6 +68,11 @@ func startControlPlane(t *testing.T, addr string, opts ...grpc.ServerOption) *co
 			defer cp.mu.Unlock()
 			cp.requests = append(cp.requests, proto.Clone(req).(*discoveryv3.DiscoveryRequest))
 			return nil
+		},
+		StreamClosedFunc: func(int64, *corev3.Node) {
+			cp.mu.Lock()
+			defer cp.mu.Unlock()
+			cp.closed++
 		},
 	})
 	g := grpc.NewServer(opts...)
@@ -332,6 +339,48 @@ func TestXDS_Reconnect(t *testing.T) {
 	if got := resumed.GetResponseNonce(); got != "" {
 		t.Errorf("first request on the new stream: response_nonce = %q, want none", got)
 	}
+}
+
+func TestXDS_Close_StopsStream(t *testing.T) {
+	cp := startControlPlane(t, "127.0.0.1:0")
+	cp.setEndpoints(t, "1", peersAt("10.0.0.7"))
+	x := newXDS(t, cp.addr)
+	if err := x.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitPeers(t, x, []string{"10.0.0.7:7403"}, false)
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Close waits for the stream goroutine, so none may be left, at once.
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "discovery.(*XDS)") {
+		t.Errorf("a goroutine of XDS outlived Close:\n%s", stacks)
+	}
+	// The server sees the stream end.
+	eventually(t, "the server to see the stream closed", func() bool {
+		cp.mu.Lock()
+		defer cp.mu.Unlock()
+		return cp.closed > 0
+	})
+}
+
+func TestXDS_Peers_StaleAfterContextEnds(t *testing.T) {
+	cp := startControlPlane(t, "127.0.0.1:0")
+	cp.setEndpoints(t, "1", peersAt("10.0.0.7"))
+	x := newXDS(t, cp.addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := x.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := x.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	waitPeers(t, x, []string{"10.0.0.7:7403"}, false)
+	cancel()
+	waitPeers(t, x, []string{"10.0.0.7:7403"}, true)
 }
 
 func TestXDS_TLS(t *testing.T) {
