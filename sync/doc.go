@@ -1,0 +1,35 @@
+// Package peersync replicates contexts between sidecars (SPEC §7, issue 4). Import it as
+// peersync everywhere: the folder name shadows the standard library's sync.
+//
+// The dissemination logic lives in Engine and never touches a socket or a clock: it is
+// driven by calls (Local, Round, PushPull, Handle) that carry the current instant, and it
+// sends through a Transport. Syncer is the default implementation: it runs an Engine over
+// hashicorp/memberlist, which also gives membership and failure detection (SWIM with
+// Lifeguard) and, with a keyring, encryption and authentication of every packet. Simulate
+// runs the same Engine over an in-memory network with a fake clock.
+//
+// # Protocol
+//
+// Every local change is a delta. Deltas of one context made within one round (Options.
+// Interval) are joined into one entry of a delta buffer. Each round the engine picks Fanout
+// random live peers and sends each the buffer entries that peer has not acknowledged and
+// did not itself send (delta-interval anti-entropy with per-peer acks, and no
+// back-propagation: Enes et al., "Efficient Synchronization of State-based CRDTs"). A
+// receiver merges the groups in one durable commit, acknowledges the interval, and puts
+// only the groups that changed its state into its own buffer (removal of redundant
+// state): an update spreads epidemically and stops where it is already known. An entry
+// stays in the buffer for a few rounds, enough that every node sees it with high
+// probability (about ln N + 5 sends per node).
+//
+// Anti-entropy repairs the rest: every PushPullInterval a node sends one random peer the
+// root of its per-context digests; if the roots differ the peer answers with every digest,
+// and the two exchange the full state of only the contexts that differ. A new replica (or
+// one that was away) holds nothing or old states, so that exchange is its full-state
+// catch-up; it starts as soon as the node sees its first peer. A peer coming back alive
+// (after a partition or a restart) triggers one at once. Full states are merged, never
+// forwarded.
+//
+// Messages are versioned, size-checked and decoded in full before anything is merged; a
+// malformed or oversized message is refused and counted. Bodies are deflated when that
+// makes them smaller.
+package peersync

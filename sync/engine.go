@@ -1,0 +1,812 @@
+package peersync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/crdt"
+	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Transport carries engine messages to peers named by their node name. Send must be safe
+// for concurrent use; it may block up to the transport's own timeout. An error means the
+// message was not delivered; no error does not promise delivery (the engine relies on
+// acknowledgements, not on the transport).
+type Transport interface {
+	Send(peer string, msg []byte) error
+}
+
+// Peer states, as memberlist reports them.
+const (
+	StateAlive   = "alive"
+	StateSuspect = "suspect"
+	StateDead    = "dead"
+	StateLeft    = "left"
+)
+
+// EngineOptions configure an Engine. Zero fields take the defaults written next to them.
+type EngineOptions struct {
+	// Name is this node's name, unique in the fleet. Required.
+	Name string
+	// Store holds the replicated state. Required.
+	Store Store
+	// Transport sends messages. Required.
+	Transport Transport
+	// Logger; nil discards.
+	Logger hclog.Logger
+	// Fanout is the number of peers each round pushes to; 0 means 3.
+	Fanout int
+	// Interval is the round length; it sets how long a push waits for its ack before it is
+	// sent again (4 rounds). 0 means 200ms.
+	Interval time.Duration
+	// MaxMessageBytes bounds a message, compressed or not, both ways; 0 means 4 MiB.
+	MaxMessageBytes int
+	// PruneAfter is how long a dead or departed peer is remembered; 0 means 1h.
+	PruneAfter time.Duration
+	// DigestRefresh is how long a cached context digest is trusted: changes the engine is
+	// not told about (the store's sweeper compacting) are noticed within it. 0 means 1m.
+	DigestRefresh time.Duration
+	// TriggerGap spaces the push-pulls started by peers coming alive; 0 means 1s.
+	TriggerGap time.Duration
+	// Rand picks peers; nil means a random seed. The simulator passes a seeded one.
+	Rand *rand.Rand
+}
+
+// Engine is the dissemination logic: what to send to whom, and what to do with what
+// arrives. It has no goroutines and reads no clock: every method takes the current
+// instant. It is safe for concurrent use; store I/O and sends happen outside its lock.
+type Engine struct {
+	opt     EngineOptions
+	log     hclog.Logger
+	replica crdt.ReplicaID
+
+	mu         sync.Mutex
+	rng        *rand.Rand
+	seq        uint64 // last buffer sequence number
+	pending    map[string]*crdt.Context
+	pendingAt  map[string]time.Time
+	buf        []*entry
+	marks      []mark // local entries, for lag
+	peers      map[string]*peer
+	digests    map[string]uint64
+	digestsAt  time.Time
+	catchingUp bool
+	triggered  time.Time
+	rejoined   []string
+	rejoins    int
+	refused    map[string]uint64
+}
+
+// entry is one delta group in the buffer: the join of one context's deltas of one round
+// (local) or one received group that changed the state.
+type entry struct {
+	seq    uint64
+	name   string
+	delta  *crdt.Context
+	data   []byte
+	from   string // "" for local
+	rounds int
+}
+
+// mark records when a local entry's first change was made.
+type mark struct {
+	seq uint64
+	at  time.Time
+}
+
+type peer struct {
+	name, addr  string
+	replica     crdt.ReplicaID
+	state       string
+	since       time.Time // of state
+	acked       uint64    // every buffer entry up to it is known to the peer
+	sent        uint64    // pushed up to it, ack pending
+	sentAt      time.Time
+	lastContact time.Time
+	bytesIn     uint64
+	bytesOut    uint64
+	errors      uint64
+	lastError   string
+}
+
+// NewEngine returns an engine for opt; it starts nothing.
+func NewEngine(opt EngineOptions) (*Engine, error) {
+	switch {
+	case opt.Name == "":
+		return nil, errors.New("peersync: no node name; set node.name in the config")
+	case opt.Store == nil:
+		return nil, errors.New("peersync: no store")
+	case opt.Transport == nil:
+		return nil, errors.New("peersync: no transport")
+	}
+	if opt.Logger == nil {
+		opt.Logger = hclog.NewNullLogger()
+	}
+	if opt.Fanout <= 0 {
+		opt.Fanout = 3
+	}
+	if opt.Interval <= 0 {
+		opt.Interval = 200 * time.Millisecond
+	}
+	if opt.MaxMessageBytes <= 0 {
+		opt.MaxMessageBytes = 4 << 20
+	}
+	if opt.PruneAfter <= 0 {
+		opt.PruneAfter = time.Hour
+	}
+	if opt.TriggerGap <= 0 {
+		opt.TriggerGap = time.Second
+	}
+	if opt.DigestRefresh <= 0 {
+		opt.DigestRefresh = time.Minute
+	}
+	rng := opt.Rand
+	if rng == nil {
+		rng = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return &Engine{
+		opt:        opt,
+		log:        opt.Logger,
+		replica:    opt.Store.Replica(),
+		rng:        rng,
+		pending:    make(map[string]*crdt.Context),
+		pendingAt:  make(map[string]time.Time),
+		peers:      make(map[string]*peer),
+		digests:    make(map[string]uint64),
+		catchingUp: true,
+		refused:    make(map[string]uint64),
+	}, nil
+}
+
+// ---------------------------------------------------------------------------------------
+// Membership
+
+// SetPeer records what membership says about a peer. Peers that come alive (first seen,
+// back after a partition or a restart) get push-pulls soon: in the next rounds, one per
+// TriggerGap, up to three, each with a random one of them. That is the full-state catch-up
+// of a new or returning replica and the repair of a healed partition; spacing them keeps a
+// fleet that sees hundreds of peers join from starting hundreds of exchanges, and the
+// repeats cover a lost message.
+func (e *Engine) SetPeer(name, addr, state string, now time.Time) {
+	if name == e.opt.Name {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.peers[name]
+	wasAlive := p != nil && p.state == StateAlive
+	if p == nil {
+		p = &peer{name: name}
+		e.peers[name] = p
+	}
+	if addr != "" {
+		p.addr = addr
+	}
+	if p.state != state {
+		p.state, p.since = state, now
+	}
+	if state == StateAlive && !wasAlive {
+		if len(e.rejoined) < 64 && !slices.Contains(e.rejoined, name) {
+			e.rejoined = append(e.rejoined, name)
+		}
+		e.rejoins = 3
+	}
+}
+
+// triggered returns the peer to push-pull with because peers came alive, "" if none is
+// due; e.mu held.
+func (e *Engine) triggeredPushPull(now time.Time) string {
+	if e.rejoins == 0 || now.Sub(e.triggered) < e.opt.TriggerGap {
+		return ""
+	}
+	var alive []string
+	for _, name := range e.rejoined {
+		if p := e.peers[name]; p != nil && p.state == StateAlive {
+			alive = append(alive, name)
+		}
+	}
+	e.rejoined = alive
+	if len(alive) == 0 {
+		e.rejoins = 0
+		return ""
+	}
+	e.rejoins--
+	e.triggered = now
+	if e.rejoins == 0 {
+		defer func() { e.rejoined = e.rejoined[:0] }()
+	}
+	return alive[e.rng.IntN(len(alive))]
+}
+
+// Prune forgets peers dead or departed for longer than PruneAfter.
+func (e *Engine) Prune(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name, p := range e.peers {
+		if (p.state == StateDead || p.state == StateLeft) && now.Sub(p.since) > e.opt.PruneAfter {
+			delete(e.peers, name)
+			e.log.Debug("peer pruned", "peer", name, "state", p.state, "since", p.since)
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------------------
+// Local changes and rounds
+
+// Local records a committed local delta of context name. It is joined with the other
+// deltas of the context until the next round.
+func (e *Engine) Local(name string, delta *crdt.Context, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.digests, name)
+	if d := e.pending[name]; d != nil {
+		d.Join(delta)
+		return
+	}
+	e.pending[name] = delta.Clone()
+	e.pendingAt[name] = now
+}
+
+// Changed drops the cached digest of a context changed by someone else than the engine.
+func (e *Engine) Changed(name string) {
+	e.mu.Lock()
+	delete(e.digests, name)
+	e.mu.Unlock()
+}
+
+type outgoing struct {
+	to  string
+	msg *message
+}
+
+// Round runs one gossip round: it turns this round's local deltas into buffer entries,
+// pushes to Fanout random live peers what each has not acknowledged and did not send, and
+// ages the buffer.
+func (e *Engine) Round(now time.Time) {
+	e.mu.Lock()
+	e.fold()
+	alive := e.alive()
+	var out []outgoing
+	for _, p := range e.pick(alive, e.opt.Fanout) {
+		if m := e.pushTo(p, now); m != nil {
+			out = append(out, outgoing{p.name, m})
+		}
+	}
+	e.age(alive)
+	pp := e.triggeredPushPull(now)
+	e.mu.Unlock()
+	e.sendAll(out)
+	if pp != "" {
+		e.pushPullWith(pp)
+	}
+}
+
+// pushTo builds the delta message for p, nil if p has everything.
+func (e *Engine) pushTo(p *peer, now time.Time) *message {
+	from := p.acked
+	if p.sent > p.acked && now.Sub(p.sentAt) < 4*e.opt.Interval {
+		from = p.sent // the interval up to sent is in flight
+	}
+	groups := e.collect(from, p.name)
+	if len(groups) == 0 {
+		return nil
+	}
+	p.sent, p.sentAt = e.seq, now
+	return &message{kind: kindDelta, base: from, seq: e.seq, groups: groups}
+}
+
+// fold turns the pending local deltas into buffer entries.
+func (e *Engine) fold() {
+	if len(e.pending) == 0 {
+		return
+	}
+	names := make([]string, 0, len(e.pending))
+	for name := range e.pending {
+		names = append(names, name)
+	}
+	slices.Sort(names) // deterministic for the simulator
+	for _, name := range names {
+		d := e.pending[name]
+		data, err := d.MarshalBinary()
+		if err != nil {
+			e.log.Error("cannot encode a local delta; it will reach peers by anti-entropy", "context", name, "error", err)
+			continue
+		}
+		e.seq++
+		e.buf = append(e.buf, &entry{seq: e.seq, name: name, delta: d, data: data})
+		e.marks = append(e.marks, mark{e.seq, e.pendingAt[name]})
+	}
+	if over := len(e.marks) - 4096; over > 0 {
+		e.marks = slices.Delete(e.marks, 0, over)
+	}
+	clear(e.pending)
+	clear(e.pendingAt)
+}
+
+// collect joins, per context, the entries after seq from that did not come from peer to.
+func (e *Engine) collect(from uint64, to string) []group {
+	var groups []group
+	index := map[string]int{}
+	multi := map[string]bool{}
+	for _, en := range e.buf {
+		if en.seq <= from || en.from == to {
+			continue
+		}
+		i, ok := index[en.name]
+		if !ok {
+			index[en.name] = len(groups)
+			groups = append(groups, group{name: en.name, ctx: en.delta, data: en.data})
+			continue
+		}
+		if !multi[en.name] {
+			groups[i].ctx = groups[i].ctx.Clone()
+			multi[en.name] = true
+		}
+		groups[i].ctx.Join(en.delta)
+	}
+	for i, g := range groups {
+		if multi[g.name] {
+			data, err := g.ctx.MarshalBinary()
+			if err != nil {
+				continue
+			}
+			groups[i].data = data
+		}
+	}
+	return groups
+}
+
+// retransmitRounds is how many rounds an entry stays in the buffer: each node pushes an
+// entry to about ln(n)+5 peers, so that the chance a node of n never hears of it is
+// about e^-5/n (anti-entropy catches that one).
+func (e *Engine) retransmitRounds(n int) int {
+	sends := math.Log(float64(n+1)) + 5
+	return max(2, int(math.Ceil(sends/float64(e.opt.Fanout))))
+}
+
+func (e *Engine) age(alive []*peer) {
+	limit := e.retransmitRounds(len(alive))
+	if len(alive) <= e.opt.Fanout {
+		// Every round reaches every peer: hold entries until all acknowledged, or long
+		// enough for several resends (a peer paused or cut off catches up by push-pull).
+		limit = 20
+	}
+	minAcked := uint64(math.MaxUint64)
+	for _, p := range alive {
+		minAcked = min(minAcked, p.acked)
+	}
+	kept := e.buf[:0]
+	for _, en := range e.buf {
+		en.rounds++
+		if en.rounds >= limit || (len(alive) > 0 && en.seq <= minAcked) {
+			continue
+		}
+		kept = append(kept, en)
+	}
+	clear(e.buf[len(kept):])
+	e.buf = kept
+}
+
+func (e *Engine) alive() []*peer {
+	var out []*peer
+	for _, p := range e.peers {
+		if p.state == StateAlive {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b *peer) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// pick returns k of peers at random.
+func (e *Engine) pick(peers []*peer, k int) []*peer {
+	if len(peers) <= k {
+		return peers
+	}
+	out := slices.Clone(peers)
+	for i := 0; i < k; i++ {
+		j := i + e.rng.IntN(len(out)-i)
+		out[i], out[j] = out[j], out[i]
+	}
+	return out[:k]
+}
+
+// ---------------------------------------------------------------------------------------
+// Anti-entropy
+
+// PushPull starts a digest comparison with one random live peer.
+func (e *Engine) PushPull() {
+	e.mu.Lock()
+	alive := e.alive()
+	var name string
+	if ps := e.pick(alive, 1); len(ps) == 1 {
+		name = ps[0].name
+	}
+	e.mu.Unlock()
+	if name != "" {
+		e.pushPullWith(name)
+	}
+}
+
+func (e *Engine) pushPullWith(name string) {
+	e.mu.Lock()
+	m := &message{kind: kindRoot, seq: e.seq, root: e.root()}
+	e.mu.Unlock()
+	e.sendAll([]outgoing{{name, m}})
+}
+
+// digestsLocked returns the digest of every context held; e.mu held.
+func (e *Engine) digestsLocked() []digest {
+	names := e.opt.Store.Names()
+	out := make([]digest, 0, len(names))
+	for _, name := range names {
+		sum, ok := e.digests[name]
+		if !ok {
+			data, held := e.opt.Store.Encoded(name)
+			if !held {
+				continue
+			}
+			h := fnv.New64a()
+			h.Write(data)
+			sum = h.Sum64()
+			e.digests[name] = sum
+		}
+		out = append(out, digest{name, sum})
+	}
+	return out
+}
+
+func (e *Engine) root() uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	for _, d := range e.digestsLocked() {
+		h.Write([]byte(d.name))
+		for i := range b {
+			b[i] = byte(d.sum >> (8 * i))
+		}
+		h.Write(b[:])
+	}
+	return h.Sum64()
+}
+
+// RefreshDigests drops the digest cache if it is older than DigestRefresh.
+func (e *Engine) RefreshDigests(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now.Sub(e.digestsAt) > e.opt.DigestRefresh {
+		clear(e.digests)
+		e.digestsAt = now
+	}
+}
+
+// ---------------------------------------------------------------------------------------
+// Receiving
+
+// Handle processes one message from a peer. A message that fails to decode, is too large
+// or that the store refuses is counted as refused, nothing of it merged, and the error
+// returned.
+func (e *Engine) Handle(ctx context.Context, data []byte, now time.Time) error {
+	m, err := decode(data, e.opt.MaxMessageBytes)
+	if err != nil {
+		reason := "malformed"
+		if len(data) > e.opt.MaxMessageBytes || strings.Contains(err.Error(), "past the limit") {
+			reason = "oversized"
+		}
+		e.Refuse(reason)
+		return err
+	}
+	if m.from == e.opt.Name {
+		return nil // our own message looped back by a source listing this node
+	}
+	e.mu.Lock()
+	p := e.peers[m.from]
+	if p == nil {
+		// Membership may not have told us of it yet; the message is authenticated.
+		p = &peer{name: m.from, state: StateAlive, since: now}
+		e.peers[m.from] = p
+	}
+	if p.replica != m.replica {
+		if p.replica != 0 {
+			// A new replica under the same name lost its file: nothing it acked holds.
+			e.log.Info("peer has a new replica id; resending everything", "peer", m.from, "old", p.replica, "new", m.replica)
+			p.acked, p.sent = 0, 0
+		}
+		p.replica = m.replica
+	}
+	p.lastContact = now
+	p.bytesIn += uint64(len(data))
+	e.mu.Unlock()
+
+	switch m.kind {
+	case kindDelta:
+		return e.handleDelta(ctx, m)
+	case kindAck:
+		e.mu.Lock()
+		if m.base <= p.acked && m.seq > p.acked {
+			p.acked = m.seq
+			p.sent = max(p.sent, p.acked)
+		}
+		e.mu.Unlock()
+	case kindRoot:
+		e.mu.Lock()
+		reply := &message{kind: kindList, seq: m.seq}
+		seq := e.seq
+		if e.root() == m.root {
+			reply.equal = true
+			p.acked = max(p.acked, seq)
+			e.catchingUp = false
+		} else {
+			reply.digests = e.digestsLocked()
+		}
+		e.mu.Unlock()
+		e.sendAll([]outgoing{{m.from, reply}})
+	case kindList:
+		return e.handleList(m, p)
+	case kindStates:
+		return e.handleStates(ctx, m)
+	}
+	return nil
+}
+
+func (e *Engine) handleDelta(ctx context.Context, m *message) error {
+	changed, err := e.merge(ctx, m)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	for i, g := range m.groups {
+		if changed[i] {
+			e.add(g, m.from)
+		}
+	}
+	e.mu.Unlock()
+	e.sendAll([]outgoing{{m.from, &message{kind: kindAck, base: m.base, seq: m.seq}}})
+	return nil
+}
+
+// merge joins the groups of m into the store, all or nothing.
+func (e *Engine) merge(ctx context.Context, m *message) ([]bool, error) {
+	if len(m.groups) == 0 {
+		return nil, nil
+	}
+	names := make([]string, len(m.groups))
+	deltas := make([]*crdt.Context, len(m.groups))
+	for i, g := range m.groups {
+		names[i], deltas[i] = g.name, g.ctx
+	}
+	changed, err := e.opt.Store.MergeAll(ctx, m.replica, names, deltas)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, name := range names {
+		delete(e.digests, name)
+	}
+	if err != nil {
+		if errors.Is(err, localstore.ErrInvalid) {
+			e.refused["invalid"]++
+		}
+		e.fail(m.from, err)
+		return nil, fmt.Errorf("merge %s message from %s: %w", m.kind, m.from, err)
+	}
+	return changed, nil
+}
+
+// add puts a received group that changed the state into the buffer, to be forwarded.
+func (e *Engine) add(g group, from string) {
+	e.seq++
+	e.buf = append(e.buf, &entry{seq: e.seq, name: g.name, delta: g.ctx, data: g.data, from: from})
+}
+
+func (e *Engine) handleList(m *message, p *peer) error {
+	e.mu.Lock()
+	if m.equal {
+		p.acked = max(p.acked, m.seq)
+		e.catchingUp = false
+		e.mu.Unlock()
+		return nil
+	}
+	theirs := make(map[string]uint64, len(m.digests))
+	for _, d := range m.digests {
+		theirs[d.name] = d.sum
+	}
+	mine := e.digestsLocked()
+	held := make(map[string]bool, len(mine))
+	var send []string
+	for _, d := range mine {
+		held[d.name] = true
+		if sum, ok := theirs[d.name]; !ok || sum != d.sum {
+			send = append(send, d.name)
+		}
+	}
+	var want []string
+	for _, d := range m.digests {
+		if !held[d.name] || theirs[d.name] != e.digests[d.name] {
+			want = append(want, d.name)
+		}
+	}
+	e.mu.Unlock()
+	e.sendAll(e.states(m.from, m.seq, want, send))
+	return nil
+}
+
+// states builds the messages carrying the full state of names, split to stay well under
+// the size limit; the first one carries want.
+func (e *Engine) states(to string, seq uint64, want, names []string) []outgoing {
+	var out []outgoing
+	cur := &message{kind: kindStates, seq: seq, want: want}
+	size := 0
+	for _, name := range names {
+		data, ok := e.opt.Store.Encoded(name)
+		if !ok {
+			continue
+		}
+		if size > 0 && size+len(data) > e.opt.MaxMessageBytes/2 {
+			out = append(out, outgoing{to, cur})
+			cur, size = &message{kind: kindStates, seq: seq}, 0
+		}
+		cur.groups = append(cur.groups, group{name: name, data: data})
+		size += len(data) + len(name) + 8
+	}
+	if len(cur.groups) > 0 || len(cur.want) > 0 || len(out) == 0 {
+		out = append(out, outgoing{to, cur})
+	}
+	return out
+}
+
+func (e *Engine) handleStates(ctx context.Context, m *message) error {
+	changed, err := e.merge(ctx, m)
+	if err != nil {
+		return err
+	}
+	// Full states are not forwarded: under writes most differences are deltas still in
+	// flight, and pushing whole contexts epidemically would cost far more than the
+	// push-pulls every node runs itself (and at once when a peer comes back).
+	_ = changed
+	e.mu.Lock()
+	e.catchingUp = false
+	e.mu.Unlock()
+	if len(m.want) > 0 {
+		e.sendAll(e.states(m.from, m.seq, nil, m.want))
+	}
+	return nil
+}
+
+// Refuse counts a message refused before it reached the engine's decoder.
+func (e *Engine) Refuse(reason string) {
+	e.mu.Lock()
+	e.refused[reason]++
+	e.mu.Unlock()
+}
+
+// fail records an exchange error with a peer; e.mu held.
+func (e *Engine) fail(name string, err error) {
+	if p := e.peers[name]; p != nil {
+		p.errors++
+		p.lastError = err.Error()
+	}
+}
+
+func (e *Engine) sendAll(out []outgoing) {
+	for _, o := range out {
+		msg := o.msg
+		msg.from, msg.replica = e.opt.Name, e.replica
+		data := msg.encode()
+		err := e.opt.Transport.Send(o.to, data)
+		e.mu.Lock()
+		if p := e.peers[o.to]; p != nil {
+			if err != nil {
+				e.fail(o.to, err)
+				if msg.kind == kindDelta {
+					p.sent = p.acked // resend next time
+				}
+			} else {
+				p.bytesOut += uint64(len(data))
+			}
+		}
+		e.mu.Unlock()
+		if err != nil {
+			e.log.Debug("send failed", "peer", o.to, "kind", msg.kind, "error", err)
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------------------
+// Shutdown
+
+// Flush pushes every local delta not yet acknowledged to up to 2×Fanout live peers and
+// waits until one of them acknowledged all of it or ctx ends. Close calls it on SIGTERM.
+func (e *Engine) Flush(ctx context.Context, now func() time.Time, poll time.Duration) error {
+	e.mu.Lock()
+	e.fold()
+	target := e.seq
+	alive := e.alive()
+	var out []outgoing
+	for _, p := range e.pick(alive, 2*e.opt.Fanout) {
+		p.sent = p.acked // push everything unacknowledged now
+		if m := e.pushTo(p, now()); m != nil {
+			out = append(out, outgoing{p.name, m})
+		}
+	}
+	e.mu.Unlock()
+	if len(out) == 0 {
+		return nil
+	}
+	e.sendAll(out)
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		e.mu.Lock()
+		done := false
+		for _, o := range out {
+			if p := e.peers[o.to]; p != nil && p.acked >= target {
+				done = true
+			}
+		}
+		e.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("peersync: last deltas not acknowledged by any peer before shutdown: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------------------
+// Status
+
+// Stats are the engine's counters.
+type Stats struct {
+	// Refused counts refused messages by reason: malformed, oversized, invalid,
+	// unauthenticated, overload.
+	Refused map[string]uint64
+	// Buffered is the number of delta groups in the buffer.
+	Buffered int
+	// Seq is the last buffer sequence number.
+	Seq uint64
+}
+
+// Stats returns a copy of the engine's counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	refused := make(map[string]uint64, len(e.refused))
+	for k, v := range e.refused {
+		refused[k] = v
+	}
+	return Stats{Refused: refused, Buffered: len(e.buf), Seq: e.seq}
+}
+
+// PeerStatuses returns every known peer, sorted by name, as GET /v1/peers shows them.
+// Lag is how long ago the oldest local change the peer has not acknowledged was made.
+func (e *Engine) PeerStatuses(now time.Time) []admin.PeerStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]admin.PeerStatus, 0, len(e.peers))
+	for _, p := range e.peers {
+		st := admin.PeerStatus{
+			Name: p.name, Address: p.addr, State: p.state, LastContact: p.lastContact,
+			BytesIn: p.bytesIn, BytesOut: p.bytesOut, Errors: p.errors, LastError: p.lastError,
+		}
+		for _, mk := range e.marks {
+			if mk.seq > p.acked {
+				st.Lag = max(0, now.Sub(mk.at))
+				break
+			}
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b admin.PeerStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

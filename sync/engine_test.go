@@ -1,0 +1,315 @@
+package peersync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ctxprop/ctxprop/crdt"
+)
+
+// fleet builds n engines on the in-memory network, all alive to each other, with rounds
+// and push-pulls scheduled as Syncer runs them.
+func fleet(t *testing.T, n int, seed uint64, loss float64) *simNet {
+	t.Helper()
+	net := newSimNet(seed, time.Millisecond, 5*time.Millisecond, loss)
+	for i := range n {
+		if _, err := net.addNode(fmt.Sprintf("n%d", i), crdt.ReplicaID(i+1), 200*time.Millisecond, 3, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	net.meshAll()
+	for _, nd := range net.order {
+		nd := nd
+		net.every(time.Duration(net.rng.Int64N(int64(200*time.Millisecond))), 200*time.Millisecond, func() { nd.engine.Round(net.now) })
+		net.every(time.Duration(net.rng.Int64N(int64(5*time.Second))), 5*time.Second, func() { nd.engine.PushPull() })
+	}
+	return net
+}
+
+func incr(net *simNet, nd *simNode, name string) {
+	d, _ := nd.store.incr(name, "hits")
+	nd.engine.Local(name, d, net.now)
+}
+
+func TestEngine_DeltaReachesEveryNode(t *testing.T) {
+	for _, n := range []int{2, 5, 20} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			net := fleet(t, n, 7, 0)
+			for i, nd := range net.order {
+				for range i + 1 {
+					incr(net, nd, "orders")
+				}
+			}
+			want := int64(n * (n + 1) / 2)
+			ok := net.runUntil(3*time.Second, func() bool {
+				for _, nd := range net.order {
+					if nd.store.value("orders", "hits") != want {
+						return false
+					}
+				}
+				return true
+			})
+			if !ok {
+				for _, nd := range net.order {
+					t.Logf("%s: %d", nd.name, nd.store.value("orders", "hits"))
+				}
+				t.Fatalf("not every node reads %d within 3s", want)
+			}
+		})
+	}
+}
+
+// recorder is a transport that keeps what is sent, for checking what goes to whom.
+type recorder struct{ sent []sentMsg }
+
+type sentMsg struct {
+	to string
+	m  *message
+}
+
+func (r *recorder) Send(to string, data []byte) error {
+	m, err := decode(data, 1<<20)
+	if err != nil {
+		return err
+	}
+	r.sent = append(r.sent, sentMsg{to, m})
+	return nil
+}
+
+func (r *recorder) take() []sentMsg { s := r.sent; r.sent = nil; return s }
+
+func newRecorded(t *testing.T, name string, replica crdt.ReplicaID, peers ...string) (*Engine, *memStore, *recorder) {
+	t.Helper()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := newMemStore(replica, func() time.Time { return now })
+	rec := &recorder{}
+	e, err := NewEngine(EngineOptions{Name: name, Store: st, Transport: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		e.SetPeer(p, p, StateAlive, now)
+	}
+	e.rejoins = 0 // these tests look at gossip only
+	return e, st, rec
+}
+
+func TestEngine_NeverBackToSenderAndStripsAcked(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, as, arec := newRecorded(t, "a", 1, "b")
+	b, _, brec := newRecorded(t, "b", 2, "a")
+	ctx := context.Background()
+
+	d, _ := as.incr("orders", "hits")
+	a.Local("orders", d, now)
+	a.Round(now)
+	out := arec.take()
+	if got, want := len(out), 1; got != want {
+		t.Fatalf("a sent %d messages, want %d", got, want)
+	}
+	if got, want := out[0].m.kind, kindDelta; got != want {
+		t.Fatalf("a sent %s, want %s", got, want)
+	}
+	// b merges and acks; it must not push the group back to a.
+	if err := b.Handle(ctx, out[0].m.encodeFrom("a", 1), now); err != nil {
+		t.Fatal(err)
+	}
+	acks := brec.take()
+	if len(acks) != 1 || acks[0].m.kind != kindAck {
+		t.Fatalf("b answered %v, want one ack", acks)
+	}
+	b.Round(now.Add(200 * time.Millisecond))
+	if got := brec.take(); len(got) != 0 {
+		t.Fatalf("b pushed %d messages back to the sender a, want none", len(got))
+	}
+	// Once a has the ack, its next round sends b nothing: b has it all.
+	if err := a.Handle(ctx, acks[0].m.encodeFrom("b", 2), now); err != nil {
+		t.Fatal(err)
+	}
+	a.Round(now.Add(time.Second))
+	if got := arec.take(); len(got) != 0 {
+		t.Fatalf("a pushed %d messages to b after b acknowledged everything, want none", len(got))
+	}
+	// Without an ack, a pushes again after the ack timeout.
+	d, _ = as.incr("orders", "hits")
+	a.Local("orders", d, now)
+	a.Round(now.Add(2 * time.Second))
+	arec.take()
+	a.Round(now.Add(2*time.Second + 200*time.Millisecond))
+	if got := arec.take(); len(got) != 0 {
+		t.Fatalf("a resent within the ack timeout: %d messages", len(got))
+	}
+	a.Round(now.Add(4 * time.Second))
+	if got := arec.take(); len(got) != 1 {
+		t.Fatalf("a did not resend an unacknowledged push after the timeout: %d messages", len(got))
+	}
+}
+
+// encodeFrom re-encodes a decoded message as sent by from.
+func (m *message) encodeFrom(from string, r crdt.ReplicaID) []byte {
+	c := *m
+	c.from, c.replica = from, r
+	return c.encode()
+}
+
+func TestEngine_PushPullSendsOnlyDifferingContexts(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	a, as, arec := newRecorded(t, "a", 1, "b")
+	b, bs, brec := newRecorded(t, "b", 2, "a")
+	// Both hold "same"; only a holds "onlya"; both changed "both" differently.
+	for _, name := range []string{"same", "both"} {
+		d, _ := as.incr(name, "hits")
+		if _, err := bs.MergeAll(ctx, 1, []string{name}, []*crdt.Context{d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	as.incr("onlya", "hits")
+	as.incr("both", "hits")
+	bs.incr("both", "hits")
+
+	a.PushPull()
+	deliver := func(from *Engine, fromName string, rec *recorder, to *Engine) []sentMsg {
+		t.Helper()
+		msgs := rec.take()
+		for _, s := range msgs {
+			if err := to.Handle(ctx, s.m.encodeFrom(fromName, from.replica), now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return msgs
+	}
+	deliver(a, "a", arec, b)          // root
+	deliver(b, "b", brec, a)          // list
+	states := deliver(a, "a", arec, b) // a's states + want
+	if got, want := len(states), 1; got != want {
+		t.Fatalf("a sent %d states messages, want %d", got, want)
+	}
+	var sent []string
+	for _, g := range states[0].m.groups {
+		sent = append(sent, g.name)
+	}
+	if got, want := fmt.Sprint(sent), "[both onlya]"; got != want {
+		t.Errorf("a sent the states of %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(states[0].m.want), "[both]"; got != want {
+		t.Errorf("a asked for %s, want %s", got, want)
+	}
+	deliver(b, "b", brec, a) // b's wanted states
+	for _, name := range []string{"same", "both", "onlya"} {
+		if got, want := bs.value(name, "hits"), as.value(name, "hits"); got != want {
+			t.Errorf("after push-pull %s: b reads %d, a reads %d", name, got, want)
+		}
+	}
+	if got, want := as.value("both", "hits"), int64(3); got != want {
+		t.Errorf("both: %d, want %d", got, want)
+	}
+	// A second push-pull finds equal roots and moves no state.
+	a.PushPull()
+	deliver(a, "a", arec, b)
+	list := deliver(b, "b", brec, a)
+	if len(list) != 1 || !list[0].m.equal {
+		t.Fatalf("second push-pull: want one equal list, got %+v", list)
+	}
+}
+
+func TestEngine_RefusesBadMessages(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	b, bs, _ := newRecorded(t, "b", 2, "a")
+	good := (&message{kind: kindDelta, from: "a", replica: 1, seq: 1, groups: []group{{name: "x", data: mustEncode(t, incrDelta(1))}}}).encode()
+	badName := (&message{kind: kindDelta, from: "a", replica: 1, seq: 1, groups: []group{{name: "bad name!", data: mustEncode(t, incrDelta(1))}}}).encode()
+	badCRDT := (&message{kind: kindDelta, from: "a", replica: 1, seq: 1, groups: []group{{name: "y", data: []byte{1, 2, 3}}}}).encode()
+	big := append(append([]byte{}, good...), make([]byte, 5<<20)...)
+	tests := []struct {
+		name, reason string
+		data         []byte
+	}{
+		{"empty", "malformed", nil},
+		{"garbage", "malformed", []byte("GET / HTTP/1.1\r\n")},
+		{"truncated", "malformed", good[:len(good)-3]},
+		{"trailing", "malformed", append(append([]byte{}, good...), 0)},
+		{"bad context name", "malformed", badName},
+		{"bad crdt", "malformed", badCRDT},
+		{"oversized", "oversized", big},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := b.Stats().Refused[tt.reason]
+			if err := b.Handle(ctx, tt.data, now); !errors.Is(err, errMalformed) {
+				t.Fatalf("Handle: %v, want a malformed-message error", err)
+			}
+			if got, want := b.Stats().Refused[tt.reason], before+1; got != want {
+				t.Errorf("refused[%s] = %d, want %d", tt.reason, got, want)
+			}
+			if names := bs.Names(); len(names) != 0 {
+				t.Errorf("store holds %v after a refused message, want nothing", names)
+			}
+		})
+	}
+	if err := b.Handle(ctx, good, now); err != nil {
+		t.Fatalf("good message: %v", err)
+	}
+	if got, want := bs.value("x", "hits"), int64(1); got != want {
+		t.Errorf("x = %d, want %d", got, want)
+	}
+}
+
+func incrDelta(r crdt.ReplicaID) *crdt.Context {
+	var c crdt.Context
+	return c.Incr(crdt.Write{Replica: r, At: crdt.TimestampOf(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}, "hits", 1, 0)
+}
+
+func mustEncode(t *testing.T, c *crdt.Context) []byte {
+	t.Helper()
+	b, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestWire_CounterDeltaSize checks SPEC §7's bound: a counter increment on the wire, in a
+// delta message of its own with a realistic node name, takes at most 64 bytes.
+func TestWire_CounterDeltaSize(t *testing.T) {
+	var c crdt.Context
+	d := c.Incr(crdt.Write{Replica: 0x1234567890abcdef, At: crdt.TimestampOf(time.Now())}, "orders", 1, 0)
+	data := mustEncode(t, d)
+	msg := (&message{kind: kindDelta, from: "pod-a", replica: 0x1234567890abcdef, base: 41, seq: 42,
+		groups: []group{{name: "checkout", data: data}}}).encode()
+	t.Logf("counter delta: %d bytes of CRDT encoding, %d bytes as a whole message", len(data), len(msg))
+	if len(msg) > 64 {
+		t.Errorf("a counter increment takes %d bytes on the wire, over 64", len(msg))
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add((&message{kind: kindAck, from: "a", replica: 1, base: 1, seq: 2}).encode())
+	f.Add((&message{kind: kindList, from: "a", replica: 1, seq: 2, digests: []digest{{"x", 7}}}).encode())
+	f.Add((&message{kind: kindStates, from: "a", replica: 1, want: []string{"x"}, groups: []group{{name: "x", data: []byte{1}}}}).encode())
+	var c crdt.Context
+	d := c.Incr(crdt.Write{Replica: 9, At: 1 << 30}, "k", 1, 0)
+	data, _ := d.MarshalBinary()
+	big := &message{kind: kindDelta, from: "a", replica: 1, seq: 3}
+	for i := range 20 {
+		big.groups = append(big.groups, group{name: fmt.Sprintf("ctx-%d", i), data: data})
+	}
+	f.Add(big.encode())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := decode(data, 1<<16)
+		if err != nil {
+			return
+		}
+		// What decodes re-encodes to something that decodes the same.
+		m2, err := decode(m.encode(), 1<<16)
+		if err != nil {
+			t.Fatalf("re-encoded message does not decode: %v", err)
+		}
+		if m2.kind != m.kind || m2.seq != m.seq || len(m2.groups) != len(m.groups) || len(m2.want) != len(m.want) || len(m2.digests) != len(m.digests) {
+			t.Fatalf("round trip changed the message: %+v vs %+v", m, m2)
+		}
+	})
+}
