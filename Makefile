@@ -6,13 +6,17 @@ TESTFLAGS ?= -race -timeout 25m
 
 include hack/kube/kube.mk
 
-.PHONY: test tools lint build
+.PHONY: test tools apt-tools lint build
 test: tools lint
 	$(GO) test $(TESTFLAGS) ./...
 
-# tools installs what the tests use beyond Go: kube-apiserver and etcd for the webhook
+# tools installs what the tests use beyond Go: Debian packages (chromium for the web page,
+# iproute2 and iptables for partition tests) and kube-apiserver and etcd for the webhook
 # tests (built once into .bin/, reused).
-tools: kube-tools
+tools: apt-tools kube-tools
+
+apt-tools:
+	bash hack/apt.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -11,6 +11,7 @@ import (
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/proxy"
+	"github.com/ctxprop/ctxprop/webui"
 	"github.com/hashicorp/go-hclog"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -98,6 +99,12 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		Store:            n.store,
 		Logger:           log.Named("admin"),
 	})
+	// Handlers mount before Open. "/{$}" and not "/": the page must not swallow the API's
+	// JSON 404 for unknown paths.
+	ui := webui.Handler()
+	n.admin.Handle("GET /{$}", ui)
+	n.admin.Handle("GET "+webui.AssetPrefix, ui)
+	n.admin.Registry().MustRegister(proxy.NewCollector(n.proxy))
 	if err := n.admin.Open(); err != nil {
 		return n, err
 	}
