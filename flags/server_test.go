@@ -16,6 +16,7 @@ import (
 
 	"github.com/ctxprop/ctxprop/admin"
 	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ops"
 )
 
 type tWriter struct{ t testing.TB }
@@ -373,5 +374,74 @@ func TestEvents_SSE(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// A definition that reaches the store without the API's checks (from a peer running other
+// rules) is refused with its field named, and the last good one keeps serving.
+func TestStoredInvalidDefinition_LastGoodServes(t *testing.T) {
+	e := newEnv(t, nil, Options{})
+	if r := e.do(t, "PUT", "/v1/flags/f", def("on")); r.status != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", r.status, r.body)
+	}
+	bad := []ops.Op{{Kind: ops.Put, Map: Map, Key: "f", Value: []byte(`{"state":"MAYBE","variants":{"on":true},"defaultVariant":"on"}`)}}
+	if _, err := e.store.Apply(context.Background(), Context, bad, localstore.Durable); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the stored definition refused", func() bool {
+		p := e.flags.Problems()
+		return len(p) == 1 && p[0].Source == SourceAPI && p[0].Flag == "f" && strings.Contains(p[0].Message, "state:")
+	})
+	if got, want := string(e.flags.Evaluate("f", nil).Value), "true"; got != want {
+		t.Errorf("f = %s, want the last good %s", got, want)
+	}
+	var list ListAnswer
+	e.do(t, "GET", "/v1/flags", "").json(t, &list)
+	if len(list.Problems) != 1 {
+		t.Errorf("GET /v1/flags problems = %+v, want the refused definition", list.Problems)
+	}
+}
+
+// A store that gives new contexts a TTL must not expire the flags.
+func TestPut_ClearsContextTTL(t *testing.T) {
+	st := localstore.New(localstore.Options{Path: filepath.Join(t.TempDir(), "ctxprop.db"), ContextTTL: time.Hour, Logger: testLogger(t)})
+	if err := st.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := newEnv(t, st, Options{})
+	if r := e.do(t, "PUT", "/v1/flags/f", def("on")); r.status != http.StatusNoContent {
+		t.Fatalf("PUT: %d %s", r.status, r.body)
+	}
+	snap, err := st.Get(Context)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.ExpiresAt != nil {
+		t.Errorf("the flags context expires at %v; it must not expire", snap.ExpiresAt)
+	}
+}
+
+// Close ends the event streams, so the admin server's shutdown does not wait on them.
+func TestClose_EndsEventStreams(t *testing.T) {
+	e := newEnv(t, nil, Options{})
+	res, err := http.Get(e.base + PathEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, res.Body)
+		done <- err
+	}()
+	e.flags.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream is still open after Close")
 	}
 }
