@@ -99,6 +99,7 @@ type Flags struct {
 	snap     atomic.Pointer[snapshot]
 
 	ttlCleared atomic.Bool
+	counters   counters
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -430,6 +431,7 @@ func (f *Flags) rebuild() {
 	}
 	f.snap.Store(&snapshot{flags: merged, keys: keys, digest: digest, version: old.version + 1, built: f.opt.Now(), changed: make(chan struct{})})
 	close(old.changed)
+	f.counters.changes.Add(1)
 }
 
 func digestOf(flags map[string]*Flag, keys []string) string {

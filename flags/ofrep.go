@@ -81,15 +81,18 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	ectx, canonical, code, details := f.readContext(w, r)
 	if code != "" {
+		f.counters.count(viaOFREP, Result{ErrorCode: code})
 		writeJSON(w, http.StatusBadRequest, failure(key, code, "%s", details))
 		return
 	}
 	fl := f.Flag(key)
 	if fl == nil {
+		f.counters.count(viaOFREP, Result{ErrorCode: CodeFlagNotFound})
 		writeJSON(w, http.StatusNotFound, failure(key, CodeFlagNotFound, "no flag %q; define it in a flag file or with PUT /v1/flags/{key}", key))
 		return
 	}
 	res := fl.Evaluate(ectx, f.opt.Now())
+	f.counters.count(viaOFREP, res)
 	if !res.OK() {
 		writeJSON(w, http.StatusBadRequest, res)
 		return
@@ -102,6 +105,7 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
 	ectx, canonical, code, details := f.readContext(w, r)
 	if code != "" {
+		f.counters.count(viaOFREP, Result{ErrorCode: code})
 		writeJSON(w, http.StatusBadRequest, bulkFailure{ErrorCode: code, ErrorDetails: details})
 		return
 	}
@@ -109,7 +113,9 @@ func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
 	now := f.opt.Now()
 	a := BulkAnswer{Flags: make([]Result, 0, len(s.keys))}
 	for _, k := range s.keys {
-		a.Flags = append(a.Flags, s.flags[k].Evaluate(ectx, now))
+		res := s.flags[k].Evaluate(ectx, now)
+		f.counters.count(viaOFREP, res)
+		a.Flags = append(a.Flags, res)
 	}
 	a.RefreshConnections = []RefreshConnection{{Type: "sse", URL: eventsURL(r)}}
 	f.writeEvaluation(w, r, a, s.digest, canonical)

@@ -44,6 +44,7 @@ func (f *Flags) Pin(r *http.Request, pinned []headers.Flag) []headers.Flag {
 			ectx = f.requestContext(r)
 		}
 		res := fl.Evaluate(ectx, f.opt.Now())
+		f.counters.count(viaPin, res)
 		if !res.OK() || res.Value == nil {
 			if !res.OK() {
 				f.log.Debug("flag not pinned", "flag", name, "code", res.ErrorCode, "details", res.ErrorDetails)
