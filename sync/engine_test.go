@@ -182,8 +182,8 @@ func TestEngine_PushPullSendsOnlyDifferingContexts(t *testing.T) {
 		}
 		return msgs
 	}
-	deliver(a, "a", arec, b)          // root
-	deliver(b, "b", brec, a)          // list
+	deliver(a, "a", arec, b)           // root
+	deliver(b, "b", brec, a)           // list
 	states := deliver(a, "a", arec, b) // a's states + want
 	if got, want := len(states), 1; got != want {
 		t.Fatalf("a sent %d states messages, want %d", got, want)

@@ -33,6 +33,9 @@ type Store interface {
 type WatchStore interface {
 	Store
 	Watch(ctx context.Context, name string, after uint64) (*localstore.Subscription, error)
+	// LastEventID is the ID of the latest committed change; Close waits until the
+	// changes up to it are pushed.
+	LastEventID() uint64
 }
 
 var _ WatchStore = (*localstore.Store)(nil)

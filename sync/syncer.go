@@ -1,0 +1,563 @@
+package peersync
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configure a Syncer. Zero fields take the defaults written next to them.
+type Options struct {
+	// Store is the local store; required. Local changes are learnt from its Watch.
+	Store WatchStore
+	// Logger; nil discards.
+	Logger hclog.Logger
+	// Source lists where peers may be; nil means only peers that contact this node.
+	Source Source
+	// Name is this node's name (node.name); required. The member name in the fleet is
+	// Name/replica-id, unique even if two pods share a name.
+	Name string
+	// Address is the host:port the peer listener binds (TCP and UDP); "" means
+	// "0.0.0.0:7403". Port 0 picks a free port (tests).
+	Address string
+	// Advertise is the host:port other peers reach this node at; "" means the bound
+	// address, or a private IP of this host when bound to 0.0.0.0.
+	Advertise string
+	// Interval is the gossip round; 0 means 200ms.
+	Interval time.Duration
+	// Fanout is the number of peers pushed to each round; 0 means 3.
+	Fanout int
+	// PushPullInterval is the anti-entropy period; 0 means 5s.
+	PushPullInterval time.Duration
+	// DiscoverInterval is how often Source is asked for peers; 0 means 5s.
+	DiscoverInterval time.Duration
+	// Keyring holds the secret keys (16, 24 or 32 bytes) that encrypt and authenticate
+	// peer traffic, the first one used to send; nil means KeyFile.
+	Keyring [][]byte
+	// KeyFile holds the keys, one per line, base64 (as `consul keygen` prints) or raw;
+	// "" with no Keyring means peer traffic is neither encrypted nor authenticated.
+	KeyFile string
+	// MaxMessageBytes bounds a peer message; 0 means 4 MiB.
+	MaxMessageBytes int
+	// PruneAfter is how long a departed peer is shown before it is forgotten; 0 means 1h.
+	PruneAfter time.Duration
+	// Now returns wall time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Syncer replicates the store with the other sidecars over memberlist. It implements
+// admin.Peers and prometheus.Collector.
+type Syncer struct {
+	opt    Options
+	log    hclog.Logger
+	engine *Engine
+	keys   [][]byte
+
+	mu    sync.Mutex
+	ml    *memberlist.Memberlist
+	nodes map[string]*memberlist.Node
+
+	inbound  chan []byte
+	lastSeen atomic.Uint64 // ID of the last store event the watch loop handled
+	ctx      context.Context
+	cancel   context.CancelFunc
+	loops    context.CancelFunc // stops the timers only, before the final flush
+	wg       sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	_ admin.Peers          = (*Syncer)(nil)
+	_ prometheus.Collector = (*Syncer)(nil)
+)
+
+// New checks opt and loads the keyring. It starts nothing: call Open.
+func New(opt Options) (*Syncer, error) {
+	if opt.Store == nil {
+		return nil, errors.New("peersync: no store")
+	}
+	if opt.Logger == nil {
+		opt.Logger = hclog.NewNullLogger()
+	}
+	if opt.Address == "" {
+		opt.Address = "0.0.0.0:7403"
+	}
+	if opt.PushPullInterval <= 0 {
+		opt.PushPullInterval = 5 * time.Second
+	}
+	if opt.DiscoverInterval <= 0 {
+		opt.DiscoverInterval = 5 * time.Second
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if _, _, err := splitHostPort(opt.Address); err != nil {
+		return nil, fmt.Errorf("peersync: sync.address %q: %w", opt.Address, err)
+	}
+	if opt.Advertise != "" {
+		if _, _, err := splitHostPort(opt.Advertise); err != nil {
+			return nil, fmt.Errorf("peersync: advertise address %q: %w", opt.Advertise, err)
+		}
+	}
+	keys := opt.Keyring
+	if keys == nil && opt.KeyFile != "" {
+		var err error
+		if keys, err = LoadKeyFile(opt.KeyFile); err != nil {
+			return nil, err
+		}
+	}
+	for i, k := range keys {
+		if err := memberlist.ValidateKey(k); err != nil {
+			return nil, fmt.Errorf("peersync: key %d: %w", i+1, err)
+		}
+	}
+	s := &Syncer{opt: opt, log: opt.Logger, keys: keys, nodes: map[string]*memberlist.Node{}, inbound: make(chan []byte, 1024)}
+	e, err := NewEngine(EngineOptions{
+		Name:            fmt.Sprintf("%s/%s", opt.Name, opt.Store.Replica()),
+		Store:           opt.Store,
+		Transport:       (*mlTransport)(s),
+		Logger:          opt.Logger,
+		Fanout:          opt.Fanout,
+		Interval:        opt.Interval,
+		MaxMessageBytes: opt.MaxMessageBytes,
+		PruneAfter:      opt.PruneAfter,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if opt.Name == "" {
+		return nil, errors.New("peersync: no node name; set node.name in the config")
+	}
+	s.engine = e
+	s.opt.Interval, s.opt.Fanout = e.opt.Interval, e.opt.Fanout
+	return s, nil
+}
+
+// LoadKeyFile reads a keyring file: one key per line, base64 or raw, 16, 24 or 32 bytes;
+// blank lines and lines starting with # are skipped. The first key is the one used to send.
+func LoadKeyFile(path string) ([][]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("peersync: read sync.key_file: %w", err)
+	}
+	var keys [][]byte
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, err := base64.StdEncoding.DecodeString(line)
+		if err != nil || memberlist.ValidateKey(key) != nil {
+			key = []byte(line)
+		}
+		if err := memberlist.ValidateKey(key); err != nil {
+			return nil, fmt.Errorf("peersync: %s:%d: not a 16, 24 or 32 byte key, raw or base64; generate one with `head -c 32 /dev/urandom | base64`", path, i+1)
+		}
+		keys = append(keys, key)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("peersync: %s holds no key; put a base64 key on a line or unset sync.key_file", path)
+	}
+	return keys, nil
+}
+
+// Open starts the peer listener, joins the peers the Source lists, and starts the gossip,
+// anti-entropy, discovery and receive loops.
+func (s *Syncer) Open() error {
+	host, port, _ := splitHostPort(s.opt.Address)
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = s.engine.opt.Name
+	mc.BindAddr, mc.BindPort = host, port
+	if s.opt.Advertise != "" {
+		mc.AdvertiseAddr, mc.AdvertisePort, _ = splitHostPort(s.opt.Advertise)
+	}
+	mc.Delegate = (*delegate)(s)
+	mc.Events = (*events)(s)
+	mc.EnableCompression = false // messages are deflated when it pays (wire.go)
+	mc.TCPTimeout = 2 * time.Second
+	mc.Logger = log.New((*logWriter)(s), "", 0)
+	if len(s.keys) > 0 {
+		kr, err := memberlist.NewKeyring(s.keys, s.keys[0])
+		if err != nil {
+			return fmt.Errorf("peersync: keyring: %w", err)
+		}
+		mc.Keyring = kr
+	} else {
+		s.log.Warn("peer traffic is not encrypted or authenticated; set sync.key_file")
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("peersync: listen on sync.address %s: %w", s.opt.Address, err)
+	}
+	s.mu.Lock()
+	s.ml = ml
+	s.mu.Unlock()
+
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	var loops context.Context
+	loops, s.loops = context.WithCancel(s.ctx)
+	sub, err := s.opt.Store.Watch(s.ctx, "", 0)
+	if err != nil {
+		s.cancel()
+		return errors.Join(fmt.Errorf("peersync: watch the store: %w", err), ml.Shutdown())
+	}
+	s.wg.Add(4)
+	go s.watchLoop(sub)
+	go s.receiveLoop()
+	go s.roundLoop(loops)
+	go s.discoverLoop(loops)
+	s.log.Info("sync open", "member", mc.Name, "address", s.Addr(), "encrypted", len(s.keys) > 0)
+	return nil
+}
+
+// Addr returns the host:port peers reach this node at.
+func (s *Syncer) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ml == nil {
+		return ""
+	}
+	return s.ml.LocalNode().Address()
+}
+
+// Ready reports whether the sync layer runs.
+func (s *Syncer) Ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ml == nil {
+		return errors.New("peersync: not open")
+	}
+	return nil
+}
+
+// Close pushes the last local deltas to peers (waiting for an acknowledgement until ctx
+// ends), leaves the fleet and stops. Safe to call twice.
+func (s *Syncer) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		if s.cancel == nil {
+			return
+		}
+		s.loops()
+		var errs []error
+		// Local changes committed before Close must be in the engine before the flush.
+		target := s.opt.Store.LastEventID()
+		t := time.NewTicker(10 * time.Millisecond)
+		for s.lastSeen.Load() < target && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+		}
+		t.Stop()
+		if err := s.engine.Flush(ctx, s.opt.Now, 10*time.Millisecond); err != nil {
+			errs = append(errs, err)
+		}
+		s.mu.Lock()
+		ml := s.ml
+		s.mu.Unlock()
+		if err := ml.Leave(time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("peersync: leave: %w", err))
+		}
+		errs = append(errs, ml.Shutdown())
+		s.cancel()
+		s.wg.Wait()
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// watchLoop feeds committed store events to the engine: local ones to push, others to
+// refresh digests. A subscription dropped for lagging is renewed and followed by a
+// push-pull, which repairs whatever was missed.
+func (s *Syncer) watchLoop(sub *localstore.Subscription) {
+	defer s.wg.Done()
+	replica := s.opt.Store.Replica()
+	for {
+		for ev := range sub.C {
+			if ev.Origin == replica {
+				s.engine.Local(ev.Context, ev.Delta, s.opt.Now())
+			} else {
+				s.engine.Changed(ev.Context)
+			}
+			s.lastSeen.Store(ev.ID)
+		}
+		if s.ctx.Err() != nil || !sub.Lagged() {
+			return
+		}
+		s.log.Warn("sync fell behind the store's changes; resubscribing, anti-entropy repairs the gap")
+		var err error
+		if sub, err = s.opt.Store.Watch(s.ctx, "", 0); err != nil {
+			return
+		}
+		s.lastSeen.Store(s.opt.Store.LastEventID())
+		s.engine.PushPull()
+	}
+}
+
+// receiveLoop hands received messages to the engine, one at a time: merges are durable
+// commits, and one writer keeps them in arrival order.
+func (s *Syncer) receiveLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case data := <-s.inbound:
+			if err := s.engine.Handle(s.ctx, data, s.opt.Now()); err != nil {
+				s.log.Warn("peer message refused", "error", err)
+			}
+		}
+	}
+}
+
+func (s *Syncer) roundLoop(ctx context.Context) {
+	defer s.wg.Done()
+	round := time.NewTicker(s.opt.Interval)
+	defer round.Stop()
+	pp := time.NewTicker(s.opt.PushPullInterval)
+	defer pp.Stop()
+	housekeeping := time.NewTicker(time.Minute)
+	defer housekeeping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-round.C:
+			s.engine.Round(s.opt.Now())
+		case <-pp.C:
+			s.engine.PushPull()
+		case <-housekeeping.C:
+			now := s.opt.Now()
+			s.engine.RefreshDigests(now)
+			s.engine.Prune(now)
+		}
+	}
+}
+
+// discoverLoop joins the peers the Source lists that are not alive members, at once and
+// every DiscoverInterval: that is also how a partition heals once memberlist has given up
+// on the other side.
+func (s *Syncer) discoverLoop(ctx context.Context) {
+	defer s.wg.Done()
+	if s.opt.Source == nil {
+		return
+	}
+	t := time.NewTicker(s.opt.DiscoverInterval)
+	defer t.Stop()
+	for {
+		s.discover(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Syncer) discover(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, s.opt.DiscoverInterval)
+	addrs, err := s.opt.Source.Peers(qctx)
+	cancel()
+	if err != nil {
+		s.log.Warn("peer discovery failed; retrying", "error", err, "in", s.opt.DiscoverInterval)
+		return
+	}
+	s.mu.Lock()
+	ml := s.ml
+	self := ml.LocalNode().Address()
+	alive := map[string]bool{self: true, s.opt.Address: true}
+	for _, n := range ml.Members() {
+		alive[n.Address()] = true
+	}
+	s.mu.Unlock()
+	var join []string
+	for _, a := range addrs {
+		if !alive[a] {
+			join = append(join, a)
+		}
+	}
+	if len(join) == 0 {
+		return
+	}
+	n, err := ml.Join(join)
+	if err != nil && n == 0 {
+		s.log.Debug("joining peers failed; retrying", "peers", join, "error", err, "in", s.opt.DiscoverInterval)
+		return
+	}
+	s.log.Debug("joined peers", "contacted", n, "listed", len(join))
+}
+
+// Peers implements admin.Peers for GET /v1/peers.
+func (s *Syncer) Peers() []admin.PeerStatus { return s.engine.PeerStatuses(s.opt.Now()) }
+
+// Stats returns the engine's counters.
+func (s *Syncer) Stats() Stats { return s.engine.Stats() }
+
+// ---------------------------------------------------------------------------------------
+// memberlist glue
+
+// mlTransport sends engine messages as memberlist user messages: small ones as a single
+// encrypted UDP packet, larger ones over a TCP stream.
+type mlTransport Syncer
+
+// maxPacket keeps a message, with memberlist's header, label and encryption overhead, in
+// one UDP packet (memberlist's UDPBufferSize is 1400).
+const maxPacket = 1200
+
+func (t *mlTransport) Send(peer string, msg []byte) error {
+	s := (*Syncer)(t)
+	s.mu.Lock()
+	n, ml := s.nodes[peer], s.ml
+	s.mu.Unlock()
+	if n == nil || ml == nil {
+		return fmt.Errorf("peer %s is not a member", peer)
+	}
+	if len(msg) <= maxPacket {
+		return ml.SendBestEffort(n, msg)
+	}
+	return ml.SendReliable(n, msg)
+}
+
+// delegate receives user messages. memberlist calls NotifyMsg from its network
+// goroutines and reuses nothing after it returns, but it must not block: the message is
+// queued for receiveLoop, or refused if the queue is full.
+type delegate Syncer
+
+func (d *delegate) NodeMeta(int) []byte { return nil }
+
+func (d *delegate) NotifyMsg(b []byte) {
+	s := (*Syncer)(d)
+	if len(b) > s.engine.opt.MaxMessageBytes {
+		s.engine.Refuse("oversized")
+		return
+	}
+	select {
+	case s.inbound <- bytes.Clone(b):
+	default:
+		s.engine.Refuse("overload")
+	}
+}
+
+func (d *delegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (d *delegate) LocalState(bool) []byte          { return nil }
+func (d *delegate) MergeRemoteState([]byte, bool)   {}
+
+// events tells the engine about membership.
+type events Syncer
+
+func (e *events) NotifyJoin(n *memberlist.Node) {
+	s := (*Syncer)(e)
+	c := *n
+	s.mu.Lock()
+	s.nodes[n.Name] = &c
+	s.mu.Unlock()
+	s.engine.SetPeer(n.Name, n.Address(), StateAlive, s.opt.Now())
+}
+
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	s := (*Syncer)(e)
+	state := StateDead
+	if n.State == memberlist.StateLeft {
+		state = StateLeft
+	}
+	s.engine.SetPeer(n.Name, n.Address(), state, s.opt.Now())
+}
+
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.NotifyJoin(n) }
+
+// logWriter routes memberlist's log lines to hclog and counts the packets and streams
+// its keyring refused: memberlist drops them without telling its delegate.
+type logWriter Syncer
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	s := (*Syncer)(w)
+	line := strings.TrimSpace(string(p))
+	if strings.Contains(strings.ToLower(line), "decrypt") || strings.Contains(line, "unacceptable label") {
+		s.engine.Refuse("unauthenticated")
+	}
+	switch {
+	case strings.Contains(line, "[ERR]"):
+		s.log.Named("memberlist").Warn(strings.TrimPrefix(line, "[ERR] memberlist: "))
+	case strings.Contains(line, "[WARN]"):
+		s.log.Named("memberlist").Info(strings.TrimPrefix(line, "[WARN] memberlist: "))
+	default:
+		s.log.Named("memberlist").Debug(line)
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*logWriter)(nil)
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+
+var (
+	descBytesIn  = prometheus.NewDesc("ctxprop_sync_peer_received_bytes_total", "Replication bytes received from a peer.", []string{"peer"}, nil)
+	descBytesOut = prometheus.NewDesc("ctxprop_sync_peer_sent_bytes_total", "Replication bytes sent to a peer.", []string{"peer"}, nil)
+	descErrors   = prometheus.NewDesc("ctxprop_sync_peer_errors_total", "Failed exchanges with a peer.", []string{"peer"}, nil)
+	descLag      = prometheus.NewDesc("ctxprop_sync_peer_lag_seconds", "Age of the oldest local change a peer has not acknowledged.", []string{"peer"}, nil)
+	descPeers    = prometheus.NewDesc("ctxprop_sync_peers", "Known peers by membership state.", []string{"state"}, nil)
+	descRefused  = prometheus.NewDesc("ctxprop_sync_refused_messages_total", "Peer messages refused, nothing merged, by reason.", []string{"reason"}, nil)
+	descBuffered = prometheus.NewDesc("ctxprop_sync_buffered_groups", "Delta groups waiting in the gossip buffer.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (s *Syncer) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (s *Syncer) Collect(ch chan<- prometheus.Metric) {
+	states := map[string]float64{StateAlive: 0, StateSuspect: 0, StateDead: 0, StateLeft: 0}
+	for _, p := range s.Peers() {
+		ch <- prometheus.MustNewConstMetric(descBytesIn, prometheus.CounterValue, float64(p.BytesIn), p.Name)
+		ch <- prometheus.MustNewConstMetric(descBytesOut, prometheus.CounterValue, float64(p.BytesOut), p.Name)
+		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(p.Errors), p.Name)
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, p.Lag.Seconds(), p.Name)
+		states[p.State]++
+	}
+	for st, n := range states {
+		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, n, st)
+	}
+	st := s.engine.Stats()
+	for _, reason := range []string{"malformed", "oversized", "invalid", "unauthenticated", "overload"} {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.Refused[reason]), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descBuffered, prometheus.GaugeValue, float64(st.Buffered))
+}

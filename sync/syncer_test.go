@@ -1,0 +1,253 @@
+package peersync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ops"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// staticSource is the simplest Source: a fixed list (the real ones live in sync/discovery).
+type staticSource []string
+
+func (s staticSource) Peers(context.Context) ([]string, error) { return s, nil }
+
+type testNode struct {
+	store *localstore.Store
+	sync  *Syncer
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func testLogger(t *testing.T, name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: testWriter{t}})
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// startNodes runs n syncers on loopback over real stores, all knowing every address.
+func startNodes(t *testing.T, n int, key []byte) []*testNode {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = freeAddr(t)
+	}
+	nodes := make([]*testNode, n)
+	for i := range nodes {
+		nodes[i] = startNode(t, fmt.Sprintf("node%d", i), filepath.Join(t.TempDir(), "ctx.db"), addrs[i], addrs, key)
+	}
+	return nodes
+}
+
+func startNode(t *testing.T, name, path, addr string, peers []string, key []byte) *testNode {
+	t.Helper()
+	st := localstore.New(localstore.Options{Path: path, Logger: testLogger(t, name+".store")})
+	if err := st.Open(); err != nil {
+		t.Fatal(err)
+	}
+	var keys [][]byte
+	if key != nil {
+		keys = [][]byte{key}
+	}
+	s, err := New(Options{Store: st, Name: name, Address: addr, Source: staticSource(peers), Keyring: keys,
+		Interval: 50 * time.Millisecond, PushPullInterval: time.Second, DiscoverInterval: 500 * time.Millisecond,
+		Logger: testLogger(t, name+".sync")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	nd := &testNode{store: st, sync: s}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = s.Close(ctx) // peers may be gone already: an unacknowledged flush is fine here
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return nd
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+}
+
+func TestSyncer_Converges(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	nodes := startNodes(t, 3, key)
+	ctx := context.Background()
+	for i, nd := range nodes {
+		for j := range 10 {
+			list := []ops.Op{
+				{Kind: ops.Incr, Key: "orders", By: int64(i + 1)},
+				{Kind: ops.Add, Set: "regions", Member: fmt.Sprintf("r%d", i)},
+				{Kind: ops.Put, Map: "last", Key: "writer", Value: json.RawMessage(fmt.Sprintf("%d", i*100+j))},
+			}
+			if _, err := nd.store.Apply(ctx, "checkout", list, localstore.Durable); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := int64(10 * (1 + 2 + 3))
+	waitFor(t, 10*time.Second, "every node to count every increment", func() bool {
+		for _, nd := range nodes {
+			if v, _ := nd.store.Counter("checkout", "orders"); v != want {
+				return false
+			}
+			if m, _ := nd.store.Set("checkout", "regions"); len(m) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	// LWW: every node reads the same winner.
+	waitFor(t, 5*time.Second, "one LWW winner everywhere", func() bool {
+		first, _ := nodes[0].store.MapGet("checkout", "last", "writer")
+		for _, nd := range nodes[1:] {
+			v, _ := nd.store.MapGet("checkout", "last", "writer")
+			if string(v) != string(first) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 5*time.Second, "every peer listed alive", func() bool {
+		for _, nd := range nodes {
+			ps := nd.sync.Peers()
+			if len(ps) != 2 {
+				return false
+			}
+			for _, p := range ps {
+				if p.State != StateAlive || p.BytesIn == 0 || p.BytesOut == 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(nodes[0].sync)
+	if n, err := testutil.GatherAndCount(reg, "ctxprop_sync_peer_sent_bytes_total"); err != nil || n != 2 {
+		t.Errorf("sent bytes series: %d (%v), want 2", n, err)
+	}
+}
+
+// TestSyncer_RefusesUnauthenticatedAndMalformed: a member with another key cannot talk to
+// the fleet, and garbage from a member with the right key is refused; nothing is merged.
+func TestSyncer_RefusesUnauthenticatedAndMalformed(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	nodes := startNodes(t, 1, key)
+	victim := nodes[0]
+	target := victim.sync.Addr()
+
+	for _, tc := range []struct {
+		name, reason string
+		key          []byte
+		msg          []byte
+	}{
+		{"wrong key", "unauthenticated", []byte("fedcba9876543210fedcba9876543210"), (&message{kind: kindDelta, from: "x", replica: 7, seq: 1, groups: []group{{name: "evil", data: mustEncode(t, incrDelta(7))}}}).encode()},
+		{"malformed", "malformed", key, []byte("\x01\x01\x00garbage")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := victim.sync.Stats().Refused[tc.reason]
+			mc := memberlist.DefaultLANConfig()
+			mc.Name = "intruder-" + strings.ReplaceAll(tc.name, " ", "-")
+			mc.BindAddr, mc.BindPort = "127.0.0.1", 0
+			kr, err := memberlist.NewKeyring([][]byte{tc.key}, tc.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mc.Keyring = kr
+			mc.LogOutput = testWriter{t}
+			ml, err := memberlist.Create(mc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ml.Shutdown()
+			host, port, _ := splitHostPort(target)
+			to := &memberlist.Node{Name: "victim", Addr: net.ParseIP(host), Port: uint16(port)}
+			waitFor(t, 5*time.Second, "the message to be refused", func() bool {
+				_ = ml.SendBestEffort(to, tc.msg)
+				return victim.sync.Stats().Refused[tc.reason] > before
+			})
+			if names := victim.store.Names(); len(names) != 0 {
+				t.Errorf("store holds %v, want nothing merged", names)
+			}
+		})
+	}
+}
+
+// TestSyncer_NewReplicaCatchesUp: a node that joins late, with an empty file, gets every
+// context by full-state push-pull, not only the deltas written after it joined.
+func TestSyncer_NewReplicaCatchesUp(t *testing.T) {
+	nodes := startNodes(t, 2, nil)
+	ctx := context.Background()
+	for i := range 20 {
+		if _, err := nodes[0].store.Apply(ctx, fmt.Sprintf("wf-%d", i), []ops.Op{{Kind: ops.Incr, Key: "step", By: 3}}, localstore.Durable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := startNode(t, "late", filepath.Join(t.TempDir(), "late.db"), freeAddr(t), []string{nodes[0].sync.Addr()}, nil)
+	waitFor(t, 10*time.Second, "the late node to hold every context", func() bool {
+		for i := range 20 {
+			if v, _ := late.store.Counter(fmt.Sprintf("wf-%d", i), "step"); v != 3 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestSyncer_CloseFlushes: changes made right before Close reach a peer even though no
+// round ran since (SIGTERM pushes the last deltas).
+func TestSyncer_CloseFlushes(t *testing.T) {
+	nodes := startNodes(t, 2, nil)
+	waitFor(t, 10*time.Second, "the two nodes to see each other", func() bool {
+		return len(nodes[0].sync.Peers()) == 1 && nodes[0].sync.Peers()[0].State == StateAlive
+	})
+	ctx := context.Background()
+	if _, err := nodes[0].store.Apply(ctx, "last", []ops.Op{{Kind: ops.Incr, Key: "k", By: 5}}, localstore.Durable); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := nodes[0].sync.Close(cctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if v, _ := nodes[1].store.Counter("last", "k"); v != 5 {
+		t.Errorf("peer reads %d right after Close returned, want 5", v)
+	}
+}
