@@ -190,3 +190,18 @@ func TestEvaluate_MetadataJSON(t *testing.T) {
 		t.Errorf("result JSON\n got %s\nwant %s", got, want)
 	}
 }
+
+// A bucketing expression that gives nothing is a malformed split (null, the default), not
+// a missing targeting key.
+func TestFractional_MissingBucketingValue(t *testing.T) {
+	f := mustFlag(t, "f", `{"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a",
+		"targeting":{"fractional":[{"var":"email"},["a",50],["b",50]]}}`)
+	res := f.Evaluate(map[string]any{}, time.Now())
+	if res.ErrorCode != "" || res.Reason != ReasonDefault {
+		t.Errorf("= %+v, want the default variant, reason DEFAULT", res)
+	}
+	res = f.Evaluate(map[string]any{"email": "x@y"}, time.Now())
+	if res.Reason != ReasonSplit {
+		t.Errorf("with an email = %+v, want SPLIT", res)
+	}
+}

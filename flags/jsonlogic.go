@@ -391,6 +391,9 @@ func (e *evaluation) fractional(args []any) any {
 	if ok {
 		args = args[1:]
 	} else {
+		if _, ok := args[0].([]any); !ok {
+			return nil // a bucketing expression that gave no string (e.g. a missing var)
+		}
 		tk, present := e.root["targetingKey"]
 		if !present || tk == nil {
 			e.noTargetingKey = true

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ctxprop/ctxprop/admin"
 )
 
 // OFREP (OpenFeature Remote Evaluation Protocol, github.com/open-feature/protocol,
@@ -190,7 +192,7 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			writeAdminError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v))
+			writeAdminError(w, http.StatusBadRequest, admin.CodeBadRequest, fmt.Sprintf("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v))
 			return
 		}
 		last = n
