@@ -82,10 +82,15 @@ func (c *Correlator) shard(id trace.TraceID) *shard {
 // requests with one trace-id share an entry holding the latest e; it leaves the table
 // when the last of them completes. An invalid id or an empty e records nothing.
 func (c *Correlator) Begin(id trace.TraceID, e Entry) (release func()) {
+	return c.BeginAt(id, e, time.Now())
+}
+
+// BeginAt is Begin for a request that started at now: a proxy that reads the clock
+// for the request's latency anyway passes that reading and saves one.
+func (c *Correlator) BeginAt(id trace.TraceID, e Entry, now time.Time) (release func()) {
 	if !id.IsValid() || e.empty() {
 		return func() {}
 	}
-	now := time.Now()
 	var deadline time.Time
 	if c.timeout > 0 {
 		deadline = now.Add(c.timeout)
