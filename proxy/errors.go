@@ -64,6 +64,9 @@ func describeUpstreamError(err error, target string, inbound bool, opt Options) 
 		if errors.As(err, &op) && op.Op == "dial" {
 			return http.StatusGatewayTimeout, fmt.Sprintf("ctxprop: connecting to %s timed out after %s: check that it is reachable.\n", who, opt.DialTimeout)
 		}
+		if opt.ResponseHeaderTimeout <= 0 {
+			return http.StatusGatewayTimeout, fmt.Sprintf("ctxprop: %s did not answer in time: it may be overloaded or stuck.\n", who)
+		}
 		return http.StatusGatewayTimeout, fmt.Sprintf("ctxprop: %s did not answer within %s: it may be overloaded or stuck; "+
 			"raise the proxy's response header timeout if such slow answers are expected.\n", who, opt.ResponseHeaderTimeout)
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):

@@ -37,7 +37,8 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 			"send it to the service's address (the proxy is set in HTTP_PROXY, not in the URL)", http.StatusLoopDetected)
 		return
 	}
-	ex := &exchange{start: time.Now()}
+	ex := newExchange(false)
+	defer ex.release() // deferred first, so it runs after the span's deferred end
 	defer func() { p.reqs.observe(ex, time.Since(ex.start)) }()
 	var errs []error
 	ex.out, errs = headers.ReadOutbound(r.Header, p.hopt, p.corr)

@@ -76,8 +76,8 @@ func New(opt Options) (*Proxy, error) {
 	}
 	p.base, p.cancelBase = context.WithCancel(context.Background())
 	errLog := p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
-	p.inT = newRouter(opt, p.dialer)
-	p.outT = newRouter(opt, p.dialer)
+	p.inT = newRouter(opt, p.dialer, 0)
+	p.outT = newRouter(opt, p.dialer, opt.IdleTimeout)
 	p.in = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteInbound,
 		Transport:      p.inT,

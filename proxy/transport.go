@@ -16,7 +16,13 @@ type router struct {
 
 var _ http.RoundTripper = (*router)(nil)
 
-func newRouter(opt Options, d *net.Dialer) *router {
+// newRouter builds the transports of one side. idle closes upstream connections idle
+// that long; zero keeps them. net/http stops and rearms that timer every time a
+// connection goes back to the pool, once per request: the inbound side, whose one
+// upstream is the local app, keeps its pool (bounded by MaxIdleConnsPerHost; a
+// connection the app closes leaves the pool when its read loop sees the close) and
+// saves the timer. The outbound side reaches many hosts and needs it.
+func newRouter(opt Options, d *net.Dialer, idle time.Duration) *router {
 	newTransport := func(h2c bool) *http.Transport {
 		var protos http.Protocols
 		if h2c {
@@ -33,7 +39,7 @@ func newRouter(opt Options, d *net.Dialer) *router {
 			Protocols:             &protos,
 			MaxIdleConns:          0, // no total limit; the per-host one bounds each pool
 			MaxIdleConnsPerHost:   opt.MaxIdleConnsPerHost,
-			IdleConnTimeout:       opt.IdleTimeout,
+			IdleConnTimeout:       idle,
 			ResponseHeaderTimeout: opt.ResponseHeaderTimeout,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ExpectContinueTimeout: time.Second,
