@@ -1,49 +1,76 @@
 #!/usr/bin/env bash
-# Compares HTTP proxies in front of one Go origin with wrk at saturation, on loopback:
+# Compares HTTP proxies in front of one Go origin, on loopback, in one run:
 #
-#   direct        wrk -> origin (no proxy; the ceiling)
-#   nginx         nginx (Debian nginx-light), upstream keepalive 256
-#   haproxy       haproxy (Debian), http-reuse always
-#   reverseproxy  a bare httputil.ReverseProxy with a tuned Transport (bench/proxy/proxyd)
-#   ctxprop       package proxy's inbound side with a no-op Store (bench/proxy/proxyd)
+#   direct           wrk/vegeta -> origin (no proxy; the floor of latency, the ceiling of req/s)
+#   nginx            nginx (Debian nginx-light), 2 workers, upstream keepalive 256
+#   haproxy          haproxy (Debian), 2 threads, http-reuse always
+#   reverseproxy     a bare httputil.ReverseProxy with a tuned Transport (bench/proxy/proxyd)
+#   caddy            Caddy's reverse_proxy (Go module, built into .bin/), keepalive pool 256
+#   ctxprop          package proxy's inbound side, telemetry to a Store that drops it
+#                    (headers only: the data path alone)
+#   ctxprop+counter  the same with the real localstore on a bbolt file, windowed durability,
+#                    as the sidecar wires it: every request writes its telemetry counters
 #
-# For each run it reports requests/s, the proxy's CPU time per 1000 requests (utime +
-# stime of all its processes from /proc/<pid>/stat, before and after), its resident
-# memory (VmRSS after the run, VmHWM peak), and the origin's CPU per 1000 requests. The
-# variants alternate in every round, so drift on a shared machine hits them all alike;
-# the summary gives the median of the rounds.
+# In every round each variant gets, in turn: wrk at saturation (req/s, the proxy's CPU time
+# per 1000 requests as utime+stime of all its processes from /proc/<pid>/stat, its resident
+# memory after the run), then vegeta at fixed rates (p50 and p99 latency at each rate). The
+# variants alternate within every round, so drift on a shared machine hits them all alike;
+# the summary is the median of the rounds, as a Markdown table with the ratios and deltas
+# against direct.
 #
-# Usage: bench/proxy/run.sh [-r rounds] [-d duration] [-c connections] [-t wrk threads]
-# Needs: go, wrk, nginx, haproxy (apt-get install wrk nginx-light haproxy).
-# Binaries go to the ignored .bin/ folder at the repository root.
+# Usage: bench/proxy/run.sh [-r rounds] [-d wrk duration] [-c connections] [-t wrk threads]
+#                           [-v vegeta duration per rate] [-R "rate rate ..."] [-o table.md]
+# Needs: go, wrk, nginx, haproxy, jq (apt-get install wrk nginx-light haproxy jq). Caddy and
+# vegeta are built from the Go module proxy into the ignored .bin/ folder at the repository
+# root on first use, at the versions pinned below.
 set -euo pipefail
 
-rounds=3 duration=10s conns=64 threads=2
-while getopts r:d:c:t:h opt; do
+caddy_version=v2.11.9
+vegeta_version=v12.13.0
+
+rounds=3 duration=10s conns=64 threads=2 vduration=5s rates="500 1000 2000" table_out=
+while getopts r:d:c:t:v:R:o:h opt; do
 	case $opt in
 	r) rounds=$OPTARG ;;
 	d) duration=$OPTARG ;;
 	c) conns=$OPTARG ;;
 	t) threads=$OPTARG ;;
-	*) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	v) vduration=$OPTARG ;;
+	R) rates=$OPTARG ;;
+	o) table_out=$OPTARG ;;
+	*) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 if ((rounds < 3)); then
 	echo "run.sh: -r $rounds: use at least 3 rounds, or the median means little" >&2
 	exit 2
 fi
+read -ra rates <<<"$rates"
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$root/.bin
-for tool in go wrk nginx haproxy; do
+for tool in go wrk nginx haproxy jq; do
 	if ! command -v "$tool" >/dev/null; then
-		echo "run.sh: $tool not found; install it (apt-get install wrk nginx-light haproxy)" >&2
+		echo "run.sh: $tool not found; install it (apt-get install wrk nginx-light haproxy jq)" >&2
 		exit 1
 	fi
 done
 
 mkdir -p "$bin"
 (cd "$root" && go build -o "$bin/bench-origin" ./bench/proxy/origin && go build -o "$bin/bench-proxyd" ./bench/proxy/proxyd)
+
+# go_tool builds a Go command at a pinned version with `go install pkg@version`, which
+# resolves the tool's own go.mod outside this module: its dependencies never enter ours.
+go_tool() {
+	local name=$1 pkg=$2 version=$3 module=$4
+	if [[ -x $bin/$name ]] && go version -m "$bin/$name" | awk -v m="$module" -v v="$version" '$1 == "mod" && $2 == m && $3 == v {ok = 1} END {exit !ok}'; then
+		return
+	fi
+	echo "run.sh: building $pkg@$version into $bin" >&2
+	GOBIN=$bin go install "$pkg@$version"
+}
+go_tool caddy github.com/caddyserver/caddy/v2/cmd/caddy "$caddy_version" github.com/caddyserver/caddy/v2
+go_tool vegeta github.com/tsenart/vegeta/v12 "$vegeta_version" github.com/tsenart/vegeta/v12
 
 work=$(mktemp -d)
 pids=()
@@ -60,15 +87,17 @@ cleanup() {
 trap cleanup EXIT
 
 origin_port=18080
-declare -A port=([direct]=$origin_port [nginx]=18081 [haproxy]=18082 [reverseproxy]=18083 [ctxprop]=18084)
+variants=(direct nginx haproxy reverseproxy caddy ctxprop ctxprop+counter)
+declare -A port=([direct]=$origin_port [nginx]=18081 [haproxy]=18082 [reverseproxy]=18083
+	[caddy]=18085 [ctxprop]=18084 [ctxprop+counter]=18086)
 declare -A main_pid
-variants=(direct nginx haproxy reverseproxy ctxprop)
 
 wait_port() {
-	local deadline=$((SECONDS + 10))
+	local deadline=$((SECONDS + 20))
 	until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
 		if ((SECONDS > deadline)); then
-			echo "run.sh: nothing listens on 127.0.0.1:$1 after 10s; see $work/*.log" >&2
+			echo "run.sh: nothing listens on 127.0.0.1:$1 after 20s; logs:" >&2
+			tail -n 20 "$work"/*.log >&2
 			exit 1
 		fi
 		sleep 0.05
@@ -134,11 +163,38 @@ haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 main_pid[haproxy]=$!
 
-for mode in reverseproxy ctxprop; do
-	"$bin/bench-proxyd" -mode "$mode" -listen "127.0.0.1:${port[$mode]}" -app "127.0.0.1:$origin_port" >"$work/$mode.log" 2>&1 &
-	pids+=($!)
-	main_pid[$mode]=$!
-done
+# Caddy: no admin endpoint, no HTTPS, no access log (its default); an upstream keep-alive
+# pool as large as the others' (Caddy's default keeps 32 idle connections per host).
+cat >"$work/Caddyfile" <<CONF
+{
+	admin off
+	auto_https off
+	persist_config off
+}
+http://127.0.0.1:${port[caddy]} {
+	reverse_proxy 127.0.0.1:$origin_port {
+		transport http {
+			keepalive 90s
+			keepalive_idle_conns 256
+			keepalive_idle_conns_per_host 256
+		}
+	}
+}
+CONF
+XDG_DATA_HOME=$work/caddy XDG_CONFIG_HOME=$work/caddy \
+	"$bin/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
+pids+=($!)
+main_pid[caddy]=$!
+
+"$bin/bench-proxyd" -mode reverseproxy -listen "127.0.0.1:${port[reverseproxy]}" -app "127.0.0.1:$origin_port" >"$work/reverseproxy.log" 2>&1 &
+pids+=($!)
+main_pid[reverseproxy]=$!
+"$bin/bench-proxyd" -mode ctxprop -listen "127.0.0.1:${port[ctxprop]}" -app "127.0.0.1:$origin_port" >"$work/ctxprop.log" 2>&1 &
+pids+=($!)
+main_pid[ctxprop]=$!
+"$bin/bench-proxyd" -mode ctxprop -store "$work/store/ctxprop.db" -listen "127.0.0.1:${port[ctxprop+counter]}" -app "127.0.0.1:$origin_port" >"$work/ctxprop-counter.log" 2>&1 &
+pids+=($!)
+main_pid[ctxprop+counter]=$!
 
 for v in "${variants[@]}"; do
 	wait_port "${port[$v]}"
@@ -175,15 +231,34 @@ mem_kb() {
 
 hz=$(getconf CLK_TCK)
 url_path=/orders
-headers=(-H "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" -H "baggage: ctx.name=bench")
+trace_header="traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+baggage_header="baggage: ctx.name=bench"
+headers=(-H "$trace_header" -H "$baggage_header")
 
-# Warm every variant up: connection pools, JIT-free but page-cache and GC warm.
+# Warm every variant up: connection pools, page cache, heaps grown to their working size.
 for v in "${variants[@]}"; do
 	wrk -t "$threads" -c "$conns" -d 2s "${headers[@]}" "http://127.0.0.1:${port[$v]}$url_path" >/dev/null
 done
 
+# vegeta_run attacks a variant at a fixed rate and prints "p50_us p99_us requests".
+vegeta_run() {
+	local v=$1 rate=$2 report
+	report=$(echo "GET http://127.0.0.1:${port[$v]}$url_path" |
+		"$bin/vegeta" attack -rate "$rate/s" -duration "$vduration" -keepalive=true \
+			-header "$trace_header" -header "$baggage_header" |
+		"$bin/vegeta" report -type json)
+	if [[ $(jq -r '.success' <<<"$report") != 1 ]]; then
+		echo "run.sh: $v at $rate/s had failures: $(jq -c '{success, status_codes, errors}' <<<"$report")" >&2
+	fi
+	jq -r '"\(.latencies["50th"] / 1000) \(.latencies["99th"] / 1000) \(.requests)"' <<<"$report"
+}
+
 results=$work/results.tsv
-printf 'round\tvariant\treq/s\tproxy_cpu_ms/1k\tproxy_rss_mb\tproxy_peak_mb\torigin_cpu_ms/1k\n' | tee "$results"
+header='round\tvariant\treq/s\tproxy_cpu_ms/1k\tproxy_rss_mb\tproxy_peak_mb\torigin_cpu_ms/1k\tproxy_cpu_ms/1k@rates'
+for rate in "${rates[@]}"; do
+	header+="\tp50_us@$rate\tp99_us@$rate"
+done
+printf "$header\n" | tee "$results"
 for ((round = 1; round <= rounds; round++)); do
 	for v in "${variants[@]}"; do
 		mapfile -t ppids < <(proc_pids "${main_pid[$v]}")
@@ -206,17 +281,79 @@ for ((round = 1; round <= rounds; round++)); do
 			rss=$(awk -v k="$(mem_kb VmRSS "${ppids[@]}")" 'BEGIN {printf "%.1f", k / 1024}')
 			peak=$(awk -v k="$(mem_kb VmHWM "${ppids[@]}")" 'BEGIN {printf "%.1f", k / 1024}')
 		fi
-		printf '%d\t%s\t%.0f\t%s\t%s\t%s\t%s\n' "$round" "$v" "$rps" "$pcpu" "$rss" "$peak" "$ocpu" | tee -a "$results"
+		line=$(printf '%d\t%s\t%.0f\t%s\t%s\t%s\t%s' "$round" "$v" "$rps" "$pcpu" "$rss" "$peak" "$ocpu")
+		# The fixed rates: latency at each, and the proxy's CPU over all of them
+		# (per request without the batching that saturation allows).
+		p0=$(cpu_ticks "${ppids[@]}") total=0 lat=
+		for rate in "${rates[@]}"; do
+			read -r p50 p99 n < <(vegeta_run "$v" "$rate")
+			lat+=$(printf '\t%.0f\t%.0f' "$p50" "$p99")
+			total=$((total + n))
+		done
+		p1=$(cpu_ticks "${ppids[@]}")
+		rcpu=-
+		if [[ $v != direct ]]; then
+			rcpu=$(awk -v t=$((p1 - p0)) -v n="$total" -v hz="$hz" 'BEGIN {printf "%.1f", t * 1000 / hz / n * 1000}')
+		fi
+		echo "$line	$rcpu$lat" | tee -a "$results"
 	done
 done
 
+# median prints the median of column $2 of variant $1 over the rounds, "-" when none.
+median() {
+	awk -F'\t' -v v="$1" -v c="$2" 'NR > 1 && $2 == v && $c != "-" {print $c}' "$results" | sort -g |
+		awk '{a[NR] = $1} END {print (NR == 0 ? "-" : a[int((NR + 1) / 2)])}'
+}
+
+table=$work/table.md
+{
+	echo "median of $rounds rounds; wrk -t $threads -c $conns -d $duration at saturation, vegeta"
+	echo "-duration $vduration at each fixed rate; $(nproc) CPUs shared by the load generators, the"
+	echo "origin and the proxy. Latency in µs: p50 / p99, and Δ against direct at the same rate."
+	echo
+	cols="| variant | req/s | ÷ direct | CPU ms / 1000 req (wrk) | CPU ms / 1000 req (fixed rates) | RSS MB |"
+	rule="| --- | ---: | ---: | ---: | ---: | ---: |"
+	for rate in "${rates[@]}"; do
+		cols+=" p50 / p99 @ $rate | Δ p50 / Δ p99 @ $rate |"
+		rule+=" ---: | ---: |"
+	done
+	echo "$cols"
+	echo "$rule"
+	direct_rps=$(median direct 3)
+	for v in "${variants[@]}"; do
+		rps=$(median "$v" 3)
+		row="| $v | $rps | $(awk -v a="$rps" -v b="$direct_rps" 'BEGIN {printf "%.2f", a / b}') | $(median "$v" 4) | $(median "$v" 8) | $(median "$v" 5) |"
+		col=9
+		for rate in "${rates[@]}"; do
+			p50=$(median "$v" $col) p99=$(median "$v" $((col + 1)))
+			d50=$(median direct $col) d99=$(median direct $((col + 1)))
+			row+=" $p50 / $p99 |"
+			if [[ $v == direct ]]; then
+				row+=" – |"
+			else
+				row+=" $(printf '%+d / %+d' $((p50 - d50)) $((p99 - d99))) |"
+			fi
+			col=$((col + 2))
+		done
+		echo "$row"
+	done
+	echo
+	for col in 4 8; do
+		what="under wrk"
+		[[ $col == 8 ]] && what="at the fixed rates"
+		rp=$(median reverseproxy $col) ng=$(median nginx $col)
+		for v in ctxprop ctxprop+counter; do
+			c=$(median "$v" $col)
+			# Each round's own ratio too: drift between rounds cancels within one.
+			rounds_ratio=$(awk -F'\t' -v v="$v" -v c=$col 'NR > 1 && $2 == v {x[$1] = $c} NR > 1 && $2 == "reverseproxy" {r[$1] = $c}
+				END {for (i = 1; i in x; i++) printf "%s%.2f", (i > 1 ? ", " : ""), x[i] / r[i]}' "$results")
+			awk -v v="$v" -v c="$c" -v rp="$rp" -v ng="$ng" -v what="$what" -v per="$rounds_ratio" \
+				'BEGIN {printf "- %s CPU per request %s: %.2f × reverseproxy (rounds: %s), %.2f × nginx\n", v, what, c / rp, per, c / ng}'
+		done
+	done
+} >"$table"
 echo
-echo "median of $rounds rounds (wrk -t $threads -c $conns -d $duration, $(nproc) CPUs):"
-printf 'variant\treq/s\tproxy_cpu_ms/1k\tproxy_rss_mb\n'
-for v in "${variants[@]}"; do
-	median() {
-		awk -F'\t' -v v="$v" -v c="$1" 'NR > 1 && $2 == v {print $c}' "$results" | sort -g |
-			awk '{a[NR] = $1} END {print (a[int((NR + 1) / 2)] == "" ? "-" : a[int((NR + 1) / 2)])}'
-	}
-	printf '%s\t%s\t%s\t%s\n' "$v" "$(median 3)" "$(median 4)" "$(median 5)"
-done
+cat "$table"
+if [[ -n $table_out ]]; then
+	cp "$table" "$table_out"
+fi

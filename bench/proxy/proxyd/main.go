@@ -2,7 +2,10 @@
 // nothing else of the sidecar:
 //
 //	-mode ctxprop       package proxy's inbound side, telemetry to a Store that
-//	                    drops it (headers-only: the cost of the data path alone)
+//	                    drops it (headers-only: the cost of the data path alone);
+//	                    with -store, to the real localstore on a bbolt file with
+//	                    the request path's windowed durability, as the sidecar
+//	                    wires it (every request writes its telemetry counters)
 //	-mode reverseproxy  a bare httputil.ReverseProxy with a tuned Transport, the
 //	                    baseline a careful engineer writes in ten lines
 package main
@@ -22,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/proxy"
 )
@@ -46,6 +50,15 @@ func (b *buffers) Get() []byte {
 
 func (b *buffers) Put(buf []byte) { b.p.Put(&buf) }
 
+// windowed is cmd/sidecar's requestPathStore: proxy writes are committed within the
+// store's commit window and never wait for fsync (SPEC §3).
+type windowed struct{ s *localstore.Store }
+
+func (w windowed) Apply(name string, list []ops.Op) error {
+	_, err := w.s.Apply(context.Background(), name, list, localstore.Windowed)
+	return err
+}
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "proxyd:", err)
@@ -58,6 +71,7 @@ func run() error {
 	listen := flag.String("listen", "127.0.0.1:17401", "listen address")
 	app := flag.String("app", "127.0.0.1:18080", "upstream host:port")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	storePath := flag.String("store", "", "ctxprop: bbolt file of a real localstore for the telemetry (empty: a Store that drops it)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -75,7 +89,24 @@ func run() error {
 
 	switch *mode {
 	case "ctxprop":
-		store := &discard{}
+		var store proxy.Store = &discard{}
+		if *storePath != "" {
+			ls := localstore.New(localstore.Options{Path: *storePath})
+			if err := ls.Open(); err != nil {
+				return err
+			}
+			store = windowed{ls}
+			defer func() {
+				// The counters prove the writes happened; a benchmark that
+				// wrote nothing would flatter the store.
+				if n, err := ls.Counter("bench", proxy.KeyRequests); err == nil {
+					fmt.Fprintf(os.Stderr, "proxyd: context bench: %s = %d\n", proxy.KeyRequests, n)
+				}
+				if err := ls.Close(); err != nil {
+					fmt.Fprintln(os.Stderr, "proxyd: closing the store:", err)
+				}
+			}()
+		}
 		p, err := proxy.New(proxy.Options{InboundAddress: *listen, App: *app, Store: store})
 		if err != nil {
 			return err
