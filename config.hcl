@@ -126,4 +126,16 @@ flags {
   # Flags whose value is pinned into baggage (ctx.flag.<name>) at the edge of a request
   # chain, so that every hop of the chain sees the same value.
   pinned = []
+  # How often the flag files are checked for changes.
+  poll_interval = "2s"
+  # Request header whose value is the evaluation context's targetingKey when the edge
+  # evaluates a pinned flag, such as "X-User-Id"; "" means none (fractional rollouts then
+  # need the key from context_headers or context_baggage).
+  targeting_key_header = ""
+  # Evaluation-context attributes taken from request headers at the edge, such as
+  # { plan = "X-Plan" }.
+  context_headers = {}
+  # Evaluation-context attributes taken from baggage members at the edge, such as
+  # { tenant = "tenant.id" }.
+  context_baggage = {}
 }

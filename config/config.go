@@ -99,6 +99,11 @@ type Tracing struct {
 type Flags struct {
 	Files  []string // flagd-format JSON files, reloaded on change; default none
 	Pinned []string // flags pinned into baggage as ctx.flag.<name>; default none
+
+	PollInterval       time.Duration     // how often flag files are checked for changes; default 2s
+	TargetingKeyHeader string            // request header whose value is the targetingKey at the edge; default "", none
+	ContextHeaders     map[string]string // evaluation-context attribute → request header; default none
+	ContextBaggage     map[string]string // evaluation-context attribute → baggage member; default none
 }
 
 // DefaultConfig returns a new Config holding every default.
@@ -141,13 +146,14 @@ func DefaultConfig() Config {
 			Fanout:   3,
 		},
 		Tracing: Tracing{SampleRatio: 1},
+		Flags:   Flags{PollInterval: 2 * time.Second, ContextHeaders: map[string]string{}, ContextBaggage: map[string]string{}},
 	}
 }
 
 // setting binds one HCL attribute, and its environment variable, to a Config field.
 type setting struct {
 	block, attr string
-	ptr         any // *string, *bool, *int, *int64, *float64, *time.Duration or *[]string
+	ptr         any // *string, *bool, *int, *int64, *float64, *time.Duration, *[]string or *map[string]string
 }
 
 func (s setting) path() string { return s.block + "." + s.attr }
@@ -206,6 +212,10 @@ func (c *Config) settings() []setting {
 
 		{"flags", "files", &c.Flags.Files},
 		{"flags", "pinned", &c.Flags.Pinned},
+		{"flags", "poll_interval", &c.Flags.PollInterval},
+		{"flags", "targeting_key_header", &c.Flags.TargetingKeyHeader},
+		{"flags", "context_headers", &c.Flags.ContextHeaders},
+		{"flags", "context_baggage", &c.Flags.ContextBaggage},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"regexp"
 	"strconv"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,10 @@ func TestDefaultConfig(t *testing.T) {
 		{"tracing.sample_ratio", c.Tracing.SampleRatio, 1.0},
 		{"flags.files", len(c.Flags.Files), 0},
 		{"flags.pinned", len(c.Flags.Pinned), 0},
+		{"flags.poll_interval", c.Flags.PollInterval, 2 * time.Second},
+		{"flags.targeting_key_header", c.Flags.TargetingKeyHeader, ""},
+		{"flags.context_headers", len(c.Flags.ContextHeaders), 0},
+		{"flags.context_baggage", len(c.Flags.ContextBaggage), 0},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("default %s = %v, want %v", tc.name, tc.got, tc.want)
@@ -75,7 +80,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 40; got != want {
+	if got, want := len(c.settings()), 44; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -158,6 +163,10 @@ tracing {
 flags {
   files  = ["flags.json", "/etc/flags/more.json"]
   pinned = ["new-checkout", "dark_mode"]
+  poll_interval = "5s"
+  targeting_key_header = "X-User-Id"
+  context_headers = { plan = "X-Plan" }
+  context_baggage = { tenant = "tenant.id" }
 }
 `
 
@@ -184,7 +193,9 @@ func everyAttributeConfig() Config {
 			Interval: 100 * time.Millisecond, Fanout: 5, KeyFile: "/etc/ctxprop/keyring",
 		},
 		Tracing: Tracing{Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25},
-		Flags:   Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"}},
+		Flags: Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"},
+			PollInterval: 5 * time.Second, TargetingKeyHeader: "X-User-Id",
+			ContextHeaders: map[string]string{"plan": "X-Plan"}, ContextBaggage: map[string]string{"tenant": "tenant.id"}},
 	}
 }
 
@@ -511,4 +522,20 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestApplyEnv_Map(t *testing.T) {
+	c := DefaultConfig()
+	env := map[string]string{"CTXPROP_FLAGS_CONTEXT_HEADERS": "plan=X-Plan, tier = X-Tier"}
+	if err := c.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(c.Flags.ContextHeaders), "map[plan:X-Plan tier:X-Tier]"; got != want {
+		t.Errorf("context_headers = %s, want %s", got, want)
+	}
+	env["CTXPROP_FLAGS_CONTEXT_HEADERS"] = "plan"
+	err := c.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err == nil || !strings.Contains(err.Error(), "CTXPROP_FLAGS_CONTEXT_HEADERS") {
+		t.Errorf("bad map value: err = %v, want one naming the variable", err)
+	}
 }

@@ -205,6 +205,19 @@ func (s setting) setString(v string) error {
 			}
 		}
 		*p = list
+	case *map[string]string:
+		m := map[string]string{}
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			k, val, ok := strings.Cut(e, "=")
+			if !ok || strings.TrimSpace(k) == "" {
+				return fmt.Errorf("%q is not name=value; want a comma-separated list such as plan=X-Plan,tier=X-Tier", e)
+			}
+			m[strings.TrimSpace(k)] = strings.TrimSpace(val)
+		}
+		*p = m
 	default:
 		panic(fmt.Sprintf("config: setting %s has unsupported type %T", s.path(), s.ptr))
 	}
@@ -270,6 +283,20 @@ func (s setting) setCty(v cty.Value) error {
 				return errors.New("the list holds null; want strings only")
 			}
 			out = append(out, e.AsString())
+		}
+		*p = out
+	case *map[string]string:
+		m, err := convert.Convert(v, cty.Map(cty.String))
+		if err != nil {
+			return fmt.Errorf("want a map of strings such as { plan = \"X-Plan\" }, got %s", v.Type().FriendlyName())
+		}
+		out := map[string]string{}
+		for it := m.ElementIterator(); it.Next(); {
+			k, e := it.Element()
+			if e.IsNull() {
+				return fmt.Errorf("%s is null; want a string", k.AsString())
+			}
+			out[k.AsString()] = e.AsString()
 		}
 		*p = out
 	default:
