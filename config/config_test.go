@@ -1,12 +1,12 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
