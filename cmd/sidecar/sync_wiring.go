@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	peersync "github.com/ctxprop/ctxprop/sync"
+	"github.com/ctxprop/ctxprop/sync/discovery"
+)
+
+// syncPart is a node's replication layer (SPEC §7): the peer source and the syncer.
+type syncPart struct {
+	source *discovery.Multi
+	syncer *peersync.Syncer
+}
+
+// startSync opens the peer source of cfg.Sync and the syncer over n.store. Call it once
+// the store is open and before admin.New: the syncer is admin.Options.Peers.
+func startSync(n *node) (*syncPart, error) {
+	cfg := n.cfg
+	src, err := discovery.FromConfig(cfg.Sync.Peers, cfg.Sync.DNS, cfg.Sync.XDS, discovery.Options{
+		NodeID: cfg.Node.Name,
+		Logger: n.log.Named("discovery"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := src.Open(context.Background()); err != nil {
+		return nil, fmt.Errorf("peer discovery: %w", err)
+	}
+	s, err := peersync.New(peersync.Options{
+		Store:    n.store,
+		Logger:   n.log.Named("sync"),
+		Source:   src,
+		Name:     cfg.Node.Name,
+		Address:  cfg.Sync.Address,
+		Interval: cfg.Sync.Interval,
+		Fanout:   cfg.Sync.Fanout,
+		KeyFile:  cfg.Sync.KeyFile,
+	})
+	if err == nil {
+		err = s.Open()
+	}
+	if err != nil {
+		return nil, errors.Join(err, src.Close())
+	}
+	return &syncPart{source: src, syncer: s}, nil
+}
+
+// close pushes the last deltas, leaves the fleet and stops discovery. Call it after the
+// proxy and the admin API stopped taking writes and before the store closes.
+func (p *syncPart) close(ctx context.Context) error {
+	return errors.Join(p.syncer.Close(ctx), p.source.Close())
+}
