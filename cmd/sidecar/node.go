@@ -8,6 +8,7 @@ import (
 
 	"github.com/ctxprop/ctxprop/admin"
 	"github.com/ctxprop/ctxprop/config"
+	"github.com/ctxprop/ctxprop/flags"
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/proxy"
@@ -24,6 +25,7 @@ type node struct {
 	store *localstore.Store
 	admin *admin.Server
 	proxy *proxy.Proxy
+	flags *flags.Flags
 }
 
 // newLogger builds the logger the config asks for.
@@ -68,6 +70,21 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		return n, err
 	}
 
+	n.flags = flags.New(flags.Options{
+		Store:              n.store,
+		Files:              cfg.Flags.Files,
+		PollInterval:       cfg.Flags.PollInterval,
+		Pinned:             cfg.Flags.Pinned,
+		TargetingKeyHeader: cfg.Flags.TargetingKeyHeader,
+		ContextHeaders:     cfg.Flags.ContextHeaders,
+		ContextBaggage:     cfg.Flags.ContextBaggage,
+		MaxBodyBytes:       cfg.Admin.MaxBodyBytes,
+		Logger:             log.Named("flags"),
+	})
+	if err := n.flags.Open(); err != nil {
+		return n, err
+	}
+
 	p, err := proxy.New(proxy.Options{
 		InboundAddress:        cfg.Inbound.Address,
 		App:                   cfg.Inbound.App,
@@ -105,6 +122,8 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	n.admin.Handle("GET /{$}", ui)
 	n.admin.Handle("GET "+webui.AssetPrefix, ui)
 	n.admin.Registry().MustRegister(proxy.NewCollector(n.proxy))
+	n.flags.Register(n.admin)
+	n.admin.Registry().MustRegister(flags.NewCollector(n.flags))
 	if err := n.admin.Open(); err != nil {
 		return n, err
 	}
@@ -118,6 +137,10 @@ func (n *node) close(ctx context.Context) error {
 	var errs []error
 	if n.proxy != nil {
 		errs = append(errs, n.proxy.Close(ctx))
+	}
+	if n.flags != nil {
+		// Before the admin API: its shutdown waits for the flag change streams.
+		errs = append(errs, n.flags.Close())
 	}
 	if n.admin != nil {
 		errs = append(errs, n.admin.Close(ctx))
