@@ -157,6 +157,14 @@ func TestServer_CertReload(t *testing.T) {
 		if err := srv.Close(ctx); err != nil {
 			t.Error(err)
 		}
+		select {
+		case <-srv.Done():
+		default:
+			t.Error("Done not closed after Close: the serve goroutine is still running")
+		}
+		if err := srv.Close(ctx); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
 	})
 	addr := srv.Addr().String()
 
