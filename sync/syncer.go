@@ -215,6 +215,9 @@ func (s *Syncer) Open() error {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var loops context.Context
 	loops, s.loops = context.WithCancel(s.ctx)
+	// Changes committed before Open reach peers by anti-entropy, not by this watch: Close
+	// must not wait for them.
+	s.lastSeen.Store(s.opt.Store.LastEventID())
 	sub, err := s.opt.Store.Watch(s.ctx, "", 0)
 	if err != nil {
 		s.cancel()

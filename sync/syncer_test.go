@@ -251,3 +251,19 @@ func TestSyncer_CloseFlushes(t *testing.T) {
 		t.Errorf("peer reads %d right after Close returned, want 5", v)
 	}
 }
+
+func TestSyncer_CloseIdleIsPrompt(t *testing.T) {
+	nd := startNodes(t, 1, nil)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := nd.sync.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close of an idle node took %s", d)
+	}
+	if err := nd.sync.Close(ctx); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

@@ -172,7 +172,34 @@ func TestSync_FleetConvergesThroughKillAndStop(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // polling with a deadline
 	}
 
-	// Every node lists the four others, alive, with traffic both ways.
+	// SIGTERM right after an acknowledged write: the write reaches the others although
+	// the node is gone (Close pushes the last deltas).
+	if _, err := nodes[4].client().Incr(context.Background(), "fleet", "final", 1000, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[4].proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-nodes[4].proc.done; err != nil {
+		t.Fatalf("pod-4 exited with %v after SIGTERM\n%s", err, nodes[4].proc.logs)
+	}
+	nodes[4].proc.done <- nil // for the cleanup
+	waitFinal := time.Now().Add(10 * time.Second)
+	for _, nd := range nodes[:4] {
+		for {
+			v, err := nd.client().Counter(context.Background(), "fleet", "final")
+			if err == nil && v == 1000 {
+				break
+			}
+			if time.Now().After(waitFinal) {
+				t.Fatalf("%s reads final=%d (%v) after pod-4's SIGTERM, want 1000", nd.name, v, err)
+			}
+			time.Sleep(50 * time.Millisecond) // polling with a deadline
+		}
+	}
+	nodes = nodes[:4]
+
+	// Every node lists the others, alive, with traffic both ways.
 	for _, nd := range nodes {
 		peers, err := nd.client().Peers(context.Background())
 		if err != nil {
@@ -184,8 +211,8 @@ func TestSync_FleetConvergesThroughKillAndStop(t *testing.T) {
 				alive++
 			}
 		}
-		if alive < n-1 {
-			t.Errorf("%s lists %d alive peers with traffic, want at least %d: %+v", nd.name, alive, n-1, peers)
+		if alive < len(nodes)-1 {
+			t.Errorf("%s lists %d alive peers with traffic, want at least %d: %+v", nd.name, alive, len(nodes)-1, peers)
 		}
 	}
 }
