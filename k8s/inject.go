@@ -495,7 +495,9 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 		Name:            ContainerName,
 		Image:           p.image,
 		ImagePullPolicy: c.ImagePullPolicy,
-		Args:            []string{"run", "-config", ConfigDir + "/config.hcl"},
+		// -config-optional: the ConfigMap volume is optional, and without it the sidecar
+		// starts on the defaults and the per-pod environment instead of crash-looping.
+		Args: []string{"run", "-config", ConfigDir + "/config.hcl", "-config-optional"},
 		Ports: []corev1.ContainerPort{
 			{Name: InboundPortName, ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
 			{Name: SyncPortName, ContainerPort: SyncPort, Protocol: corev1.ProtocolTCP},

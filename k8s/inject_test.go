@@ -34,7 +34,7 @@ func checkInjected(t *testing.T, meta *metav1.ObjectMeta, spec *corev1.PodSpec) 
 	if p := sidecar.StartupProbe; p == nil || p.Exec == nil || !strings.HasSuffix(p.Exec.Command[len(p.Exec.Command)-1], "/readyz") {
 		t.Errorf("sidecar startupProbe = %+v, want an exec probe of /readyz", p)
 	}
-	if got, want := strings.Join(sidecar.Args, " "), "run -config /etc/ctxprop/config.hcl"; got != want {
+	if got, want := strings.Join(sidecar.Args, " "), "run -config /etc/ctxprop/config.hcl -config-optional"; got != want {
 		t.Errorf("sidecar args = %q, want %q", got, want)
 	}
 	if e := sidecar.Env[envIndex(sidecar.Env, "CTXPROP_NODE_NAME")]; e.ValueFrom == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {

@@ -49,6 +49,7 @@ func commands() map[string]command {
 		"version": {"print the version", runVersion},
 		"webhook": {"serve the Kubernetes mutating admission webhook", runWebhook},
 		"inject":  {"add the sidecar to Kubernetes manifests: sidecar inject -f FILE|-", runInject},
+		"probe":   {"check a sidecar health URL (the injected exec probes)", runProbe},
 	}
 }
 

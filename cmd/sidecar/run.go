@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/ctxprop/ctxprop/config"
 )
@@ -14,9 +16,10 @@ import (
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "config.hcl", "the HCL config `file`; CTXPROP_<BLOCK>_<ATTR> variables override it")
+	path := fs.String("config", "config.hcl", "the HCL config `file` (\"-\": none); CTXPROP_<BLOCK>_<ATTR> variables override it")
+	optional := fs.Bool("config-optional", false, "start on the defaults and the environment when the config file does not exist (an injected sidecar whose ConfigMap is absent)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: sidecar run [-config config.hcl]")
+		fmt.Fprintln(stderr, "usage: sidecar run [-config config.hcl] [-config-optional]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -26,11 +29,20 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	cfg, err := loadConfig(*path)
+	file, missing := *path, false
+	if *optional && file != "-" {
+		if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+			file, missing = "-", true
+		}
+	}
+	cfg, err := loadConfig(file)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	if missing {
+		log.Info("config file absent; running on the defaults and the environment", "file", *path)
+	}
 	tp, err := newTracerProvider(ctx, cfg)
 	if err != nil {
 		return err
