@@ -78,6 +78,7 @@ type Engine struct {
 	buf        []*entry
 	marks      []mark // local entries, for lag
 	peers      map[string]*peer
+	names      map[crdt.ReplicaID]string // peer name by replica id
 	digests    map[string]uint64
 	digestsAt  time.Time
 	catchingUp bool
@@ -162,6 +163,7 @@ func NewEngine(opt EngineOptions) (*Engine, error) {
 		pending:    make(map[string]*crdt.Context),
 		pendingAt:  make(map[string]time.Time),
 		peers:      make(map[string]*peer),
+		names:      make(map[crdt.ReplicaID]string),
 		digests:    make(map[string]uint64),
 		catchingUp: true,
 		refused:    make(map[string]uint64),
@@ -177,8 +179,10 @@ func NewEngine(opt EngineOptions) (*Engine, error) {
 // of a new or returning replica and the repair of a healed partition; spacing them keeps a
 // fleet that sees hundreds of peers join from starting hundreds of exchanges, and the
 // repeats cover a lost message.
-func (e *Engine) SetPeer(name, addr, state string, now time.Time) {
-	if name == e.opt.Name {
+//
+// replica is the peer's replica id, which names it in messages; 0 if unknown.
+func (e *Engine) SetPeer(name, addr string, replica crdt.ReplicaID, state string, now time.Time) {
+	if name == e.opt.Name || (replica != 0 && replica == e.replica) {
 		return
 	}
 	e.mu.Lock()
@@ -188,6 +192,18 @@ func (e *Engine) SetPeer(name, addr, state string, now time.Time) {
 	if p == nil {
 		p = &peer{name: name}
 		e.peers[name] = p
+	}
+	if replica != 0 && p.replica != replica {
+		if p.replica != 0 {
+			// A new replica under the same name lost its file: nothing it acked holds.
+			delete(e.names, p.replica)
+			p.acked, p.sent = 0, 0
+		}
+		if old := e.names[replica]; old != "" && old != name {
+			delete(e.peers, old) // known by its id before membership named it
+		}
+		p.replica = replica
+		e.names[replica] = name
 	}
 	if addr != "" {
 		p.addr = addr
@@ -505,23 +521,20 @@ func (e *Engine) Handle(ctx context.Context, data []byte, now time.Time) error {
 		e.Refuse(reason)
 		return err
 	}
-	if m.from == e.opt.Name {
+	if m.replica == e.replica {
 		return nil // our own message looped back by a source listing this node
 	}
 	e.mu.Lock()
+	m.from = e.names[m.replica]
+	if m.from == "" {
+		// Membership has not told us of it yet; the message is authenticated (keyring).
+		m.from = m.replica.String()
+		e.names[m.replica] = m.from
+	}
 	p := e.peers[m.from]
 	if p == nil {
-		// Membership may not have told us of it yet; the message is authenticated.
-		p = &peer{name: m.from, state: StateAlive, since: now}
+		p = &peer{name: m.from, replica: m.replica, state: StateAlive, since: now}
 		e.peers[m.from] = p
-	}
-	if p.replica != m.replica {
-		if p.replica != 0 {
-			// A new replica under the same name lost its file: nothing it acked holds.
-			e.log.Info("peer has a new replica id; resending everything", "peer", m.from, "old", p.replica, "new", m.replica)
-			p.acked, p.sent = 0, 0
-		}
-		p.replica = m.replica
 	}
 	p.lastContact = now
 	p.bytesIn += uint64(len(data))
@@ -698,7 +711,7 @@ func (e *Engine) fail(name string, err error) {
 func (e *Engine) sendAll(out []outgoing) {
 	for _, o := range out {
 		msg := o.msg
-		msg.from, msg.replica = e.opt.Name, e.replica
+		msg.replica = e.replica
 		data := msg.encode()
 		err := e.opt.Transport.Send(o.to, data)
 		e.mu.Lock()

@@ -134,7 +134,7 @@ func Simulate(opt SimOptions) (SimResult, error) {
 				for _, a := range net.order {
 					for _, b := range net.order {
 						if side(a.name) != side(b.name) {
-							a.engine.SetPeer(b.name, "", state, net.now)
+							a.engine.SetPeer(b.name, "", b.store.replica, state, net.now)
 						}
 					}
 				}
@@ -331,7 +331,7 @@ func (s *simNet) meshAll() {
 	for _, a := range s.order {
 		for _, b := range s.order {
 			if a != b {
-				a.engine.SetPeer(b.name, b.name, StateAlive, s.now)
+				a.engine.SetPeer(b.name, b.name, b.store.replica, StateAlive, s.now)
 			}
 		}
 	}

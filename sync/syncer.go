@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/crdt"
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
@@ -473,7 +474,7 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 	s.mu.Lock()
 	s.nodes[n.Name] = &c
 	s.mu.Unlock()
-	s.engine.SetPeer(n.Name, n.Address(), StateAlive, s.opt.Now())
+	s.engine.SetPeer(n.Name, n.Address(), memberReplica(n.Name), StateAlive, s.opt.Now())
 }
 
 func (e *events) NotifyLeave(n *memberlist.Node) {
@@ -482,7 +483,21 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	if n.State == memberlist.StateLeft {
 		state = StateLeft
 	}
-	s.engine.SetPeer(n.Name, n.Address(), state, s.opt.Now())
+	s.engine.SetPeer(n.Name, n.Address(), memberReplica(n.Name), state, s.opt.Now())
+}
+
+// memberReplica reads the replica id out of a member name, name/replica-id in hex; 0 if
+// the member is not a sidecar of this version.
+func memberReplica(member string) crdt.ReplicaID {
+	i := strings.LastIndexByte(member, '/')
+	if i < 0 {
+		return 0
+	}
+	r, err := strconv.ParseUint(member[i+1:], 16, 64)
+	if err != nil {
+		return 0
+	}
+	return crdt.ReplicaID(r)
 }
 
 func (e *events) NotifyUpdate(n *memberlist.Node) { e.NotifyJoin(n) }

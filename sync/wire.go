@@ -15,8 +15,11 @@ import (
 
 // Wire format, version 1. Every message:
 //
-//	version byte (1) | kind byte | flags byte (bit 0: body deflated)
-//	uvarint length + sender name | 8 bytes sender replica (little endian) | body
+//	version byte (1) | kind byte (low 7 bits; bit 7: body deflated)
+//	8 bytes sender replica id (little endian) | body
+//
+// The sender is named by its replica id only; membership maps it to a peer. That keeps a
+// message with one counter increment under 64 bytes (SPEC §7).
 //
 // Bodies by kind:
 //
@@ -56,13 +59,13 @@ func (k kind) String() string {
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
 
-const flagDeflate = 1
+const flagDeflate = 0x80
 
 // compressMin is the body size below which deflate is not tried: small bodies (a single
 // counter delta is about 40 bytes) only grow.
 const compressMin = 192
 
-// maxNameBytes bounds a sender's node name.
+// maxNameBytes bounds a context name on the wire (ValidName then applies SPEC §3's 200).
 const maxNameBytes = 256
 
 // errMalformed is wrapped by every decoding error.
@@ -83,7 +86,7 @@ type digest struct {
 // message is every kind's fields; a kind uses some of them.
 type message struct {
 	kind    kind
-	from    string
+	from    string // the sender's peer name, resolved from replica on receipt; not sent
 	replica crdt.ReplicaID
 	base    uint64 // delta, ack: the interval (base, seq]
 	seq     uint64
@@ -144,9 +147,8 @@ func (m *message) encode() []byte {
 			body, flags = buf.Bytes(), flagDeflate
 		}
 	}
-	out := make([]byte, 0, 3+1+len(m.from)+8+len(body))
-	out = append(out, wireVersion, byte(m.kind), flags)
-	out = appendString(out, m.from)
+	out := make([]byte, 0, 2+8+len(body))
+	out = append(out, wireVersion, byte(m.kind)|flags)
 	out = binary.LittleEndian.AppendUint64(out, uint64(m.replica))
 	return append(out, body...)
 }
@@ -162,9 +164,9 @@ func decode(data []byte, limit int) (*message, error) {
 	if v := d.byte(); v != wireVersion && d.err == nil {
 		return nil, fmt.Errorf("%w: wire version %d, this sidecar speaks %d; run the same version on every peer", errMalformed, v, wireVersion)
 	}
-	m.kind = kind(d.byte())
-	flags := d.byte()
-	m.from = d.string(maxNameBytes)
+	kb := d.byte()
+	flags := kb & flagDeflate
+	m.kind = kind(kb &^ flagDeflate)
 	m.replica = crdt.ReplicaID(d.uint64())
 	if d.err != nil {
 		return nil, d.err
@@ -172,10 +174,7 @@ func decode(data []byte, limit int) (*message, error) {
 	if m.replica == 0 {
 		return nil, fmt.Errorf("%w: sender replica id 0", errMalformed)
 	}
-	if flags&^flagDeflate != 0 {
-		return nil, fmt.Errorf("%w: unknown flags %#x", errMalformed, flags)
-	}
-	if flags&flagDeflate != 0 {
+	if flags != 0 {
 		r := flate.NewReader(bytes.NewReader(d.b))
 		body, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 		if err != nil {
