@@ -251,6 +251,9 @@ func (e *Engine) Prune(now time.Time) {
 	for name, p := range e.peers {
 		if (p.state == StateDead || p.state == StateLeft) && now.Sub(p.since) > e.opt.PruneAfter {
 			delete(e.peers, name)
+			if e.names[p.replica] == name {
+				delete(e.names, p.replica)
+			}
 			e.log.Debug("peer pruned", "peer", name, "state", p.state, "since", p.since)
 		}
 	}

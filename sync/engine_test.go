@@ -322,3 +322,20 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestEngine_PrunesDepartedPeers(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, _, _ := newRecorded(t, "a", 1, "b")
+	a.SetPeer("b", "b", 2, StateLeft, now)
+	a.Prune(now.Add(30 * time.Minute))
+	if got := len(a.PeerStatuses(now)); got != 1 {
+		t.Fatalf("%d peers listed 30m after b left, want 1 (kept for an hour)", got)
+	}
+	a.Prune(now.Add(2 * time.Hour))
+	if got := len(a.PeerStatuses(now)); got != 0 {
+		t.Fatalf("%d peers listed 2h after b left, want 0", got)
+	}
+	if len(a.names) != 0 {
+		t.Errorf("replica index still holds %v after pruning", a.names)
+	}
+}
