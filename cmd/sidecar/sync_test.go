@@ -199,20 +199,59 @@ func TestSync_FleetConvergesThroughKillAndStop(t *testing.T) {
 	}
 	nodes = nodes[:4]
 
-	// Every node lists the others, alive, with traffic both ways.
+	// A node whose file is lost comes back as a new replica and catches up by full state.
+	nodes[3].proc.kill(t)
+	if err := os.Remove(nodes[3].env["CTXPROP_STORE_PATH"]); err != nil {
+		t.Fatal(err)
+	}
+	nodes[3].mu.Lock()
+	nodes[3].proc = startSidecar(t, bin, nodes[3].env)
+	nodes[3].mu.Unlock()
+	want, err := nodes[0].client().Get(context.Background(), "fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantJSON, _ := json.Marshal(want)
+	caughtUp := time.Now().Add(20 * time.Second)
+	for {
+		got, err := nodes[3].client().Get(context.Background(), "fleet")
+		gotJSON, _ := json.Marshal(got)
+		if err == nil && string(gotJSON) == string(wantJSON) {
+			break
+		}
+		if time.Now().After(caughtUp) {
+			t.Fatalf("pod-3 restarted without its file did not catch up in 20s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling with a deadline
+	}
+
+	// Every node lists every other running node alive, and has exchanged traffic.
+	listed := time.Now().Add(20 * time.Second)
 	for _, nd := range nodes {
-		peers, err := nd.client().Peers(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		alive := 0
-		for _, p := range peers {
-			if p.State == "alive" && p.BytesIn > 0 && p.BytesOut > 0 {
-				alive++
+		for {
+			peers, err := nd.client().Peers(context.Background())
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if alive < len(nodes)-1 {
-			t.Errorf("%s lists %d alive peers with traffic, want at least %d: %+v", nd.name, alive, len(nodes)-1, peers)
+			alive := map[string]bool{}
+			var in, out uint64
+			for _, p := range peers {
+				if p.State == "alive" {
+					alive[strings.SplitN(p.Name, "/", 2)[0]] = true
+				}
+				in, out = in+p.BytesIn, out+p.BytesOut
+			}
+			ok := in > 0 && out > 0
+			for _, other := range nodes {
+				ok = ok && (other == nd || alive[other.name])
+			}
+			if ok {
+				break
+			}
+			if time.Now().After(listed) {
+				t.Fatalf("%s lists %+v, want every other node alive and traffic both ways", nd.name, peers)
+			}
+			time.Sleep(100 * time.Millisecond) // polling with a deadline
 		}
 	}
 }
