@@ -518,7 +518,7 @@ func (e *Engine) Handle(ctx context.Context, data []byte, now time.Time) error {
 	m, err := decode(data, e.opt.MaxMessageBytes)
 	if err != nil {
 		reason := "malformed"
-		if len(data) > e.opt.MaxMessageBytes || strings.Contains(err.Error(), "past the limit") {
+		if errors.Is(err, errOversized) {
 			reason = "oversized"
 		}
 		e.Refuse(reason)

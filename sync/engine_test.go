@@ -227,6 +227,10 @@ func TestEngine_RefusesBadMessages(t *testing.T) {
 	badName := (&message{kind: kindDelta, from: "a", replica: 1, seq: 1, groups: []group{{name: "bad name!", data: mustEncode(t, incrDelta(1))}}}).encode()
 	badCRDT := (&message{kind: kindDelta, from: "a", replica: 1, seq: 1, groups: []group{{name: "y", data: []byte{1, 2, 3}}}}).encode()
 	big := append(append([]byte{}, good...), make([]byte, 5<<20)...)
+	bomb := (&message{kind: kindStates, replica: 1, groups: []group{{name: "z", data: make([]byte, 5<<20)}}}).encode()
+	if len(bomb) > 64<<10 {
+		t.Fatalf("the deflate bomb is %d bytes, meant to be small", len(bomb))
+	}
 	tests := []struct {
 		name, reason string
 		data         []byte
@@ -238,6 +242,7 @@ func TestEngine_RefusesBadMessages(t *testing.T) {
 		{"bad context name", "malformed", badName},
 		{"bad crdt", "malformed", badCRDT},
 		{"oversized", "oversized", big},
+		{"inflates past the limit", "oversized", bomb},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -68,8 +68,12 @@ const compressMin = 192
 // maxNameBytes bounds a context name on the wire (ValidName then applies SPEC §3's 200).
 const maxNameBytes = 256
 
-// errMalformed is wrapped by every decoding error.
-var errMalformed = errors.New("malformed peer message")
+var (
+	// errMalformed is wrapped by every decoding error.
+	errMalformed = errors.New("malformed peer message")
+	// errOversized is wrapped, with errMalformed, by errors about a message too large.
+	errOversized = errors.New("oversized")
+)
 
 // group is one context's delta or state in a message.
 type group struct {
@@ -157,7 +161,7 @@ func (m *message) encode() []byte {
 // state in it, so that a message is refused whole or accepted whole.
 func decode(data []byte, limit int) (*message, error) {
 	if len(data) > limit {
-		return nil, fmt.Errorf("%w: %d bytes, over the limit of %d", errMalformed, len(data), limit)
+		return nil, fmt.Errorf("%w: %w: %d bytes, over the limit of %d; raise the sender's and receiver's max message size together", errMalformed, errOversized, len(data), limit)
 	}
 	d := &reader{b: data}
 	m := &message{}
@@ -181,7 +185,7 @@ func decode(data []byte, limit int) (*message, error) {
 			return nil, fmt.Errorf("%w: deflate: %v", errMalformed, err)
 		}
 		if len(body) > limit {
-			return nil, fmt.Errorf("%w: body inflates past the limit of %d bytes", errMalformed, limit)
+			return nil, fmt.Errorf("%w: %w: body inflates past the limit of %d bytes", errMalformed, errOversized, limit)
 		}
 		d.b = body
 	}
