@@ -153,8 +153,11 @@ func New(opt Options) (*Syncer, error) {
 	return s, nil
 }
 
-// LoadKeyFile reads a keyring file: one key per line, base64 or raw, 16, 24 or 32 bytes;
-// blank lines and lines starting with # are skipped. The first key is the one used to send.
+// LoadKeyFile reads a keyring file: one key per line, 16, 24 or 32 bytes, base64 (as
+// `head -c 32 /dev/urandom | base64` prints) or raw; a line that decodes as base64 to a
+// valid key length is read as base64, so prefer base64. Blank lines and lines starting
+// with # are skipped. The first key is the one used to send; the others are accepted,
+// for key rotation.
 func LoadKeyFile(path string) ([][]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -265,5 +266,45 @@ func TestSyncer_CloseIdleIsPrompt(t *testing.T) {
 	}
 	if err := nd.sync.Close(ctx); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestLoadKeyFile(t *testing.T) {
+	k32 := "0123456789abcdef0123456789abcdef"
+	b64 := "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // base64 of k32
+	tests := []struct {
+		name, content string
+		keys          int
+		err           string
+	}{
+		{"base64", b64 + "\n", 1, ""},
+		{"raw", "0123456789abcdef0123456789abcde!", 1, ""}, // not base64, so read as is
+		{"rotation with comment", "# primary first\n" + b64 + "\n\n0123456789abcdef\n", 2, ""},
+		{"bad length", "tooshort\n", 0, ":1: not a 16, 24 or 32 byte key"},
+		{"empty", "# nothing\n", 0, "holds no key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "keyring")
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			keys, err := LoadKeyFile(path)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(keys); got != tt.keys {
+				t.Fatalf("%d keys, want %d", got, tt.keys)
+			}
+			if want := k32[:31]; string(keys[0][:31]) != want {
+				t.Errorf("primary key %q, want it to start %q", keys[0], want)
+			}
+		})
 	}
 }
