@@ -16,7 +16,8 @@
 # memory after the run), then vegeta at fixed rates (p50 and p99 latency at each rate). The
 # variants alternate within every round, so drift on a shared machine hits them all alike;
 # the summary is the median of the rounds, as a Markdown table with the ratios and deltas
-# against direct.
+# against direct. Every request is its own trace (a random traceparent, from trace.lua for
+# wrk and a generated targets file for vegeta) and carries baggage ctx.name=bench.
 #
 # Usage: bench/proxy/run.sh [-r rounds] [-d wrk duration] [-c connections] [-t wrk threads]
 #                           [-v vegeta duration per rate] [-R "rate rate ..."] [-o table.md]
@@ -41,6 +42,10 @@ while getopts r:d:c:t:v:R:o:h opt; do
 	*) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
+if [[ ! $vduration =~ ^[0-9]+s$ ]]; then
+	echo "run.sh: -v $vduration: give whole seconds, such as 5s" >&2
+	exit 2
+fi
 if ((rounds < 3)); then
 	echo "run.sh: -r $rounds: use at least 3 rounds, or the median means little" >&2
 	exit 2
@@ -231,21 +236,34 @@ mem_kb() {
 
 hz=$(getconf CLK_TCK)
 url_path=/orders
-trace_header="traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-baggage_header="baggage: ctx.name=bench"
-headers=(-H "$trace_header" -H "$baggage_header")
+# Every request carries its own trace (a random traceparent) and the context in baggage:
+# wrk through trace.lua, vegeta through a targets file with one trace per target.
+wrk_script=$root/bench/proxy/trace.lua
+max_rate=0
+for rate in "${rates[@]}"; do
+	((rate > max_rate)) && max_rate=$rate
+done
+for v in "${variants[@]}"; do
+	awk -v url="http://127.0.0.1:${port[$v]}$url_path" -v n=$((max_rate * ${vduration%s} + 1000)) 'BEGIN {
+		srand()
+		for (i = 0; i < n; i++) {
+			tid = ""; sid = ""
+			for (j = 0; j < 32; j++) tid = tid sprintf("%x", int(rand() * 16))
+			for (j = 0; j < 16; j++) sid = sid sprintf("%x", int(rand() * 16))
+			printf "GET %s\ntraceparent: 00-%s-%s-01\nbaggage: ctx.name=bench\n\n", url, tid, sid
+		}
+	}' >"$work/targets.$v"
+done
 
 # Warm every variant up: connection pools, page cache, heaps grown to their working size.
 for v in "${variants[@]}"; do
-	wrk -t "$threads" -c "$conns" -d 2s "${headers[@]}" "http://127.0.0.1:${port[$v]}$url_path" >/dev/null
+	wrk -t "$threads" -c "$conns" -d 2s -s "$wrk_script" "http://127.0.0.1:${port[$v]}$url_path" >/dev/null
 done
 
 # vegeta_run attacks a variant at a fixed rate and prints "p50_us p99_us requests".
 vegeta_run() {
 	local v=$1 rate=$2 report
-	report=$(echo "GET http://127.0.0.1:${port[$v]}$url_path" |
-		"$bin/vegeta" attack -rate "$rate/s" -duration "$vduration" -keepalive=true \
-			-header "$trace_header" -header "$baggage_header" |
+	report=$("$bin/vegeta" attack -targets "$work/targets.$v" -rate "$rate/s" -duration "$vduration" -keepalive=true |
 		"$bin/vegeta" report -type json)
 	if [[ $(jq -r '.success' <<<"$report") != 1 ]]; then
 		echo "run.sh: $v at $rate/s had failures: $(jq -c '{success, status_codes, errors}' <<<"$report")" >&2
@@ -264,7 +282,7 @@ for ((round = 1; round <= rounds; round++)); do
 		mapfile -t ppids < <(proc_pids "${main_pid[$v]}")
 		p0=$(cpu_ticks "${ppids[@]}")
 		o0=$(cpu_ticks "$origin_pid")
-		out=$(wrk -t "$threads" -c "$conns" -d "$duration" "${headers[@]}" "http://127.0.0.1:${port[$v]}$url_path")
+		out=$(wrk -t "$threads" -c "$conns" -d "$duration" -s "$wrk_script" "http://127.0.0.1:${port[$v]}$url_path")
 		p1=$(cpu_ticks "${ppids[@]}")
 		o1=$(cpu_ticks "$origin_pid")
 		if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then
@@ -309,7 +327,8 @@ table=$work/table.md
 {
 	echo "median of $rounds rounds; wrk -t $threads -c $conns -d $duration at saturation, vegeta"
 	echo "-duration $vduration at each fixed rate; $(nproc) CPUs shared by the load generators, the"
-	echo "origin and the proxy. Latency in µs: p50 / p99, and Δ against direct at the same rate."
+	echo "origin and the proxy. Every request its own trace (random traceparent) with baggage"
+	echo "ctx.name=bench. Latency in µs: p50 / p99, and Δ against direct at the same rate."
 	echo
 	cols="| variant | req/s | ÷ direct | CPU ms / 1000 req (wrk) | CPU ms / 1000 req (fixed rates) | RSS MB |"
 	rule="| --- | ---: | ---: | ---: | ---: | ---: |"
