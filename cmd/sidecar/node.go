@@ -26,6 +26,7 @@ type node struct {
 	admin *admin.Server
 	proxy *proxy.Proxy
 	flags *flags.Flags
+	sync  *syncPart
 }
 
 // newLogger builds the logger the config asks for.
@@ -67,6 +68,9 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		Logger: log.Named("store"),
 	})
 	if err := n.store.Open(); err != nil {
+		return n, err
+	}
+	if n.sync, err = startSync(n); err != nil {
 		return n, err
 	}
 
@@ -114,8 +118,11 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		MaxBodyBytes:     cfg.Admin.MaxBodyBytes,
 		ShutdownTimeout:  cfg.Admin.ShutdownTimeout,
 		Store:            n.store,
+		Peers:            n.sync.syncer,
 		Logger:           log.Named("admin"),
 	})
+	n.admin.Registry().MustRegister(n.sync.syncer)
+	n.admin.AddReadyCheck("sync", n.sync.syncer.Ready)
 	// Handlers mount before Open. "/{$}" and not "/": the page must not swallow the API's
 	// JSON 404 for unknown paths.
 	ui := webui.Handler()
@@ -144,6 +151,10 @@ func (n *node) close(ctx context.Context) error {
 	}
 	if n.admin != nil {
 		errs = append(errs, n.admin.Close(ctx))
+	}
+	if n.sync != nil {
+		// After the API stops taking writes: Close pushes the last deltas to the peers.
+		errs = append(errs, n.sync.close(ctx))
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())

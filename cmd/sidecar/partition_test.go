@@ -1,7 +1,6 @@
-//go:build syncwired && linux
+//go:build linux
 
-// This test needs startSync called from startNode (see sync_wiring.go); remove "syncwired"
-// from the build constraint above once it is. It needs root, iproute2 and iptables.
+// It needs root, iproute2 and iptables.
 
 package main
 

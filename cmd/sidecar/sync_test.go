@@ -1,8 +1,3 @@
-//go:build syncwired
-
-// This test needs startSync called from startNode (see sync_wiring.go); remove the build
-// constraint above once it is.
-
 package main
 
 import (
