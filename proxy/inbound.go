@@ -75,6 +75,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	if errs != nil {
 		p.headerErrors("inbound", errs)
 	}
+	if p.opt.Flags != nil {
+		ex.in.Flags = p.opt.Flags.Pin(r, ex.in.Flags)
+	}
 
 	ctx := r.Context()
 	var span trace.Span

@@ -3,11 +3,13 @@ package proxy
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ctxprop/ctxprop/headers"
 	"github.com/ctxprop/ctxprop/ops"
 )
 
@@ -21,6 +23,14 @@ import (
 // after it returns; the proxy owns it.
 type Store interface {
 	Apply(name string, list []ops.Op) error
+}
+
+// Flags pins feature flags at the edge of a request chain (SPEC §6); *flags.Flags
+// implements it. Pin runs on every inbound request, concurrently: it must be safe for
+// concurrent use, do no I/O, and modify neither r nor pinned; it returns pinned plus what
+// it pinned, sorted by name.
+type Flags interface {
+	Pin(r *http.Request, pinned []headers.Flag) []headers.Flag
 }
 
 // Options configure a Proxy. Fields left at their zero value take the default named
@@ -45,6 +55,9 @@ type Options struct {
 	// Store takes ctx-ops and telemetry. Nil means both are dropped: the proxy
 	// still forwards and rewrites headers.
 	Store Store
+	// Flags pins the configured flags on inbound requests that arrive without them (the
+	// edge of a chain). Nil pins none; flags pinned upstream still pass.
+	Flags Flags
 	// TracerProvider gives the tracer for the span of each proxied request. Nil
 	// means tracing off: traceparent and tracestate are forwarded byte for byte.
 	TracerProvider trace.TracerProvider

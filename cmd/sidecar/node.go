@@ -95,6 +95,7 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		OutboundAddress:       cfg.Outbound.Address,
 		TrustInboundOps:       cfg.Inbound.TrustInboundOps,
 		Store:                 requestPathStore{n.store},
+		Flags:                 n.flags,
 		TracerProvider:        tp,
 		Logger:                log.Named("proxy"),
 		MaxIdleConnsPerHost:   cfg.Outbound.MaxIdleConnsPerHost,
