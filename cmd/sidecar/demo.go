@@ -78,7 +78,13 @@ type service struct {
 	http   *http.Client // the app's HTTP client, through its sidecar's outbound proxy
 
 	mu   sync.Mutex
-	seen []http.Header // request headers the app received, for the demo to print
+	seen map[string]http.Header // request headers the app received, by trace-id
+
+	// pause, when set, holds the request of that trace-id in this app until release is
+	// closed, after signalling arrived: the demo changes a flag while a chain is in flight.
+	pause   string
+	arrived chan struct{}
+	release chan struct{}
 }
 
 type demo struct {
@@ -100,9 +106,20 @@ func (d *demo) start() error {
 	for i := range d.services[:len(d.services)-1] {
 		d.services[i].next = d.services[i+1]
 	}
-	fmt.Fprintf(d.out, "Starting %d services, each behind its own sidecar on loopback (data in %s)\n\n", len(names), d.dir)
+	// Every sidecar knows the others' peer addresses, as a static list or the DNS of a
+	// headless Service would tell it in a cluster.
+	syncAddrs := make([]string, len(names))
+	for i := range syncAddrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		syncAddrs[i] = ln.Addr().String()
+		ln.Close()
+	}
+	fmt.Fprintf(d.out, "Starting %d services, each behind its own sidecar on loopback, replicating with each other\n(data in %s)\n\n", len(names), d.dir)
 	tw := tabwriter.NewWriter(d.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  SERVICE\tAPP\tSIDECAR INBOUND\tOUTBOUND (HTTP_PROXY)\tADMIN API")
+	fmt.Fprintln(tw, "  SERVICE\tAPP\tSIDECAR INBOUND\tOUTBOUND (HTTP_PROXY)\tADMIN API\tPEER SYNC")
 	// Start from the end of the chain so each app knows where its callee's sidecar is.
 	for i := len(d.services) - 1; i >= 0; i-- {
 		s := d.services[i]
@@ -122,7 +139,10 @@ func (d *demo) start() error {
 		cfg.Inbound.Address = "127.0.0.1:0"
 		cfg.Inbound.App = ln.Addr().String()
 		cfg.Outbound.Address = "127.0.0.1:0"
-		cfg.Sync.Address = "127.0.0.1:0"
+		cfg.Sync.Address = syncAddrs[i]
+		cfg.Sync.Peers = syncAddrs
+		cfg.Flags.Pinned = []string{"new-checkout"}
+		cfg.Flags.TargetingKeyHeader = "X-User"
 		log := hclog.New(&hclog.LoggerOptions{Name: s.name, Level: hclog.Warn, Output: d.logOut})
 		n, err := startNode(cfg, log, d.tp)
 		if err != nil {
@@ -132,9 +152,27 @@ func (d *demo) start() error {
 		s.client = admin.NewClient("http://"+n.admin.Addr().String(), nil)
 		proxyURL := &url.URL{Scheme: "http", Host: n.proxy.OutboundAddr().String()}
 		s.http = &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}, Timeout: 10 * time.Second}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.name, ln.Addr(), n.proxy.InboundAddr(), n.proxy.OutboundAddr(), n.admin.Addr())
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.name, ln.Addr(), n.proxy.InboundAddr(), n.proxy.OutboundAddr(), n.admin.Addr(), syncAddrs[i])
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Wait until every sidecar sees the two others alive.
+	return waitFor(context.Background(), 15*time.Second, func() bool {
+		for _, s := range d.services {
+			peers, err := s.client.Peers(context.Background())
+			alive := 0
+			for _, p := range peers {
+				if p.State == "alive" {
+					alive++
+				}
+			}
+			if err != nil || alive < len(d.services)-1 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // appHandler is a service's application code. It knows nothing of ctxprop beyond
@@ -144,9 +182,18 @@ func (d *demo) start() error {
 // and hands the app the flags pinned for the chain as ctx-flag-* headers.
 func (d *demo) appHandler(s *service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		traceID := traceIDOf(r.Header.Get("traceparent"))
 		s.mu.Lock()
-		s.seen = append(s.seen, r.Header.Clone())
+		if s.seen == nil {
+			s.seen = map[string]http.Header{}
+		}
+		s.seen[traceID] = r.Header.Clone()
+		hold := s.pause != "" && s.pause == traceID
 		s.mu.Unlock()
+		if hold {
+			close(s.arrived)
+			<-s.release
+		}
 		step := fmt.Sprintf(`put;map="steps";key=%q;value="done"`, s.name)
 		if s.next != nil {
 			req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://"+s.next.node.proxy.InboundAddr().String()+"/"+s.next.name, nil)
@@ -211,6 +258,7 @@ func (d *demo) chain(ctx context.Context, name string, flags map[string]string, 
 	sort.Strings(bag)
 	req.Header.Set("baggage", strings.Join(bag, ","))
 	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	req.Header.Set("X-User", "user-42")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("request through the chain: %w", err)
@@ -225,8 +273,8 @@ func (d *demo) chain(ctx context.Context, name string, flags map[string]string, 
 
 // waitFor polls until cond holds: request-path writes are committed within the store's
 // commit window, so a read right after a request may not see them yet.
-func waitFor(ctx context.Context, cond func() bool) error {
-	deadline := time.Now().Add(5 * time.Second)
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return errors.New("timed out waiting for the sidecars")
@@ -240,29 +288,42 @@ func waitFor(ctx context.Context, cond func() bool) error {
 	return nil
 }
 
-// 1. Global state: shared maps, sets and counters through the admin API.
+// 1. Global state: shared maps, sets and counters through the admin API, replicated.
 func (d *demo) globalState(ctx context.Context) error {
-	d.section("1. Global state: maps, sets and counters any service can read and write")
-	c := d.services[0].client
-	d.say("PUT  /v1/contexts/fleet/maps/config/checkout-timeout  {\"value\":\"2s\"}")
-	if err := c.Put(ctx, "fleet", "config", "checkout-timeout", json.RawMessage(`"2s"`), 0); err != nil {
+	d.section("1. Global state: maps, sets and counters any service reads and writes, fleet-wide")
+	first, last := d.services[0], d.services[len(d.services)-1]
+	d.say("on %s: PUT  /v1/contexts/fleet/maps/config/checkout-timeout  {\"value\":\"2s\"}", first.name)
+	if err := first.client.Put(ctx, "fleet", "config", "checkout-timeout", json.RawMessage(`"2s"`), 0); err != nil {
 		return err
 	}
-	d.say("POST /v1/contexts/fleet/sets/regions  {\"add\":[\"eu-west\",\"us-east\"]}")
-	if _, err := c.UpdateSet(ctx, "fleet", "regions", []string{"eu-west", "us-east"}, nil, 0); err != nil {
+	d.say("on %s: POST /v1/contexts/fleet/sets/regions  {\"add\":[\"eu-west\",\"us-east\"]}", first.name)
+	if _, err := first.client.UpdateSet(ctx, "fleet", "regions", []string{"eu-west", "us-east"}, nil, 0); err != nil {
 		return err
 	}
-	d.say("POST /v1/contexts/fleet/counters/deploys  {\"by\":1}")
-	if _, err := c.Incr(ctx, "fleet", "deploys", 1, 0); err != nil {
-		return err
+	for _, s := range d.services {
+		d.say("on %s: POST /v1/contexts/fleet/counters/deploys  {\"by\":1}", s.name)
+		if _, err := s.client.Incr(ctx, "fleet", "deploys", 1, 0); err != nil {
+			return err
+		}
 	}
-	snap, err := c.Get(ctx, "fleet")
+	want := int64(len(d.services))
+	for _, s := range d.services {
+		if err := waitFor(ctx, 10*time.Second, func() bool {
+			v, err := s.client.Counter(ctx, "fleet", "deploys")
+			m, _ := s.client.Set(ctx, "fleet", "regions")
+			return err == nil && v == want && len(m) == 2
+		}); err != nil {
+			return fmt.Errorf("%s: replication of fleet: %w", s.name, err)
+		}
+	}
+	snap, err := last.client.Get(ctx, "fleet")
 	if err != nil {
 		return err
 	}
 	b, _ := json.Marshal(snap)
-	d.say("GET  /v1/contexts/fleet  → %s", b)
-	d.say("Every write above was on disk (fsync) before the API answered.")
+	d.say("on %s: GET /v1/contexts/fleet  → %s", last.name, b)
+	d.say("deploys = %d on every sidecar: one increment made on each, summed fleet-wide.", want)
+	d.say("Every write was on disk (fsync) before its API call answered, then replicated as a delta.")
 	return nil
 }
 
@@ -274,10 +335,12 @@ func (d *demo) telemetry(ctx context.Context, n int) error {
 			return err
 		}
 	}
+	// Each hop's sidecar counts once; replication sums them into one fleet-wide counter.
+	hops := int64(n * len(d.services))
 	for _, s := range d.services {
-		if err := waitFor(ctx, func() bool {
+		if err := waitFor(ctx, 10*time.Second, func() bool {
 			v, err := s.client.Counter(ctx, "checkout", "http.requests")
-			return err == nil && v >= int64(n)
+			return err == nil && v >= hops
 		}); err != nil {
 			return fmt.Errorf("%s: telemetry: %w", s.name, err)
 		}
@@ -303,7 +366,8 @@ func (d *demo) telemetry(ctx context.Context, n int) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	d.say("http.* counters come from the inbound proxies; calls.* from ctx-ops headers the apps sent.")
+	d.say("http.requests = %d on every sidecar: %d requests × %d hops, each counted by its inbound", hops, n, len(d.services))
+	d.say("proxy and summed fleet-wide. calls.* come from ctx-ops headers the apps sent.")
 	d.say("orders and payments forwarded only traceparent: their sidecars found the context by trace-id.")
 	return nil
 }
@@ -321,10 +385,10 @@ func (d *demo) checkpoint(ctx context.Context) error {
 	}
 	for _, s := range d.services {
 		var steps map[string]json.RawMessage
-		if err := waitFor(ctx, func() bool {
+		if err := waitFor(ctx, 10*time.Second, func() bool {
 			var err error
 			steps, err = s.client.Map(ctx, "order-1001", "steps")
-			return err == nil && len(steps) > 0
+			return err == nil && len(steps) == len(d.services)
 		}); err != nil {
 			return fmt.Errorf("%s: checkpoint: %w", s.name, err)
 		}
@@ -338,40 +402,123 @@ func (d *demo) checkpoint(ctx context.Context) error {
 	if snap.ExpiresAt != nil {
 		d.say("order-1001 expires at %s", snap.ExpiresAt.Format(time.RFC3339))
 	}
-	d.say("After a crash, a pod reads the steps map to know where to resume.")
+	d.say("Each step was written by one sidecar and is read from every one: after a crash, any pod")
+	d.say("reads the steps map to know where to resume.")
 	return nil
 }
 
-// 4. Feature flags: a flag pinned at the edge reaches every hop unchanged.
+// 4. Feature flags: a flag pinned at the edge stays the same on every hop of a chain, even
+// when it changes while the chain runs.
 func (d *demo) flags(ctx context.Context) error {
-	d.section("4. Feature flags: a flag pinned at the edge is seen by every hop of the chain")
-	for _, s := range d.services {
-		s.mu.Lock()
-		s.seen = nil
-		s.mu.Unlock()
+	d.section("4. Feature flags: pinned at the edge, the same on every hop even across a flip")
+	first, middle, last := d.services[0], d.services[1], d.services[len(d.services)-1]
+	def := func(variant string) string {
+		return `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"` + variant + `"}`
 	}
-	d.say("baggage: ctx.name=checkout,ctx.flag.new-checkout=on,user.tier=gold")
-	if err := d.chain(ctx, "checkout", map[string]string{"new-checkout": "on"}, "5b8aa5a2d2c872e8321cf37308d69df2"); err != nil {
+	d.say("on %s: PUT /v1/flags/new-checkout %s", first.name, def("off"))
+	if err := d.putFlag(ctx, first, "new-checkout", def("off")); err != nil {
 		return err
 	}
+	if err := d.waitFlag(ctx, "new-checkout", `"off"`); err != nil {
+		return err
+	}
+
+	// Chain A starts and is held in the orders app while the flag flips.
+	const chainA, chainB = "11111111111111111111111111111111", "22222222222222222222222222222222"
+	middle.mu.Lock()
+	middle.pause, middle.arrived, middle.release = chainA, make(chan struct{}), make(chan struct{})
+	middle.mu.Unlock()
+	errA := make(chan error, 1)
+	go func() { errA <- d.chain(ctx, "checkout", nil, chainA) }()
+	select {
+	case <-middle.arrived:
+	case err := <-errA:
+		return fmt.Errorf("chain A ended early: %v", err)
+	case <-time.After(10 * time.Second):
+		return errors.New("chain A did not reach orders")
+	}
+	d.say("chain A entered frontend (the edge pinned new-checkout there) and is held in orders")
+	d.say("on %s: PUT /v1/flags/new-checkout %s   ← the flip, while chain A is in flight", last.name, def("on"))
+	if err := d.putFlag(ctx, last, "new-checkout", def("on")); err != nil {
+		return err
+	}
+	if err := d.waitFlag(ctx, "new-checkout", `"on"`); err != nil {
+		return err
+	}
+	d.say("the flip reached every sidecar; releasing chain A")
+	close(middle.release)
+	if err := <-errA; err != nil {
+		return err
+	}
+	middle.mu.Lock()
+	middle.pause = ""
+	middle.mu.Unlock()
+	d.say("chain B starts after the flip")
+	if err := d.chain(ctx, "checkout", nil, chainB); err != nil {
+		return err
+	}
+
 	tw := tabwriter.NewWriter(d.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  APP\tctx-flag-new-checkout\ttraceparent\tbaggage")
-	for _, s := range d.services {
-		s.mu.Lock()
-		var h http.Header
-		if len(s.seen) > 0 {
-			h = s.seen[len(s.seen)-1]
+	fmt.Fprintln(tw, "  CHAIN\tAPP\tctx-flag-new-checkout\ttraceparent\tbaggage")
+	for _, chain := range []struct{ name, trace string }{{"A", chainA}, {"B", chainB}} {
+		for _, s := range d.services {
+			s.mu.Lock()
+			h := s.seen[chain.trace]
+			s.mu.Unlock()
+			if h == nil {
+				return fmt.Errorf("%s saw no request of chain %s", s.name, chain.name)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", chain.name, s.name, h.Get("ctx-flag-new-checkout"), h.Get("traceparent"), h.Get("baggage"))
 		}
-		s.mu.Unlock()
-		if h == nil {
-			return fmt.Errorf("%s saw no request", s.name)
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.name, h.Get("ctx-flag-new-checkout"), h.Get("traceparent"), h.Get("baggage"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	d.say("Same trace-id on every hop with a new parent-id per sidecar span; the app reads the flag")
-	d.say("from a plain header, with no SDK.")
+	d.say("Chain A kept the value pinned at its edge on every hop although the flag flipped mid-chain;")
+	d.say("chain B sees the new value. Same trace-id on every hop, a new parent-id per sidecar span.")
+	d.say("Apps read the flag from a plain header; OpenFeature SDKs evaluate it over OFREP on :7400.")
 	return nil
+}
+
+func (d *demo) putFlag(ctx context.Context, s *service, key, definition string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+s.node.admin.Addr().String()+"/v1/flags/"+key, strings.NewReader(definition))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("PUT /v1/flags/%s on %s: %s: %s", key, s.name, resp.Status, b)
+	}
+	return nil
+}
+
+// waitFlag waits until every sidecar serves key with the given default variant.
+func (d *demo) waitFlag(ctx context.Context, key, variant string) error {
+	return waitFor(ctx, 10*time.Second, func() bool {
+		for _, s := range d.services {
+			resp, err := http.Get("http://" + s.node.admin.Addr().String() + "/v1/flags/" + key)
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"defaultVariant":`+variant) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// traceIDOf returns the trace-id of a traceparent value, or "".
+func traceIDOf(traceparent string) string {
+	if len(traceparent) >= 35 {
+		return traceparent[3:35]
+	}
+	return ""
 }
