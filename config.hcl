@@ -114,7 +114,7 @@ tracing {
   # Start a span for each proxied request and continue the caller's trace. When off,
   # traceparent and tracestate are forwarded unchanged.
   enabled = false
-  # OTLP collector host:port, such as "otel-collector:4317"; required when enabled.
+  # OTLP/HTTP collector host:port, such as "otel-collector:4318"; required when enabled.
   otlp_endpoint = ""
   # Fraction of new traces sampled, from 0 to 1.
   sample_ratio = 1.0
