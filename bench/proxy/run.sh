@@ -370,6 +370,17 @@ table=$work/table.md
 				'BEGIN {printf "- %s CPU per request %s: %.2f × reverseproxy (rounds: %s), %.2f × nginx\n", v, what, c / rp, per, c / ng}'
 		done
 	done
+	# The origin's CPU per request is the same work in every slot, so its changes
+	# between slots measure the machine's (other tenants, caches, frequency); dividing
+	# by it takes that drift out of the ctxprop / reverseproxy comparison.
+	for v in ctxprop ctxprop+counter; do
+		awk -F'\t' -v v="$v" 'NR > 1 && $2 == v {x[$1] = $4 / $7} NR > 1 && $2 == "reverseproxy" {r[$1] = $4 / $7}
+			END {
+				printf "- %s ÷ reverseproxy under wrk, each divided by the origin CPU of its own slot (rounds):", v
+				for (i = 1; i in x; i++) printf "%s %.2f", (i > 1 ? "," : ""), x[i] / r[i]
+				printf "\n"
+			}' "$results"
+	done
 } >"$table"
 echo
 cat "$table"
