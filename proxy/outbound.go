@@ -38,7 +38,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex := newExchange(false)
-	defer ex.release() // deferred first, so it runs after the span's deferred end
+	defer ex.release() // deferred first, so it runs after every other deferred use of ex
 	defer func() { p.reqs.observe(ex, time.Since(ex.start)) }()
 	var errs []error
 	ex.out, errs = headers.ReadOutbound(r.Header, p.hopt, p.corr)
