@@ -87,6 +87,7 @@ func (c *Context) Join(o *Context) {
 	if o.Meta.after(c.Meta) {
 		c.Meta = o.Meta
 	}
+	cleared := c.Cleared
 	c.Cleared = max(c.Cleared, o.Cleared)
 
 	for k, oc := range o.Counters {
@@ -115,20 +116,36 @@ func (c *Context) Join(o *Context) {
 	}
 	c.joinSets(o)
 	c.CC.Join(&o.CC)
-	c.normalize()
+	// A join costs the size of the delta, not of the state: only a new Cleared can change
+	// entries that o does not name (the set removals are normalized in joinSets).
+	if c.Cleared != cleared {
+		c.normalize()
+	} else {
+		c.normalizeTouched(o)
+	}
 }
 
 // joinSets is the dot-kernel join: a dot survives if both sides have it, or one side has
 // it and the other has not seen it.
 func (c *Context) joinSets(o *Context) {
-	for name, cs := range c.Sets {
-		os := o.Sets[name]
-		for m, cdots := range cs {
-			odots := os[m]
-			for d := range cdots {
-				if _, ok := odots[d]; !ok && o.CC.Contains(d) {
-					delete(cdots, d)
+	// Only dots o has seen can be removed by it: nothing to scan when it has seen none,
+	// as with counter and map deltas.
+	if !o.CC.Empty() {
+		for name, cs := range c.Sets {
+			os := o.Sets[name]
+			for m, cdots := range cs {
+				odots := os[m]
+				for d := range cdots {
+					if _, ok := odots[d]; !ok && o.CC.Contains(d) {
+						delete(cdots, d)
+					}
 				}
+				if len(cdots) == 0 {
+					delete(cs, m)
+				}
+			}
+			if len(cs) == 0 {
+				delete(c.Sets, name)
 			}
 		}
 	}
@@ -165,6 +182,52 @@ func (c *Context) joinSets(o *Context) {
 // practice; taking the maximum keeps the join a lattice even for hand-made states.
 func maxBirth(a, b Birth) Birth {
 	return Birth{TS: max(a.TS, b.TS), Expires: max(a.Expires, b.Expires)}
+}
+
+// normalizeTouched is normalize restricted to the entries o names, for a join that did not
+// move Cleared into a state that was normal before it.
+func (c *Context) normalizeTouched(o *Context) {
+	for k := range o.Counters {
+		ct := c.Counters[k]
+		floor := max(ct.Floor, c.Cleared)
+		gen := ct.newestGen()
+		for r, s := range ct.Slots {
+			if s.Gen < floor || s.Gen < gen {
+				delete(ct.Slots, r)
+			}
+		}
+		if len(ct.Slots) == 0 && ct.Floor == 0 {
+			delete(c.Counters, k)
+		}
+	}
+	for name, om := range o.Maps {
+		m := c.Maps[name]
+		for k := range om {
+			if r, ok := m[k]; ok && r.TS < c.Cleared {
+				delete(m, k)
+			}
+		}
+		if m != nil && len(m) == 0 {
+			delete(c.Maps, name)
+		}
+	}
+	for name, os := range o.Sets {
+		s := c.Sets[name]
+		for m := range os {
+			dots := s[m]
+			for d, b := range dots {
+				if b.TS < c.Cleared {
+					delete(dots, d)
+				}
+			}
+			if dots != nil && len(dots) == 0 {
+				delete(s, m)
+			}
+		}
+		if s != nil && len(s) == 0 {
+			delete(c.Sets, name)
+		}
+	}
 }
 
 // normalize drops what can never be seen again, whatever is joined later: data written
@@ -486,6 +549,48 @@ func (c *Context) Incr(w Write, key string, by int64, ttl time.Duration) *Contex
 		s.Expires = max(s.Expires, w.At.Add(ttl))
 	}
 	d.Counters = map[string]Counter{key: {Slots: map[ReplicaID]Slot{w.Replica: s}}}
+	return d
+}
+
+// Inc is one increment of IncrAll.
+type Inc struct {
+	Key string
+	By  int64
+	TTL time.Duration
+}
+
+// IncrAll is the delta of the increments incs made by w at once, equal to the join of
+// their Incr deltas made one after the other, for the cost of one: the proxy's telemetry
+// is several counters per request.
+func (c *Context) IncrAll(w Write, incs []Inc) *Context {
+	d, cleared := c.prepare(w)
+	d.Counters = make(map[string]Counter, len(incs))
+	for _, in := range incs {
+		ct, seen := d.Counters[in.Key]
+		var s Slot
+		if seen {
+			s = ct.Slots[w.Replica]
+		} else {
+			ct = c.Counters[in.Key]
+			gen, exp, live := ct.generation(cleared)
+			if live && exp != 0 && w.At >= exp {
+				gen, exp = exp, 0
+			}
+			var ok bool
+			if s, ok = ct.Slots[w.Replica]; !ok || s.Gen != gen {
+				s = Slot{Gen: gen, Expires: exp}
+			}
+		}
+		if in.By >= 0 {
+			s.P += uint64(in.By)
+		} else {
+			s.N += uint64(-in.By)
+		}
+		if in.TTL > 0 {
+			s.Expires = max(s.Expires, w.At.Add(in.TTL))
+		}
+		d.Counters[in.Key] = Counter{Slots: map[ReplicaID]Slot{w.Replica: s}}
+	}
 	return d
 }
 

@@ -66,6 +66,7 @@ func BenchmarkAdminIncr(b *testing.B) {
 	b.StopTimer()
 	st := store.Stats()
 	b.ReportMetric(float64(st.Changes)/float64(max(st.Commits, 1)), "writes/commit")
+	b.ReportMetric(float64(st.CommitTime.Microseconds())/float64(max(st.Commits, 1)), "µs/commit")
 }
 
 // BenchmarkBoltBatch: 16 goroutines do the same read-increment-write on raw bbolt with
