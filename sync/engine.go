@@ -291,7 +291,7 @@ type outgoing struct {
 // Round runs one gossip round: it turns this round's local deltas into buffer entries,
 // pushes to Fanout random live peers what each has not acknowledged and did not send, and
 // ages the buffer.
-func (e *Engine) Round(now time.Time) {
+func (e *Engine) Round(now time.Time) (sent int) {
 	e.mu.Lock()
 	e.fold()
 	alive := e.alive()
@@ -308,6 +308,7 @@ func (e *Engine) Round(now time.Time) {
 	if pp != "" {
 		e.pushPullWith(pp)
 	}
+	return len(out)
 }
 
 // pushTo builds the delta message for p, nil if p has everything.

@@ -22,6 +22,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configure a Syncer. Zero fields take the defaults written next to them.
@@ -30,6 +32,9 @@ type Options struct {
 	Store WatchStore
 	// Logger; nil discards.
 	Logger hclog.Logger
+	// TracerProvider gives the tracer for the spans of sync rounds that sent deltas and
+	// of push-pull exchanges. Nil means no spans.
+	TracerProvider trace.TracerProvider
 	// Source lists where peers may be; nil means only peers that contact this node.
 	Source Source
 	// Name is this node's name (node.name); required. The member name in the fleet is
@@ -68,6 +73,7 @@ type Options struct {
 type Syncer struct {
 	opt    Options
 	log    hclog.Logger
+	tracer trace.Tracer // nil: no spans
 	engine *Engine
 	keys   [][]byte
 
@@ -132,6 +138,9 @@ func New(opt Options) (*Syncer, error) {
 		}
 	}
 	s := &Syncer{opt: opt, log: opt.Logger, keys: keys, nodes: map[string]*memberlist.Node{}, inbound: make(chan []byte, 1024)}
+	if opt.TracerProvider != nil {
+		s.tracer = opt.TracerProvider.Tracer("github.com/ctxprop/ctxprop/sync")
+	}
 	e, err := NewEngine(EngineOptions{
 		Name:            fmt.Sprintf("%s/%s", opt.Name, opt.Store.Replica()),
 		Store:           opt.Store,
@@ -349,9 +358,22 @@ func (s *Syncer) roundLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-round.C:
-			s.engine.Round(s.opt.Now())
+			start := time.Now()
+			if sent := s.engine.Round(s.opt.Now()); sent > 0 && s.tracer != nil {
+				// A span only for rounds that sent something: an idle fleet traces nothing.
+				_, span := s.tracer.Start(ctx, "sync.round", trace.WithTimestamp(start),
+					trace.WithAttributes(attribute.Int("ctxprop.sync.messages", sent)))
+				span.End()
+			}
 		case <-pp.C:
+			var span trace.Span
+			if s.tracer != nil {
+				_, span = s.tracer.Start(ctx, "sync.push_pull")
+			}
 			s.engine.PushPull()
+			if span != nil {
+				span.End()
+			}
 		case <-housekeeping.C:
 			now := s.opt.Now()
 			s.engine.RefreshDigests(now)

@@ -17,6 +17,9 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // staticSource is the simplest Source: a fixed list (the real ones live in sync/discovery).
@@ -66,6 +69,11 @@ func startNodes(t *testing.T, n int, key []byte) []*testNode {
 
 func startNode(t *testing.T, name, path, addr string, peers []string, key []byte) *testNode {
 	t.Helper()
+	return startTracedNode(t, name, path, addr, peers, key, nil)
+}
+
+func startTracedNode(t *testing.T, name, path, addr string, peers []string, key []byte, tp trace.TracerProvider) *testNode {
+	t.Helper()
 	st := localstore.New(localstore.Options{Path: path, Logger: testLogger(t, name+".store")})
 	if err := st.Open(); err != nil {
 		t.Fatal(err)
@@ -76,7 +84,7 @@ func startNode(t *testing.T, name, path, addr string, peers []string, key []byte
 	}
 	s, err := New(Options{Store: st, Name: name, Address: addr, Source: staticSource(peers), Keyring: keys,
 		Interval: 50 * time.Millisecond, PushPullInterval: time.Second, DiscoverInterval: 500 * time.Millisecond,
-		Logger: testLogger(t, name+".sync")})
+		Logger: testLogger(t, name+".sync"), TracerProvider: tp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,4 +315,41 @@ func TestLoadKeyFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSyncer_Spans checks that a round that pushes a delta, and a push-pull exchange, are
+// traced, and that idle rounds are not.
+func TestSyncer_Spans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	addrs := []string{freeAddr(t), freeAddr(t)}
+	a := startTracedNode(t, "a", filepath.Join(t.TempDir(), "a.db"), addrs[0], addrs, nil, tp)
+	startNode(t, "b", filepath.Join(t.TempDir(), "b.db"), addrs[1], addrs, nil)
+	waitFor(t, 10*time.Second, "a sees b", func() bool {
+		for _, p := range a.sync.Peers() {
+			if p.State == "alive" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, sp := range rec.Ended() {
+		if sp.Name() == "sync.round" {
+			t.Fatal("a sync.round span before any write: idle rounds must not be traced")
+		}
+	}
+	if _, err := a.store.Apply(context.Background(), "c", []ops.Op{{Kind: ops.Incr, Key: "k", By: 1}}, localstore.Durable); err != nil {
+		t.Fatal(err)
+	}
+	names := func() map[string]int {
+		out := map[string]int{}
+		for _, s := range rec.Ended() {
+			out[s.Name()]++
+		}
+		return out
+	}
+	waitFor(t, 10*time.Second, "a sync.round and a sync.push_pull span", func() bool {
+		n := names()
+		return n["sync.round"] > 0 && n["sync.push_pull"] > 0
+	})
 }

@@ -22,6 +22,7 @@ import (
 type node struct {
 	cfg   config.Config
 	log   hclog.Logger
+	tp    trace.TracerProvider // nil: tracing off
 	store *localstore.Store
 	admin *admin.Server
 	proxy *proxy.Proxy
@@ -44,7 +45,7 @@ func newLogger(cfg config.Config, w io.Writer) hclog.Logger {
 // tp gives the tracer for proxied requests; nil means tracing off (headers forwarded byte
 // for byte).
 func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n *node, err error) {
-	n = &node{cfg: cfg, log: log}
+	n = &node{cfg: cfg, log: log, tp: tp}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, n.close(context.Background()))

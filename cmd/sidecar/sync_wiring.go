@@ -38,6 +38,8 @@ func startSync(n *node) (*syncPart, error) {
 		Interval: cfg.Sync.Interval,
 		Fanout:   cfg.Sync.Fanout,
 		KeyFile:  cfg.Sync.KeyFile,
+		// Spans of rounds that sent deltas and of push-pull exchanges.
+		TracerProvider: n.tp,
 	})
 	if err == nil {
 		err = s.Open()
