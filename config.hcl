@@ -111,8 +111,9 @@ sync {
 }
 
 tracing {
-  # Start a span for each proxied request and continue the caller's trace. When off,
-  # traceparent and tracestate are forwarded unchanged.
+  # Start a span for each proxied request (and each sync round that sent deltas) and
+  # continue the caller's trace; export the spans, and every metric of /metrics every 30s,
+  # by OTLP/HTTP. When off, traceparent and tracestate are forwarded unchanged.
   enabled = false
   # OTLP/HTTP collector host:port, such as "otel-collector:4318"; required when enabled.
   otlp_endpoint = ""

@@ -57,6 +57,13 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	mp, err := newMeterProvider(ctx, cfg, n.admin.Registry(), metricsExportInterval)
+	if err != nil {
+		return errors.Join(err, n.close(context.Background()))
+	}
+	if mp != nil {
+		defer mp.Shutdown(context.Background())
+	}
 	<-ctx.Done()
 	log.Info("shutting down", "timeout", cfg.Admin.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Admin.ShutdownTimeout)
