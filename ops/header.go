@@ -87,16 +87,7 @@ func parseItem(m httpsfv.Member) (Op, error) {
 			if !ok {
 				return fail("parameter %q is %s, not a string", name, describe(v))
 			}
-			switch name {
-			case "key":
-				op.Key = s
-			case "map":
-				op.Map = s
-			case "set":
-				op.Set = s
-			case "member":
-				op.Member = s
-			}
+			op.setName(name, s)
 		case "by":
 			n, ok := v.(int64)
 			if !ok {

@@ -142,16 +142,7 @@ func parseJSONOp(dec *json.Decoder) (Op, error) {
 			if err != nil {
 				return fail("field %q %v", name, err)
 			}
-			switch name {
-			case "key":
-				op.Key = s
-			case "map":
-				op.Map = s
-			case "set":
-				op.Set = s
-			case "member":
-				op.Member = s
-			}
+			op.setName(name, s)
 		case "by":
 			n, err := strconv.ParseInt(string(raw), 10, 64)
 			if err != nil {

@@ -61,3 +61,18 @@ func ParseKind(s string) (Kind, error) {
 	}
 	return 0, fmt.Errorf("unknown op %q; want incr, put, del, add or rem", s)
 }
+
+// setName sets the text field that parameter name ("key", "map", "set" or "member")
+// names; both parsers share the mapping.
+func (op *Op) setName(name, s string) {
+	switch name {
+	case "key":
+		op.Key = s
+	case "map":
+		op.Map = s
+	case "set":
+		op.Set = s
+	case "member":
+		op.Member = s
+	}
+}
