@@ -39,12 +39,22 @@ type Options struct {
 	FixedTTL bool
 	// Limits bound what the store holds; zero fields mean no limit.
 	Limits Limits
+	// LogSize is the size of the write-ahead log file (store.path + "-wal"); 0 means
+	// 4 MiB. A commit to bbolt is made early when half of it is used.
+	LogSize int64
 	// MaxClockAhead refuses timestamps from peers further ahead of local time; 0 means 1m.
 	MaxClockAhead time.Duration
 	// Logger; nil discards.
 	Logger hclog.Logger
 	// Now returns wall time; nil means time.Now. Tests use a fake clock.
 	Now func() time.Time
+}
+
+func (o Options) logSize() int64 {
+	if o.LogSize <= 0 {
+		return walSize
+	}
+	return max(o.LogSize, 4096)
 }
 
 // Limits bound the store. Exceeding one is a *LimitError and changes nothing.
@@ -71,6 +81,7 @@ var (
 	keyReplica     = []byte("replica")
 	keySeq         = []byte("seq")
 	keyHLC         = []byte("hlc")
+	keyWALLSN      = []byte("wal-lsn") // the last write-ahead log record a commit holds
 )
 
 // Store holds named contexts in memory and in a bbolt file. Its methods are safe for
@@ -79,6 +90,8 @@ type Store struct {
 	opt    Options
 	log    hclog.Logger
 	db     *bolt.DB
+	wal    *wal
+	walLSN uint64 // read at load: the last log record the bbolt file holds
 	clock  crdt.Clock
 	events *eventLog
 
@@ -87,8 +100,12 @@ type Store struct {
 	seq      uint64
 	contexts map[string]*crdt.Context
 	pending  *batch
-	failed   error
-	closed   bool
+	// dirty holds the contexts changed since the last commit to bbolt (nil value: dropped
+	// by the sweeper), since dirtySince; the log makes them durable until that commit.
+	dirty      map[string]struct{}
+	dirtySince time.Time
+	failed     error
+	closed     bool
 
 	stats Stats
 	// waiting counts the Durable writes not yet committed; peak is its maximum since
@@ -103,13 +120,11 @@ type Store struct {
 	closeErr  error
 }
 
-// batch is the set of changes the next commit writes, and the writers waiting for it.
+// batch is the set of changes not yet durable, and the writers waiting for them.
 type batch struct {
 	started time.Time
 	durable bool
 	waiters int // Durable writes waiting for this batch
-	dirty   map[string]struct{}
-	deleted map[string]struct{}
 	events  []Event
 	done    chan struct{}
 	err     error
@@ -144,6 +159,7 @@ func New(opt Options) *Store {
 		clock:    crdt.Clock{Now: opt.Now},
 		events:   newEventLog(4096),
 		contexts: make(map[string]*crdt.Context),
+		dirty:    make(map[string]struct{}),
 		kick:     make(chan struct{}, 1),
 	}
 }
@@ -171,6 +187,10 @@ func (s *Store) Open() error {
 		return errors.Join(err, db.Close())
 	}
 	s.db = db
+	if err := s.openWAL(); err != nil {
+		s.db = nil
+		return errors.Join(err, db.Close())
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(2)
 	go s.commitLoop()
@@ -202,6 +222,9 @@ func (s *Store) load(db *bolt.DB) error {
 		if v := meta.Get(keySeq); len(v) == 8 {
 			s.seq = binary.BigEndian.Uint64(v)
 		}
+		if v := meta.Get(keyWALLSN); len(v) == 8 {
+			s.walLSN = binary.BigEndian.Uint64(v)
+		}
 		if v := meta.Get(keyHLC); len(v) == 8 {
 			// The clock resumes past anything this replica ever stamped, even if the
 			// wall clock went back across the restart.
@@ -216,6 +239,58 @@ func (s *Store) load(db *bolt.DB) error {
 			return nil
 		})
 	})
+}
+
+// walPath is where the write-ahead log of the bbolt file at path lives.
+func walPath(path string) string { return path + "-wal" }
+
+// openWAL opens the write-ahead log and replays the records the bbolt file does not hold
+// yet, then commits them to it, so a crash right after an acknowledged write loses
+// nothing and the log starts empty.
+func (s *Store) openWAL() error {
+	path := walPath(s.opt.Path)
+	w, fresh, err := openWAL(path, s.opt.logSize(), s.replica)
+	if err != nil {
+		return fmt.Errorf("localstore: %w", err)
+	}
+	if fresh {
+		if s.walLSN > 0 {
+			s.log.Warn("write-ahead log was missing or belonged to another file; started a new one (writes acknowledged since the last commit to the bbolt file, at most one commit window, are lost)", "path", path)
+		}
+		w.lsn = s.walLSN
+	} else {
+		records, seq, hlc, err := w.replay(s.walLSN, func(e walEntry) error {
+			if err := ValidName(e.name); err != nil {
+				return fmt.Errorf("localstore: write-ahead log %s: %w", path, err)
+			}
+			c := s.contexts[e.name]
+			if c == nil {
+				c = &crdt.Context{}
+				s.contexts[e.name] = c
+			}
+			c.Join(e.delta)
+			s.markDirty(e.name)
+			return nil
+		})
+		if err != nil {
+			w.close()
+			return fmt.Errorf("localstore: %w; move the file aside to start without those writes", err)
+		}
+		if records > 0 {
+			s.seq = max(s.seq, seq)
+			_ = s.clock.Observe(hlc, 0)
+			s.log.Info("replayed write-ahead log", "path", path, "records", records, "contexts", len(s.dirty))
+		}
+	}
+	s.wal = w
+	if len(s.dirty) > 0 {
+		s.commit(nil)
+		if s.failed != nil {
+			w.close()
+			return s.failed
+		}
+	}
+	return nil
 }
 
 func newReplicaID() crdt.ReplicaID {
@@ -245,8 +320,11 @@ func (s *Store) Close() error {
 			s.wg.Wait()
 		}
 		s.events.close()
+		if s.wal != nil {
+			s.closeErr = s.wal.close()
+		}
 		if s.db != nil {
-			s.closeErr = s.db.Close()
+			s.closeErr = errors.Join(s.closeErr, s.db.Close())
 		}
 	})
 	return s.closeErr
@@ -524,10 +602,10 @@ func (s *Store) writable() error {
 func (s *Store) enqueue(e Event, d Durability) *batch {
 	b := s.pending
 	if b == nil {
-		b = &batch{started: time.Now(), dirty: make(map[string]struct{}), done: make(chan struct{})}
+		b = &batch{started: time.Now(), done: make(chan struct{})}
 		s.pending = b
 	}
-	b.dirty[e.Context] = struct{}{}
+	s.markDirty(e.Context)
 	if d == Durable {
 		b.durable = true
 		b.waiters++
@@ -540,6 +618,15 @@ func (s *Store) enqueue(e Event, d Durability) *batch {
 	default:
 	}
 	return b
+}
+
+// markDirty records that context name must be written at the next commit; s.mu must be
+// held (or the store not yet open).
+func (s *Store) markDirty(name string) {
+	if len(s.dirty) == 0 {
+		s.dirtySince = time.Now()
+	}
+	s.dirty[name] = struct{}{}
 }
 
 func (s *Store) wait(ctx context.Context, b *batch, d Durability) error {
@@ -613,9 +700,11 @@ func countValues(c *crdt.Context, now crdt.Timestamp) int {
 
 func (s *Store) now() crdt.Timestamp { return crdt.TimestampOf(s.opt.Now()) }
 
-// commitLoop is the single writer: it commits the pending batch at once when a Durable
-// write waits, and within CommitWindow otherwise. While one commit's fsync runs, new
-// writes gather in the next batch, so a busy store commits many writes per fsync.
+// commitLoop is the single writer. A batch with a Durable write in it goes to the
+// write-ahead log at once (one fdatasync for the whole group); the contexts changed are
+// committed to bbolt within CommitWindow of their first change, or sooner when the log is
+// half full. While one fdatasync runs, new writes gather in the next batch, so a busy
+// store makes many writes durable per fsync.
 func (s *Store) commitLoop() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
@@ -623,74 +712,165 @@ func (s *Store) commitLoop() {
 	for {
 		select {
 		case <-s.ctx.Done():
-			s.commit()
+			s.commit(nil)
 			return
 		case <-s.kick:
 		case <-timer.C:
 		}
+		// Real time, not Options.Now: the waits are about fsync pacing, not data.
+		var wait time.Duration
+		if next := s.gatherWait(); next > 0 {
+			wait = next
+		} else if next == 0 {
+			s.logSync()
+		}
 		s.mu.RLock()
-		b := s.pending
-		var durable bool
-		var started time.Time
-		var waiters, expect int
-		if b != nil {
-			durable, started, waiters, expect = b.durable, b.started, b.waiters, s.peak
-		}
+		dirty, since := len(s.dirty) > 0, s.dirtySince
 		s.mu.RUnlock()
-		if b == nil {
-			continue
-		}
-		// Real time, not Options.Now: the windows are about fsync pacing, not data.
-		if !durable {
-			if wait := s.opt.CommitWindow - time.Since(started); wait > 0 {
-				timer.Reset(wait)
-				continue
-			}
-		} else if waiters < expect {
-			// More writers were waiting at once lately than wait now: the others are on
-			// their way back with their next write (their answers left with the last
-			// commit). Gathering them for a moment costs less than an fsync each (like
-			// PostgreSQL's commit_delay, or bbolt's MaxBatchDelay), and a lone writer
-			// never waits.
-			if wait := gatherDelay - time.Since(started); wait > 0 {
-				timer.Reset(wait)
-				continue
+		if dirty {
+			left := s.opt.CommitWindow - time.Since(since)
+			if left <= 0 || s.wal.used() >= s.opt.logSize()/2 {
+				s.commit(nil)
+			} else if wait == 0 || left < wait {
+				wait = left
 			}
 		}
-		timer.Stop()
-		s.commit()
+		if wait > 0 {
+			timer.Reset(wait)
+		} else {
+			timer.Stop()
+		}
 	}
+}
+
+// gatherWait says what to do with the pending batch: a negative result means there is no
+// Durable write to log, zero means log it now, and a positive one how long to wait for
+// the writers expected to join it first.
+func (s *Store) gatherWait() time.Duration {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	b := s.pending
+	if b == nil || !b.durable {
+		return -1
+	}
+	if b.waiters < s.peak {
+		// More writers were waiting at once lately than wait now: the others are on
+		// their way back with their next write (their answers left with the last sync).
+		// Gathering them for a moment costs less than an fsync each (like PostgreSQL's
+		// commit_delay, or bbolt's MaxBatchDelay), and a lone writer never waits.
+		if wait := gatherDelay - time.Since(b.started); wait > 0 {
+			return wait
+		}
+	}
+	return 0
 }
 
 // gatherDelay bounds how long a durable batch waits for the writers expected to join it
 // (bbolt's DB.Batch waits up to MaxBatchDelay, 10ms by default, for the same reason).
-// Shorter waits cut the batches short on this project's machine: about 1 ms gave 11 writes per
-// commit for 16 clients, 2 ms gives 15 (bench/store).
 const gatherDelay = 2 * time.Millisecond
 
-// commit writes the pending batch in one transaction and returns how many Durable
-// writes waited for it.
-func (s *Store) commit() int {
+// logSync makes the pending batch durable in the write-ahead log, or by a commit to
+// bbolt if the log has no room for it.
+func (s *Store) logSync() {
+	s.mu.Lock()
+	b := s.pending
+	if b == nil {
+		s.mu.Unlock()
+		return
+	}
+	if s.failed != nil {
+		s.pending = nil
+		s.mu.Unlock()
+		s.finish(b, s.failed, 0)
+		return
+	}
+	s.pending = nil
+	// The deltas are immutable once enqueued, so they are encoded outside the lock.
+	seq, hlc := s.seq, s.clock.Last()
+	s.mu.Unlock()
+	entries := make([]walEntry, len(b.events))
+	for i, e := range b.events {
+		entries[i] = walEntry{name: e.Context, delta: e.Delta}
+	}
+	start := time.Now()
+	err := s.wal.append(seq, hlc, entries)
+	if errors.Is(err, errLogFull) {
+		// The contexts are dirty already: committing them makes this batch durable.
+		s.commit(b)
+		return
+	}
+	if err != nil {
+		err = s.fail(err)
+	}
+	s.mu.Lock()
+	s.stats.LogSyncs++
+	s.stats.CommitTime += time.Since(start)
+	s.mu.Unlock()
+	s.finish(b, err, b.waiters)
+}
+
+// finish acknowledges a batch's writers and publishes its events; waited is how many of
+// them s.waiting counted.
+func (s *Store) finish(b *batch, err error, waited int) {
+	s.mu.Lock()
+	s.waiting -= waited
+	// Forget one writer per sync, so a smaller load soon stops waiting for the absent.
+	s.peak = max(s.waiting, s.peak-1)
+	if err == nil {
+		s.stats.Changes += uint64(len(b.events))
+	}
+	s.mu.Unlock()
+	b.err = err
+	close(b.done)
+	if err == nil {
+		s.events.publish(b.events, s.opt.Now())
+	}
+}
+
+// fail records a failed write to disk: the store refuses writes from now on, as its
+// memory may hold what the disk does not.
+func (s *Store) fail(err error) error {
+	err = fmt.Errorf("%w: %v; check the disk holding %s and restart the sidecar", ErrFailed, err, s.opt.Path)
+	s.log.Error("commit failed; refusing further writes", "error", err)
+	s.mu.Lock()
+	s.failed = err
+	s.stats.Failures++
+	s.mu.Unlock()
+	return err
+}
+
+// commit writes every context changed since the last commit to bbolt in one transaction,
+// with the sequence, the clock and the last log record it covers, then starts the log
+// afresh. Everything pending becomes durable with it, and so does held, a batch the
+// caller took from pending before.
+func (s *Store) commit(held *batch) {
 	s.mu.Lock()
 	b := s.pending
 	s.pending = nil
-	if b == nil {
-		s.mu.Unlock()
-		return 0
+	done := func(err error) {
+		for _, b := range []*batch{held, b} {
+			if b != nil {
+				s.finish(b, err, b.waiters)
+			}
+		}
 	}
 	if s.failed != nil {
-		b.err = s.failed
 		s.mu.Unlock()
-		close(b.done)
-		return b.waiters
+		done(s.failed)
+		return
+	}
+	if len(s.dirty) == 0 {
+		s.mu.Unlock()
+		done(nil)
+		return
 	}
 	type record struct {
 		name string
 		data []byte
 	}
-	recs := make([]record, 0, len(b.dirty))
+	recs := make([]record, 0, len(s.dirty))
 	var encErr error
-	for name := range b.dirty {
+	for name := range s.dirty {
 		c := s.contexts[name]
 		if c == nil {
 			recs = append(recs, record{name: name})
@@ -700,7 +880,11 @@ func (s *Store) commit() int {
 		encErr = errors.Join(encErr, err)
 		recs = append(recs, record{name, data})
 	}
+	clear(s.dirty)
 	seq, hlc := s.seq, s.clock.Last()
+	// Every log record was appended after its change was applied here, so the state just
+	// encoded holds all of them.
+	lsn := s.wal.lsn
 	s.mu.Unlock()
 
 	start := time.Now()
@@ -723,33 +907,22 @@ func (s *Store) commit() int {
 			if err := meta.Put(keySeq, binary.BigEndian.AppendUint64(nil, seq)); err != nil {
 				return err
 			}
+			if err := meta.Put(keyWALLSN, binary.BigEndian.AppendUint64(nil, lsn)); err != nil {
+				return err
+			}
 			return meta.Put(keyHLC, binary.BigEndian.AppendUint64(nil, uint64(hlc)))
 		})
 	}
 	if err != nil {
-		err = fmt.Errorf("%w: %v; check the disk holding %s and restart the sidecar", ErrFailed, err, s.opt.Path)
-		s.log.Error("commit failed; refusing further writes", "error", err)
-		s.mu.Lock()
-		s.failed = err
-		s.mu.Unlock()
+		err = s.fail(err)
+	} else {
+		s.wal.reset()
 	}
 	s.mu.Lock()
-	s.waiting -= b.waiters
-	// Forget one writer per commit, so a smaller load soon stops waiting for the absent.
-	s.peak = max(s.waiting, s.peak-1)
 	s.stats.Commits++
-	s.stats.Changes += uint64(len(b.events))
 	s.stats.CommitTime += time.Since(start)
-	if err != nil {
-		s.stats.Failures++
-	}
 	s.mu.Unlock()
-	b.err = err
-	close(b.done)
-	if err == nil {
-		s.events.publish(b.events, s.opt.Now())
-	}
-	return b.waiters
+	done(err)
 }
 
 // sweepLoop reclaims expired data every SweepInterval.
@@ -787,12 +960,7 @@ func (s *Store) Sweep() int {
 		}
 		if changed {
 			n++
-			b := s.pending
-			if b == nil {
-				b = &batch{started: time.Now(), dirty: make(map[string]struct{}), done: make(chan struct{})}
-				s.pending = b
-			}
-			b.dirty[name] = struct{}{}
+			s.markDirty(name)
 		}
 	}
 	if n > 0 {
@@ -807,10 +975,11 @@ func (s *Store) Sweep() int {
 
 // Stats counts the store's work since Open.
 type Stats struct {
-	Commits    uint64        // bbolt transactions committed (one fsync each)
-	Changes    uint64        // writes and merges they carried
-	Failures   uint64        // commits that failed
-	CommitTime time.Duration // time spent in commits, fsync included
+	Commits    uint64        // bbolt transactions committed (two fsyncs each)
+	LogSyncs   uint64        // records appended to the write-ahead log (one fdatasync each)
+	Changes    uint64        // writes and merges made durable
+	Failures   uint64        // commits or log syncs that failed
+	CommitTime time.Duration // time spent in commits and log syncs, fsync included
 	Contexts   int           // contexts held, expired ones included until swept
 	Seq        uint64        // this replica's sequence number
 }
