@@ -73,13 +73,15 @@ func (s *Server) metricsHandler() http.Handler {
 
 var (
 	descCommits = prometheus.NewDesc("ctxprop_store_commits_total",
-		"bbolt transactions the store committed, one fsync each.", nil, nil)
+		"bbolt transactions the store committed (two fsyncs each), about one per commit window while writes come in.", nil, nil)
+	descLogSyncs = prometheus.NewDesc("ctxprop_store_log_syncs_total",
+		"Groups of durable writes appended to the write-ahead log, one fdatasync each.", nil, nil)
 	descChanges = prometheus.NewDesc("ctxprop_store_changes_total",
-		"Writes and merges carried by those commits.", nil, nil)
+		"Writes and merges made durable.", nil, nil)
 	descCommitSeconds = prometheus.NewDesc("ctxprop_store_commit_seconds_total",
-		"Time spent committing, fsync included.", nil, nil)
+		"Time spent in commits and log syncs, fsync included.", nil, nil)
 	descFailures = prometheus.NewDesc("ctxprop_store_commit_failures_total",
-		"Commits that failed; after one the store refuses writes.", nil, nil)
+		"Commits or log syncs that failed; after one the store refuses writes.", nil, nil)
 	descContexts = prometheus.NewDesc("ctxprop_store_contexts",
 		"Contexts held, expired ones included until swept.", nil, nil)
 	descSeq = prometheus.NewDesc("ctxprop_store_sequence",
@@ -91,7 +93,7 @@ var (
 type storeCollector struct{ store Store }
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCommits, descChanges, descCommitSeconds, descFailures, descContexts, descSeq} {
+	for _, d := range []*prometheus.Desc{descCommits, descLogSyncs, descChanges, descCommitSeconds, descFailures, descContexts, descSeq} {
 		ch <- d
 	}
 }
@@ -102,6 +104,7 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	st := c.store.Stats()
 	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits))
+	ch <- prometheus.MustNewConstMetric(descLogSyncs, prometheus.CounterValue, float64(st.LogSyncs))
 	ch <- prometheus.MustNewConstMetric(descChanges, prometheus.CounterValue, float64(st.Changes))
 	ch <- prometheus.MustNewConstMetric(descCommitSeconds, prometheus.CounterValue, st.CommitTime.Seconds())
 	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(st.Failures))
