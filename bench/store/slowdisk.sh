@@ -3,7 +3,8 @@
 # bench/slowdisk), to see the store against raw bbolt on disks that flush like cloud block
 # volumes (0.5–2+ ms) rather than like this machine's (~0.2 ms). Delay 0 still goes through FUSE,
 # which shows FUSE's own cost; the "no FUSE" row runs on the plain disk under /tmp.
-# Prints each run as it goes, then a Markdown table of the medians over the rounds.
+# Prints each run as it goes, then a Markdown table of the medians over the rounds (with the HTTP
+# floor column when run.sh measures it).
 # Needs root (the mount uses mount(2) and /dev/fuse).
 # Usage: bench/store/slowdisk.sh [rounds] [benchtime] [delays...]   (default: 3 3s 0 500us 1ms 2ms)
 set -euo pipefail
@@ -78,19 +79,33 @@ unmount_slow() {
   mnt=""
 }
 
-# row LABEL OUTPUT: one table row of the medians of run.sh's per-round lines
-# ("round N: admin API A ns/op, raw bbolt B ns/op, ratio R").
+# row LABEL OUTPUT: one table row of the medians of run.sh's per-round lines, which read
+# "round N: admin[ API] A ns/op, raw bbolt B ns/op[, HTTP floor F ns/op]..." (the floor, when
+# run.sh measures it, is an HTTP handler that stores nothing). The ratio is raw ns/op ÷ admin
+# ns/op per round, as run.sh computes it.
 row() {
   local label=$1 out=$2
   awk -v label="$label" '
+    function ns(re,   s) {
+      if (!match($0, re " [0-9.]+ ns/op")) return ""
+      s = substr($0, RSTART, RLENGTH)
+      sub(/^[^0-9]*/, "", s)
+      return s + 0
+    }
     function median(v, n,   i, j, t) {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j-1] > v[j]; j--) { t = v[j]; v[j] = v[j-1]; v[j-1] = t }
       return n % 2 ? v[(n+1)/2] : (v[n/2] + v[n/2+1]) / 2
     }
-    /^round [0-9]+: admin API / { n++; a[n] = $5 + 0; b[n] = $9 + 0; r[n] = $12 + 0 }
+    /^round [0-9]+:/ {
+      n++; a[n] = ns("admin( API)?"); b[n] = ns("raw bbolt"); f[n] = ns("HTTP floor")
+      if (a[n] == "" || b[n] == "") { print "slowdisk.sh: cannot read " FILENAME ": " $0 > "/dev/stderr"; exit 1 }
+      r[n] = b[n] / a[n]
+      if (f[n] == "") nofloor = 1
+    }
     END {
-      if (n == 0) { print "slowdisk.sh: no round lines in the output for " label > "/dev/stderr"; exit 1 }
-      printf "| %s | %.0f | %.0f | %.2f |\n", label, median(a, n), median(b, n), median(r, n)
+      if (n == 0) { print "slowdisk.sh: no round lines in " FILENAME > "/dev/stderr"; exit 1 }
+      floor = nofloor ? "–" : sprintf("%.0f", median(f, n))
+      printf "| %s | %.0f | %.0f | %s | %.2f |\n", label, median(a, n), median(b, n), floor, median(r, n)
     }' "$out"
 }
 
@@ -112,6 +127,6 @@ done
 echo
 echo "bench/store/slowdisk.sh $rounds $benchtime ${delays[*]} — $(date -u '+%Y-%m-%d %H:%M UTC'), medians over $rounds rounds"
 echo
-echo "| fsync delay | admin ns/op (median) | raw bbolt ns/op (median) | ratio raw ÷ admin (median) |"
-echo "| --- | ---: | ---: | ---: |"
+echo "| fsync delay | admin ns/op (median) | raw bbolt ns/op (median) | HTTP floor ns/op (median) | ratio raw ÷ admin (median) |"
+echo "| --- | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
