@@ -26,11 +26,13 @@ log {
 }
 
 store {
-  # The bbolt file holding contexts, the replica id and the clock. Mount a volume here in
-  # Kubernetes; losing the file gives the sidecar a new replica identity.
+  # The bbolt file holding contexts, the replica id and the clock; its write-ahead log is
+  # the same path + "-wal". Mount a volume here in Kubernetes; losing the file gives the
+  # sidecar a new replica identity.
   path = "data/ctxprop.db"
   # Longest time a write made on the request path (telemetry, ctx-ops headers) waits before
-  # it is on disk. Writes through the admin API are on disk before they are acknowledged.
+  # it is on disk, and how often changed contexts are written to the bbolt file. Writes
+  # through the admin API are on disk (in the write-ahead log) before they are acknowledged.
   # More than 0, at most 10s.
   commit_window = "100ms"
   # How long to wait for the file lock at start-up before giving up, in case another

@@ -1,15 +1,24 @@
 // Package localstore keeps a sidecar's contexts in a local bbolt file.
 //
 // The whole working set lives in memory as crdt.Context values; the file is its durable
-// copy. One committer goroutine writes every change (group commit): each bbolt transaction
-// carries every context changed since the previous one, the replica's sequence number and
-// its hybrid logical clock, so a mutation and its sequence number are on disk together.
+// copy. One committer goroutine does all disk writes, in two steps (as etcd keeps its bbolt
+// backend behind a write-ahead log):
 //
-// Two durabilities serve SPEC §3: a Durable write returns only after its transaction is
-// fsync'd (the admin API), a Windowed write returns at once and is committed within
-// Options.CommitWindow (writes made on the request path: telemetry, ctx-ops). Many writes
-// share one fsync either way.
+//   - A Durable write (the admin API, merges from peers) returns once its delta is in the
+//     write-ahead log, store.path + "-wal": one record per group of writers, carrying the
+//     deltas, the replica's sequence number and its hybrid logical clock, made durable by
+//     one fdatasync of a preallocated file. Many writers share it (group commit).
+//   - Within Options.CommitWindow of a context's first change, a bbolt transaction writes
+//     every context changed since the last one, with the sequence, the clock and the last
+//     log record it holds; the log then starts again from its beginning. A Windowed write
+//     (on the request path: telemetry, ctx-ops) waits for nothing and is durable by then.
 //
-// If a commit fails the store stops taking writes (ErrFailed) rather than answer for data
-// that may not be on disk; reads go on. Restarting the sidecar reloads the file.
+// Open replays the log records the bbolt file does not hold yet (joins are idempotent, so
+// replaying one twice would be harmless too) and commits them before serving, so a crash
+// right after an acknowledged write loses nothing. A torn last record was never
+// acknowledged and ends the replay.
+//
+// If a commit or a log sync fails the store stops taking writes (ErrFailed) rather than
+// answer for data that may not be on disk; reads go on. Restarting the sidecar reloads the
+// file.
 package localstore
