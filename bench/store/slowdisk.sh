@@ -5,7 +5,8 @@
 # which shows FUSE's own cost; the "no FUSE" row runs on the plain disk under /tmp.
 # Prints each run as it goes, then a Markdown table of the medians over the rounds (with the HTTP
 # floor column when run.sh measures it).
-# Needs root (the mount uses mount(2) and /dev/fuse).
+# Needs root (the mount uses mount(2) and /dev/fuse). Measures the last commit, not the working
+# tree (see below).
 # Usage: bench/store/slowdisk.sh [rounds] [benchtime] [delays...]   (default: 3 3s 0 500us 1ms 2ms)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,10 +21,6 @@ if [ "$(id -u)" -ne 0 ] || [ ! -e /dev/fuse ]; then
   echo "slowdisk.sh: needs root and /dev/fuse to mount FUSE" >&2
   exit 1
 fi
-
-bin=$PWD/.bin/slowdisk
-mkdir -p .bin
-(cd bench/slowdisk && go build -o "$bin" .)
 
 work=$(mktemp -d /tmp/slowdisk.XXXXXX)
 pid=""
@@ -43,6 +40,17 @@ cleanup() {
 }
 trap 'cleanup; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
+
+# run.sh builds the benchmark from the tree it sits in, and others may be mid-edit in this one (a
+# package that does not compile; run.sh itself rewritten under the bash reading it). So every run
+# uses a snapshot of the last commit: commit a change to measure it.
+commit=$(git rev-parse --short HEAD)
+mkdir "$work/src"
+git archive HEAD | tar -x -C "$work/src"
+runsh=$work/src/bench/store/run.sh
+bin=$PWD/.bin/slowdisk
+mkdir -p .bin
+(cd "$work/src/bench/slowdisk" && go build -o "$bin" .)
 
 # mount_slow DELAY DIR: mounts DIR/mnt over a fresh DIR/backing and waits for slowdisk's
 # "mounted" line.
@@ -79,10 +87,10 @@ unmount_slow() {
   mnt=""
 }
 
-# row LABEL OUTPUT: one table row of the medians of run.sh's per-round lines, which read
-# "round N: admin[ API] A ns/op, raw bbolt B ns/op[, HTTP floor F ns/op]..." (the floor, when
-# run.sh measures it, is an HTTP handler that stores nothing). The ratio is raw ns/op ÷ admin
-# ns/op per round, as run.sh computes it.
+# row LABEL OUTPUT: one table row of the medians of run.sh's per-round lines. A round reads
+# "round N: admin API A ns/op, raw bbolt B ns/op, ..." and, where run.sh measures the HTTP floor
+# (a handler that stores nothing), "HTTP floor F ns/op" on that line or on a "round N floor:"
+# line after it. The ratio is raw ns/op ÷ admin ns/op per round, as run.sh computes it.
 row() {
   local label=$1 out=$2
   awk -v label="$label" '
@@ -96,36 +104,37 @@ row() {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j-1] > v[j]; j--) { t = v[j]; v[j] = v[j-1]; v[j-1] = t }
       return n % 2 ? v[(n+1)/2] : (v[n/2] + v[n/2+1]) / 2
     }
-    /^round [0-9]+:/ {
-      n++; a[n] = ns("admin( API)?"); b[n] = ns("raw bbolt"); f[n] = ns("HTTP floor")
-      if (a[n] == "" || b[n] == "") { print "slowdisk.sh: cannot read " FILENAME ": " $0 > "/dev/stderr"; exit 1 }
+    !/^round [0-9]+/ { next }
+    ns("admin( API)?") != "" {
+      n++; a[n] = ns("admin( API)?"); b[n] = ns("raw bbolt")
+      if (b[n] == "") { print "slowdisk.sh: no raw bbolt figure in " FILENAME ": " $0 > "/dev/stderr"; exit 1 }
       r[n] = b[n] / a[n]
-      if (f[n] == "") nofloor = 1
     }
+    ns("HTTP floor") != "" && n > 0 { fn++; f[fn] = ns("HTTP floor") }
     END {
       if (n == 0) { print "slowdisk.sh: no round lines in " FILENAME > "/dev/stderr"; exit 1 }
-      floor = nofloor ? "–" : sprintf("%.0f", median(f, n))
+      floor = fn == n ? sprintf("%.0f", median(f, n)) : "–"
       printf "| %s | %.0f | %.0f | %s | %.2f |\n", label, median(a, n), median(b, n), floor, median(r, n)
     }' "$out"
 }
 
 rows=()
 echo "== no FUSE: run.sh on the plain disk under ${TMPDIR:-/tmp}"
-bench/store/run.sh "$rounds" "$benchtime" | tee "$work/nofuse.out"
+"$runsh" "$rounds" "$benchtime" | tee "$work/nofuse.out"
 rows+=("$(row "no FUSE" "$work/nofuse.out")")
 
 for i in "${!delays[@]}"; do
   delay=${delays[$i]}
   mount_slow "$delay" "$work/$i"
   echo "== fsync delay $delay: run.sh on $mnt"
-  CTXPROP_BENCH_DIR=$mnt bench/store/run.sh "$rounds" "$benchtime" | tee "$work/$i.out"
+  CTXPROP_BENCH_DIR=$mnt "$runsh" "$rounds" "$benchtime" | tee "$work/$i.out"
   unmount_slow
   rm -rf "${work:?}/$i/backing"
   rows+=("$(row "FUSE + $delay" "$work/$i.out")")
 done
 
 echo
-echo "bench/store/slowdisk.sh $rounds $benchtime ${delays[*]} — $(date -u '+%Y-%m-%d %H:%M UTC'), medians over $rounds rounds"
+echo "bench/store/slowdisk.sh $rounds $benchtime ${delays[*]} — commit $commit, $(date -u '+%Y-%m-%d %H:%M UTC'), medians over $rounds rounds"
 echo
 echo "| fsync delay | admin ns/op (median) | raw bbolt ns/op (median) | HTTP floor ns/op (median) | ratio raw ÷ admin (median) |"
 echo "| --- | ---: | ---: | ---: | ---: |"
