@@ -82,16 +82,42 @@ type Write struct {
 // ---------------------------------------------------------------------------------------
 // Join
 
-// Join merges o into c. o is not modified and shares no memory with c afterwards.
-func (c *Context) Join(o *Context) {
+// Join merges o into c and reports whether that changed c (what a reader or an encoding
+// of c can tell; c must be canonical, as every state Join or a mutator leaves is). o is not
+// modified and shares no memory with c afterwards. Telling a change costs the size of o,
+// not of c, so a replica can cheaply decide whether a delta it received is news.
+func (c *Context) Join(o *Context) (changed bool) {
 	if o.Meta.after(c.Meta) {
 		c.Meta = o.Meta
+		changed = true
 	}
 	cleared := c.Cleared
 	c.Cleared = max(c.Cleared, o.Cleared)
 
+	// Normalizing can drop what the join just brought in (a slot of an old generation),
+	// so the counters o names are compared afterwards: their floors and the slots o
+	// names. Slots o does not name are dropped only when a floor rises or a named slot
+	// moves to a newer generation, and either shows in what is compared.
+	type counterBefore struct {
+		key   string
+		floor Timestamp
+		ok    bool
+	}
+	type slotBefore struct {
+		key  string
+		r    ReplicaID
+		slot Slot
+		ok   bool
+	}
+	var counters []counterBefore
+	var slots []slotBefore
 	for k, oc := range o.Counters {
-		cc := c.Counters[k]
+		cc, ok := c.Counters[k]
+		counters = append(counters, counterBefore{k, cc.Floor, ok})
+		for r := range oc.Slots {
+			s, ok := cc.Slots[r]
+			slots = append(slots, slotBefore{k, r, s, ok})
+		}
 		cc.join(oc)
 		if c.Counters == nil {
 			c.Counters = make(map[string]Counter)
@@ -111,23 +137,40 @@ func (c *Context) Join(o *Context) {
 			if cr, ok := cm[k]; !ok || or.after(cr) {
 				or.Value = bytes.Clone(or.Value)
 				cm[k] = or
+				// Replacing an entry of canonical c replaces one at or after Cleared with a
+				// later one, which normalizing keeps; a new entry stays if not too old.
+				changed = changed || ok || or.TS >= c.Cleared
 			}
 		}
 	}
-	c.joinSets(o)
-	c.CC.Join(&o.CC)
+	if c.joinSets(o) {
+		changed = true
+	}
+	if c.CC.Join(&o.CC) {
+		changed = true
+	}
 	// A join costs the size of the delta, not of the state: only a new Cleared can change
 	// entries that o does not name (the set removals are normalized in joinSets).
 	if c.Cleared != cleared {
 		c.normalize()
-	} else {
-		c.normalizeTouched(o)
+		return true
 	}
+	c.normalizeTouched(o)
+	for _, b := range counters {
+		after, ok := c.Counters[b.key]
+		changed = changed || ok != b.ok || after.Floor != b.floor
+	}
+	for _, b := range slots {
+		after, ok := c.Counters[b.key].Slots[b.r]
+		changed = changed || ok != b.ok || after != b.slot
+	}
+	return changed
 }
 
 // joinSets is the dot-kernel join: a dot survives if both sides have it, or one side has
-// it and the other has not seen it.
-func (c *Context) joinSets(o *Context) {
+// it and the other has not seen it. It reports whether it removed a dot of c, added one
+// that normalizing will keep, or moved a birth.
+func (c *Context) joinSets(o *Context) (changed bool) {
 	// Only dots o has seen can be removed by it: nothing to scan when it has seen none,
 	// as with counter and map deltas.
 	if !o.CC.Empty() {
@@ -138,6 +181,7 @@ func (c *Context) joinSets(o *Context) {
 				for d := range cdots {
 					if _, ok := odots[d]; !ok && o.CC.Contains(d) {
 						delete(cdots, d)
+						changed = true
 					}
 				}
 				if len(cdots) == 0 {
@@ -154,8 +198,11 @@ func (c *Context) joinSets(o *Context) {
 		for m, odots := range os {
 			cdots := cs[m]
 			for d, b := range odots {
-				if _, ok := cdots[d]; ok {
-					cdots[d] = maxBirth(cdots[d], b)
+				if cb, ok := cdots[d]; ok {
+					if nb := maxBirth(cb, b); nb != cb {
+						cdots[d] = nb
+						changed = true
+					}
 					continue
 				}
 				if c.CC.Contains(d) {
@@ -173,9 +220,11 @@ func (c *Context) joinSets(o *Context) {
 					cs[m] = cdots
 				}
 				cdots[d] = b
+				changed = changed || b.TS >= c.Cleared
 			}
 		}
 	}
+	return changed
 }
 
 // maxBirth joins two records of the same dot. A dot is made once, so they are equal in

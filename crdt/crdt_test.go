@@ -133,6 +133,31 @@ func TestJoin_Idempotent(t *testing.T) {
 	})
 }
 
+// TestJoin_ReportsChange: Join reports a change exactly when the state is no longer equal
+// to what it was, for joins of whole states and for deltas delivered one by one in any
+// order, duplicates included (the check a replica makes before forwarding a delta).
+func TestJoin_ReportsChange(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		a, b, _ := drawStates(t)
+		x := a.Clone()
+		if changed, want := x.Join(b), !Equal(a, x); changed != want {
+			t.Fatalf("a⊔b reported changed=%v, want %v\na   %s\nb   %s\na⊔b %s", changed, want, dump(a), dump(b), dump(x))
+		}
+		deltas, _ := history(t, 3)
+		if len(deltas) == 0 {
+			return
+		}
+		state := &Context{}
+		for i := range rapid.IntRange(1, 2*len(deltas)).Draw(t, "deliveries") {
+			d := deltas[rapid.IntRange(0, len(deltas)-1).Draw(t, fmt.Sprint("delivery ", i))]
+			before := state.Clone()
+			if changed, want := state.Join(d), !Equal(before, state); changed != want {
+				t.Fatalf("delivery %d reported changed=%v, want %v\nstate %s\nδ     %s", i, changed, want, dump(before), dump(d))
+			}
+		}
+	})
+}
+
 // TestDelta_Inflation checks m(X) = X ⊔ mδ(X): joining a delta into the state it came from
 // performs the mutation, is inflationary (X ⊑ m(X)), and joining it again changes nothing.
 func TestDelta_Inflation(t *testing.T) {

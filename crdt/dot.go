@@ -64,14 +64,16 @@ func (cc *CausalContext) Add(d Dot) {
 	cc.cloud[d] = struct{}{}
 }
 
-// Join adds every dot of o.
-func (cc *CausalContext) Join(o *CausalContext) {
+// Join adds every dot of o and reports whether any was new (exactly so for a compact cc,
+// as every CausalContext is between calls: a vector entry that grows covers an unseen dot).
+func (cc *CausalContext) Join(o *CausalContext) (changed bool) {
 	for r, s := range o.vv {
 		if s > cc.vv[r] {
 			if cc.vv == nil {
 				cc.vv = make(map[ReplicaID]uint64)
 			}
 			cc.vv[r] = s
+			changed = true
 		}
 	}
 	for d := range o.cloud {
@@ -80,9 +82,11 @@ func (cc *CausalContext) Join(o *CausalContext) {
 				cc.cloud = make(map[Dot]struct{})
 			}
 			cc.cloud[d] = struct{}{}
+			changed = true
 		}
 	}
 	cc.compact()
+	return changed
 }
 
 // compact moves cloud dots that extend the version vector into it and drops cloud dots

@@ -1,7 +1,6 @@
 package localstore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -76,13 +75,10 @@ func (s *Store) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []str
 		if !ok {
 			c = &crdt.Context{}
 		}
-		// Comparing canonical encodings is exact where a structural "is d below c" test
-		// would have to mirror every join rule of package crdt.
-		before, _ := c.MarshalBinary()
 		touched := c.Touches(d)
-		c.Join(d) // joining what c already holds leaves it equal, so in place is safe
-		after, _ := c.MarshalBinary()
-		if bytes.Equal(before, after) {
+		// Joining what c already holds leaves it equal, so joining in place is safe, and
+		// Join tells a change at the cost of d, not of c.
+		if !c.Join(d) {
 			continue
 		}
 		s.contexts[name] = c
