@@ -124,32 +124,25 @@ type slowSync struct {
 }
 
 func (s *slowSync) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if !s.wait(cancel) {
-		return fuse.EINTR
-	}
+	sleep(s.delay)
 	return s.RawFileSystem.Fsync(cancel, in)
 }
 
 func (s *slowSync) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if !s.wait(cancel) {
-		return fuse.EINTR
-	}
+	sleep(s.delay)
 	return s.RawFileSystem.FsyncDir(cancel, in)
 }
 
-// wait sleeps for the delay, or less if the kernel cancels the request (the caller got a
-// signal), so an interrupted sync does not hold its thread.
-func (s *slowSync) wait(cancel <-chan struct{}) bool {
-	if s.delay == 0 {
-		return true
+// sleep blocks its thread for d with nanosleep(2). Go's timers wake through the network
+// poller, whose wait is in whole milliseconds, so time.Sleep(500µs) lasts ~1.1 ms here and would
+// make 500µs and 1ms the same disk; nanosleep overshoots by well under 0.1 ms.
+func sleep(d time.Duration) {
+	if d <= 0 {
+		return
 	}
-	t := time.NewTimer(s.delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-cancel:
-		return false
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	// The runtime's preemption signals interrupt it; ts then holds what is left.
+	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
 	}
 }
 

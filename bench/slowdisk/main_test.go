@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -85,6 +86,25 @@ func TestMount_SyncsAreDelayed(t *testing.T) {
 				t.Errorf("%s took %s, want at least the delay %s", s.name, got, delay)
 			}
 		})
+	}
+}
+
+// TestSleep_SubMillisecond guards the reason sleep exists: a delay under a millisecond must not
+// round up to one, or the 500µs disk would be the 1ms disk.
+func TestSleep_SubMillisecond(t *testing.T) {
+	const d, limit = 300 * time.Microsecond, 900 * time.Microsecond
+	took := make([]time.Duration, 21)
+	for i := range took {
+		start := time.Now()
+		sleep(d)
+		took[i] = time.Since(start)
+	}
+	slices.Sort(took)
+	if got := took[0]; got < d {
+		t.Errorf("shortest sleep(%s) took %s, want at least %s", d, got, d)
+	}
+	if got := took[len(took)/2]; got > limit {
+		t.Errorf("median sleep(%s) took %s, want under %s", d, got, limit)
 	}
 }
 
