@@ -9,6 +9,7 @@ include hack/kube/kube.mk
 .PHONY: test tools apt-tools lint build
 test: tools lint
 	$(GO) test $(TESTFLAGS) ./...
+	cd bench/slowdisk && $(GO) test $(TESTFLAGS) ./...
 
 # tools installs what the tests use beyond Go: Debian packages (chromium for the web page,
 # iproute2 and iptables for partition tests) and kube-apiserver and etcd for the webhook
@@ -21,6 +22,7 @@ apt-tools:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd bench/slowdisk && $(GO) vet ./...
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o .bin/sidecar ./cmd/sidecar

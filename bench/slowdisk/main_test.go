@@ -19,16 +19,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mountForTest mounts a fresh backing directory and unmounts it when the test ends. It skips
-// where FUSE cannot be mounted directly (not root, or no /dev/fuse).
-func mountForTest(t *testing.T, delay time.Duration) (backing, mnt string) {
+// needFUSE fails the test where FUSE cannot be mounted directly: make test runs these
+// tests as root on Linux, where /dev/fuse exists.
+func needFUSE(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("mounting FUSE with mount(2) needs root")
+		t.Fatal("mounting FUSE with mount(2) needs root: run the tests as root")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no FUSE: %v", err)
+		t.Fatalf("no FUSE device (%v): load the fuse module or run on a kernel with FUSE", err)
 	}
+}
+
+// mountForTest mounts a fresh backing directory and unmounts it when the test ends.
+func mountForTest(t *testing.T, delay time.Duration) (backing, mnt string) {
+	t.Helper()
+	needFUSE(t)
 	dir := t.TempDir()
 	backing, mnt = filepath.Join(dir, "backing"), filepath.Join(dir, "mnt")
 	for _, d := range []string{backing, mnt} {
@@ -184,9 +190,7 @@ func TestMount_Bolt(t *testing.T) {
 // TestRun_UnmountsWhenCancelled checks the command's lifecycle: it announces the mount, and a
 // signal (here, the cancelled context) leaves nothing mounted.
 func TestRun_UnmountsWhenCancelled(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting FUSE with mount(2) needs root")
-	}
+	needFUSE(t)
 	dir := t.TempDir()
 	backing, mnt := filepath.Join(dir, "backing"), filepath.Join(dir, "mnt")
 	for _, d := range []string{backing, mnt} {

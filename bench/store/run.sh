@@ -15,7 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-5}
 benchtime=${2:-3s}
-bin=$(mktemp -d)/store.test
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+bin=$tmp/store.test
 go test -c -o "$bin" ./bench/store
 bench() {
   "$bin" -test.run '^$' -test.bench "^$1\$" -test.benchtime "$benchtime" | awk -v n="$1" '$1 ~ "^"n {print $3}'
