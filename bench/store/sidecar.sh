@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The store benchmark against the product as deployed: the real sidecar binary (all of it
+# running: proxy listeners, sync, flags, metrics) takes durable counter increments from 16
+# wrk connections on its admin API, alternated with raw bbolt (BenchmarkBoltBatch, 16
+# goroutines, the same fsync policy) and with a Go net/http server that answers at once
+# without storing anything (the HTTP floor for the same wrk clients). wrk is a C load
+# generator; unlike the Go clients of run.sh it costs little CPU, but it shares the
+# machine's cores with the server, as the raw benchmark's goroutines do.
+#
+# Usage: bench/store/sidecar.sh [rounds] [seconds]
+# Needs: go, wrk (apt-get install wrk). Files go under $CTXPROP_BENCH_DIR when set.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+rounds=${1:-5}
+secs=${2:-5}
+command -v wrk >/dev/null || { echo "sidecar.sh: wrk not found; apt-get install wrk" >&2; exit 1; }
+work=$(mktemp -d "${CTXPROP_BENCH_DIR:-${TMPDIR:-/tmp}}/sidecar-bench-XXXXXX")
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+go build -o "$work/sidecar" ./cmd/sidecar
+go test -c -o "$work/store.test" ./bench/store
+go build -o "$work/floord" ./bench/store/floord
+
+# start_sidecar runs the sidecar on a fresh store in the background and sets addr to the
+# admin address it logged.
+start_sidecar() {
+	rm -rf "$work/data"
+	CTXPROP_ADMIN_ADDRESS=127.0.0.1:0 CTXPROP_INBOUND_ADDRESS=127.0.0.1:0 \
+		CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0 CTXPROP_SYNC_ADDRESS=127.0.0.1:0 \
+		CTXPROP_STORE_PATH="$work/data/ctxprop.db" \
+		"$work/sidecar" run -config "$root/config.hcl" >"$work/log" 2>&1 &
+	pids+=($!)
+	local i
+	for i in $(seq 100); do
+		addr=$(grep -o 'admin=127.0.0.1:[0-9]*' "$work/log" 2>/dev/null | head -1 | cut -d= -f2) || true
+		if [[ -n $addr ]]; then return; fi
+		sleep 0.1
+	done
+	echo "sidecar.sh: the sidecar did not start:" >&2
+	cat "$work/log" >&2
+	exit 1
+}
+stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+
+rps() { wrk -t 2 -c 16 -d "${secs}s" -s "$root/bench/store/incr.lua" "http://$1" | awk '/^Requests\/sec/ {print $2}'; }
+median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+ar=() fr=()
+for r in $(seq 1 "$rounds"); do
+	start_sidecar
+	a=$(rps "$addr")
+	stop_last
+	b=$("$work/store.test" -test.run '^$' -test.bench '^BenchmarkBoltBatch$' -test.benchtime "${secs}s" | awk '/^BenchmarkBoltBatch/ {print $3}')
+	"$work/floord" -addr-file "$work/floor.addr" >/dev/null &
+	pids+=($!)
+	for i in $(seq 100); do [[ -s $work/floor.addr ]] && break; sleep 0.1; done
+	f=$(rps "$(cat "$work/floor.addr")")
+	stop_last
+	rm -f "$work/floor.addr"
+	# Throughputs: wrk's requests/s against 1e9 ÷ raw bbolt's ns/op.
+	ar+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a * b / 1e9}')")
+	fr+=("$(awk -v f="$f" -v b="$b" 'BEGIN {printf "%.2f", f * b / 1e9}')")
+	echo "round $r: sidecar ${a} req/s, raw bbolt $(awk -v b="$b" 'BEGIN {printf "%.0f", 1e9 / b}') writes/s (${b} ns/op), HTTP floor ${f} req/s; sidecar÷raw ${ar[-1]}, floor÷raw ${fr[-1]}"
+done
+echo "median over $rounds rounds: sidecar÷raw $(printf '%s\n' "${ar[@]}" | median), floor÷raw $(printf '%s\n' "${fr[@]}" | median)"
