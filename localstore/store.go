@@ -290,6 +290,10 @@ func (s *Store) openWAL() error {
 			return s.failed
 		}
 	}
+	if err := w.resize(s.opt.logSize()); err != nil {
+		w.close()
+		return fmt.Errorf("localstore: %w", err)
+	}
 	return nil
 }
 

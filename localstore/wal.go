@@ -57,6 +57,7 @@ type wal struct {
 	f    *os.File
 	path string
 	size int64
+	head []byte // magic and replica id
 	off  int64  // where the next record goes
 	lsn  uint64 // LSN of the last record written or replayed
 
@@ -64,27 +65,28 @@ type wal struct {
 }
 
 // openWAL opens the log at path for the bbolt file whose replica id is replica, creating
-// and zeroing it if missing. A log of another size or another bbolt file (its database
-// was deleted or replaced) is zeroed afresh, with a warning from the caller: its records
-// cannot belong to this file.
+// and zeroing it at size bytes if missing. A log of another bbolt file (its database was
+// deleted or replaced) is zeroed afresh: its records cannot belong to this file. A log of
+// this file keeps its size until its records are replayed and committed (see resize).
 func openWAL(path string, size int64, replica crdt.ReplicaID) (w *wal, fresh bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, false, fmt.Errorf("open write-ahead log: %w", err)
 	}
-	w = &wal{f: f, path: path, size: size}
+	w = &wal{f: f, path: path, size: size, head: binary.BigEndian.AppendUint64(bytes.Clone(walMagic), uint64(replica))}
 	head := make([]byte, walHeaderSize)
 	fi, err := f.Stat()
-	if err == nil && fi.Size() == size {
+	if err == nil && fi.Size() >= walHeaderSize {
 		_, err = f.ReadAt(head, 0)
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		f.Close()
 		return nil, false, fmt.Errorf("read write-ahead log %s: %w", path, err)
 	}
-	want := binary.BigEndian.AppendUint64(bytes.Clone(walMagic), uint64(replica))
-	if fi == nil || fi.Size() != size || !bytes.Equal(head, want) {
-		if err := w.format(want); err != nil {
+	if fi != nil && fi.Size() >= walHeaderSize && bytes.Equal(head, w.head) {
+		w.size = fi.Size()
+	} else {
+		if err := w.format(); err != nil {
 			f.Close()
 			return nil, false, fmt.Errorf("create write-ahead log %s: %w; check free space on its disk", path, err)
 		}
@@ -94,8 +96,22 @@ func openWAL(path string, size int64, replica crdt.ReplicaID) (w *wal, fresh boo
 	return w, fresh, nil
 }
 
+// resize gives the log the size wanted, zeroing it, if it has another; only once its
+// records are committed to bbolt.
+func (w *wal) resize(size int64) error {
+	if w.size == size {
+		return nil
+	}
+	w.size = size
+	w.off = walHeaderSize
+	if err := w.format(); err != nil {
+		return fmt.Errorf("resize write-ahead log %s: %w; check free space on its disk", w.path, err)
+	}
+	return nil
+}
+
 // format zeroes the whole log and writes its header, durably (file, then directory).
-func (w *wal) format(head []byte) error {
+func (w *wal) format() error {
 	if err := w.f.Truncate(0); err != nil {
 		return err
 	}
@@ -106,7 +122,7 @@ func (w *wal) format(head []byte) error {
 			return err
 		}
 	}
-	if _, err := w.f.WriteAt(head, 0); err != nil {
+	if _, err := w.f.WriteAt(w.head, 0); err != nil {
 		return err
 	}
 	if err := w.f.Sync(); err != nil {

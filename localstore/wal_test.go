@@ -264,3 +264,27 @@ func FuzzWALReplay(f *testing.F) {
 		})
 	})
 }
+
+// A log of another size (the store was opened with another LogSize before the crash) is
+// replayed before it is resized.
+func TestWAL_OtherSizeIsReplayedThenResized(t *testing.T) {
+	s := openStore(t, Options{CommitWindow: time.Hour, LogSize: 8192})
+	apply(t, s, "c", incr("n", 4))
+	path := crashCopy(t, s)
+	r := openStore(t, Options{Path: path, CommitWindow: time.Hour})
+	if v, _ := r.Counter("c", "n"); v != 4 {
+		t.Errorf("counter = %d, want 4 from the smaller log", v)
+	}
+	fi, err := os.Stat(walPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fi.Size(), int64(walSize); got != want {
+		t.Errorf("log size %d after open, want %d", got, want)
+	}
+	apply(t, r, "c", incr("n", 1))
+	r2 := openStore(t, Options{Path: crashCopy(t, r)})
+	if v, _ := r2.Counter("c", "n"); v != 5 {
+		t.Errorf("counter = %d after a crash on the resized log, want 5", v)
+	}
+}
