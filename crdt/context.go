@@ -109,8 +109,11 @@ func (c *Context) Join(o *Context) (changed bool) {
 		slot Slot
 		ok   bool
 	}
-	var counters []counterBefore
-	var slots []slotBefore
+	// Buffers on the stack: a request's delta names a handful of counters, and a join on
+	// the request path should not allocate to tell its change.
+	var counterBuf [8]counterBefore
+	var slotBuf [8]slotBefore
+	counters, slots := counterBuf[:0], slotBuf[:0]
 	for k, oc := range o.Counters {
 		cc, ok := c.Counters[k]
 		counters = append(counters, counterBefore{k, cc.Floor, ok})

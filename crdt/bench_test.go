@@ -1,0 +1,30 @@
+package crdt
+
+import (
+	"fmt"
+	"testing"
+)
+
+// BenchmarkJoin_TelemetryDelta joins what the proxy writes per request (one delta of seven
+// counter increments, see proxy) into a context other replicas also count in: the join
+// every request-path write makes, and the one a replica makes per delta received.
+func BenchmarkJoin_TelemetryDelta(b *testing.B) {
+	state := &Context{}
+	keys := []string{"http.requests", "http.2xx", "http.3xx", "http.4xx", "http.5xx", "http.bytes_in", "http.bytes_out"}
+	for r := range ReplicaID(20) {
+		for _, k := range keys {
+			state.Join(state.Incr(Write{Replica: r + 1, At: Timestamp(1 << 16)}, k, 1, 0))
+		}
+	}
+	incs := make([]Inc, len(keys))
+	for i, k := range keys {
+		incs[i] = Inc{Key: k, By: 1}
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		d := state.IncrAll(Write{Replica: 1, At: Timestamp(2<<16 + i)}, incs)
+		if !state.Join(d) {
+			b.Fatal(fmt.Sprint("an increment changed nothing at ", i))
+		}
+	}
+}
