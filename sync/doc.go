@@ -22,8 +22,12 @@
 // probability (about ln N + 5 sends per node).
 //
 // Anti-entropy repairs the rest: every PushPullInterval a node sends one random peer the
-// root of its per-context digests; if the roots differ the peer answers with every digest,
-// and the two exchange the full state of only the contexts that differ. A new replica (or
+// root of its per-context digests; if the roots differ the peer answers with the digests of
+// buckets of contexts (about 16 contexts per bucket, up to 4096 buckets), the node sends
+// its per-context digests of the buckets that differ, and the two exchange the full state
+// of only the contexts that differ. A comparison of many contexts of which few differ
+// costs the buckets, not a digest per context. Every step is split into messages under
+// the size limit. A new replica (or
 // one that was away) holds nothing or old states, so that exchange is its full-state
 // catch-up; it starts as soon as the node sees its first peer. A peer coming back alive
 // (after a partition or a restart) triggers one at once. Full states are merged, never

@@ -2,6 +2,7 @@ package peersync
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -460,9 +461,51 @@ func (e *Engine) PushPull() {
 
 func (e *Engine) pushPullWith(name string) {
 	e.mu.Lock()
-	m := &message{kind: kindRoot, seq: e.seq, root: e.root()}
+	mine := e.digestsLocked()
+	m := &message{kind: kindRoot, seq: e.seq, contexts: len(mine)}
+	for _, d := range mine {
+		m.root ^= itemHash(d)
+	}
 	e.mu.Unlock()
 	e.sendAll([]outgoing{{name, m}})
+}
+
+// A push-pull compares, in turn: one root digest over every context; if the roots differ,
+// the digests of buckets of contexts (by a hash of the name); then the digest of every
+// context in the buckets that differ; then exchanges the states that differ. The bucket
+// step keeps a comparison of many contexts, most of them equal (workflow contexts left
+// to expire), from sending every context's digest: it costs the buckets, 8 bytes each,
+// and the contexts of the buckets that differ.
+
+// maxBuckets bounds the buckets of a push-pull (32 KiB of bucket digests).
+const maxBuckets = 4096
+
+// bucketCount is how many buckets a node holding n contexts compares them in: about 16
+// contexts per bucket, a power of two from 1 to maxBuckets.
+func bucketCount(n int) int {
+	c := 1
+	for c < maxBuckets && c*16 < n {
+		c <<= 1
+	}
+	return c
+}
+
+// bucketOf is the bucket of a context name among count (a power of two).
+func bucketOf(name string, count int) int {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return int(h.Sum64() & uint64(count-1))
+}
+
+// itemHash digests one context's name and state digest; roots and buckets XOR them, so
+// they do not depend on order or on the number of buckets.
+func itemHash(d digest) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(d.name))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], d.sum)
+	h.Write(b[:])
+	return h.Sum64()
 }
 
 // digestsLocked returns the digest of every context held; e.mu held.
@@ -486,17 +529,13 @@ func (e *Engine) digestsLocked() []digest {
 	return out
 }
 
-func (e *Engine) root() uint64 {
-	h := fnv.New64a()
-	var b [8]byte
-	for _, d := range e.digestsLocked() {
-		h.Write([]byte(d.name))
-		for i := range b {
-			b[i] = byte(d.sum >> (8 * i))
-		}
-		h.Write(b[:])
+// buckets digests the contexts of each of count buckets; e.mu held.
+func (e *Engine) buckets(mine []digest, count int) []uint64 {
+	out := make([]uint64, count)
+	for _, d := range mine {
+		out[bucketOf(d.name, count)] ^= itemHash(d)
 	}
-	return h.Sum64()
+	return out
 }
 
 // RefreshDigests drops the digest cache if it is older than DigestRefresh.
@@ -558,17 +597,25 @@ func (e *Engine) Handle(ctx context.Context, data []byte, now time.Time) error {
 		e.mu.Lock()
 		reply := &message{kind: kindList, seq: m.seq}
 		seq := e.seq
-		if e.root() == m.root {
+		mine := e.digestsLocked()
+		var root uint64
+		for _, d := range mine {
+			root ^= itemHash(d)
+		}
+		if root == m.root {
 			reply.equal = true
 			p.acked = max(p.acked, seq)
 			e.catchingUp = false
 		} else {
-			reply.digests = e.digestsLocked()
+			// Buckets for the larger side, so that neither sends a huge bucket.
+			reply.sums = e.buckets(mine, bucketCount(max(len(mine), m.contexts)))
 		}
 		e.mu.Unlock()
 		e.sendAll([]outgoing{{m.from, reply}})
 	case kindList:
 		return e.handleList(m, p)
+	case kindDigests:
+		e.handleDigests(m)
 	case kindStates:
 		return e.handleStates(ctx, m)
 	}
@@ -623,6 +670,9 @@ func (e *Engine) add(g group, from string) {
 	e.buf = append(e.buf, &entry{seq: e.seq, name: g.name, delta: g.ctx, data: g.data, from: from})
 }
 
+// handleList answers the bucket digests of a peer that found our roots differ with the
+// digests of our contexts in the buckets that differ, split by bucket into messages well
+// under the size limit.
 func (e *Engine) handleList(m *message, p *peer) error {
 	e.mu.Lock()
 	if m.equal {
@@ -631,47 +681,110 @@ func (e *Engine) handleList(m *message, p *peer) error {
 		e.mu.Unlock()
 		return nil
 	}
+	count := len(m.sums)
+	mine := e.digestsLocked()
+	ours := e.buckets(mine, count)
+	byBucket := make(map[int][]digest)
+	var differ []int
+	for i, sum := range ours {
+		if sum != m.sums[i] {
+			differ = append(differ, i)
+			byBucket[i] = nil
+		}
+	}
+	for _, d := range mine {
+		b := bucketOf(d.name, count)
+		if list, ok := byBucket[b]; ok {
+			byBucket[b] = append(list, d)
+		}
+	}
+	e.mu.Unlock()
+	if len(differ) == 0 {
+		return nil // changed since the root was sent: the next push-pull looks again
+	}
+	// A bucket too big for one message (the peer chose few buckets for many contexts)
+	// is split too: the peer then sends a few states we hold already, never too few.
+	var out []outgoing
+	cur := &message{kind: kindDigests, seq: m.seq, count: count}
+	size := 0
+	for _, b := range differ {
+		cur.bucketIDs = append(cur.bucketIDs, b)
+		size += 3
+		for _, d := range byBucket[b] {
+			if n := len(d.name) + 10; size+n > e.opt.MaxMessageBytes/2 {
+				out = append(out, outgoing{m.from, cur})
+				cur, size = &message{kind: kindDigests, seq: m.seq, count: count, bucketIDs: []int{b}}, 3
+			}
+			cur.digests = append(cur.digests, d)
+			size += len(d.name) + 10
+		}
+	}
+	out = append(out, outgoing{m.from, cur})
+	e.sendAll(out)
+	return nil
+}
+
+// handleDigests compares a peer's contexts in some buckets with ours: it sends the states
+// the peer lacks or holds differently, and asks for those we lack or hold differently.
+func (e *Engine) handleDigests(m *message) {
+	in := make(map[int]bool, len(m.bucketIDs))
+	for _, b := range m.bucketIDs {
+		in[b] = true
+	}
 	theirs := make(map[string]uint64, len(m.digests))
 	for _, d := range m.digests {
-		theirs[d.name] = d.sum
+		if in[bucketOf(d.name, m.count)] {
+			theirs[d.name] = d.sum
+		}
 	}
-	mine := e.digestsLocked()
-	held := make(map[string]bool, len(mine))
-	var send []string
-	for _, d := range mine {
-		held[d.name] = true
+	e.mu.Lock()
+	held := make(map[string]uint64)
+	var send, want []string
+	for _, d := range e.digestsLocked() {
+		if !in[bucketOf(d.name, m.count)] {
+			continue
+		}
+		held[d.name] = d.sum
 		if sum, ok := theirs[d.name]; !ok || sum != d.sum {
 			send = append(send, d.name)
 		}
 	}
-	var want []string
 	for _, d := range m.digests {
-		if !held[d.name] || theirs[d.name] != e.digests[d.name] {
+		if _, listed := theirs[d.name]; !listed {
+			continue // outside the buckets the message compares
+		}
+		if sum, ok := held[d.name]; !ok || sum != d.sum {
 			want = append(want, d.name)
 		}
 	}
 	e.mu.Unlock()
 	e.sendAll(e.states(m.from, m.seq, want, send))
-	return nil
 }
 
-// states builds the messages carrying the full state of names, split to stay well under
-// the size limit; the first one carries want.
+// states builds the messages asking for the states of want and carrying the full state
+// of names, split to stay well under the size limit.
 func (e *Engine) states(to string, seq uint64, want, names []string) []outgoing {
 	var out []outgoing
-	cur := &message{kind: kindStates, seq: seq, want: want}
+	cur := &message{kind: kindStates, seq: seq}
 	size := 0
+	add := func(n int) {
+		if size > 0 && size+n > e.opt.MaxMessageBytes/2 {
+			out = append(out, outgoing{to, cur})
+			cur, size = &message{kind: kindStates, seq: seq}, 0
+		}
+		size += n
+	}
+	for _, name := range want {
+		add(len(name) + 2)
+		cur.want = append(cur.want, name)
+	}
 	for _, name := range names {
 		data, ok := e.opt.Store.Encoded(name)
 		if !ok {
 			continue
 		}
-		if size > 0 && size+len(data) > e.opt.MaxMessageBytes/2 {
-			out = append(out, outgoing{to, cur})
-			cur, size = &message{kind: kindStates, seq: seq}, 0
-		}
+		add(len(data) + len(name) + 8)
 		cur.groups = append(cur.groups, group{name: name, data: data})
-		size += len(data) + len(name) + 8
 	}
 	if len(cur.groups) > 0 || len(cur.want) > 0 || len(out) == 0 {
 		out = append(out, outgoing{to, cur})

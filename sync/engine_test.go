@@ -186,22 +186,23 @@ func TestEngine_PushPullSendsOnlyDifferingContexts(t *testing.T) {
 		return msgs
 	}
 	deliver(a, "a", arec, b)           // root
-	deliver(b, "b", brec, a)           // list
-	states := deliver(a, "a", arec, b) // a's states + want
+	deliver(b, "b", brec, a)           // bucket digests
+	deliver(a, "a", arec, b)           // a's digests of the buckets that differ
+	states := deliver(b, "b", brec, a) // b's states + want
 	if got, want := len(states), 1; got != want {
-		t.Fatalf("a sent %d states messages, want %d", got, want)
+		t.Fatalf("b sent %d states messages, want %d", got, want)
 	}
 	var sent []string
 	for _, g := range states[0].m.groups {
 		sent = append(sent, g.name)
 	}
-	if got, want := fmt.Sprint(sent), "[both onlya]"; got != want {
-		t.Errorf("a sent the states of %s, want %s", got, want)
+	if got, want := fmt.Sprint(sent), "[both]"; got != want {
+		t.Errorf("b sent the states of %s, want %s", got, want)
 	}
-	if got, want := fmt.Sprint(states[0].m.want), "[both]"; got != want {
-		t.Errorf("a asked for %s, want %s", got, want)
+	if got, want := fmt.Sprint(states[0].m.want), "[both onlya]"; got != want {
+		t.Errorf("b asked for %s, want %s", got, want)
 	}
-	deliver(b, "b", brec, a) // b's wanted states
+	deliver(a, "a", arec, b) // a's wanted states
 	for _, name := range []string{"same", "both", "onlya"} {
 		if got, want := bs.value(name, "hits"), as.value(name, "hits"); got != want {
 			t.Errorf("after push-pull %s: b reads %d, a reads %d", name, got, want)
@@ -302,7 +303,8 @@ func TestWire_CounterDeltaSize(t *testing.T) {
 
 func FuzzDecode(f *testing.F) {
 	f.Add((&message{kind: kindAck, from: "a", replica: 1, base: 1, seq: 2}).encode())
-	f.Add((&message{kind: kindList, from: "a", replica: 1, seq: 2, digests: []digest{{"x", 7}}}).encode())
+	f.Add((&message{kind: kindList, from: "a", replica: 1, seq: 2, sums: []uint64{7, 8}}).encode())
+	f.Add((&message{kind: kindDigests, from: "a", replica: 1, seq: 2, count: 4, bucketIDs: []int{1, 3}, digests: []digest{{"x", 7}}}).encode())
 	f.Add((&message{kind: kindStates, from: "a", replica: 1, want: []string{"x"}, groups: []group{{name: "x", data: []byte{1}}}}).encode())
 	var c crdt.Context
 	d := c.Incr(crdt.Write{Replica: 9, At: 1 << 30}, "k", 1, 0)
@@ -322,7 +324,7 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded message does not decode: %v", err)
 		}
-		if m2.kind != m.kind || m2.seq != m.seq || len(m2.groups) != len(m.groups) || len(m2.want) != len(m.want) || len(m2.digests) != len(m.digests) {
+		if m2.kind != m.kind || m2.seq != m.seq || len(m2.groups) != len(m.groups) || len(m2.want) != len(m.want) || len(m2.digests) != len(m.digests) || len(m2.sums) != len(m.sums) || len(m2.bucketIDs) != len(m.bucketIDs) {
 			t.Fatalf("round trip changed the message: %+v vs %+v", m, m2)
 		}
 	})
@@ -342,5 +344,154 @@ func TestEngine_PrunesDepartedPeers(t *testing.T) {
 	}
 	if len(a.names) != 0 {
 		t.Errorf("replica index still holds %v after pruning", a.names)
+	}
+}
+
+// pushPull runs one push-pull from a to b to the end, delivering every message, and
+// returns the bytes each kind took and how many messages of each kind were sent.
+func pushPull(t *testing.T, a, b *Engine, arec, brec *recorder) (bytes, msgs map[kind]int) {
+	t.Helper()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	bytes, msgs = map[kind]int{}, map[kind]int{}
+	a.pushPullWith("b")
+	for turn := 0; turn < 10; turn++ {
+		from, fromName, rec, to := a, "a", arec, b
+		if turn%2 == 1 {
+			from, fromName, rec, to = b, "b", brec, a
+		}
+		sent := rec.take()
+		if len(sent) == 0 {
+			return bytes, msgs
+		}
+		for _, s := range sent {
+			data := s.m.encodeFrom(fromName, from.replica)
+			if len(data) > from.opt.MaxMessageBytes {
+				t.Fatalf("%s message of %d bytes, over the limit of %d", s.m.kind, len(data), from.opt.MaxMessageBytes)
+			}
+			bytes[s.m.kind] += len(data)
+			msgs[s.m.kind]++
+			if err := to.Handle(context.Background(), data, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Fatal("push-pull did not end in 10 turns")
+	return nil, nil
+}
+
+func newSized(t *testing.T, name string, replica crdt.ReplicaID, peer string, maxMessage int) (*Engine, *memStore, *recorder) {
+	t.Helper()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := newMemStore(replica, func() time.Time { return now })
+	rec := &recorder{}
+	e, err := NewEngine(EngineOptions{Name: name, Store: st, Transport: rec, MaxMessageBytes: maxMessage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetPeer(peer, peer, testReplicas[peer], StateAlive, now)
+	e.rejoins = 0
+	return e, st, rec
+}
+
+// Many contexts, few of them different (workflow contexts waiting to expire, a few
+// active): a push-pull sends the bucket digests and the digests of the few buckets that
+// differ, not one digest per context.
+func TestEngine_PushPullScalesWithDifferences(t *testing.T) {
+	ctx := context.Background()
+	a, as, arec := newSized(t, "a", 1, "b", 0)
+	b, bs, brec := newSized(t, "b", 2, "a", 0)
+	const contexts = 20000
+	names := make([]string, 0, contexts)
+	deltas := make([]*crdt.Context, 0, contexts)
+	for i := range contexts {
+		name := fmt.Sprintf("order-%06d", i)
+		d, _ := as.incr(name, "hits")
+		names, deltas = append(names, name), append(deltas, d)
+	}
+	if _, err := bs.MergeAll(ctx, 1, names, deltas); err != nil {
+		t.Fatal(err)
+	}
+	as.incr("order-000007", "hits")
+	bs.incr("order-012345", "hits")
+	as.incr("new-on-a", "hits")
+
+	sent, _ := pushPull(t, a, b, arec, brec)
+	for _, name := range []string{"order-000007", "order-012345", "new-on-a"} {
+		if got, want := bs.value(name, "hits"), as.value(name, "hits"); got != want {
+			t.Errorf("%s: b reads %d, a reads %d after the push-pull", name, got, want)
+		}
+	}
+	full := contexts * (len("order-000000") + 1 + 8) // one digest per context, as a list
+	compared := sent[kindList] + sent[kindDigests]
+	t.Logf("compared %d contexts in %d bytes (list %d, digests %d); a digest per context would be %d", contexts, compared, sent[kindList], sent[kindDigests], full)
+	if compared > full/5 {
+		t.Errorf("the comparison took %d bytes, over a fifth of a digest per context (%d)", compared, full)
+	}
+	if again, _ := pushPull(t, a, b, arec, brec); again[kindDigests] != 0 || again[kindStates] != 0 {
+		t.Errorf("second push-pull moved %v: the states should be equal", again)
+	}
+}
+
+// When everything differs, the digests are split by bucket into messages under the size
+// limit, and every state still arrives.
+func TestEngine_PushPullSplitsDigestsUnderTheLimit(t *testing.T) {
+	const limit = 64 << 10
+	a, as, arec := newSized(t, "a", 1, "b", limit)
+	b, bs, brec := newSized(t, "b", 2, "a", limit)
+	const contexts = 10000
+	for i := range contexts {
+		as.incr(fmt.Sprintf("workflow-with-a-long-name-%06d", i), "hits")
+	}
+	bs.incr("only-on-b", "hits")
+	_, msgs := pushPull(t, a, b, arec, brec)
+	if got := len(bs.Names()); got != contexts+1 {
+		t.Errorf("b holds %d contexts after the push-pull, want %d", got, contexts+1)
+	}
+	if got := as.value("only-on-b", "hits"); got != 1 {
+		t.Errorf("a reads only-on-b = %d, want 1", got)
+	}
+	if msgs[kindDigests] < 2 || msgs[kindStates] < 2 {
+		t.Errorf("%d digests and %d states messages: the test meant to need several of each", msgs[kindDigests], msgs[kindStates])
+	}
+}
+
+// A peer that answers with one bucket for many contexts (an older view of how many we
+// hold) gets that bucket split across messages; it may then send states we hold already,
+// never too few.
+func TestEngine_PushPullSplitsOneBigBucket(t *testing.T) {
+	const limit = 16 << 10
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	a, as, arec := newSized(t, "a", 1, "b", limit)
+	b, bs, brec := newSized(t, "b", 2, "a", limit)
+	for i := range 3000 {
+		as.incr(fmt.Sprintf("workflow-%05d", i), "hits")
+	}
+	bs.incr("only-on-b", "hits")
+	list := &message{kind: kindList, seq: 1, sums: []uint64{0}}
+	if err := a.Handle(ctx, list.encodeFrom("b", 2), now); err != nil {
+		t.Fatal(err)
+	}
+	digests := arec.take()
+	if len(digests) < 2 {
+		t.Fatalf("a sent %d digests messages for one bucket of 3000 contexts, want several", len(digests))
+	}
+	for turn, msgs := 0, digests; len(msgs) > 0 && turn < 10; turn++ {
+		from, fromName, to, next := a, "a", b, brec
+		if turn%2 == 1 {
+			from, fromName, to, next = b, "b", a, arec
+		}
+		for _, s := range msgs {
+			if err := to.Handle(ctx, s.m.encodeFrom(fromName, from.replica), now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		msgs = next.take()
+	}
+	if got := len(bs.Names()); got != 3001 {
+		t.Errorf("b holds %d contexts, want 3001", got)
+	}
+	if got := as.value("only-on-b", "hits"); got != 1 {
+		t.Errorf("a reads only-on-b = %d, want 1", got)
 	}
 }

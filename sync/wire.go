@@ -25,9 +25,12 @@ import (
 //
 //	delta:  uvarint base | uvarint seq | groups
 //	ack:    uvarint base | uvarint seq
-//	root:   uvarint seq | 8 bytes root digest
-//	list:   uvarint seq | byte equal | uvarint n | n × (string name | 8 bytes digest)
-//	states: uvarint seq | uvarint n | n × string wanted | groups
+//	root:    uvarint seq | 8 bytes root digest | uvarint contexts held
+//	list:    uvarint seq | byte equal | uvarint n | n × 8 bytes bucket digest
+//	         (n = 0 when equal, else the bucket count: a power of two up to 4096)
+//	digests: uvarint seq | uvarint bucket count | uvarint k | k × uvarint bucket |
+//	         uvarint n | n × (string name | 8 bytes digest)
+//	states:  uvarint seq | uvarint n | n × string wanted | groups
 //	groups: uvarint n | n × (string context | uvarint length + crdt encoding)
 //
 // Strings are a uvarint length and bytes.
@@ -41,6 +44,7 @@ const (
 	kindRoot
 	kindList
 	kindStates
+	kindDigests
 )
 
 func (k kind) String() string {
@@ -55,6 +59,8 @@ func (k kind) String() string {
 		return "list"
 	case kindStates:
 		return "states"
+	case kindDigests:
+		return "digests"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -95,10 +101,17 @@ type message struct {
 	base    uint64 // delta, ack: the interval (base, seq]
 	seq     uint64
 	root    uint64
-	equal   bool
-	digests []digest
-	want    []string
-	groups  []group
+	// contexts is how many contexts the sender of a root holds: the peer sizes the
+	// buckets for the larger side.
+	contexts int
+	equal    bool
+	sums     []uint64 // list: one digest per bucket
+	count    int      // digests: the bucket count the buckets are of
+	// bucketIDs are the buckets a digests message compares; digests, their contexts'.
+	bucketIDs []int
+	digests   []digest
+	want      []string
+	groups    []group
 }
 
 var flaters = sync.Pool{New: func() any {
@@ -116,9 +129,21 @@ func (m *message) encode() []byte {
 	case kindRoot:
 		body = binary.AppendUvarint(body, m.seq)
 		body = binary.LittleEndian.AppendUint64(body, m.root)
+		body = binary.AppendUvarint(body, uint64(m.contexts))
 	case kindList:
 		body = binary.AppendUvarint(body, m.seq)
 		body = appendBool(body, m.equal)
+		body = binary.AppendUvarint(body, uint64(len(m.sums)))
+		for _, sum := range m.sums {
+			body = binary.LittleEndian.AppendUint64(body, sum)
+		}
+	case kindDigests:
+		body = binary.AppendUvarint(body, m.seq)
+		body = binary.AppendUvarint(body, uint64(m.count))
+		body = binary.AppendUvarint(body, uint64(len(m.bucketIDs)))
+		for _, b := range m.bucketIDs {
+			body = binary.AppendUvarint(body, uint64(b))
+		}
 		body = binary.AppendUvarint(body, uint64(len(m.digests)))
 		for _, d := range m.digests {
 			body = appendString(body, d.name)
@@ -199,9 +224,35 @@ func decode(data []byte, limit int) (*message, error) {
 	case kindRoot:
 		m.seq = d.uvarint()
 		m.root = d.uint64()
+		if n := d.uvarint(); d.err == nil {
+			m.contexts = int(min(n, 1<<40))
+		}
 	case kindList:
 		m.seq = d.uvarint()
 		m.equal = d.bool()
+		n := d.count(8)
+		if d.err == nil && (m.equal != (n == 0) || !validBucketCount(n)) {
+			d.fail(fmt.Sprintf("%d bucket digests (equal %v): want none when equal, else a power of two up to %d", n, m.equal, maxBuckets))
+		}
+		for i := 0; i < n && d.err == nil; i++ {
+			m.sums = append(m.sums, d.uint64())
+		}
+	case kindDigests:
+		m.seq = d.uvarint()
+		if c := d.uvarint(); d.err == nil {
+			if c == 0 || c > maxBuckets || c&(c-1) != 0 {
+				d.fail(fmt.Sprintf("bucket count %d: want a power of two up to %d", c, maxBuckets))
+			}
+			m.count = int(c)
+		}
+		k := d.count(1)
+		for i := 0; i < k && d.err == nil; i++ {
+			if b := d.uvarint(); d.err == nil && b >= uint64(m.count) {
+				d.fail(fmt.Sprintf("bucket %d of %d", b, m.count))
+			} else {
+				m.bucketIDs = append(m.bucketIDs, int(b))
+			}
+		}
 		n := d.count(9)
 		for i := 0; i < n && d.err == nil; i++ {
 			m.digests = append(m.digests, digest{name: d.name(), sum: d.uint64()})
@@ -334,6 +385,9 @@ func (d *reader) name() string {
 	}
 	return s
 }
+
+// validBucketCount: none, or a power of two up to maxBuckets.
+func validBucketCount(n int) bool { return n == 0 || (n <= maxBuckets && n&(n-1) == 0) }
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
