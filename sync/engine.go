@@ -71,22 +71,21 @@ type Engine struct {
 	log     hclog.Logger
 	replica crdt.ReplicaID
 
-	mu         sync.Mutex
-	rng        *rand.Rand
-	seq        uint64 // last buffer sequence number
-	pending    map[string]*crdt.Context
-	pendingAt  map[string]time.Time
-	buf        []*entry
-	marks      []mark // local entries, for lag
-	peers      map[string]*peer
-	names      map[crdt.ReplicaID]string // peer name by replica id
-	digests    map[string]uint64
-	digestsAt  time.Time
-	catchingUp bool
-	triggered  time.Time
-	rejoined   []string
-	rejoins    int
-	refused    map[string]uint64
+	mu        sync.Mutex
+	rng       *rand.Rand
+	seq       uint64 // last buffer sequence number
+	pending   map[string]*crdt.Context
+	pendingAt map[string]time.Time
+	buf       []*entry
+	marks     []mark // local entries, for lag
+	peers     map[string]*peer
+	names     map[crdt.ReplicaID]string // peer name by replica id
+	digests   map[string]uint64
+	digestsAt time.Time
+	triggered time.Time
+	rejoined  []string
+	rejoins   int
+	refused   map[string]uint64
 }
 
 // entry is one delta group in the buffer: the join of one context's deltas of one round
@@ -157,17 +156,16 @@ func NewEngine(opt EngineOptions) (*Engine, error) {
 		rng = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
 	return &Engine{
-		opt:        opt,
-		log:        opt.Logger,
-		replica:    opt.Store.Replica(),
-		rng:        rng,
-		pending:    make(map[string]*crdt.Context),
-		pendingAt:  make(map[string]time.Time),
-		peers:      make(map[string]*peer),
-		names:      make(map[crdt.ReplicaID]string),
-		digests:    make(map[string]uint64),
-		catchingUp: true,
-		refused:    make(map[string]uint64),
+		opt:       opt,
+		log:       opt.Logger,
+		replica:   opt.Store.Replica(),
+		rng:       rng,
+		pending:   make(map[string]*crdt.Context),
+		pendingAt: make(map[string]time.Time),
+		peers:     make(map[string]*peer),
+		names:     make(map[crdt.ReplicaID]string),
+		digests:   make(map[string]uint64),
+		refused:   make(map[string]uint64),
 	}, nil
 }
 
@@ -605,7 +603,6 @@ func (e *Engine) Handle(ctx context.Context, data []byte, now time.Time) error {
 		if root == m.root {
 			reply.equal = true
 			p.acked = max(p.acked, seq)
-			e.catchingUp = false
 		} else {
 			// Buckets for the larger side, so that neither sends a huge bucket.
 			reply.sums = e.buckets(mine, bucketCount(max(len(mine), m.contexts)))
@@ -677,7 +674,6 @@ func (e *Engine) handleList(m *message, p *peer) error {
 	e.mu.Lock()
 	if m.equal {
 		p.acked = max(p.acked, m.seq)
-		e.catchingUp = false
 		e.mu.Unlock()
 		return nil
 	}
@@ -802,7 +798,6 @@ func (e *Engine) handleStates(ctx context.Context, m *message) error {
 	// push-pulls every node runs itself (and at once when a peer comes back).
 	_ = changed
 	e.mu.Lock()
-	e.catchingUp = false
 	e.mu.Unlock()
 	if len(m.want) > 0 {
 		e.sendAll(e.states(m.from, m.seq, nil, m.want))
