@@ -56,21 +56,29 @@ func parallelism() int {
 	return p
 }
 
-// BenchmarkAdminIncr: 16 clients increment counters through the admin API over loopback
-// HTTP; each reply waits for the group commit's fsync.
-func BenchmarkAdminIncr(b *testing.B) {
+// openAdmin opens a store on a fresh file and the admin API in front of it, both closed
+// when the benchmark ends, and returns the store and the API's address.
+func openAdmin(b *testing.B) (*localstore.Store, string) {
 	store := localstore.New(localstore.Options{Path: filepath.Join(dir(b), "ctx.db")})
 	if err := store.Open(); err != nil {
 		b.Fatal(err)
 	}
-	defer store.Close()
+	b.Cleanup(func() { store.Close() })
 	srv := admin.New(admin.Options{Address: "127.0.0.1:0", Store: store})
 	if err := srv.Open(); err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Close(context.Background())
+	// Registered after the store's, so it runs first: the API stops before the store.
+	b.Cleanup(func() { srv.Close(context.Background()) })
+	return store, srv.Addr().String()
+}
+
+// BenchmarkAdminIncr: 16 clients increment counters through the admin API over loopback
+// HTTP; each reply waits for the group commit's fsync.
+func BenchmarkAdminIncr(b *testing.B) {
+	store, addr := openAdmin(b)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2}}
-	c := admin.NewClient("http://"+srv.Addr().String(), hc)
+	c := admin.NewClient("http://"+addr, hc)
 	var id atomic.Int64
 	b.SetParallelism(parallelism())
 	b.ResetTimer()
@@ -92,17 +100,8 @@ func BenchmarkAdminIncr(b *testing.B) {
 // BenchmarkAdminIncrSerial: one client, one durable increment at a time: ns/op is the
 // latency of a write as `sidecar ctl incr` sees it (HTTP, apply, fsync, answer).
 func BenchmarkAdminIncrSerial(b *testing.B) {
-	store := localstore.New(localstore.Options{Path: filepath.Join(dir(b), "ctx.db")})
-	if err := store.Open(); err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
-	srv := admin.New(admin.Options{Address: "127.0.0.1:0", Store: store})
-	if err := srv.Open(); err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close(context.Background())
-	c := admin.NewClient("http://"+srv.Addr().String(), &http.Client{})
+	_, addr := openAdmin(b)
+	c := admin.NewClient("http://"+addr, &http.Client{})
 	for b.Loop() {
 		if _, err := c.Incr(context.Background(), "bench", "k", 1, 0); err != nil {
 			b.Fatal(err)
