@@ -460,10 +460,7 @@ func (e *Engine) PushPull() {
 func (e *Engine) pushPullWith(name string) {
 	e.mu.Lock()
 	mine := e.digestsLocked()
-	m := &message{kind: kindRoot, seq: e.seq, contexts: len(mine)}
-	for _, d := range mine {
-		m.root ^= itemHash(d)
-	}
+	m := &message{kind: kindRoot, seq: e.seq, root: rootOf(mine), contexts: len(mine)}
 	e.mu.Unlock()
 	e.sendAll([]outgoing{{name, m}})
 }
@@ -527,7 +524,16 @@ func (e *Engine) digestsLocked() []digest {
 	return out
 }
 
-// buckets digests the contexts of each of count buckets; e.mu held.
+// rootOf digests every context of a node.
+func rootOf(mine []digest) uint64 {
+	var r uint64
+	for _, d := range mine {
+		r ^= itemHash(d)
+	}
+	return r
+}
+
+// buckets digests the contexts of each of count buckets.
 func (e *Engine) buckets(mine []digest, count int) []uint64 {
 	out := make([]uint64, count)
 	for _, d := range mine {
@@ -596,11 +602,7 @@ func (e *Engine) Handle(ctx context.Context, data []byte, now time.Time) error {
 		reply := &message{kind: kindList, seq: m.seq}
 		seq := e.seq
 		mine := e.digestsLocked()
-		var root uint64
-		for _, d := range mine {
-			root ^= itemHash(d)
-		}
-		if root == m.root {
+		if rootOf(mine) == m.root {
 			reply.equal = true
 			p.acked = max(p.acked, seq)
 		} else {
@@ -668,8 +670,8 @@ func (e *Engine) add(g group, from string) {
 }
 
 // handleList answers the bucket digests of a peer that found our roots differ with the
-// digests of our contexts in the buckets that differ, split by bucket into messages well
-// under the size limit.
+// digests of our contexts in the buckets that differ, in messages well under the size
+// limit.
 func (e *Engine) handleList(m *message, p *peer) error {
 	e.mu.Lock()
 	if m.equal {
