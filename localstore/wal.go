@@ -20,9 +20,10 @@ import (
 //
 // The log is a file of fixed size next to the bbolt file (store.path + "-wal"), zeroed
 // when created and then overwritten in place, so an fdatasync flushes data only and never
-// the file's size or block map. After every checkpoint (a bbolt commit of the contexts
-// changed since the last one, recording the LSN it covers) writing starts again at
-// offset 0. A record is
+// the file's size or block map. It opens with a 16-byte header, a magic and the replica
+// id of its bbolt file; records follow. After every checkpoint (a bbolt commit of the
+// contexts changed since the last one, recording the LSN it covers) writing starts again
+// right after the header. A record is
 //
 //	[4] payload length n, big-endian (0: nothing more was written)
 //	[4] CRC-32C of the next 8+n bytes
@@ -30,7 +31,7 @@ import (
 //	[n] payload: uvarint seq, uvarint HLC, uvarint count, then count times
 //	    (uvarint len, context name, uvarint len, crdt delta)
 //
-// Replay reads from offset 0 while each record is whole, its CRC matches and its LSN is
+// Replay reads from the first record while each record is whole, its CRC matches and its LSN is
 // the next one after the checkpoint's: a torn last record (a crash during its write, so
 // never acknowledged) or records left from before the last checkpoint (smaller LSNs) end
 // it. Replaying a record the checkpoint already holds would be harmless too: joins are
