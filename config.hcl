@@ -31,8 +31,8 @@ store {
   # sidecar a new replica identity.
   path = "data/ctxprop.db"
   # Longest time a write made on the request path (telemetry, ctx-ops headers) waits before
-  # it is on disk, and how often changed contexts are written to the bbolt file. Writes
-  # through the admin API are on disk (in the write-ahead log) before they are acknowledged.
+  # it is on disk (in the write-ahead log). Writes through the admin API are on disk before
+  # they are acknowledged.
   # More than 0, at most 10s.
   commit_window = "100ms"
   # How long to wait for the file lock at start-up before giving up, in case another

@@ -8,10 +8,14 @@
 //     write-ahead log, store.path + "-wal": one record per group of writers, carrying the
 //     deltas, the replica's sequence number and its hybrid logical clock, made durable by
 //     one fdatasync of a preallocated file. Many writers share it (group commit).
-//   - Within Options.CommitWindow of a context's first change, a bbolt transaction writes
-//     every context changed since the last one, with the sequence, the clock and the last
-//     log record it holds; the log then starts again from its beginning. A Windowed write
-//     (on the request path: telemetry, ctx-ops) waits for nothing and is durable by then.
+//   - A Windowed write (on the request path: telemetry, ctx-ops) waits for nothing; the
+//     log takes it within Options.CommitWindow, the deltas of each context in the window
+//     joined into one entry.
+//   - Within Options.CheckpointInterval of a context's first change, or when the log is
+//     half full, a bbolt transaction writes every context changed since the last one, with
+//     the sequence, the clock and the last log record it holds; the log then starts again
+//     from its beginning. A large context busy with small writes is rewritten that often,
+//     not once per write.
 //
 // Open replays the log records the bbolt file does not hold yet (joins are idempotent, so
 // replaying one twice would be harmless too) and commits them before serving, so a crash

@@ -26,8 +26,14 @@ type Options struct {
 	// OpenTimeout bounds the wait for the file lock held by another process; 0 means 5s.
 	// A stale lock must not hang a restart.
 	OpenTimeout time.Duration
-	// CommitWindow is the longest a Windowed write waits for its commit; 0 means 100ms.
+	// CommitWindow is the longest a Windowed write waits before it is on disk (in the
+	// write-ahead log); 0 means 100ms.
 	CommitWindow time.Duration
+	// CheckpointInterval is the longest a change stays in the write-ahead log only before
+	// the bbolt file takes it; 0 means 10s. The file takes it sooner when the log is half
+	// full. Longer means fewer rewrites of large contexts, and a longer log to replay
+	// after a crash (at most half the log either way).
+	CheckpointInterval time.Duration
 	// SweepInterval is how often expired data is reclaimed; 0 means 30s.
 	SweepInterval time.Duration
 	// TombstoneTTL is how long deletes and expiries are remembered so that late deltas
@@ -138,6 +144,9 @@ func New(opt Options) *Store {
 	}
 	if opt.CommitWindow <= 0 {
 		opt.CommitWindow = 100 * time.Millisecond
+	}
+	if opt.CheckpointInterval <= 0 {
+		opt.CheckpointInterval = 10 * time.Second
 	}
 	if opt.SweepInterval <= 0 {
 		opt.SweepInterval = 30 * time.Second
@@ -706,10 +715,11 @@ func countValues(c *crdt.Context, now crdt.Timestamp) int {
 func (s *Store) now() crdt.Timestamp { return crdt.TimestampOf(s.opt.Now()) }
 
 // commitLoop is the single writer. A batch with a Durable write in it goes to the
-// write-ahead log at once (one fdatasync for the whole group); the contexts changed are
-// committed to bbolt within CommitWindow of their first change, or sooner when the log is
-// half full. While one fdatasync runs, new writes gather in the next batch, so a busy
-// store makes many writes durable per fsync.
+// write-ahead log at once (one fdatasync for the whole group), a batch of Windowed writes
+// within CommitWindow of its first; the contexts changed are committed to bbolt within
+// CheckpointInterval of their first change, or sooner when the log is half full. While
+// one fdatasync runs, new writes gather in the next batch, so a busy store makes many
+// writes durable per fsync.
 func (s *Store) commitLoop() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
@@ -724,7 +734,7 @@ func (s *Store) commitLoop() {
 		}
 		// Real time, not Options.Now: the waits are about fsync pacing, not data.
 		var wait time.Duration
-		if next := s.gatherWait(); next > 0 {
+		if next := s.logWait(); next > 0 {
 			wait = next
 		} else if next == 0 {
 			s.logSync()
@@ -733,7 +743,7 @@ func (s *Store) commitLoop() {
 		dirty, since := len(s.dirty) > 0, s.dirtySince
 		s.mu.RUnlock()
 		if dirty {
-			left := s.opt.CommitWindow - time.Since(since)
+			left := s.opt.CheckpointInterval - time.Since(since)
 			if left <= 0 || s.wal.used() >= s.opt.logSize()/2 {
 				s.commit(nil)
 			} else if wait == 0 || left < wait {
@@ -748,15 +758,19 @@ func (s *Store) commitLoop() {
 	}
 }
 
-// gatherWait says what to do with the pending batch: a negative result means there is no
-// Durable write to log, zero means log it now, and a positive one how long to wait for
-// the writers expected to join it first.
-func (s *Store) gatherWait() time.Duration {
+// logWait says what to do with the pending batch: a negative result means there is none,
+// zero means log it now, and a positive one how long to wait first: for the rest of the
+// window of a batch of Windowed writes, or for the writers expected to join a batch with
+// a Durable write in it.
+func (s *Store) logWait() time.Duration {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	b := s.pending
-	if b == nil || !b.durable {
+	if b == nil {
 		return -1
+	}
+	if !b.durable {
+		return max(0, s.opt.CommitWindow-time.Since(b.started))
 	}
 	if b.waiters < s.peak {
 		// More writers were waiting at once lately than wait now: the others are on
@@ -792,13 +806,11 @@ func (s *Store) logSync() {
 		return
 	}
 	s.pending = nil
-	// The deltas are immutable once enqueued, so they are encoded outside the lock.
+	// The deltas are immutable once enqueued, so they are joined and encoded outside the
+	// lock.
 	seq, hlc := s.seq, s.clock.Last()
 	s.mu.Unlock()
-	entries := make([]walEntry, len(b.events))
-	for i, e := range b.events {
-		entries[i] = walEntry{name: e.Context, delta: e.Delta}
-	}
+	entries := logEntries(b.events)
 	start := time.Now()
 	err := s.wal.append(seq, hlc, entries)
 	if errors.Is(err, errLogFull) {
@@ -814,6 +826,31 @@ func (s *Store) logSync() {
 	s.stats.CommitTime += time.Since(start)
 	s.mu.Unlock()
 	s.finish(b, err, b.waiters)
+}
+
+// logEntries joins the deltas of each context in events into one, in the order the
+// contexts first appear: a window of request-path writes to one context (telemetry on
+// every request) is one entry, not one per request. A join of deltas is a delta of the
+// same writes, so replaying it is replaying them.
+func logEntries(events []Event) []walEntry {
+	entries := make([]walEntry, 0, 1)
+	owned := make([]bool, 0, 1)
+	at := make(map[string]int, 1)
+	for _, e := range events {
+		i, seen := at[e.Context]
+		if !seen {
+			at[e.Context] = len(entries)
+			entries = append(entries, walEntry{name: e.Context, delta: e.Delta})
+			owned = append(owned, false)
+			continue
+		}
+		if !owned[i] {
+			// The event's delta is shared with its watchers: join into a copy.
+			entries[i].delta, owned[i] = entries[i].delta.Clone(), true
+		}
+		entries[i].delta.Join(e.Delta)
+	}
+	return entries
 }
 
 // finish acknowledges a batch's writers and publishes its events; waited is how many of

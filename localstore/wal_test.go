@@ -17,7 +17,7 @@ import (
 
 // crashCopy copies the store's bbolt file and write-ahead log as they are on disk now,
 // as a crash would leave them, into a new directory, and returns the copy's store path.
-// The caller makes sure no commit to bbolt runs meanwhile (a long CommitWindow).
+// The caller makes sure no commit to bbolt runs meanwhile (a long CheckpointInterval).
 func crashCopy(t *testing.T, s *Store) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "ctx.db")
@@ -42,7 +42,7 @@ func crashCopy(t *testing.T, s *Store) string {
 }
 
 func TestWAL_AcknowledgedWritesSurviveACrashBeforeTheCommit(t *testing.T) {
-	s := openStore(t, Options{CommitWindow: time.Hour})
+	s := openStore(t, Options{CheckpointInterval: time.Hour})
 	if _, err := s.Apply(context.Background(), "wf", []ops.Op{incr("n", 1)}, Windowed); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestWAL_AcknowledgedWritesSurviveACrashBeforeTheCommit(t *testing.T) {
 }
 
 func TestWAL_TornLastRecordIsDropped(t *testing.T) {
-	s := openStore(t, Options{CommitWindow: time.Hour})
+	s := openStore(t, Options{CheckpointInterval: time.Hour})
 	apply(t, s, "c", incr("n", 1))
 	firstEnd := s.wal.off
 	apply(t, s, "c", incr("n", 10))
@@ -117,7 +117,7 @@ func TestWAL_TornLastRecordIsDropped(t *testing.T) {
 // A small log wraps many times: records left from before each commit must never be
 // replayed as new, and a group too big for the log goes straight to bbolt.
 func TestWAL_WrapsAndFallsBackToCommit(t *testing.T) {
-	s := openStore(t, Options{CommitWindow: time.Hour, LogSize: 4096})
+	s := openStore(t, Options{CheckpointInterval: time.Hour, LogSize: 4096})
 	const writes = 300
 	for i := range writes {
 		apply(t, s, "c", incr(fmt.Sprintf("k%d", i%7), 1))
@@ -151,7 +151,7 @@ func TestWAL_WrapsAndFallsBackToCommit(t *testing.T) {
 // A log left by another bbolt file (the database was deleted and the sidecar restarted)
 // must not pour that file's writes into the new one.
 func TestWAL_ForeignLogIsIgnored(t *testing.T) {
-	s := openStore(t, Options{CommitWindow: time.Hour})
+	s := openStore(t, Options{CheckpointInterval: time.Hour})
 	apply(t, s, "c", incr("n", 5))
 	path := crashCopy(t, s)
 	if err := os.Remove(path); err != nil {
@@ -169,7 +169,7 @@ func TestWAL_ForeignLogIsIgnored(t *testing.T) {
 // A record whose CRC is good but which does not decode is not a torn write: the open
 // fails, naming the log, instead of silently dropping acknowledged writes.
 func TestWAL_UndecodableRecordFailsOpen(t *testing.T) {
-	s := openStore(t, Options{CommitWindow: time.Hour})
+	s := openStore(t, Options{CheckpointInterval: time.Hour})
 	apply(t, s, "c", incr("n", 5))
 	path := crashCopy(t, s)
 
@@ -268,10 +268,10 @@ func FuzzWALReplay(f *testing.F) {
 // A log of another size (the store was opened with another LogSize before the crash) is
 // replayed before it is resized.
 func TestWAL_OtherSizeIsReplayedThenResized(t *testing.T) {
-	s := openStore(t, Options{CommitWindow: time.Hour, LogSize: 8192})
+	s := openStore(t, Options{CheckpointInterval: time.Hour, LogSize: 8192})
 	apply(t, s, "c", incr("n", 4))
 	path := crashCopy(t, s)
-	r := openStore(t, Options{Path: path, CommitWindow: time.Hour})
+	r := openStore(t, Options{Path: path, CheckpointInterval: time.Hour})
 	if v, _ := r.Counter("c", "n"); v != 4 {
 		t.Errorf("counter = %d, want 4 from the smaller log", v)
 	}
