@@ -35,6 +35,10 @@ store {
   # they are acknowledged.
   # More than 0, at most 10s.
   commit_window = "100ms"
+  # Longest time a change stays only in the write-ahead log before the bbolt file takes it
+  # (sooner when the log is half full). Longer rewrites large, busy contexts less often;
+  # shorter leaves less log to replay at start-up. More than 0, at most 1h.
+  checkpoint_interval = "10s"
   # How long to wait for the file lock at start-up before giving up, in case another
   # process still holds the file.
   open_timeout = "5s"

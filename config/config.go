@@ -36,11 +36,14 @@ type Log struct {
 
 // Store configures the bbolt file and the limits of SPEC §3.
 type Store struct {
-	Path          string        // the bbolt file, relative to the working directory; default "data/ctxprop.db"
-	CommitWindow  time.Duration // longest wait before request-path writes are on disk; default 100ms, at most 10s
-	OpenTimeout   time.Duration // how long to wait for the file lock (bbolt Options.Timeout); default 5s
-	SweepInterval time.Duration // how often expired entries are reclaimed; default 30s
-	TombstoneTTL  time.Duration // how long deletes and expiries are remembered for replication; default 24h
+	Path         string        // the bbolt file, relative to the working directory; default "data/ctxprop.db"
+	CommitWindow time.Duration // longest wait before request-path writes are on disk; default 100ms, at most 10s
+	// CheckpointInterval: longest a change stays only in the write-ahead log before the
+	// bbolt file takes it; default 10s, at most 1h.
+	CheckpointInterval time.Duration
+	OpenTimeout        time.Duration // how long to wait for the file lock (bbolt Options.Timeout); default 5s
+	SweepInterval      time.Duration // how often expired entries are reclaimed; default 30s
+	TombstoneTTL       time.Duration // how long deletes and expiries are remembered for replication; default 24h
 
 	MaxContexts         int // default 100000
 	MaxValuesPerContext int // counters, map entries and sets together; default 10000
@@ -115,6 +118,7 @@ func DefaultConfig() Config {
 		Store: Store{
 			Path:                "data/ctxprop.db",
 			CommitWindow:        100 * time.Millisecond,
+			CheckpointInterval:  10 * time.Second,
 			OpenTimeout:         5 * time.Second,
 			SweepInterval:       30 * time.Second,
 			TombstoneTTL:        24 * time.Hour,
@@ -171,6 +175,7 @@ func (c *Config) settings() []setting {
 
 		{"store", "path", &c.Store.Path},
 		{"store", "commit_window", &c.Store.CommitWindow},
+		{"store", "checkpoint_interval", &c.Store.CheckpointInterval},
 		{"store", "open_timeout", &c.Store.OpenTimeout},
 		{"store", "sweep_interval", &c.Store.SweepInterval},
 		{"store", "tombstone_ttl", &c.Store.TombstoneTTL},

@@ -33,6 +33,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"log.format", c.Log.Format, "text"},
 		{"store.path", c.Store.Path, "data/ctxprop.db"},
 		{"store.commit_window", c.Store.CommitWindow, 100 * time.Millisecond},
+		{"store.checkpoint_interval", c.Store.CheckpointInterval, 10 * time.Second},
 		{"store.open_timeout", c.Store.OpenTimeout, 5 * time.Second},
 		{"store.sweep_interval", c.Store.SweepInterval, 30 * time.Second},
 		{"store.tombstone_ttl", c.Store.TombstoneTTL, 24 * time.Hour},
@@ -80,7 +81,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 44; got != want {
+	if got, want := len(c.settings()), 45; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -116,6 +117,7 @@ log {
 store {
   path                   = "/var/lib/ctxprop/db"
   commit_window          = "50ms"
+  checkpoint_interval    = "30s"
   open_timeout           = "1s"
   sweep_interval         = "1m"
   tombstone_ttl          = "48h"
@@ -175,7 +177,7 @@ func everyAttributeConfig() Config {
 		Node: Node{Name: "pod-z"},
 		Log:  Log{Level: "debug", Format: "json"},
 		Store: Store{
-			Path: "/var/lib/ctxprop/db", CommitWindow: 50 * time.Millisecond, OpenTimeout: time.Second,
+			Path: "/var/lib/ctxprop/db", CommitWindow: 50 * time.Millisecond, CheckpointInterval: 30 * time.Second, OpenTimeout: time.Second,
 			SweepInterval: time.Minute, TombstoneTTL: 48 * time.Hour,
 			MaxContexts: 7, MaxValuesPerContext: 8, MaxValueBytes: 9, MaxSetMembers: 10,
 			ContextTTL: 2 * time.Hour, FixedTTL: true,
@@ -210,7 +212,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:42"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:43"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -263,6 +265,7 @@ func TestParse_Errors(t *testing.T) {
 		{"all interfaces admin", "admin {\n  address = \":7400\"\n}\n", []string{"bad.hcl:2: admin.address :7400 is not a loopback address"}},
 		{"commit window zero", "store {\n  commit_window = \"0\"\n}\n", []string{"bad.hcl:2: store.commit_window is 0s; want more than 0 and at most 10s"}},
 		{"commit window too long", "store {\n  commit_window = \"11s\"\n}\n", []string{"bad.hcl:2: store.commit_window is 11s"}},
+		{"checkpoint interval too long", "store {\n  checkpoint_interval = \"2h\"\n}\n", []string{"bad.hcl:2: store.checkpoint_interval is 2h0m0s; want more than 0 and at most 1h0m0s"}},
 		{"negative limit", "store {\n\n  max_value_bytes = -1\n}\n", []string{"bad.hcl:3: store.max_value_bytes is -1; want a positive number"}},
 		{"log level", "log {\n  level = \"verbose\"\n}\n", []string{"bad.hcl:2: log.level \"verbose\" is not a level; want trace, debug, info, warn or error"}},
 		{"log format", "log {\n  format = \"xml\"\n}\n", []string{"bad.hcl:2: log.format \"xml\""}},

@@ -15,6 +15,10 @@ import (
 // disk within a bounded window, and beyond seconds that promise means little.
 const maxCommitWindow = 10 * time.Second
 
+// maxCheckpointInterval bounds store.checkpoint_interval: the log holds what bbolt does not,
+// and a restart replays it.
+const maxCheckpointInterval = time.Hour
+
 // Validate reports every invalid setting at once, one per line, each prefixed with the
 // file:line or environment variable that set it.
 func (c *Config) Validate() error {
@@ -61,6 +65,9 @@ func (c *Config) Validate() error {
 	}
 	if w := c.Store.CommitWindow; w <= 0 || w > maxCommitWindow {
 		bad("store.commit_window", "is %s; want more than 0 and at most %s", w, maxCommitWindow)
+	}
+	if w := c.Store.CheckpointInterval; w <= 0 || w > maxCheckpointInterval {
+		bad("store.checkpoint_interval", "is %s; want more than 0 and at most %s", w, maxCheckpointInterval)
 	}
 	positiveDuration("store.open_timeout", c.Store.OpenTimeout)
 	positiveDuration("store.sweep_interval", c.Store.SweepInterval)

@@ -53,13 +53,14 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		}
 	}()
 	n.store = localstore.New(localstore.Options{
-		Path:          cfg.Store.Path,
-		OpenTimeout:   cfg.Store.OpenTimeout,
-		CommitWindow:  cfg.Store.CommitWindow,
-		SweepInterval: cfg.Store.SweepInterval,
-		TombstoneTTL:  cfg.Store.TombstoneTTL,
-		ContextTTL:    cfg.Store.ContextTTL,
-		FixedTTL:      cfg.Store.FixedTTL,
+		Path:               cfg.Store.Path,
+		OpenTimeout:        cfg.Store.OpenTimeout,
+		CommitWindow:       cfg.Store.CommitWindow,
+		CheckpointInterval: cfg.Store.CheckpointInterval,
+		SweepInterval:      cfg.Store.SweepInterval,
+		TombstoneTTL:       cfg.Store.TombstoneTTL,
+		ContextTTL:         cfg.Store.ContextTTL,
+		FixedTTL:           cfg.Store.FixedTTL,
 		Limits: localstore.Limits{
 			MaxContexts:         cfg.Store.MaxContexts,
 			MaxValuesPerContext: cfg.Store.MaxValuesPerContext,
