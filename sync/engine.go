@@ -2,7 +2,6 @@ package peersync
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -487,20 +486,32 @@ func bucketCount(n int) int {
 
 // bucketOf is the bucket of a context name among count (a power of two).
 func bucketOf(name string, count int) int {
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	return int(h.Sum64() & uint64(count-1))
+	return int(fnv1a(fnvOffset, name) & uint64(count-1))
 }
 
-// itemHash digests one context's name and state digest; roots and buckets XOR them, so
-// they do not depend on order or on the number of buckets.
+// itemHash digests one context's name and state digest (FNV-1a of the name, then of the
+// digest's 8 little-endian bytes); roots and buckets XOR them, so they do not depend on
+// order or on the number of buckets.
 func itemHash(d digest) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(d.name))
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], d.sum)
-	h.Write(b[:])
-	return h.Sum64()
+	h := fnv1a(fnvOffset, d.name)
+	for i := range 8 {
+		h = (h ^ uint64(byte(d.sum>>(8*i)))) * fnvPrime
+	}
+	return h
+}
+
+// FNV-1a, 64 bits, written out: a push-pull hashes every context name once or twice,
+// and hash/fnv would allocate its state and a copy of each name.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnv1a(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * fnvPrime
+	}
+	return h
 }
 
 // digestsLocked returns the digest of every context held; e.mu held.
