@@ -208,6 +208,10 @@ func (w *wal) append(seq uint64, hlc crdt.Timestamp, entries []walEntry) error {
 		b = append(b, w.scratch...)
 	}
 	w.buf = b
+	if cap(w.buf) > 1<<20 {
+		// A rare large group should not pin its buffers; b stays valid for this call.
+		w.buf, w.scratch = nil, nil
+	}
 	n := len(b) - walRecordHead
 	if w.off+int64(len(b)) > w.size || uint64(n) > 1<<32-1 {
 		return errLogFull
@@ -224,9 +228,6 @@ func (w *wal) append(seq uint64, hlc crdt.Timestamp, entries []walEntry) error {
 	}
 	w.off += int64(len(b))
 	w.lsn = lsn
-	if cap(w.buf) > 1<<20 {
-		w.buf, w.scratch = nil, nil // a rare large group should not pin its buffers
-	}
 	return nil
 }
 
