@@ -51,12 +51,26 @@ func buildSidecar(t *testing.T) string {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below the kernel's ephemeral range (32768-60999 on Linux): a port it handed out
+	// for a ":0" listener would be free again here, and the kernel could give it to
+	// another test's listener or connection before the child binds it. The sync address
+	// takes UDP too (memberlist), so both must be free.
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12768))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free TCP and UDP port on 127.0.0.1 in 20000-32767 after 100 tries")
+	return ""
 }
 
 // sidecarProc is a sidecar child process.
@@ -106,6 +120,7 @@ func startSidecar(t *testing.T, bin string, env map[string]string) *sidecarProc 
 		}
 		select {
 		case err := <-p.done:
+			p.done <- err // for the cleanup, which waits for it
 			t.Fatalf("sidecar exited before ready: %v\n%s", err, logs)
 		default:
 		}

@@ -175,10 +175,11 @@ func TestSync_FleetConvergesThroughKillAndStop(t *testing.T) {
 	if err := nodes[4].proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-nodes[4].proc.done; err != nil {
+	err := <-nodes[4].proc.done
+	nodes[4].proc.done <- err // for the cleanup, which waits for it
+	if err != nil {
 		t.Fatalf("pod-4 exited with %v after SIGTERM\n%s", err, nodes[4].proc.logs)
 	}
-	nodes[4].proc.done <- nil // for the cleanup
 	waitFinal := time.Now().Add(10 * time.Second)
 	for _, nd := range nodes[:4] {
 		for {
