@@ -25,7 +25,7 @@ func TestPin_ChainKeepsEdgeValue(t *testing.T) {
 	edge := httptest.NewRequest("GET", "http://shop/", nil)
 	edge.Header.Set("Traceparent", traceparent)
 	edge.Header.Set("X-User-Id", "u-1")
-	in, _ := headers.ReadInbound(edge.Header, headers.Options{})
+	in, _ := headers.ReadInbound(edge.Header, headers.Options{}, headers.Source{Trusted: true})
 	in.Flags = e.flags.Pin(edge, in.Flags) // the line the inbound proxy adds
 	toApp := edge.Header.Clone()
 	in.Apply(toApp, trace.SpanContext{})
@@ -52,7 +52,7 @@ func TestPin_ChainKeepsEdgeValue(t *testing.T) {
 	next := httptest.NewRequest("GET", "http://cart/", nil)
 	next.Header = wire
 	next.Header.Set("X-User-Id", "u-1")
-	in2, _ := headers.ReadInbound(next.Header, headers.Options{})
+	in2, _ := headers.ReadInbound(next.Header, headers.Options{}, headers.Source{Trusted: true})
 	in2.Flags = e.flags.Pin(next, in2.Flags)
 	toApp2 := next.Header.Clone()
 	in2.Apply(toApp2, trace.SpanContext{})

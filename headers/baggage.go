@@ -14,9 +14,63 @@ import (
 type bag struct {
 	name  string // valid ctx.name, or ""
 	flags []Flag // valid ctx.flag.* members, sorted by name
-	// drop lists the ctx.* keys whose members are invalid: they are removed when
-	// the baggage is forwarded, so a bad value stops at the first sidecar.
+	// drop lists the ctx.* keys whose members are invalid, untrusted or not
+	// pinnable: they are removed when the baggage is forwarded, so a bad value stops
+	// at the first sidecar.
 	drop []string
+	// distrusted is the valid ctx.name that distrust removed, for an edge that takes
+	// the context from the ctx.name of any caller.
+	distrusted string
+}
+
+// members counts the ctx.* members b holds.
+func (b *bag) members() int {
+	n := len(b.flags)
+	if b.name != "" {
+		n++
+	}
+	return n
+}
+
+// distrust removes every ctx.* member of b.
+func (b *bag) distrust() {
+	if b.name != "" {
+		b.drop = append(b.drop, NameKey)
+		b.distrusted, b.name = b.name, ""
+	}
+	for _, f := range b.flags {
+		b.drop = append(b.drop, FlagKeyPrefix+f.Name)
+	}
+	b.flags = nil
+}
+
+// keepPinnable removes the flags pinnable does not allow (all of them when it is nil),
+// counting them in refused.
+func (b *bag) keepPinnable(pinnable func(string) bool, refused *Refused) {
+	kept := b.flags[:0]
+	for _, f := range b.flags {
+		if pinnable != nil && pinnable(f.Name) {
+			kept = append(kept, f)
+			continue
+		}
+		b.drop = append(b.drop, FlagKeyPrefix+f.Name)
+		refused.add(NotPinnable, 1)
+	}
+	if len(kept) == 0 {
+		kept = nil
+	}
+	b.flags = kept
+}
+
+// baggageMember returns the decoded value of member key of the baggage lines, or "".
+func baggageMember(values []string, key string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	// otel keeps the valid members of a partly invalid header; the one wanted may be
+	// among them.
+	parsed, _ := baggage.Parse(joinLines(values))
+	return parsed.Member(key).Value()
 }
 
 // readBaggage reads the ctx.* members of a request's baggage lines, reporting

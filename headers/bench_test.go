@@ -13,6 +13,29 @@ func benchChild() trace.SpanContext {
 	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}, TraceFlags: 1})
 }
 
+// BenchmarkSigner measures one signature and one check of a typical context: a name
+// and a pinned flag.
+func BenchmarkSigner(b *testing.B) {
+	tid := benchChild().TraceID()
+	flags := []Flag{{"new-ui", "on"}}
+	now := time.Now()
+	b.Run("Sign", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			benchSigner.Sign(tid, "checkout-7", flags, now)
+		}
+	})
+	sig := []string{benchSigner.Sign(tid, "checkout-7", flags, now)}
+	b.Run("Verify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := benchSigner.Verify(sig, tid, "checkout-7", flags, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 // benchApply measures read + apply of one request. The copy of the header that
 // httputil.ReverseProxy makes anyway is rebuilt in place each round, without
 // allocating, so that the figures are the package's own.
@@ -32,23 +55,41 @@ func benchApply(b *testing.B, in http.Header, run func(out http.Header)) {
 	}
 }
 
+// benchSigner is a fleet key for the benchmarks of the trust check (SPEC §4a).
+var benchSigner = mustSigner([]byte("fleet-secret-of-32-bytes-exactly"))
+
+func pinNewUI(name string) bool { return name == "new-ui" }
+
+// BenchmarkInbound measures the inbound header work. The "trusted source" cases read
+// the members without any check, as every request was read before the trust boundary;
+// the "signed" ones are a request from another sidecar of the fleet, whose ctx-sig is
+// verified: their difference is the cost of the trust check.
 func BenchmarkInbound(b *testing.B) {
 	child := benchChild()
+	ctxFlags := "userId=alice,ctx.name=checkout-7,ctx.flag.new-ui=on"
+	sig := benchSigner.Sign(child.TraceID(), "checkout-7", []Flag{{"new-ui", "on"}}, time.Now())
+	signed := Options{Tracing: true, Signer: benchSigner, Pinnable: pinNewUI}
 	cases := []struct {
 		name string
 		in   http.Header
 		opt  Options
+		from Source
 	}{
-		{"traceparent only", hdr("traceparent", specTP, "accept", "*/*"), Options{Tracing: true}},
-		{"context and flags", hdr("traceparent", specTP, "tracestate", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
-			"baggage", "userId=alice,ctx.name=checkout-7,ctx.flag.new-ui=on", "accept", "*/*"), Options{Tracing: true}},
-		{"context and flags, tracing off", hdr("traceparent", specTP, "tracestate", "rojo=00f067aa0ba902b7",
-			"baggage", "userId=alice,ctx.name=checkout-7,ctx.flag.new-ui=on", "accept", "*/*"), Options{}},
+		{"traceparent only", hdr("traceparent", specTP, "accept", "*/*"), Options{Tracing: true}, trusted},
+		{"context and flags, trusted source", hdr("traceparent", specTP, "tracestate", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+			"baggage", ctxFlags, "accept", "*/*"), Options{Tracing: true, Pinnable: pinNewUI}, trusted},
+		{"context and flags, signed", hdr("traceparent", specTP, "tracestate", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+			"baggage", ctxFlags, "ctx-sig", sig, "accept", "*/*"), signed, Source{}},
+		{"context and flags, tracing off, trusted source", hdr("traceparent", specTP, "tracestate", "rojo=00f067aa0ba902b7",
+			"baggage", ctxFlags, "accept", "*/*"), Options{Pinnable: pinNewUI}, trusted},
+		{"context and flags, tracing off, signed", hdr("traceparent", specTP, "tracestate", "rojo=00f067aa0ba902b7",
+			"baggage", ctxFlags, "ctx-sig", sig, "accept", "*/*"), Options{Signer: benchSigner, Pinnable: pinNewUI}, Source{}},
+		{"context and flags, unsigned, removed", hdr("traceparent", specTP, "baggage", ctxFlags, "accept", "*/*"), signed, Source{}},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			benchApply(b, c.in, func(out http.Header) {
-				in, _ := ReadInbound(c.in, c.opt)
+				in, _ := ReadInbound(c.in, c.opt, c.from)
 				in.Apply(out, child)
 			})
 		})
@@ -69,11 +110,19 @@ func BenchmarkOutbound(b *testing.B) {
 		{"no trace", hdr("accept", "*/*")},
 	}
 	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			benchApply(b, c.in, func(out http.Header) {
-				o, _ := ReadOutbound(c.in, Options{Tracing: true}, corr)
-				o.Apply(out, child)
+		for _, v := range []struct {
+			name string
+			opt  Options
+		}{
+			{"unsigned", Options{Tracing: true, Pinnable: pinNewUI}},
+			{"signed", Options{Tracing: true, Pinnable: pinNewUI, Signer: benchSigner}},
+		} {
+			b.Run(c.name+", "+v.name, func(b *testing.B) {
+				benchApply(b, c.in, func(out http.Header) {
+					o, _ := ReadOutbound(c.in, v.opt, corr)
+					o.Apply(out, child)
+				})
 			})
-		})
+		}
 	}
 }

@@ -102,7 +102,8 @@ func FuzzBaggage(f *testing.F) {
 		c := NewCorrelator(4, 0)
 		defer c.Begin(tid, Entry{Name: name, Flags: []Flag{{"f", flagValue}}})()
 		in := http.Header{Traceparent: {specTP}, Baggage: {line1, line2}}
-		o, _ := ReadOutbound(in, Options{}, c)
+		opt := Options{Pinnable: pinAll, Signer: fuzzSigner}
+		o, _ := ReadOutbound(in, opt, c)
 		out := in.Clone()
 		o.Apply(out, trace.SpanContext{})
 
@@ -133,9 +134,13 @@ func FuzzBaggage(f *testing.F) {
 		if _, err := baggage.Parse(sent); err != nil {
 			t.Fatalf("sent invalid baggage %q: %v", sent, err)
 		}
-		back, errs := ReadInbound(http.Header{Baggage: out[Baggage]}, Options{})
+		// The next hop is another sidecar of the fleet: what we signed verifies.
+		back, errs := ReadInbound(http.Header{Traceparent: out[Traceparent], Baggage: out[Baggage], CtxSig: out[CtxSig]}, opt, Source{})
 		if len(errs) > 0 {
 			t.Fatalf("the baggage we sent, %q, reads with errors: %v", sent, errs)
+		}
+		if back.Refused.Any() {
+			t.Fatalf("the next hop refused members of %q (ctx-sig %q): %v %v", sent, out[CtxSig], back.Refused, back.Untrusted)
 		}
 		if back.Name != o.Name {
 			t.Fatalf("the next hop reads name %q, we reported %q (sent %q)", back.Name, o.Name, sent)
@@ -175,8 +180,8 @@ func FuzzInbound(f *testing.F) {
 		if extraKey != "" {
 			in[http.CanonicalHeaderKey(extraKey)] = append(in[http.CanonicalHeaderKey(extraKey)], "v")
 		}
-		opt := Options{Tracing: tracing, TrustInboundOps: trust}
-		r, errs := ReadInbound(in, opt)
+		opt := Options{Tracing: tracing, TrustInboundOps: trust, Pinnable: pinAll, Signer: fuzzSigner}
+		r, errs := ReadInbound(in, opt, Source{Trusted: trust})
 		for _, err := range errs {
 			if _, ok := err.(*Error); !ok {
 				t.Fatalf("error %v is not a *Error", err)
@@ -235,6 +240,12 @@ func FuzzInbound(f *testing.F) {
 		}
 		if r.Name != "" && !ValidName(r.Name) {
 			t.Fatalf("invalid name %q", r.Name)
+		}
+		if _, ok := out[CtxSig]; ok {
+			t.Fatal("ctx-sig reached the app")
+		}
+		if !trust && (r.Name != "" || len(r.Flags) > 0) {
+			t.Fatalf("an untrusted source's unsigned context was kept: %q %v", r.Name, r.Flags)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -49,6 +50,7 @@ var (
 	ErrFlag         = errors.New("invalid pinned flag")
 	ErrOps          = errors.New("invalid ctx-ops")
 	ErrUntrustedOps = errors.New("ctx-ops from another pod dropped")
+	ErrUntrusted    = errors.New("context from outside the fleet removed")
 )
 
 // Error is one problem with one header. The request it came from still goes through;
@@ -65,7 +67,8 @@ func (e *Error) Error() string { return e.Header + ": " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Options are the proxy settings that change header handling. The zero value is
-// tracing off and inbound ctx-ops not trusted.
+// tracing off, inbound ctx-ops not trusted, no context from other pods trusted, and no
+// flag pinnable.
 type Options struct {
 	// Tracing says the proxy starts a span per request and passes its SpanContext to
 	// Apply, which then forwards the span's traceparent (same trace-id, new
@@ -77,6 +80,58 @@ type Options struct {
 	// trust_inbound_ops) and returns them in Inbound.Ops. When false, they are
 	// dropped and reported with ErrUntrustedOps.
 	TrustInboundOps bool
+
+	// Signer vouches for the context members that leave through the outbound proxy
+	// (Outbound.Apply adds a ctx-sig) and checks those that arrive from other pods
+	// (ReadInbound keeps them only when their ctx-sig verifies). Nil means nothing is
+	// signed, and members from other pods are kept only from a trusted source.
+	Signer *Signer
+	// Pinnable reports whether a flag may be pinned for a request chain (flags.pinned,
+	// SPEC §4a): ctx.flag.* members of other flags are removed on both paths, whoever
+	// sent them. Nil means no flag is pinnable. It is called on the request path: it
+	// must be fast and safe for concurrent use.
+	Pinnable func(name string) bool
+	// ContextHeader, for a sidecar at the edge of the fleet, names a request header
+	// whose value starts a context when a request from outside brings none the sidecar
+	// trusts (config inbound.context_header). Canonical form; "" means none.
+	ContextHeader string
+	// ContextBaggage is the same for a baggage member (inbound.context_baggage), such
+	// as "workflow.id"; "ctx.name" takes the ctx.name of any caller. "" means none.
+	ContextBaggage string
+	// Now returns the time signatures are made and checked at; nil means time.Now.
+	Now func() time.Time
+}
+
+// Refusal says why context members of a request were removed (SPEC §4a); the proxy
+// counts the members removed by reason.
+type Refusal uint8
+
+// The reasons, in the order of RefusalNames.
+const (
+	// Unsigned: from another pod, not from a trusted source, and without a ctx-sig
+	// (or with one this sidecar cannot check: it has no key).
+	Unsigned Refusal = iota
+	// BadSignature: the ctx-sig is malformed or does not match the members and the
+	// trace-id under any key of this sidecar.
+	BadSignature
+	// StaleSignature: the ctx-sig was made more than MaxSignatureSkew from now.
+	StaleSignature
+	// NotPinnable: a ctx.flag.* member of a flag not in flags.pinned.
+	NotPinnable
+	NumRefusals
+)
+
+// RefusalNames are the metric labels of the Refusal values.
+var RefusalNames = [NumRefusals]string{"unsigned", "bad_signature", "stale_signature", "not_pinnable"}
+
+// Refused counts, by Refusal, the ctx.* members removed from one request.
+type Refused [NumRefusals]uint8
+
+// Any reports whether a member was removed.
+func (r *Refused) Any() bool { return *r != Refused{} }
+
+func (r *Refused) add(why Refusal, n int) {
+	r[why] = uint8(min(int(r[why])+n, 255))
 }
 
 // Flag is a flag value pinned for a request chain (SPEC §6), carried in baggage as
@@ -102,22 +157,60 @@ type Inbound struct {
 	// Ops are the request's ctx-ops when Options.TrustInboundOps is set; nil
 	// otherwise.
 	Ops []ops.Op
+	// Refused counts the ctx.* members removed because they were not trusted or
+	// not pinnable, and Untrusted says why in words (nil when none was removed for
+	// trust): for the proxy's metrics and log.
+	Refused   Refused
+	Untrusted error
 
 	opt     Options
 	baggage string // the baggage line to send when rewrite is set
 	rewrite bool
 }
 
-// ReadInbound reads the headers of a request received from another pod. It does not
-// modify in. The errors are the problems found, each an *Error; nil when none.
-func ReadInbound(in http.Header, opt Options) (Inbound, []error) {
+// Source is what the proxy knows of where an inbound request came from.
+type Source struct {
+	// Trusted says the request came from a source the operator declared trusted
+	// (inbound.trusted_sources): its context members are kept as sent.
+	Trusted bool
+}
+
+// ReadInbound reads the headers of a request received from another pod, from.
+// It does not modify in. The errors are the problems found, each an *Error; nil when
+// none.
+//
+// The context members (ctx.name, ctx.flag.*) are kept only when the sidecar can trust
+// them (SPEC §4a): the request came from a trusted source, or its ctx-sig verifies
+// under Options.Signer for exactly these members and the traceparent's trace-id.
+// Otherwise they are removed before the app sees them and counted in Refused; a
+// context named by Options.ContextHeader or ContextBaggage is then taken instead.
+// Flags that are not Pinnable are removed in any case.
+func ReadInbound(in http.Header, opt Options, from Source) (Inbound, []error) {
 	var errs []error
 	r := Inbound{opt: opt}
 	r.Parent = readTrace(in, opt, &errs)
 	b := readBaggage(in[Baggage], &errs)
+	if (b.name != "" || len(b.flags) > 0) && !from.Trusted {
+		if why, err := verifyMembers(in[CtxSig], r.Parent.TraceID(), &b, opt); err != nil {
+			r.Refused.add(why, b.members())
+			r.Untrusted = err
+			b.distrust()
+		}
+	}
+	b.keepPinnable(opt.Pinnable, &r.Refused)
 	r.Name, r.Flags = b.name, b.flags
-	if len(b.drop) > 0 {
-		r.baggage, r.rewrite = rewriteBaggage(in[Baggage], b.drop, nil, &errs), true
+	var add []addition
+	if r.Name == "" {
+		// The edge of the fleet: the context the operator said to take from outside,
+		// given to the app as ctx.name like any other (an invalid or distrusted
+		// ctx.name member is already in b.drop).
+		if name := edgeName(in, b.distrusted, opt, &errs); name != "" {
+			r.Name = name
+			add = append(add, addition{key: NameKey, value: name})
+		}
+	}
+	if len(b.drop) > 0 || len(add) > 0 {
+		r.baggage, r.rewrite = rewriteBaggage(in[Baggage], b.drop, add, &errs), true
 	}
 	if v := in[CtxOps]; len(v) > 0 {
 		if opt.TrustInboundOps {
@@ -127,6 +220,55 @@ func ReadInbound(in http.Header, opt Options) (Inbound, []error) {
 		}
 	}
 	return r, errs
+}
+
+// verifyMembers checks the ctx-sig of an inbound request from an untrusted source
+// against its members b; on failure it says why, for the metric and the log.
+func verifyMembers(sig []string, traceID trace.TraceID, b *bag, opt Options) (Refusal, error) {
+	switch {
+	case opt.Signer == nil:
+		return Unsigned, fmt.Errorf("%w: this sidecar has no fleet key to check a ctx-sig with; set sync.key_file (the same on every sidecar), or list the caller in inbound.trusted_sources", ErrUntrusted)
+	case len(sig) == 0:
+		return Unsigned, fmt.Errorf("%w: no ctx-sig, so not from a sidecar of this fleet; a caller outside the fleet is trusted only when listed in inbound.trusted_sources, and an edge sidecar names the context with inbound.context_header or context_baggage", ErrUntrusted)
+	}
+	err := opt.Signer.Verify(sig, traceID, b.name, b.flags, now(opt))
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.Is(err, ErrSigStale):
+		return StaleSignature, fmt.Errorf("%w: %w", ErrUntrusted, err)
+	default:
+		return BadSignature, fmt.Errorf("%w: %w", ErrUntrusted, err)
+	}
+}
+
+// edgeName returns the context named by the edge's configured header or baggage
+// member, or "" when there is none or it is not a valid context name.
+func edgeName(in http.Header, fromBaggage string, opt Options, errs *[]error) string {
+	var name, source string
+	switch {
+	case opt.ContextHeader != "" && len(in[opt.ContextHeader]) > 0:
+		name, source = in[opt.ContextHeader][0], opt.ContextHeader+" header"
+	case opt.ContextBaggage == NameKey:
+		name, source = fromBaggage, "baggage member "+NameKey
+	case opt.ContextBaggage != "":
+		name, source = baggageMember(in[Baggage], opt.ContextBaggage), "baggage member "+opt.ContextBaggage
+	}
+	if name == "" {
+		return ""
+	}
+	if err := checkName(name); err != nil {
+		*errs = append(*errs, &Error{Header: "baggage", Err: fmt.Errorf("%w (from the %s)", err, source)})
+		return ""
+	}
+	return name
+}
+
+func now(opt Options) time.Time {
+	if opt.Now != nil {
+		return opt.Now()
+	}
+	return time.Now()
 }
 
 // Apply rewrites out, the headers of the request sent to the local app (a copy of
@@ -169,6 +311,9 @@ type Outbound struct {
 	Ops []ops.Op
 	// Correlated says ctx.* members from the Correlator are added to the baggage.
 	Correlated bool
+	// Refused counts the app's ctx.flag.* members removed because their flag is not
+	// pinnable.
+	Refused Refused
 
 	opt     Options
 	baggage string // the baggage line to send when rewrite is set
@@ -186,6 +331,8 @@ func ReadOutbound(in http.Header, opt Options, c *Correlator) (Outbound, []error
 	o := Outbound{opt: opt}
 	o.Parent = readTrace(in, opt, &errs)
 	b := readBaggage(in[Baggage], &errs)
+	// The app is trusted (it is the pod's own), but only pinnable flags are pinned.
+	b.keepPinnable(opt.Pinnable, &o.Refused)
 	o.Name, o.Flags = b.name, b.flags
 	var add []addition
 	if c != nil && o.Parent.IsValid() {
@@ -203,6 +350,9 @@ func ReadOutbound(in http.Header, opt Options, c *Correlator) (Outbound, []error
 			for _, f := range e.Flags {
 				if slices.ContainsFunc(o.Flags, func(g Flag) bool { return g.Name == f.Name }) {
 					continue
+				}
+				if opt.Pinnable == nil || !opt.Pinnable(f.Name) {
+					continue // the entry was pinnable when it was read; config may differ
 				}
 				if err := checkFlag(f.Name, f.Value); err != nil {
 					errs = append(errs, &Error{Header: "baggage", Err: err})
@@ -234,15 +384,19 @@ func ReadOutbound(in http.Header, opt Options, c *Correlator) (Outbound, []error
 }
 
 // Apply rewrites out, the headers of the request sent to the other pod (a copy of
-// the app's). It removes ctx-ops and Ctx-Flag-* (both are local to the pod), drops
-// invalid ctx.* baggage members, adds the correlated ones, and writes the trace
-// headers as Inbound.Apply does.
+// the app's). It removes ctx-ops, Ctx-Flag-* and ctx-sig (all local to the pod),
+// drops invalid and unpinnable ctx.* baggage members, adds the correlated ones, writes
+// the trace headers as Inbound.Apply does, and, with a Signer, signs the ctx.*
+// members it forwards with the trace-id it forwards (ctx-sig).
 func (o *Outbound) Apply(out http.Header, child trace.SpanContext) {
 	stripLocal(out)
 	if o.rewrite {
 		setBaggage(out, o.baggage)
 	}
-	applyTrace(out, o.Parent, child, o.opt)
+	traceID := applyTrace(out, o.Parent, child, o.opt)
+	if o.opt.Signer != nil && (o.Name != "" || len(o.Flags) > 0) {
+		out[CtxSig] = []string{o.opt.Signer.Sign(traceID, o.Name, o.Flags, now(o.opt))}
+	}
 }
 
 // ResponseOps removes ctx-ops from h, the headers of a response from the local app,
@@ -284,21 +438,25 @@ func readTrace(in http.Header, opt Options, errs *[]error) trace.SpanContext {
 	return trace.NewSpanContext(scc)
 }
 
-// applyTrace writes the trace headers of a forwarded request. W3C Trace Context §3.5:
-// a tracestate goes with its traceparent, so when the traceparent is left untouched so
-// is the tracestate, and when the trace restarts the old tracestate goes.
-func applyTrace(out http.Header, parent, child trace.SpanContext, opt Options) {
+// applyTrace writes the trace headers of a forwarded request and returns the trace-id
+// of the traceparent forwarded (invalid when none). W3C Trace Context §3.5: a
+// tracestate goes with its traceparent, so when the traceparent is left untouched so is
+// the tracestate, and when the trace restarts the old tracestate goes.
+func applyTrace(out http.Header, parent, child trace.SpanContext, opt Options) trace.TraceID {
 	switch {
 	case opt.Tracing && child.IsValid() && !sameSpan(parent, child):
 		WriteTraceparent(out, child)
+		return child.TraceID()
 	case parent.IsValid():
 		// Byte for byte: tracing off, no span to continue from, or a "child" that
 		// is the parent itself (a no-op tracer returns it), so the traceparent
 		// is unchanged and the tracestate must be too.
+		return parent.TraceID()
 	default:
 		// Invalid (never forwarded) or absent: an orphan tracestate belongs to no trace.
 		delete(out, Traceparent)
 		delete(out, Tracestate)
+		return trace.TraceID{}
 	}
 }
 
@@ -316,11 +474,14 @@ func readOps(v []string, errs *[]error) []ops.Op {
 	return got
 }
 
-// stripLocal removes the headers that live only between the sidecar and its app:
-// ctx-ops (consumed by the sidecar) and Ctx-Flag-* (set by the sidecar from baggage, so
-// one from the network or the app is never trusted or forwarded).
+// stripLocal removes the headers that live only between the sidecar and its app, or
+// between two sidecars: ctx-ops (consumed by the sidecar), Ctx-Flag-* (set by the
+// sidecar from baggage, so one from the network or the app is never trusted or
+// forwarded) and ctx-sig (checked by the receiving sidecar, made anew by the sending
+// one).
 func stripLocal(h http.Header) {
 	delete(h, CtxOps)
+	delete(h, CtxSig)
 	for k := range h {
 		if len(k) >= len(FlagPrefix) && strings.EqualFold(k[:len(FlagPrefix)], FlagPrefix) {
 			delete(h, k)

@@ -35,6 +35,13 @@ func startSpan(t testing.TB, parent trace.SpanContext) trace.SpanContext {
 	return span.SpanContext()
 }
 
+// trusted is a request from a source the operator declared trusted, for tests of what
+// the headers say rather than of whether they are believed.
+var trusted = Source{Trusted: true}
+
+// pinAll lets every flag be pinned.
+func pinAll(string) bool { return true }
+
 // hdr builds a header from name, value pairs, keeping repeated names as lines.
 func hdr(kv ...string) http.Header {
 	h := http.Header{}
@@ -96,7 +103,7 @@ func TestInbound_TracingOff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in, errs := ReadInbound(tt.in, Options{})
+			in, errs := ReadInbound(tt.in, Options{}, trusted)
 			checkErrs(t, errs, tt.wantErrs...)
 			out := tt.in.Clone()
 			in.Apply(out, trace.SpanContext{})
@@ -161,7 +168,7 @@ func TestInbound_TracingOn(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in, errs := ReadInbound(tt.in, opt)
+			in, errs := ReadInbound(tt.in, opt, trusted)
 			checkErrs(t, errs, tt.wantErrs...)
 			child := startSpan(t, in.Parent)
 			out := tt.in.Clone()
@@ -268,7 +275,7 @@ func TestInbound_Baggage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in, errs := ReadInbound(tt.in, Options{})
+			in, errs := ReadInbound(tt.in, Options{Pinnable: pinAll}, trusted)
 			checkErrs(t, errs, tt.wantErrs...)
 			if got, want := in.Name, tt.wantName; got != want {
 				t.Errorf("Name = %q, want %q", got, want)
@@ -316,7 +323,7 @@ func TestInbound_Ops(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in, errs := ReadInbound(tt.in, Options{TrustInboundOps: tt.trust})
+			in, errs := ReadInbound(tt.in, Options{TrustInboundOps: tt.trust}, trusted)
 			checkErrs(t, errs, tt.wantErrs...)
 			if got, want := in.Ops, tt.wantOps; !reflect.DeepEqual(got, want) {
 				t.Errorf("Ops = %+v, want %+v", got, want)
@@ -407,7 +414,7 @@ func TestOutbound(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, errs := ReadOutbound(tt.in, Options{}, corr)
+			o, errs := ReadOutbound(tt.in, Options{Pinnable: pinAll}, corr)
 			checkErrs(t, errs, tt.wantErrs...)
 			if got, want := o.Name, tt.wantName; got != want {
 				t.Errorf("Name = %q, want %q", got, want)
@@ -453,7 +460,7 @@ func checkLeavesPod(t *testing.T, out http.Header) {
 // span; the traceparent is then unchanged, so the tracestate must be too.
 func TestInbound_NoopTracer(t *testing.T) {
 	in := hdr("traceparent", specTP, "tracestate", "rojo=1 , congo=2", "tracestate", "a=3")
-	r, errs := ReadInbound(in, Options{Tracing: true})
+	r, errs := ReadInbound(in, Options{Tracing: true}, trusted)
 	checkErrs(t, errs)
 	_, span := noop.NewTracerProvider().Tracer("t").Start(trace.ContextWithRemoteSpanContext(context.Background(), r.Parent), "proxy")
 	out := in.Clone()

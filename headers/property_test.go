@@ -36,7 +36,7 @@ func TestOutbound_BaggageBudget_Property(t *testing.T) {
 		tid, _ := trace.TraceIDFromHex(specTraceID)
 		defer c.Begin(tid, entry)()
 
-		o, errs := ReadOutbound(in, Options{}, c)
+		o, errs := ReadOutbound(in, Options{Pinnable: pinAll}, c)
 		out := in.Clone()
 		o.Apply(out, trace.SpanContext{})
 
