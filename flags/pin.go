@@ -109,3 +109,8 @@ func pinValue(raw json.RawMessage) (string, bool) {
 	}
 	return v, true
 }
+
+// Pinnable reports whether the flag name is in flags.pinned: only those are ever pinned
+// for a request chain (SPEC §4a), whoever sends a ctx.flag.* member. Safe for concurrent
+// use; the list is fixed at New.
+func (f *Flags) Pinnable(name string) bool { return slices.Contains(f.opt.Pinned, name) }

@@ -31,7 +31,9 @@ func (c *counters) Apply(name string, list []ops.Op) error {
 
 // An app behind the inbound proxy answers a request that carries the context
 // "checkout" in baggage and adds to a counter of that context through ctx-ops on its
-// response; the proxy records the request's telemetry in the same context.
+// response; the proxy records the request's telemetry in the same context. The proxy is
+// at the edge of the fleet: it takes the context from the ctx.name of any caller
+// (inbound.context_baggage), where an inner one would want a ctx-sig of the fleet.
 func Example() {
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Ctx-Ops", `incr;key="orders";by=2`)
@@ -44,6 +46,7 @@ func Example() {
 		InboundAddress: "127.0.0.1:0",
 		App:            app.Listener.Addr().String(),
 		Store:          store,
+		ContextBaggage: "ctx.name",
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -20,6 +20,9 @@ func (p pinAll) Pin(r *http.Request, pinned []headers.Flag) []headers.Flag {
 	return append(append([]headers.Flag{}, pinned...), headers.Flag{Name: p.name, Value: p.value})
 }
 
+// Pinnable allows the one flag, as flags.pinned = [name] does.
+func (p pinAll) Pinnable(name string) bool { return name == p.name }
+
 var _ Flags = pinAll{}
 
 func TestInbound_FlagsPinnedAtTheEdge(t *testing.T) {
@@ -28,7 +31,7 @@ func TestInbound_FlagsPinnedAtTheEdge(t *testing.T) {
 		seen <- r.Header.Clone()
 	}))
 	defer app.Close()
-	p := startProxy(t, Options{InboundAddress: "127.0.0.1:0", App: hostOf(app.URL), Flags: pinAll{"beta", "on"}})
+	p := startProxy(t, Options{InboundAddress: "127.0.0.1:0", App: hostOf(app.URL), Flags: pinAll{"beta", "on"}, TrustedSources: loopback})
 	for _, tc := range []struct {
 		name    string
 		baggage string

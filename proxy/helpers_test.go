@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync"
 	"testing"
@@ -99,6 +100,10 @@ func (w *testWriter) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+// loopback is TrustedSources for tests whose client stands for a trusted caller (an
+// ingress, another sidecar): requests from it keep their context members unsigned.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
 // startProxy opens a proxy on loopback ports with opt's other fields and closes it
 // when the test ends.

@@ -71,9 +71,12 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	}
 	ex := newExchange(true)
 	var errs []error
-	ex.in, errs = headers.ReadInbound(r.Header, p.hopt)
+	ex.in, errs = headers.ReadInbound(r.Header, p.hopt, headers.Source{Trusted: p.trustedSource(r.RemoteAddr)})
 	if errs != nil {
 		p.headerErrors("inbound", errs)
+	}
+	if ex.in.Refused.Any() {
+		p.refused(sideInbound, &ex.in.Refused, ex.in.Untrusted, r.RemoteAddr)
 	}
 	if p.opt.Flags != nil {
 		ex.in.Flags = p.opt.Flags.Pin(r, ex.in.Flags)

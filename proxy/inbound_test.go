@@ -57,7 +57,7 @@ func TestInbound_ForwardsToApp(t *testing.T) {
 	}))
 	defer app.Close()
 	store := newMemStore()
-	p := startProxy(t, Options{App: hostOf(app.URL), Store: store})
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: store, TrustedSources: loopback})
 
 	res, body := get(t, http.DefaultClient, "http://"+p.InboundAddr().String()+"/x?q=1", map[string]string{
 		"Host":            "orders.svc",
@@ -131,7 +131,7 @@ func TestInbound_TrustInboundOps(t *testing.T) {
 			}))
 			defer app.Close()
 			store := newMemStore()
-			p := startProxy(t, Options{App: hostOf(app.URL), Store: store, TrustInboundOps: trust})
+			p := startProxy(t, Options{App: hostOf(app.URL), Store: store, TrustInboundOps: trust, TrustedSources: loopback})
 			get(t, http.DefaultClient, "http://"+p.InboundAddr().String()+"/", map[string]string{
 				"Baggage": "ctx.name=wf-1",
 				"Ctx-Ops": `incr;key="steps";by=3`,
@@ -154,7 +154,7 @@ func TestInbound_NoContext_NoTelemetry(t *testing.T) {
 	}))
 	defer app.Close()
 	store := newMemStore()
-	p := startProxy(t, Options{App: hostOf(app.URL), Store: store})
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: store, TrustedSources: loopback})
 	res, _ := get(t, http.DefaultClient, "http://"+p.InboundAddr().String()+"/", nil)
 	if got, want := res.StatusCode, 200; got != want {
 		t.Fatalf("status %d, want %d", got, want)
@@ -199,7 +199,7 @@ func TestInbound_UpstreamErrors(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			store := newMemStore()
-			p := startProxy(t, Options{App: c.app, Store: store, ResponseHeaderTimeout: 200 * time.Millisecond})
+			p := startProxy(t, Options{App: c.app, Store: store, ResponseHeaderTimeout: 200 * time.Millisecond, TrustedSources: loopback})
 			res, body := get(t, http.DefaultClient, "http://"+p.InboundAddr().String()+"/", map[string]string{"Baggage": "ctx.name=c1"})
 			if got, want := res.StatusCode, c.wantStatus; got != want {
 				t.Errorf("status %d, want %d", got, want)
@@ -384,7 +384,7 @@ func TestInbound_RequestOpsAndTelemetryInOneCall(t *testing.T) {
 	}))
 	defer app.Close()
 	store := newMemStore()
-	p := startProxy(t, Options{App: hostOf(app.URL), Store: store, TrustInboundOps: true})
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: store, TrustInboundOps: true, TrustedSources: loopback})
 	get(t, http.DefaultClient, "http://"+p.InboundAddr().String()+"/", map[string]string{
 		"Baggage": "ctx.name=wf-2",
 		"Ctx-Ops": `add;set="regions";member="eu"`,
@@ -437,7 +437,7 @@ func TestInbound_BrokenStreamCountsAsError(t *testing.T) {
 	}))
 	defer app.Close()
 	store := newMemStore()
-	p := startProxy(t, Options{App: hostOf(app.URL), Store: store})
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: store, TrustedSources: loopback})
 	req, _ := http.NewRequest(http.MethodGet, "http://"+p.InboundAddr().String()+"/", nil)
 	req.Header.Set("Baggage", "ctx.name=broken")
 	// The break shows either before the header (the proxy had not flushed yet) or

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ctxprop/ctxprop/headers"
 )
 
 // The proxy's Prometheus metrics, collected from its counters at scrape time. They are the
@@ -121,7 +123,7 @@ type Collector struct {
 
 	received, requests, duration, gateway *prometheus.Desc
 	headerErrors, droppedOps, storeErrors *prometheus.Desc
-	tunnels                               *prometheus.Desc
+	tunnels, refusedMembers               *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -149,12 +151,17 @@ func NewCollector(p *Proxy) *Collector {
 			"Context writes from the request path (ctx-ops and telemetry) that the store refused; their ops are lost.", nil, nil),
 		tunnels: prometheus.NewDesc("ctxprop_proxy_tunnels_total",
 			"CONNECT tunnels opened by the outbound proxy.", nil, nil),
+		refusedMembers: prometheus.NewDesc("ctxprop_proxy_refused_members_total",
+			"Context members (baggage ctx.name, ctx.flag.*) removed before the app or the next pod saw them, by side and reason: "+
+				"unsigned, bad_signature and stale_signature are inbound members not from a sidecar of this fleet nor a trusted source; "+
+				"not_pinnable are flags not in flags.pinned. Their requests went through.",
+			[]string{"side", "reason"}, nil),
 	}
 }
 
 // Describe sends the descriptors of every metric Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels} {
+	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.refusedMembers} {
 		ch <- d
 	}
 }
@@ -194,4 +201,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.droppedOps, st.DroppedOps)
 	counter(c.storeErrors, st.StoreErrors)
 	counter(c.tunnels, st.Tunnels)
+	for side, reasons := range st.RefusedMembers {
+		for why, n := range reasons {
+			counter(c.refusedMembers, n, sideNames[side], headers.RefusalNames[why])
+		}
+	}
 }

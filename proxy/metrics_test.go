@@ -107,7 +107,7 @@ func TestCollector(t *testing.T) {
 		}
 	}))
 	defer app.Close()
-	p := startProxy(t, Options{App: hostOf(app.URL), Store: failingStore{}})
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: failingStore{}, TrustedSources: loopback})
 	down := startProxy(t, Options{App: closedAddr(t)})
 	// A registry per proxy, since their series have the same labels; the pedantic one
 	// checks that Collect sends only what Describe declared.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,9 +30,13 @@ type Store interface {
 // Flags pins feature flags at the edge of a request chain (SPEC §6); *flags.Flags
 // implements it. Pin runs on every inbound request, concurrently: it must be safe for
 // concurrent use, do no I/O, and modify neither r nor pinned; it returns pinned plus what
-// it pinned, sorted by name.
+// it pinned, sorted by name. Pinnable reports whether a flag may be pinned at all
+// (flags.pinned): ctx.flag.* members of other flags are removed on both sides, whoever
+// sent them (SPEC §4a). It runs on every request with flags, concurrently, and must be
+// fast.
 type Flags interface {
 	Pin(r *http.Request, pinned []headers.Flag) []headers.Flag
+	Pinnable(name string) bool
 }
 
 // Options configure a Proxy. Fields left at their zero value take the default named
@@ -51,6 +57,23 @@ type Options struct {
 	// TrustInboundOps applies ctx-ops found on requests from other pods (config
 	// trust_inbound_ops). False drops them with a log line (SPEC §4).
 	TrustInboundOps bool
+
+	// Signer signs the context members (baggage ctx.name, ctx.flag.*) that the
+	// outbound proxy forwards and checks those of inbound requests (the ctx-sig header,
+	// SPEC §4a). Nil means nothing is signed and, unless a request comes from
+	// TrustedSources, the context members of inbound requests are removed.
+	Signer *headers.Signer
+	// TrustedSources are the client addresses whose context members the inbound
+	// proxy keeps without a signature (config inbound.trusted_sources), such as an
+	// ingress's pod range. Nil means none.
+	TrustedSources []netip.Prefix
+	// ContextHeader, at the edge of the fleet, names the inbound request header whose
+	// value starts a context when a request brings none the sidecar trusts (config
+	// inbound.context_header). "" means none.
+	ContextHeader string
+	// ContextBaggage is the same for a baggage member (inbound.context_baggage);
+	// "ctx.name" takes the ctx.name of any caller. "" means none.
+	ContextBaggage string
 
 	// Store takes ctx-ops and telemetry. Nil means both are dropped: the proxy
 	// still forwards and rewrites headers.
@@ -151,6 +174,12 @@ func (o *Options) Validate() error {
 	if o.MaxHeaderBytes < 0 {
 		return fmt.Errorf("max header bytes %d is negative; use 0 for the default of %d", o.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	}
+	if o.ContextHeader != "" && !validHeaderName(o.ContextHeader) {
+		return fmt.Errorf("context header %q is not a valid header name; use a name such as X-Workflow-Id", o.ContextHeader)
+	}
+	if strings.HasPrefix(o.ContextBaggage, headers.FlagKeyPrefix) {
+		return fmt.Errorf("context baggage member %q is a pinned flag's; use ctx.name or a member of your own such as workflow.id", o.ContextBaggage)
+	}
 	if o.CorrelationSize < 0 {
 		return fmt.Errorf("correlation size %d is negative; use 0 for the default of %d", o.CorrelationSize, DefaultCorrelationSize)
 	}
@@ -186,4 +215,15 @@ func (o Options) withDefaults() Options {
 		o.Logger = hclog.NewNullLogger()
 	}
 	return o
+}
+
+// validHeaderName reports whether s is an HTTP field name (RFC 9110 §5.1: a token).
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
 }

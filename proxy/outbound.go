@@ -45,6 +45,9 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if errs != nil {
 		p.headerErrors("outbound", errs)
 	}
+	if ex.out.Refused.Any() {
+		p.refused(sideOutbound, &ex.out.Refused, nil, r.RemoteAddr)
+	}
 	if len(ex.out.Ops) > 0 {
 		switch {
 		case ex.out.Name == "":

@@ -56,7 +56,7 @@ func grpcClient(t *testing.T, target string, opts ...grpc.DialOption) healthpb.H
 func TestInbound_GRPC(t *testing.T) {
 	addr, hs, seen := startGRPC(t)
 	store := newMemStore()
-	p := startProxy(t, Options{App: addr, Store: store})
+	p := startProxy(t, Options{App: addr, Store: store, TrustedSources: loopback})
 	c := grpcClient(t, p.InboundAddr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -131,7 +131,7 @@ func TestInbound_WebSocket(t *testing.T) {
 	app := httptest.NewServer(websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
 	defer app.Close()
 	store := newMemStore()
-	p := startProxy(t, Options{App: hostOf(app.URL), Store: store})
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: store, TrustedSources: loopback})
 	cfg, err := websocket.NewConfig("ws://"+p.InboundAddr().String()+"/echo", "http://localhost/")
 	if err != nil {
 		t.Fatal(err)

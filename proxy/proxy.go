@@ -53,6 +53,7 @@ type Proxy struct {
 	logHeader throttle
 	logStore  throttle
 	logUp     throttle
+	logTrust  throttle
 }
 
 // New checks opt and builds a Proxy. It binds nothing and starts no goroutine.
@@ -62,9 +63,15 @@ func New(opt Options) (*Proxy, error) {
 	}
 	opt = opt.withDefaults()
 	p := &Proxy{
-		opt:  opt,
-		log:  opt.Logger.Named("proxy"),
-		hopt: headers.Options{Tracing: opt.TracerProvider != nil, TrustInboundOps: opt.TrustInboundOps},
+		opt: opt,
+		log: opt.Logger.Named("proxy"),
+		hopt: headers.Options{
+			Tracing:         opt.TracerProvider != nil,
+			TrustInboundOps: opt.TrustInboundOps,
+			Signer:          opt.Signer,
+			ContextHeader:   http.CanonicalHeaderKey(opt.ContextHeader),
+			ContextBaggage:  opt.ContextBaggage,
+		},
 		corr: headers.NewCorrelator(opt.CorrelationSize, opt.CorrelationTimeout),
 		dialer: &net.Dialer{
 			Timeout:   opt.DialTimeout,
@@ -73,6 +80,9 @@ func New(opt Options) (*Proxy, error) {
 	}
 	if opt.TracerProvider != nil {
 		p.tracer = opt.TracerProvider.Tracer("github.com/ctxprop/ctxprop/proxy")
+	}
+	if opt.Flags != nil {
+		p.hopt.Pinnable = opt.Flags.Pinnable
 	}
 	p.base, p.cancelBase = context.WithCancel(context.Background())
 	errLog := p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})

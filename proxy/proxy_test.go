@@ -44,7 +44,7 @@ func TestInbound_Correlation(t *testing.T) {
 				res.Body.Close()
 			}))
 			defer app.Close()
-			opt := Options{App: hostOf(app.URL)}
+			opt := Options{App: hostOf(app.URL), TrustedSources: loopback, Flags: pinAll{"dark", "on"}}
 			recorder := tracetest.NewSpanRecorder()
 			if tracing {
 				opt.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))

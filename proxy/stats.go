@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/ctxprop/ctxprop/headers"
@@ -23,17 +24,29 @@ type Stats struct {
 	DroppedOps uint64
 	// StoreErrors counts Store.Apply calls that failed.
 	StoreErrors uint64
+	// RefusedMembers counts the context members (baggage ctx.name, ctx.flag.*)
+	// removed by side (0 inbound, 1 outbound) and headers.Refusal: untrusted, or
+	// flags that are not pinnable (SPEC §4a).
+	RefusedMembers [numSides][headers.NumRefusals]uint64
 }
 
 type counters struct {
 	inbound, outbound, tunnels, upstream, droppedOps, store atomic.Uint64
 	traceparent, tracestate, baggage, ctxOps, otherHeader   atomic.Uint64
+	refused                                                 [numSides][headers.NumRefusals]atomic.Uint64
 }
 
 // Stats returns a snapshot of the proxy's counts.
 func (p *Proxy) Stats() Stats {
 	c := &p.stats
+	var refused [numSides][headers.NumRefusals]uint64
+	for side := range refused {
+		for why := range refused[side] {
+			refused[side][why] = c.refused[side][why].Load()
+		}
+	}
 	return Stats{
+		RefusedMembers: refused,
 		Inbound:        c.inbound.Load(),
 		Outbound:       c.outbound.Load(),
 		Tunnels:        c.tunnels.Load(),
@@ -74,4 +87,40 @@ func (p *Proxy) headerErrors(side string, errs []error) {
 			p.log.Warn("context header dropped, request forwarded without it", "side", side, "header", name, "error", err)
 		}
 	}
+}
+
+// refused counts the context members removed from one request and logs why
+// (throttled): on the inbound side, the words say what the operator can do about it.
+func (p *Proxy) refused(side int, r *headers.Refused, untrusted error, from string) {
+	for why, n := range r {
+		if n > 0 {
+			p.stats.refused[side][why].Add(uint64(n))
+		}
+	}
+	if !p.logTrust.allow() {
+		return
+	}
+	if untrusted != nil {
+		p.log.Warn("context members removed before the app: not from the fleet", "side", sideNames[side], "from", from, "reason", untrusted)
+		return
+	}
+	p.log.Warn("ctx.flag members removed: the flag is not in flags.pinned, so it is never pinned", "side", sideNames[side], "from", from)
+}
+
+// trustedSource reports whether remoteAddr, a request's client, is in TrustedSources.
+func (p *Proxy) trustedSource(remoteAddr string) bool {
+	if len(p.opt.TrustedSources) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, pfx := range p.opt.TrustedSources {
+		if pfx.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
