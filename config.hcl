@@ -86,6 +86,23 @@ inbound {
   response_header_timeout = "0"
   # Largest request header block accepted, in bytes.
   max_header_bytes = 65536
+
+  # Who may set a request's context (baggage ctx.name) and pinned flags (ctx.flag.*).
+  # Other sidecars of the fleet sign what they forward (the ctx-sig header, with the key
+  # of sync.key_file), and their context is kept. From anybody else the members are
+  # removed before the app sees them (counted in ctxprop_proxy_refused_members_total);
+  # the request still goes through. See "Security model" in the README.
+  #
+  # Client addresses whose context is kept unsigned, as IPs or CIDRs, such as an
+  # ingress's pod range ["10.8.0.0/16"]. Empty: none.
+  trusted_sources = []
+  # At the edge of the fleet (the sidecar behind an ingress): a request header whose
+  # value names the context of a request from outside, such as "X-Workflow-Id". The
+  # app gets it as baggage ctx.name. Empty: none.
+  context_header = ""
+  # The same for a baggage member, such as "workflow.id"; "ctx.name" takes the ctx.name
+  # of any caller (never its ctx.flag.* members). Empty: none.
+  context_baggage = ""
 }
 
 outbound {

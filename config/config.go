@@ -71,6 +71,17 @@ type Inbound struct {
 	IdleTimeout           time.Duration // keep-alive idle limit; default 90s
 	ResponseHeaderTimeout time.Duration // wait for the app's response headers; default 0, no limit
 	MaxHeaderBytes        int           // default 65536
+
+	// TrustedSources are client addresses (CIDRs or single IPs) whose context members
+	// (baggage ctx.name, ctx.flag.*) are kept without a fleet signature (SPEC §4a);
+	// default none: only other sidecars of the fleet, which sign, are trusted.
+	TrustedSources []string
+	// ContextHeader is, at the edge, a request header whose value starts the context of
+	// a request from outside the fleet; default "", none.
+	ContextHeader string
+	// ContextBaggage is the same for a baggage member; "ctx.name" takes any caller's
+	// ctx.name. Default "", none.
+	ContextBaggage string
 }
 
 // Outbound configures the forward proxy the app uses as HTTP_PROXY.
@@ -138,6 +149,7 @@ func DefaultConfig() Config {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       90 * time.Second,
 			MaxHeaderBytes:    65_536,
+			TrustedSources:    []string{},
 		},
 		Outbound: Outbound{
 			Address:             "127.0.0.1:7402",
@@ -198,6 +210,9 @@ func (c *Config) settings() []setting {
 		{"inbound", "idle_timeout", &c.Inbound.IdleTimeout},
 		{"inbound", "response_header_timeout", &c.Inbound.ResponseHeaderTimeout},
 		{"inbound", "max_header_bytes", &c.Inbound.MaxHeaderBytes},
+		{"inbound", "trusted_sources", &c.Inbound.TrustedSources},
+		{"inbound", "context_header", &c.Inbound.ContextHeader},
+		{"inbound", "context_baggage", &c.Inbound.ContextBaggage},
 
 		{"outbound", "address", &c.Outbound.Address},
 		{"outbound", "max_idle_conns_per_host", &c.Outbound.MaxIdleConnsPerHost},

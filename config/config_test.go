@@ -73,6 +73,9 @@ func TestDefaultConfig(t *testing.T) {
 		{"flags.targeting_key_header", c.Flags.TargetingKeyHeader, ""},
 		{"flags.context_headers", len(c.Flags.ContextHeaders), 0},
 		{"flags.context_baggage", len(c.Flags.ContextBaggage), 0},
+		{"inbound.trusted_sources", len(c.Inbound.TrustedSources), 0},
+		{"inbound.context_header", c.Inbound.ContextHeader, ""},
+		{"inbound.context_baggage", c.Inbound.ContextBaggage, ""},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("default %s = %v, want %v", tc.name, tc.got, tc.want)
@@ -81,7 +84,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 45; got != want {
+	if got, want := len(c.settings()), 48; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -142,6 +145,9 @@ inbound {
   idle_timeout            = "30s"
   response_header_timeout = "15s"
   max_header_bytes        = 8192
+  trusted_sources         = ["10.8.0.0/16", "192.168.1.7"]
+  context_header          = "X-Workflow-Id"
+  context_baggage         = "ctx.name"
 }
 outbound {
   address                 = "127.0.0.1:9002"
@@ -187,6 +193,7 @@ func everyAttributeConfig() Config {
 			Address: "0.0.0.0:9001", App: "127.0.0.1:3000", TrustInboundOps: true,
 			ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second,
 			ResponseHeaderTimeout: 15 * time.Second, MaxHeaderBytes: 8192,
+			TrustedSources: []string{"10.8.0.0/16", "192.168.1.7"}, ContextHeader: "X-Workflow-Id", ContextBaggage: "ctx.name",
 		},
 		Outbound: Outbound{Address: "127.0.0.1:9002", MaxIdleConnsPerHost: 16, DialTimeout: 750 * time.Millisecond},
 		Sync: Sync{
@@ -212,7 +219,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:43"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:46"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -280,6 +287,9 @@ func TestParse_Errors(t *testing.T) {
 		{"tracing without endpoint", "tracing {\n  enabled = true\n}\n", []string{"tracing.otlp_endpoint is empty but tracing.enabled is true"}},
 		{"pinned flag name", "flags {\n  pinned = [\"ok\", \"not ok\"]\n}\n", []string{"bad.hcl:2: flags.pinned entry 2 \"not ok\""}},
 		{"empty node name", "node {\n  name = \"\"\n}\n", []string{"bad.hcl:2: node.name is empty", "CTXPROP_NODE_NAME"}},
+		{"trusted source", "inbound {\n  trusted_sources = [\"10.0.0.0/8\", \"10.0.0.300\"]\n}\n", []string{"bad.hcl:2: inbound.trusted_sources entry 2 \"10.0.0.300\" is not an IP address or CIDR"}},
+		{"context header", "inbound {\n  context_header = \"X Workflow\"\n}\n", []string{"bad.hcl:2: inbound.context_header \"X Workflow\" is not a header name"}},
+		{"context baggage of a flag", "inbound {\n  context_baggage = \"ctx.flag.beta\"\n}\n", []string{"bad.hcl:2: inbound.context_baggage \"ctx.flag.beta\" is reserved by ctxprop"}},
 		{"negative context ttl", "store {\n  context_ttl = \"-1h\"\n}\n", []string{"bad.hcl:2: store.context_ttl is -1h0m0s"}},
 		{"port clash", "outbound {\n  address = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and outbound.address 127.0.0.1:7401 use the same port"}},
 		{"app is the inbound listener", "inbound {\n  app = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and inbound.app 127.0.0.1:7401 are the same, so the proxy would forward to itself"}},

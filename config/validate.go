@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,6 +96,21 @@ func (c *Config) Validate() error {
 		bad("inbound.response_header_timeout", "is %s; want \"0\" for no limit or a positive duration", c.Inbound.ResponseHeaderTimeout)
 	}
 	positive("inbound.max_header_bytes", int64(c.Inbound.MaxHeaderBytes))
+	for i, src := range c.Inbound.TrustedSources {
+		if _, err := ParsePrefix(src); err != nil {
+			bad("inbound.trusted_sources", "entry %d %q is not an IP address or CIDR; want such as \"10.8.0.0/16\" or \"10.8.3.4\"", i+1, src)
+		}
+	}
+	if h := c.Inbound.ContextHeader; h != "" && strings.IndexFunc(h, notTokenChar) >= 0 {
+		bad("inbound.context_header", "%q is not a header name; want such as \"X-Workflow-Id\"", h)
+	}
+	switch b := c.Inbound.ContextBaggage; {
+	case b == "":
+	case strings.IndexFunc(b, notTokenChar) >= 0:
+		bad("inbound.context_baggage", "%q is not a baggage key; want \"ctx.name\" or a key of your own such as \"workflow.id\"", b)
+	case strings.HasPrefix(b, "ctx.") && b != "ctx.name":
+		bad("inbound.context_baggage", "%q is reserved by ctxprop (ctx.*); want \"ctx.name\" or a key of your own such as \"workflow.id\"", b)
+	}
 
 	address("outbound.address", c.Outbound.Address, true)
 	positive("outbound.max_idle_conns_per_host", int64(c.Outbound.MaxIdleConnsPerHost))
@@ -231,4 +247,17 @@ func notTokenChar(r rune) bool {
 		return false
 	}
 	return !strings.ContainsRune("!#$%&'*+-.^_`|~", r)
+}
+
+// ParsePrefix reads an entry of inbound.trusted_sources: a CIDR, or one IP address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(ip, ip.BitLen()), nil
 }
