@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -55,7 +57,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := d.start(); err != nil {
 		return err
 	}
-	steps := []func(context.Context) error{d.globalState, func(ctx context.Context) error { return d.telemetry(ctx, *chains) }, d.checkpoint, d.flags}
+	steps := []func(context.Context) error{d.globalState, func(ctx context.Context) error { return d.telemetry(ctx, *chains) }, d.checkpoint, d.flags, d.trust}
 	for _, step := range steps {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -117,6 +119,17 @@ func (d *demo) start() error {
 		syncAddrs[i] = ln.Addr().String()
 		ln.Close()
 	}
+	// One secret keys the fleet, as the Secret the Kubernetes injector mounts does: it
+	// authenticates and encrypts peer traffic, and each sidecar signs the context it
+	// passes on, so the next one can tell it from a forgery (SPEC §4a).
+	keyFile := filepath.Join(d.dir, "fleet.key")
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		return err
+	}
 	fmt.Fprintf(d.out, "Starting %d services, each behind its own sidecar on loopback, replicating with each other\n(data in %s)\n\n", len(names), d.dir)
 	tw := tabwriter.NewWriter(d.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SERVICE\tAPP\tSIDECAR INBOUND\tOUTBOUND (HTTP_PROXY)\tADMIN API\tPEER SYNC")
@@ -141,6 +154,12 @@ func (d *demo) start() error {
 		cfg.Outbound.Address = "127.0.0.1:0"
 		cfg.Sync.Address = syncAddrs[i]
 		cfg.Sync.Peers = syncAddrs
+		cfg.Sync.KeyFile = keyFile
+		if i == 0 {
+			// frontend is the edge: its callers are outside the fleet, and it takes the
+			// context they name in baggage ctx.name (never their ctx.flag.* members).
+			cfg.Inbound.ContextBaggage = "ctx.name"
+		}
 		cfg.Flags.Pinned = []string{"new-checkout"}
 		cfg.Flags.TargetingKeyHeader = "X-User"
 		log := hclog.New(&hclog.LoggerOptions{Name: s.name, Level: hclog.Warn, Output: d.logOut})
@@ -521,4 +540,44 @@ func traceIDOf(traceparent string) string {
 		return traceparent[3:35]
 	}
 	return ""
+}
+
+// 5. Trust: a caller outside the fleet that names a context or pins a flag on an inner
+// service gets neither; only what a sidecar of the fleet signed is believed.
+func (d *demo) trust(ctx context.Context) error {
+	d.section("5. Trust: context from outside the fleet is removed, not believed")
+	middle := d.services[1]
+	const traceID = "33333333333333333333333333333333"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+middle.node.proxy.InboundAddr().String()+"/orders", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("baggage", "ctx.name=forged-ctx,ctx.flag.new-checkout=false,user.tier=gold")
+	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	d.say("an outsider calls orders directly: baggage: ctx.name=forged-ctx,ctx.flag.new-checkout=false,user.tier=gold")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	middle.mu.Lock()
+	h := middle.seen[traceID]
+	middle.mu.Unlock()
+	if h == nil {
+		return errors.New("orders saw no request from the outsider")
+	}
+	d.say("orders' app saw baggage %q and ctx-flag-new-checkout %q: the forged value was", h.Get("baggage"), h.Get("ctx-flag-new-checkout"))
+	d.say("removed and orders, as the edge of this chain, evaluated the flag itself.")
+	if strings.Contains(h.Get("baggage"), "ctx.") {
+		return fmt.Errorf("orders' app saw the outsider's context members: %q", h.Get("baggage"))
+	}
+	if _, err := middle.client.Get(ctx, "forged-ctx"); err == nil {
+		return errors.New("the outsider's request created the context forged-ctx")
+	}
+	d.say("no context forged-ctx exists: the members were removed (ctxprop_proxy_refused_members_total),")
+	d.say("the request itself went through. frontend, the edge, takes ctx.name from its callers")
+	d.say("(inbound.context_baggage); the sidecars behind it believe only what a sidecar of the fleet")
+	d.say("signed with the fleet's key (the ctx-sig header; sync.key_file).")
+	return nil
 }

@@ -24,6 +24,7 @@ func TestDemo(t *testing.T) {
 		"deploys = 3 on every sidecar",
 		"http.requests = 15 on every sidecar",
 		`steps = {"frontend":"done","orders":"done","payments":"done"}`,
+		"no context forged-ctx exists",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("demo output lacks %q\n%s", want, got)

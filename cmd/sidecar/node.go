@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 
 	"github.com/ctxprop/ctxprop/admin"
 	"github.com/ctxprop/ctxprop/config"
 	"github.com/ctxprop/ctxprop/flags"
+	"github.com/ctxprop/ctxprop/headers"
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/proxy"
+	peersync "github.com/ctxprop/ctxprop/sync"
 	"github.com/ctxprop/ctxprop/webui"
 	"github.com/hashicorp/go-hclog"
 	"go.opentelemetry.io/otel/trace"
@@ -28,6 +31,8 @@ type node struct {
 	proxy *proxy.Proxy
 	flags *flags.Flags
 	sync  *syncPart
+	// keyring is the fleet's secret from sync.key_file; nil without one.
+	keyring [][]byte
 }
 
 // newLogger builds the logger the config asks for.
@@ -72,7 +77,18 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	if err := n.store.Open(); err != nil {
 		return n, err
 	}
+	// One secret keys the fleet: memberlist encrypts and authenticates peer traffic
+	// with it, and the proxy signs the context it forwards with a key derived from it.
+	if cfg.Sync.KeyFile != "" {
+		if n.keyring, err = peersync.LoadKeyFile(cfg.Sync.KeyFile); err != nil {
+			return n, err
+		}
+	}
 	if n.sync, err = startSync(n); err != nil {
+		return n, err
+	}
+	trust, err := proxyTrust(cfg, n.keyring, log)
+	if err != nil {
 		return n, err
 	}
 
@@ -96,6 +112,10 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		App:                   cfg.Inbound.App,
 		OutboundAddress:       cfg.Outbound.Address,
 		TrustInboundOps:       cfg.Inbound.TrustInboundOps,
+		Signer:                trust.signer,
+		TrustedSources:        trust.sources,
+		ContextHeader:         cfg.Inbound.ContextHeader,
+		ContextBaggage:        cfg.Inbound.ContextBaggage,
 		Store:                 requestPathStore{n.store},
 		Flags:                 n.flags,
 		TracerProvider:        tp,
@@ -139,6 +159,36 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	}
 	log.Info("sidecar ready", "admin", n.admin.Addr(), "inbound", n.proxy.InboundAddr(), "outbound", n.proxy.OutboundAddr(), "app", cfg.Inbound.App, "store", cfg.Store.Path)
 	return n, nil
+}
+
+// trust is what the proxy needs to tell the fleet's context from anybody else's.
+type trust struct {
+	signer  *headers.Signer // nil without a key
+	sources []netip.Prefix
+}
+
+// proxyTrust builds the proxy's trust settings of SPEC §4a and says at start-up what
+// this sidecar will believe, since a fleet without a key trusts no other pod's context.
+func proxyTrust(cfg config.Config, keyring [][]byte, log hclog.Logger) (trust, error) {
+	var t trust
+	for _, s := range cfg.Inbound.TrustedSources {
+		p, err := config.ParsePrefix(s)
+		if err != nil {
+			return t, fmt.Errorf("inbound.trusted_sources: %q: %w", s, err)
+		}
+		t.sources = append(t.sources, p)
+	}
+	if len(keyring) > 0 {
+		var err error
+		if t.signer, err = headers.NewSigner(keyring); err != nil {
+			return t, err
+		}
+		return t, nil
+	}
+	log.Warn("no sync.key_file: the context of requests from other pods (baggage ctx.name, ctx.flag.*) is not trusted and is removed before the app sees it; "+
+		"give every sidecar the same sync.key_file so that they sign it for each other (the Kubernetes injector does by default)",
+		"trusted_sources", len(t.sources), "context_header", cfg.Inbound.ContextHeader, "context_baggage", cfg.Inbound.ContextBaggage)
+	return t, nil
 }
 
 // close drains the proxy first (in-flight requests still write telemetry), then stops

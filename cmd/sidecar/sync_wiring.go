@@ -37,7 +37,7 @@ func startSync(n *node) (*syncPart, error) {
 		Address:  cfg.Sync.Address,
 		Interval: cfg.Sync.Interval,
 		Fanout:   cfg.Sync.Fanout,
-		KeyFile:  cfg.Sync.KeyFile,
+		Keyring:  n.keyring,
 		// Spans of rounds that sent deltas and of push-pull exchanges.
 		TracerProvider: n.tp,
 	})
