@@ -18,9 +18,6 @@ type bag struct {
 	// pinnable: they are removed when the baggage is forwarded, so a bad value stops
 	// at the first sidecar.
 	drop []string
-	// distrusted is the valid ctx.name that distrust removed, for an edge that takes
-	// the context from the ctx.name of any caller.
-	distrusted string
 }
 
 // members counts the ctx.* members b holds.
@@ -32,16 +29,20 @@ func (b *bag) members() int {
 	return n
 }
 
-// distrust removes every ctx.* member of b.
-func (b *bag) distrust() {
-	if b.name != "" {
+// distrust removes the ctx.* members of b, but its name when keepName is set, and
+// returns how many it removed.
+func (b *bag) distrust(keepName bool) int {
+	n := len(b.flags)
+	if b.name != "" && !keepName {
 		b.drop = append(b.drop, NameKey)
-		b.distrusted, b.name = b.name, ""
+		b.name = ""
+		n++
 	}
 	for _, f := range b.flags {
 		b.drop = append(b.drop, FlagKeyPrefix+f.Name)
 	}
 	b.flags = nil
+	return n
 }
 
 // keepPinnable removes the flags pinnable does not allow (all of them when it is nil),

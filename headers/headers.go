@@ -192,9 +192,12 @@ func ReadInbound(in http.Header, opt Options, from Source) (Inbound, []error) {
 	b := readBaggage(in[Baggage], &errs)
 	if (b.name != "" || len(b.flags) > 0) && !from.Trusted {
 		if why, err := verifyMembers(in[CtxSig], r.Parent.TraceID(), &b, opt); err != nil {
-			r.Refused.add(why, b.members())
-			r.Untrusted = err
-			b.distrust()
+			// An edge told to take the context from the ctx.name of any caller keeps
+			// that member where it is; never the flags.
+			if n := b.distrust(opt.ContextBaggage == NameKey); n > 0 {
+				r.Refused.add(why, n)
+				r.Untrusted = err
+			}
 		}
 	}
 	b.keepPinnable(opt.Pinnable, &r.Refused)
@@ -204,7 +207,7 @@ func ReadInbound(in http.Header, opt Options, from Source) (Inbound, []error) {
 		// The edge of the fleet: the context the operator said to take from outside,
 		// given to the app as ctx.name like any other (an invalid or distrusted
 		// ctx.name member is already in b.drop).
-		if name := edgeName(in, b.distrusted, opt, &errs); name != "" {
+		if name := edgeName(in, opt, &errs); name != "" {
 			r.Name = name
 			add = append(add, addition{key: NameKey, value: name})
 		}
@@ -242,17 +245,16 @@ func verifyMembers(sig []string, traceID trace.TraceID, b *bag, opt Options) (Re
 	}
 }
 
-// edgeName returns the context named by the edge's configured header or baggage
-// member, or "" when there is none or it is not a valid context name.
-func edgeName(in http.Header, fromBaggage string, opt Options, errs *[]error) string {
+// edgeName returns the context named by the edge's configured baggage member or,
+// without one, header; "" when there is none or it is not a valid context name. (A
+// ctx.name member that context_baggage names was kept by ReadInbound already.)
+func edgeName(in http.Header, opt Options, errs *[]error) string {
 	var name, source string
-	switch {
-	case opt.ContextHeader != "" && len(in[opt.ContextHeader]) > 0:
-		name, source = in[opt.ContextHeader][0], opt.ContextHeader+" header"
-	case opt.ContextBaggage == NameKey:
-		name, source = fromBaggage, "baggage member "+NameKey
-	case opt.ContextBaggage != "":
-		name, source = baggageMember(in[Baggage], opt.ContextBaggage), "baggage member "+opt.ContextBaggage
+	if key := opt.ContextBaggage; key != "" && key != NameKey {
+		name, source = baggageMember(in[Baggage], key), "baggage member "+key
+	}
+	if h := opt.ContextHeader; name == "" && h != "" && len(in[h]) > 0 {
+		name, source = in[h][0], h+" header"
 	}
 	if name == "" {
 		return ""

@@ -188,8 +188,8 @@ func TestInbound_Trust(t *testing.T) {
 			opt:         with(func(o *Options) { o.ContextBaggage = NameKey }),
 			in:          hdr("baggage", "ctx.name=order-1001,ctx.flag.new-ui=on,u=1"),
 			wantName:    "order-1001",
-			wantBaggage: []string{"u=1,ctx.name=order-1001"},
-			wantRefused: Refused{Unsigned: 2},
+			wantBaggage: []string{"ctx.name=order-1001,u=1"},
+			wantRefused: Refused{Unsigned: 1},
 		},
 		{
 			name:        "edge taking the context from a header",
@@ -205,6 +205,20 @@ func TestInbound_Trust(t *testing.T) {
 			wantName:    "wf-78",
 			wantBaggage: []string{"workflow.id=wf-78,ctx.name=wf-78"},
 			wantRefused: Refused{Unsigned: 1},
+		},
+		{
+			name:        "edge taking ctx.name from any caller, nothing else: untouched",
+			opt:         with(func(o *Options) { o.ContextBaggage = NameKey }),
+			in:          hdr("baggage", "ctx.name=order-1001,u=1"),
+			wantName:    "order-1001",
+			wantBaggage: []string{"ctx.name=order-1001,u=1"},
+		},
+		{
+			name:        "edge baggage member wins over the edge header",
+			opt:         with(func(o *Options) { o.ContextBaggage = "workflow.id"; o.ContextHeader = "X-Workflow-Id" }),
+			in:          hdr("X-Workflow-Id", "wf-1", "baggage", "workflow.id=wf-2"),
+			wantName:    "wf-2",
+			wantBaggage: []string{"workflow.id=wf-2,ctx.name=wf-2"},
 		},
 		{
 			name:        "edge header with an invalid name: no context",
