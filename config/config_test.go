@@ -279,6 +279,8 @@ func TestParse_Errors(t *testing.T) {
 		{"sample ratio", "tracing {\n  sample_ratio = 1.5\n}\n", []string{"bad.hcl:2: tracing.sample_ratio is 1.5; want a number from 0 to 1"}},
 		{"tracing without endpoint", "tracing {\n  enabled = true\n}\n", []string{"tracing.otlp_endpoint is empty but tracing.enabled is true"}},
 		{"pinned flag name", "flags {\n  pinned = [\"ok\", \"not ok\"]\n}\n", []string{"bad.hcl:2: flags.pinned entry 2 \"not ok\""}},
+		{"negative poll interval", "flags {\n  poll_interval = \"-1s\"\n}\n", []string{"bad.hcl:2: flags.poll_interval is -1s; want more than 0, such as \"2s\""}},
+		{"zero poll interval", "flags {\n\n  poll_interval = \"0\"\n}\n", []string{"bad.hcl:3: flags.poll_interval is 0s; want more than 0"}},
 		{"empty node name", "node {\n  name = \"\"\n}\n", []string{"bad.hcl:2: node.name is empty", "CTXPROP_NODE_NAME"}},
 		{"negative context ttl", "store {\n  context_ttl = \"-1h\"\n}\n", []string{"bad.hcl:2: store.context_ttl is -1h0m0s"}},
 		{"port clash", "outbound {\n  address = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and outbound.address 127.0.0.1:7401 use the same port"}},
@@ -440,6 +442,13 @@ func TestLoad(t *testing.T) {
 		_, err := Load(path)
 		if err == nil || !strings.HasPrefix(err.Error(), "CTXPROP_ADMIN_ADDRESS: admin.address 10.1.2.3:7400 is not a loopback address") {
 			t.Fatalf("Load = %v, want the error to name CTXPROP_ADMIN_ADDRESS", err)
+		}
+	})
+	t.Run("environment poll interval", func(t *testing.T) {
+		t.Setenv("CTXPROP_FLAGS_POLL_INTERVAL", "-1s")
+		_, err := Load(path)
+		if err == nil || !strings.HasPrefix(err.Error(), "CTXPROP_FLAGS_POLL_INTERVAL: flags.poll_interval is -1s; want more than 0") {
+			t.Fatalf("Load = %v, want the error to name CTXPROP_FLAGS_POLL_INTERVAL and the bound", err)
 		}
 	})
 	t.Run("bad environment", func(t *testing.T) {
