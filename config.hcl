@@ -11,6 +11,10 @@
 # Any attribute can be overridden by an environment variable CTXPROP_<BLOCK>_<ATTRIBUTE>,
 # upper-case, for example CTXPROP_NODE_NAME=pod-b, CTXPROP_STORE_COMMIT_WINDOW=50ms, or
 # CTXPROP_SYNC_PEERS=10.0.0.7:7403,10.0.0.8:7403 (lists are comma-separated).
+# The CTXPROP_ prefix is reserved for these: any other variable that starts with it stops
+# the sidecar with an error naming it, as an unknown attribute here does. The exceptions
+# are CTXPROP_ADMIN_ADDR, the admin API URL that `sidecar ctl` reads, and the variables
+# Kubernetes sets for a Service named ctxprop-… (CTXPROP_…_SERVICE_HOST, CTXPROP_…_PORT…).
 
 node {
   # Replica label shown to peers and in the admin API. Default: the host name, which in

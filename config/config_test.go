@@ -286,6 +286,8 @@ func TestParse_Errors(t *testing.T) {
 		{"sample ratio", "tracing {\n  sample_ratio = 1.5\n}\n", []string{"bad.hcl:2: tracing.sample_ratio is 1.5; want a number from 0 to 1"}},
 		{"tracing without endpoint", "tracing {\n  enabled = true\n}\n", []string{"tracing.otlp_endpoint is empty but tracing.enabled is true"}},
 		{"pinned flag name", "flags {\n  pinned = [\"ok\", \"not ok\"]\n}\n", []string{"bad.hcl:2: flags.pinned entry 2 \"not ok\""}},
+		{"negative poll interval", "flags {\n  poll_interval = \"-1s\"\n}\n", []string{"bad.hcl:2: flags.poll_interval is -1s; want more than 0, such as \"2s\""}},
+		{"zero poll interval", "flags {\n\n  poll_interval = \"0\"\n}\n", []string{"bad.hcl:3: flags.poll_interval is 0s; want more than 0"}},
 		{"empty node name", "node {\n  name = \"\"\n}\n", []string{"bad.hcl:2: node.name is empty", "CTXPROP_NODE_NAME"}},
 		{"trusted source", "inbound {\n  trusted_sources = [\"10.0.0.0/8\", \"10.0.0.300\"]\n}\n", []string{"bad.hcl:2: inbound.trusted_sources entry 2 \"10.0.0.300\" is not an IP address or CIDR"}},
 		{"context header", "inbound {\n  context_header = \"X Workflow\"\n}\n", []string{"bad.hcl:2: inbound.context_header \"X Workflow\" is not a header name"}},
@@ -365,7 +367,7 @@ func TestApplyEnv(t *testing.T) {
 	}
 	c := DefaultConfig()
 	c.Flags.Files = []string{"from-file.json"}
-	if err := c.ApplyEnv(lookupIn(env)); err != nil {
+	if err := c.ApplyEnv(environ(env)); err != nil {
 		t.Fatal(err)
 	}
 	want := DefaultConfig()
@@ -398,7 +400,7 @@ func TestApplyEnv_Errors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
-			err := c.ApplyEnv(lookupIn(map[string]string{tc.name: tc.value}))
+			err := c.ApplyEnv(environ(map[string]string{tc.name: tc.value}))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("ApplyEnv(%s=%s) = %v, want an error containing %q", tc.name, tc.value, err, tc.want)
 			}
@@ -406,11 +408,138 @@ func TestApplyEnv_Errors(t *testing.T) {
 	}
 }
 
-func lookupIn(env map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		v, ok := env[k]
-		return v, ok
+func TestApplyEnv_UnknownVariable(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+	}{
+		{"CTXPROP_STORE_PAHT", "CTXPROP_STORE_PAHT is not a ctxprop setting; did you mean CTXPROP_STORE_PATH? (config attributes are CTXPROP_<BLOCK>_<ATTRIBUTE>)"},
+		{"CTXPROP_store_path", "CTXPROP_store_path is not a ctxprop setting; did you mean CTXPROP_STORE_PATH?"},
+		{"CTXPROP_COMMIT_WINDOW", "CTXPROP_COMMIT_WINDOW is not a ctxprop setting; did you mean CTXPROP_STORE_COMMIT_WINDOW?"},
+		{"CTXPROP_ADMIN_ADDRES", "CTXPROP_ADMIN_ADDRES is not a ctxprop setting; did you mean CTXPROP_ADMIN_ADDRESS?"},
+		{"CTXPROP_SYNC_GOSSIP_INTERVAL", "CTXPROP_SYNC_GOSSIP_INTERVAL is not a ctxprop setting; did you mean CTXPROP_SYNC_INTERVAL?"},
+		{"CTXPROP_CRASH_CYCLES", "CTXPROP_CRASH_CYCLES is not a ctxprop setting; unset it (config attributes are CTXPROP_<BLOCK>_<ATTRIBUTE>, as in config.hcl)"},
+		{"CTXPROP_", "CTXPROP_ is not a ctxprop setting; unset it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			err := c.ApplyEnv([]string{"PATH=/bin", tc.name + "=s3cret", "CTXPROP_NODE_NAME=pod-env"})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ApplyEnv with %s = %v, want an error containing %q", tc.name, err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error shows the value, which may be a secret: %v", err)
+			}
+		})
 	}
+
+	// Names a Service could give, with values Kubernetes would not: still refused.
+	for _, kv := range []string{
+		"CTXPROP_INBOUND_PORT=7401",
+		"CTXPROP_UI_SERVICE_HOST=ui.example",
+		"CTXPROP_UI_SERVICE_PORT=http",
+		"CTXPROP_UI_PORT=10.96.0.17:80",
+		"CTXPROP_UI_PORT_80_TCP_PROTO=http",
+		"CTXPROP_UI_PORT_80_TCP_PORT=0",
+		"CTXPROP_UI_PORT_80_TCP=tcp://ui:80",
+	} {
+		t.Run(kv, func(t *testing.T) {
+			c := DefaultConfig()
+			name, _, _ := strings.Cut(kv, "=")
+			if err := c.ApplyEnv([]string{kv}); err == nil || !strings.HasPrefix(err.Error(), name+" is not a ctxprop setting") {
+				t.Fatalf("ApplyEnv(%s) = %v, want it refused", kv, err)
+			}
+		})
+	}
+
+	t.Run("every unknown one, in order", func(t *testing.T) {
+		c := DefaultConfig()
+		err := c.ApplyEnv([]string{"CTXPROP_ZZZ_TOP=1", "CTXPROP_STORE_PAHT=x", "CTXPROP_STORE_MAX_CONTEXTS=lots"})
+		if err == nil {
+			t.Fatal("ApplyEnv = nil, want three errors")
+		}
+		lines := strings.Split(err.Error(), "\n")
+		if got, want := len(lines), 3; got != want {
+			t.Fatalf("%d error lines, want %d:\n%v", got, want, err)
+		}
+		for i, prefix := range []string{"CTXPROP_STORE_MAX_CONTEXTS=", "CTXPROP_STORE_PAHT is not", "CTXPROP_ZZZ_TOP is not"} {
+			if !strings.HasPrefix(lines[i], prefix) {
+				t.Errorf("line %d = %q, want it to start with %q", i+1, lines[i], prefix)
+			}
+		}
+	})
+}
+
+func TestApplyEnv_NotSettings(t *testing.T) {
+	c := DefaultConfig()
+	err := c.ApplyEnv([]string{
+		"CTXPROP_ADMIN_ADDR=http://127.0.0.1:7400", // sidecar ctl's
+		"CTXPROPTEST_CRASH_CYCLES=3",               // tests' own prefix
+		"ctxprop_store_path=elsewhere",             // names are case-sensitive: not ours
+		"XCTXPROP_STORE_PATH=elsewhere",
+		"NOEQUALS",
+		"=weird",
+		// Kubernetes service links for Services "ctxprop-ui" and "ctxprop" of the namespace.
+		"CTXPROP_UI_SERVICE_HOST=10.96.0.17",
+		"CTXPROP_UI_SERVICE_PORT=80",
+		"CTXPROP_UI_SERVICE_PORT_HTTP=80",
+		"CTXPROP_UI_PORT=tcp://10.96.0.17:80",
+		"CTXPROP_UI_PORT_80_TCP=tcp://10.96.0.17:80",
+		"CTXPROP_UI_PORT_80_TCP_PROTO=tcp",
+		"CTXPROP_UI_PORT_80_TCP_PORT=80",
+		"CTXPROP_UI_PORT_80_TCP_ADDR=10.96.0.17",
+		"CTXPROP_SERVICE_HOST=fd00::17",
+		"CTXPROP_PORT=udp://[fd00::17]:7403",
+		"CTXPROP_PORT_7403_UDP_ADDR=fd00::17",
+	})
+	if err != nil {
+		t.Fatalf("ApplyEnv = %v, want no error", err)
+	}
+	if want := DefaultConfig(); !reflect.DeepEqual(withoutOrigins(c), want) {
+		t.Errorf("variables that are not settings changed the config:\n%+v", withoutOrigins(c))
+	}
+}
+
+// TestApplyEnv_LastWins: a list built as exec.Cmd's Env is, append(os.Environ(), "K=v"),
+// means what the child would see.
+func TestApplyEnv_LastWins(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.ApplyEnv([]string{"CTXPROP_NODE_NAME=first", "CTXPROP_NODE_NAME=last"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Node.Name, "last"; got != want {
+		t.Errorf("node.name = %q, want %q", got, want)
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0},
+		{"PATH", "PATH", 0},
+		{"PAHT", "PATH", 1}, // a swap
+		{"PATH", "", 4},
+		{"", "PATH", 4},
+		{"PTH", "PATH", 1},
+		{"PATHS", "PATH", 1},
+		{"PXTH", "PATH", 1},
+		{"COMMIT_WINDOW", "STORE_COMMIT_WINDOW", 6},
+		{"CA", "ABC", 3}, // optimal string alignment, not Damerau: no edit of a swapped pair
+	} {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+// environ renders env as os.Environ does, in no particular order.
+func environ(env map[string]string) []string {
+	var list []string
+	for k, v := range env {
+		list = append(list, k+"="+v)
+	}
+	return list
 }
 
 func TestLoad(t *testing.T) {
@@ -450,6 +579,26 @@ func TestLoad(t *testing.T) {
 		_, err := Load(path)
 		if err == nil || !strings.HasPrefix(err.Error(), "CTXPROP_ADMIN_ADDRESS: admin.address 10.1.2.3:7400 is not a loopback address") {
 			t.Fatalf("Load = %v, want the error to name CTXPROP_ADMIN_ADDRESS", err)
+		}
+	})
+	t.Run("environment poll interval", func(t *testing.T) {
+		t.Setenv("CTXPROP_FLAGS_POLL_INTERVAL", "-1s")
+		_, err := Load(path)
+		if err == nil || !strings.HasPrefix(err.Error(), "CTXPROP_FLAGS_POLL_INTERVAL: flags.poll_interval is -1s; want more than 0") {
+			t.Fatalf("Load = %v, want the error to name CTXPROP_FLAGS_POLL_INTERVAL and the bound", err)
+		}
+	})
+	t.Run("unknown variable", func(t *testing.T) {
+		t.Setenv("CTXPROP_STORE_PAHT", "/var/lib/ctxprop/ctx.db")
+		_, err := Load(path)
+		if err == nil || err.Error() != "CTXPROP_STORE_PAHT is not a ctxprop setting; did you mean CTXPROP_STORE_PATH? (config attributes are CTXPROP_<BLOCK>_<ATTRIBUTE>)" {
+			t.Fatalf("Load = %v, want the error to name CTXPROP_STORE_PAHT and CTXPROP_STORE_PATH", err)
+		}
+	})
+	t.Run("sidecar ctl's variable", func(t *testing.T) {
+		t.Setenv("CTXPROP_ADMIN_ADDR", "http://127.0.0.1:7400")
+		if _, err := Load(path); err != nil {
+			t.Fatalf("Load = %v, want CTXPROP_ADMIN_ADDR accepted", err)
 		}
 	})
 	t.Run("bad environment", func(t *testing.T) {
@@ -540,14 +689,14 @@ func FuzzParse(f *testing.F) {
 func TestApplyEnv_Map(t *testing.T) {
 	c := DefaultConfig()
 	env := map[string]string{"CTXPROP_FLAGS_CONTEXT_HEADERS": "plan=X-Plan, tier = X-Tier"}
-	if err := c.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := c.ApplyEnv(environ(env)); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := fmt.Sprint(c.Flags.ContextHeaders), "map[plan:X-Plan tier:X-Tier]"; got != want {
 		t.Errorf("context_headers = %s, want %s", got, want)
 	}
 	env["CTXPROP_FLAGS_CONTEXT_HEADERS"] = "plan"
-	err := c.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	err := c.ApplyEnv(environ(env))
 	if err == nil || !strings.Contains(err.Error(), "CTXPROP_FLAGS_CONTEXT_HEADERS") {
 		t.Errorf("bad map value: err = %v, want one naming the variable", err)
 	}

@@ -3,7 +3,8 @@
 // CTXPROP_<BLOCK>_<ATTRIBUTE> environment overrides, then Validate.
 //
 // Every block and attribute is optional; an unknown one is an error, because a misspelt
-// setting silently left at its default is worse than a refusal to start. Durations are Go
+// setting silently left at its default is worse than a refusal to start. So is an unknown
+// variable starting with CTXPROP_ (see ApplyEnv for the two exceptions). Durations are Go
 // duration strings ("100ms", "24h"; "0" where zero means none). Relative paths, such as the
 // default store.path "data/ctxprop.db", are relative to the working directory of the
 // process, not to the config file, as Kubernetes volume mounts and the demo expect.

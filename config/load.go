@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,8 +19,53 @@ import (
 )
 
 // EnvPrefix starts the name of every environment override: CTXPROP_<BLOCK>_<ATTRIBUTE>,
-// upper-case, such as CTXPROP_ADMIN_ADDRESS or CTXPROP_STORE_COMMIT_WINDOW.
+// upper-case, such as CTXPROP_ADMIN_ADDRESS or CTXPROP_STORE_COMMIT_WINDOW. The prefix
+// belongs to the settings: any other variable that starts with it is an error (see
+// ApplyEnv), as an unknown attribute in the file is.
 const EnvPrefix = "CTXPROP_"
+
+// notSetting reports the variables that start with EnvPrefix without being settings, which
+// ApplyEnv accepts. Keep this short; tests and benchmarks name their own variables without
+// the prefix.
+func notSetting(name, value string) bool {
+	switch name {
+	case "CTXPROP_ADMIN_ADDR": // the admin API URL `sidecar ctl` dials (cmd/sidecar/ctl.go), run in the same container
+		return true
+	}
+	return serviceLink(name, value)
+}
+
+// serviceLinkName matches the names of the variables Kubernetes sets in every container for
+// each Service of the namespace that has a cluster IP (enableServiceLinks, on by default):
+// a Service named "ctxprop-ui" gives CTXPROP_UI_SERVICE_HOST, CTXPROP_UI_SERVICE_PORT,
+// CTXPROP_UI_SERVICE_PORT_<PORT NAME>, CTXPROP_UI_PORT and CTXPROP_UI_PORT_<N>_<PROTOCOL>
+// with _PROTO, _PORT and _ADDR. The service name is matched shortest first, so that
+// CTXPROP_UI_PORT_80_TCP_PORT reads as the port of "ctxprop-ui".
+var serviceLinkName = regexp.MustCompile(`^CTXPROP(?:_[A-Z0-9_]+?)?_(SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)(?:_(PROTO|PORT|ADDR))?)?)$`)
+
+// serviceLink reports a variable Kubernetes set for a Service whose name starts with
+// "ctxprop-": a sidecar must not refuse to start because such a Service exists. The value
+// must have the shape Kubernetes gives it too, so CTXPROP_INBOUND_PORT=7401 is still refused.
+func serviceLink(name, value string) bool {
+	m := serviceLinkName.FindStringSubmatch(name)
+	if m == nil {
+		return false
+	}
+	isPort := func(v string) bool { n, err := strconv.Atoi(v); return err == nil && n > 0 && n <= 65535 }
+	isProto := func(v string) bool { return v == "tcp" || v == "udp" || v == "sctp" }
+	switch kind, field := m[1], m[2]; {
+	case kind == "SERVICE_HOST" || field == "ADDR":
+		return net.ParseIP(value) != nil
+	case strings.HasPrefix(kind, "SERVICE_PORT") || field == "PORT":
+		return isPort(value)
+	case field == "PROTO":
+		return isProto(value)
+	default: // _PORT and _PORT_<N>_<PROTOCOL>: "tcp://10.0.0.11:6379"
+		proto, addr, _ := strings.Cut(value, "://")
+		host, port, err := net.SplitHostPort(addr)
+		return err == nil && isProto(proto) && net.ParseIP(host) != nil && isPort(port)
+	}
+}
 
 // Load reads the HCL file at path over DefaultConfig, applies the process environment's
 // overrides, and validates the result. An empty path loads only defaults and environment.
@@ -33,7 +81,7 @@ func Load(path string) (Config, error) {
 			return Config{}, err
 		}
 	}
-	if err := c.ApplyEnv(os.LookupEnv); err != nil {
+	if err := c.ApplyEnv(os.Environ()); err != nil {
 		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
@@ -137,24 +185,95 @@ func (c *Config) decode(src []byte, filename string) error {
 	return nil
 }
 
-// ApplyEnv overrides every setting whose variable CTXPROP_<BLOCK>_<ATTRIBUTE> lookup finds,
-// as os.LookupEnv does. Lists are comma-separated ("10.0.0.7:7403,10.0.0.8:7403"); an empty
-// variable sets an empty list or string. It does not validate.
-func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
-	var errs []error
+// ApplyEnv overrides every setting whose variable CTXPROP_<BLOCK>_<ATTRIBUTE> is in environ,
+// a list of "NAME=value" as os.Environ returns; of a name given twice the last counts, as
+// in exec.Cmd's Env. Lists are comma-separated ("10.0.0.7:7403,10.0.0.8:7403"); an empty
+// variable sets an empty list or string. Every other variable that starts with CTXPROP_
+// is an error naming it and the setting it was probably meant to be, except
+// CTXPROP_ADMIN_ADDR, which `sidecar ctl` reads, and those Kubernetes sets for a Service
+// named ctxprop-…: a misspelt override left unnoticed would leave the setting at its
+// default. It does not validate.
+func (c *Config) ApplyEnv(environ []string) error {
+	env := make(map[string]string)
+	for _, kv := range environ {
+		if name, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(name, EnvPrefix) {
+			env[name] = v
+		}
+	}
+	var (
+		errs  []error
+		known []string // in the order of settings, so the suggestion among equals is stable
+	)
 	for _, s := range c.settings() {
 		name := EnvVar(s.block, s.attr)
-		v, ok := lookup(name)
+		known = append(known, name)
+		v, ok := env[name]
 		if !ok {
 			continue
 		}
+		delete(env, name)
 		if err := s.setString(v); err != nil {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
 			continue
 		}
 		c.setOrigin(s.path(), name)
 	}
+	unknown := make([]string, 0, len(env))
+	for name := range env {
+		if !notSetting(name, env[name]) {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
+	for _, name := range unknown {
+		// The value is left out: it may be a secret meant for something else.
+		if guess := closest(name, known); guess != "" {
+			errs = append(errs, fmt.Errorf("%s is not a ctxprop setting; did you mean %s? (config attributes are %s<BLOCK>_<ATTRIBUTE>)", name, guess, EnvPrefix))
+		} else {
+			errs = append(errs, fmt.Errorf("%s is not a ctxprop setting; unset it (config attributes are %s<BLOCK>_<ATTRIBUTE>, as in config.hcl)", name, EnvPrefix))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// closest returns the name in known nearest to name, ignoring case and the common prefix,
+// or "" when none is near enough to be a plausible misspelling: within two edits, or half
+// the length of what follows the prefix (a missing block name, "CTXPROP_COMMIT_WINDOW").
+func closest(name string, known []string) string {
+	rest := strings.ToUpper(strings.TrimPrefix(name, EnvPrefix))
+	best, bestDist := "", max(2, len(rest)/2)+1
+	for _, k := range known {
+		if d := editDistance(rest, strings.TrimPrefix(k, EnvPrefix)); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance between a and b: the number of
+// byte insertions, deletions, substitutions and swaps of neighbours ("PAHT" for "PATH")
+// that turn one into the other.
+func editDistance(a, b string) int {
+	// Three rows of the dynamic programming table: two back for the swap.
+	prev2, prev, cur := make([]int, len(b)+1), make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
 }
 
 // EnvVar returns the name of the environment variable that overrides block.attr.

@@ -148,6 +148,11 @@ func (c *Config) Validate() error {
 			bad("flags.pinned", "entry %d %q is not a flag name usable in the baggage key ctx.flag.<name>; use letters, digits and !#$%%&'*+-.^_`|~", i+1, name)
 		}
 	}
+	// flags.Options reads zero or less as its own default, so such a value would be
+	// ignored without a word; zero would otherwise poll without pause.
+	if d := c.Flags.PollInterval; d <= 0 {
+		bad("flags.poll_interval", "is %s; want more than 0, such as \"2s\"", d)
+	}
 
 	errs = append(errs, c.checkPortClashes()...)
 	return errors.Join(errs...)

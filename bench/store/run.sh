@@ -10,7 +10,7 @@
 # Ratios are throughputs (the inverse of ns/op): admin÷raw is the issue's target (≥ 0.8),
 # floor÷raw bounds it from above, admin÷floor is what the store and its fsync cost.
 # Usage: bench/store/run.sh [rounds] [benchtime]
-# The files go under $CTXPROP_BENCH_DIR when set (see bench/store/slowdisk.sh).
+# The files go under $CTXPROPTEST_BENCH_DIR when set (see bench/store/slowdisk.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-5}

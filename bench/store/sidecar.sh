@@ -8,14 +8,14 @@
 # machine's cores with the server, as the raw benchmark's goroutines do.
 #
 # Usage: bench/store/sidecar.sh [rounds] [seconds]
-# Needs: go, wrk (apt-get install wrk). Files go under $CTXPROP_BENCH_DIR when set.
+# Needs: go, wrk (apt-get install wrk). Files go under $CTXPROPTEST_BENCH_DIR when set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 rounds=${1:-5}
 secs=${2:-5}
 command -v wrk >/dev/null || { echo "sidecar.sh: wrk not found; apt-get install wrk" >&2; exit 1; }
-work=$(mktemp -d "${CTXPROP_BENCH_DIR:-${TMPDIR:-/tmp}}/sidecar-bench-XXXXXX")
+work=$(mktemp -d "${CTXPROPTEST_BENCH_DIR:-${TMPDIR:-/tmp}}/sidecar-bench-XXXXXX")
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

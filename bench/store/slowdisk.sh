@@ -127,7 +127,7 @@ for i in "${!delays[@]}"; do
   delay=${delays[$i]}
   mount_slow "$delay" "$work/$i"
   echo "== fsync delay $delay: run.sh on $mnt"
-  CTXPROP_BENCH_DIR=$mnt "$runsh" "$rounds" "$benchtime" | tee "$work/$i.out"
+  CTXPROPTEST_BENCH_DIR=$mnt "$runsh" "$rounds" "$benchtime" | tee "$work/$i.out"
   unmount_slow
   rm -rf "${work:?}/$i/backing"
   rows+=("$(row "FUSE + $delay" "$work/$i.out")")

@@ -7,7 +7,7 @@
 //
 // The ratio of interest is BenchmarkBoltBatch ns/op ÷ BenchmarkAdminIncr ns/op.
 //
-// The files go to a temporary directory under $CTXPROP_BENCH_DIR when it is set (to
+// The files go to a temporary directory under $CTXPROPTEST_BENCH_DIR when it is set (to
 // measure on another disk), else under the system's temporary directory.
 package storebench
 
@@ -39,13 +39,13 @@ const clients = 16
 
 // dir returns an empty directory for a benchmark's files, removed when it ends.
 func dir(b *testing.B) string {
-	root := os.Getenv("CTXPROP_BENCH_DIR")
+	root := os.Getenv("CTXPROPTEST_BENCH_DIR")
 	if root == "" {
 		return b.TempDir()
 	}
 	d, err := os.MkdirTemp(root, "store-bench-")
 	if err != nil {
-		b.Fatalf("CTXPROP_BENCH_DIR: %v", err)
+		b.Fatalf("CTXPROPTEST_BENCH_DIR: %v", err)
 	}
 	b.Cleanup(func() { os.RemoveAll(d) })
 	return d

@@ -170,11 +170,11 @@ func (l *logTail) String() string {
 // checks that every acknowledged write is there. The counter check follows Maelstrom's
 // rule: the value read equals the acknowledged increments plus some subset of those whose
 // outcome is unknown (sent, no answer). Set members and map entries must all be present.
-// CTXPROP_CRASH_CYCLES sets the number of kill cycles (default 25).
+// CTXPROPTEST_CRASH_CYCLES sets the number of kill cycles (default 25).
 func TestCrash_KillLosesNoAcknowledgedWrite(t *testing.T) {
 	bin := buildSidecar(t)
 	cycles := 25
-	if v, err := strconv.Atoi(os.Getenv("CTXPROP_CRASH_CYCLES")); err == nil && v > 0 {
+	if v, err := strconv.Atoi(os.Getenv("CTXPROPTEST_CRASH_CYCLES")); err == nil && v > 0 {
 		cycles = v
 	}
 	env := map[string]string{"CTXPROP_STORE_PATH": filepath.Join(t.TempDir(), "ctx.db")}

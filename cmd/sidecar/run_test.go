@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,5 +57,105 @@ func TestRun_ConfigOptional_StartsAndStops(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "config file absent") {
 		t.Errorf("no log line about the absent config:\n%s", stderr.String())
+	}
+}
+
+// TestRun_RefusesEnvironment: a variable that is not a setting, or a setting that cannot
+// work, stops `sidecar run` before it opens anything, with the variable named.
+func TestRun_RefusesEnvironment(t *testing.T) {
+	for _, tc := range []struct{ name, value, want string }{
+		{"CTXPROP_STORE_PAHT", "/var/lib/ctxprop/ctx.db", "CTXPROP_STORE_PAHT is not a ctxprop setting; did you mean CTXPROP_STORE_PATH? (config attributes are CTXPROP_<BLOCK>_<ATTRIBUTE>)"},
+		{"CTXPROP_FLAGS_POLL_INTERVAL", "-1s", "CTXPROP_FLAGS_POLL_INTERVAL: flags.poll_interval is -1s; want more than 0"},
+		{"CTXPROP_FLAGS_POLL_INTERVAL", "0", "CTXPROP_FLAGS_POLL_INTERVAL: flags.poll_interval is 0s; want more than 0"},
+	} {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			isolate(t)
+			t.Setenv(tc.name, tc.value)
+			// The old code started and ran until cancelled: the deadline ends that.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var stderr syncBuffer
+			err := Run(ctx, []string{"run", "-config", "-"}, &stderr, &stderr)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("Run = %v, want an error starting %q\n%s", err, tc.want, stderr.String())
+			}
+			if strings.Contains(stderr.String(), "sidecar ready") {
+				t.Errorf("the sidecar started before refusing its environment:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// isolatedEnv is the environment of a child `sidecar run` on loopback ports of its own
+// and a temporary store, the admin API on adminAddr.
+func isolatedEnv(t *testing.T, adminAddr string) []string {
+	return append(os.Environ(),
+		"CTXPROP_ADMIN_ADDRESS="+adminAddr,
+		"CTXPROP_INBOUND_ADDRESS=127.0.0.1:0",
+		"CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0",
+		"CTXPROP_SYNC_ADDRESS=127.0.0.1:0",
+		"CTXPROP_STORE_PATH="+filepath.Join(t.TempDir(), "ctx.db"),
+	)
+}
+
+// TestRun_Binary_UnknownVariable runs the real binary as a container would: a misspelt
+// override ends it with exit status 1 and the message on stderr.
+func TestRun_Binary_UnknownVariable(t *testing.T) {
+	bin := buildSidecar(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "run", "-config", "-")
+	cmd.Env = append(isolatedEnv(t, "127.0.0.1:0"), "CTXPROP_STORE_PAHT=/var/lib/ctxprop/ctx.db")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("sidecar run = %v, want exit status 1\n%s", err, out.String())
+	}
+	want := "sidecar: CTXPROP_STORE_PAHT is not a ctxprop setting; did you mean CTXPROP_STORE_PATH? (config attributes are CTXPROP_<BLOCK>_<ATTRIBUTE>)\n"
+	if got := out.String(); got != want {
+		t.Errorf("output\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestRun_Binary_CtlVariableAccepted runs `sidecar run` and `sidecar ctl` from one
+// environment, as in the sidecar's container: CTXPROP_ADMIN_ADDR, which ctl reads, is not
+// taken for a misspelt setting, and ctl reaches the sidecar through it.
+func TestRun_Binary_CtlVariableAccepted(t *testing.T) {
+	bin := buildSidecar(t)
+	adminAddr := freePort(t)
+	env := append(isolatedEnv(t, adminAddr), "CTXPROP_ADMIN_ADDR=http://"+adminAddr)
+	run := exec.Command(bin, "run", "-config", "-")
+	run.Env = env
+	logs := &logTail{}
+	run.Stdout, run.Stderr = logs, logs
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run.Wait() }()
+	t.Cleanup(func() {
+		_ = run.Process.Kill()
+		<-done
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctl := exec.Command(bin, "ctl", "list")
+		ctl.Env = env
+		out, err := ctl.CombinedOutput()
+		if err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			done <- err // for the cleanup
+			t.Fatalf("sidecar run exited: %v\n%s", err, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidecar ctl list still fails after 30s: %v\n%s\nsidecar:\n%s", err, out, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
