@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ctxprop/ctxprop/headers"
 	"github.com/ctxprop/ctxprop/ops"
 )
 
@@ -53,20 +55,36 @@ func BenchmarkInbound(b *testing.B) {
 	bareSrv := httptest.NewServer(bare)
 	defer bareSrv.Close()
 
+	// Two inbound proxies: an edge that takes ctx.name from its callers, and an inner
+	// sidecar that verifies the ctx-sig another sidecar of the fleet added (SPEC §4a).
 	store := &countStore{}
-	p, err := New(Options{App: appURL.Host, InboundAddress: "127.0.0.1:0", Store: store, Logger: hclog.NewNullLogger()})
+	signer, err := headers.NewSigner([][]byte{[]byte("bench-fleet-secret-of-32-bytes!!")})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := p.Open(); err != nil {
-		b.Fatal(err)
+	open := func(opt Options) *Proxy {
+		opt.App, opt.InboundAddress, opt.Store, opt.Logger = appURL.Host, "127.0.0.1:0", store, hclog.NewNullLogger()
+		p, err := New(opt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Open(); err != nil {
+			b.Fatal(err)
+		}
+		return p
 	}
-	defer p.Close(b.Context())
+	edge := open(Options{ContextBaggage: headers.NameKey})
+	defer edge.Close(b.Context())
+	inner := open(Options{Signer: signer})
+	defer inner.Close(b.Context())
+	tid, _ := trace.TraceIDFromHex(testTraceparent[3:35])
+	sig := signer.Sign(tid, "bench", nil, time.Now())
 
-	targets := []struct{ name, addr string }{
-		{"direct", appURL.Host},
-		{"reverseproxy", hostOf(bareSrv.URL)},
-		{"ctxprop", p.InboundAddr().String()},
+	targets := []struct{ name, addr, sig string }{
+		{"direct", appURL.Host, ""},
+		{"reverseproxy", hostOf(bareSrv.URL), ""},
+		{"ctxprop", edge.InboundAddr().String(), ""},
+		{"ctxprop signed", inner.InboundAddr().String(), sig},
 	}
 	nsPerOp := map[string]float64{}
 	for _, tg := range targets {
@@ -85,6 +103,9 @@ func BenchmarkInbound(b *testing.B) {
 				req, _ := http.NewRequest(http.MethodGet, u, nil)
 				req.Header.Set("Traceparent", testTraceparent)
 				req.Header.Set("Baggage", "ctx.name=bench")
+				if tg.sig != "" {
+					req.Header.Set(headers.CtxSig, tg.sig)
+				}
 				for pb.Next() {
 					res, err := client.Do(req)
 					if err != nil {
@@ -105,7 +126,13 @@ func BenchmarkInbound(b *testing.B) {
 	if d, r, c := nsPerOp["direct"], nsPerOp["reverseproxy"], nsPerOp["ctxprop"]; d > 0 && r > 0 && c > 0 {
 		b.Logf("time per request: ctxprop/reverseproxy = %.2f, reverseproxy/direct = %.2f, ctxprop/direct = %.2f", c/r, r/d, c/d)
 	}
+	if c, s := nsPerOp["ctxprop"], nsPerOp["ctxprop signed"]; c > 0 && s > 0 {
+		b.Logf("time per request: ctxprop signed/ctxprop = %.2f (%+.0f ns)", s/c, s-c)
+	}
 	if store.calls.Load() == 0 {
 		b.Error("ctxprop wrote no telemetry")
+	}
+	if refused := inner.Stats().RefusedMembers; refused != ([numSides][headers.NumRefusals]uint64{}) {
+		b.Errorf("the inner sidecar refused the signed context: %v", refused)
 	}
 }

@@ -107,7 +107,10 @@ func run() error {
 				}
 			}()
 		}
-		p, err := proxy.New(proxy.Options{InboundAddress: *listen, App: *app, Store: store})
+		// The load generator stands for callers outside the fleet, so proxyd is an
+		// edge sidecar that takes their ctx.name (SPEC §4a), as the sidecar behind an
+		// ingress is configured; without it the context would be removed unsigned.
+		p, err := proxy.New(proxy.Options{InboundAddress: *listen, App: *app, Store: store, ContextBaggage: "ctx.name"})
 		if err != nil {
 			return err
 		}
