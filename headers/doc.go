@@ -17,6 +17,13 @@
 // Header keys are read in canonical form (http.CanonicalHeaderKey), as net/http's
 // servers and clients make them for HTTP/1.1 and HTTP/2 alike.
 //
+// Trust (SPEC §4a): the context members of an inbound request (ctx.name, ctx.flag.*) are
+// believed only when the request comes from a source the operator trusts or carries a
+// ctx-sig that a Signer of the same fleet made for exactly those members and that
+// trace-id; otherwise ReadInbound removes them and says so in Inbound.Refused. The
+// outbound side signs what it forwards. Only flags Options.Pinnable allows are pinned,
+// on either side.
+//
 // Problems with headers never fail a request. They come back as *Error values, one
 // per problem, which the proxy logs and counts by Error.Header; the offending part is
 // dropped (an invalid traceparent restarts the trace, as W3C Trace Context requires)
