@@ -506,6 +506,7 @@ func TestStoreError(t *testing.T) {
 		{fmt.Errorf("x: %w", localstore.ErrNotFound), 404, CodeNotFound},
 		{&localstore.LimitError{Limit: "max_contexts", Max: 1, What: "x"}, 422, CodeLimitExceeded},
 		{fmt.Errorf("apply: %w", &localstore.LimitError{Limit: "max_value_bytes", Max: 1, What: "x"}), 413, CodeValueTooLarge},
+		{fmt.Errorf("%w: context \"c\": %w", localstore.ErrRange, errors.New("counter \"k\" is 1")), 422, CodeOutOfRange},
 		{localstore.ErrClosed, 503, CodeShuttingDown},
 		{fmt.Errorf("%w: disk full", localstore.ErrFailed), 503, CodeStoreFailed},
 		{context.Canceled, 503, CodeShuttingDown},

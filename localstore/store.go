@@ -419,18 +419,25 @@ func (s *Store) Apply(ctx context.Context, name string, list []ops.Op, d Durabil
 		}
 		if incs != nil {
 			// Counters only, as the proxy's telemetry: one delta for all of them.
-			return c.IncrAll(w(), incs), nil
+			d, err := c.IncrAll(w(), incs)
+			if err != nil {
+				return nil, fmt.Errorf("%w: context %q: %w", ErrRange, name, err)
+			}
+			return d, nil
 		}
 		// Each op must see the ones before it (two adds need two dots), but copying the
 		// whole context per write would cost its size on the request path: work on the
 		// projection of the entries the ops touch.
 		next := c.Project(counters, members)
 		delta := &crdt.Context{}
-		for _, op := range list {
+		for i, op := range list {
 			var dl *crdt.Context
 			switch op.Kind {
 			case ops.Incr:
-				dl = next.Incr(w(), op.Key, op.By, op.TTL)
+				var err error
+				if dl, err = next.IncrAll(w(), []crdt.Inc{{Key: op.Key, By: op.By, TTL: op.TTL}}); err != nil {
+					return nil, fmt.Errorf("%w: context %q: op %d: %w", ErrRange, name, i+1, err)
+				}
 			case ops.Put:
 				dl = next.Put(w(), op.Map, op.Key, op.Value, op.TTL)
 			case ops.Del:
