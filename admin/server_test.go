@@ -169,7 +169,7 @@ func TestServer_Routes(t *testing.T) {
 		{"empty segment", "GET", "/v1/contexts//counters/k", "", "", 400, CodeBadRequest},
 		{"delete", "DELETE", "/v1/contexts/wf-1", "", "", 204, ``},
 		{"deleted", "GET", "/v1/contexts/wf-1", "", "", 404, CodeNotFound},
-		{"delete absent", "DELETE", "/v1/contexts/wf-1", "", "", 204, ``},
+		{"delete absent", "DELETE", "/v1/contexts/wf-1", "", "", 404, CodeNotFound},
 		{"peers without sync", "GET", "/v1/peers", "", "", 200, `{"peers":[]}`},
 		{"healthz", "GET", "/healthz", "", "", 200, `{"status":"ok"}`},
 		{"readyz", "GET", "/readyz", "", "", 200, `{"status":"ready"}`},

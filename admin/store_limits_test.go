@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -80,6 +81,51 @@ func TestServer_CounterRange(t *testing.T) {
 		}
 		if a.body != st.want {
 			t.Errorf("%s: body\n got %s\nwant %s", st.name, a.body, st.want)
+		}
+	}
+}
+
+// TestServer_DeleteAbsent reproduces issue 10 item 7 through the API: 19 deletes of
+// contexts that never existed made a store with max_contexts = 20 refuse every new
+// context. Now each is a 404 saying nothing was stored, and the store still takes 20.
+func TestServer_DeleteAbsent(t *testing.T) {
+	e := newTestEnv(t, Options{}, localstore.Limits{MaxContexts: 20})
+	if a := e.call(t, "POST", "/v1/contexts/c/counters/k", "", ""); a.status != 200 {
+		t.Fatalf("first context: %d %s", a.status, a.body)
+	}
+	for i := range 19 {
+		a := e.call(t, "DELETE", fmt.Sprintf("/v1/contexts/ghost-%d", i), "", "")
+		if a.status != 404 {
+			t.Fatalf("DELETE ghost-%d: %d %s, want 404", i, a.status, a.body)
+		}
+		code, msg, _ := apiError(t, a)
+		if code != "not_found" || !strings.Contains(msg, "no such context exists here") || !strings.Contains(msg, "nothing was stored") {
+			t.Errorf("DELETE ghost-%d: code %q message %q", i, code, msg)
+		}
+	}
+	for i := range 19 {
+		if a := e.call(t, "POST", fmt.Sprintf("/v1/contexts/new-%d/counters/k", i), "", ""); a.status != 200 {
+			t.Fatalf("context %d of 20: %d %s", i+2, a.status, a.body)
+		}
+	}
+	if a := e.call(t, "POST", "/v1/contexts/one-too-many/counters/k", "", ""); a.status != 422 {
+		t.Fatalf("context 21: %d %s, want 422", a.status, a.body)
+	}
+	// Deleting a context that exists is a 204; its marker frees its place, and a second
+	// delete is a 404.
+	steps := []struct {
+		method, path string
+		status       int
+	}{
+		{"DELETE", "/v1/contexts/new-0", 204},
+		{"DELETE", "/v1/contexts/new-0", 404},
+		{"GET", "/v1/contexts/new-0", 404},
+		{"POST", "/v1/contexts/in-its-place/counters/k", 200},
+		{"POST", "/v1/contexts/one-too-many/counters/k", 422},
+	}
+	for _, st := range steps {
+		if a := e.call(t, st.method, st.path, "", ""); a.status != st.status {
+			t.Fatalf("%s %s: %d %s, want %d", st.method, st.path, a.status, a.body, st.status)
 		}
 	}
 }

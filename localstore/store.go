@@ -65,7 +65,12 @@ func (o Options) logSize() int64 {
 
 // Limits bound the store. Exceeding one is a *LimitError and changes nothing.
 type Limits struct {
-	MaxContexts         int // live contexts
+	// MaxContexts bounds the contexts that hold something: live ones, and expired ones
+	// until the sweeper reclaims their data, TombstoneTTL after their expiry (until then
+	// a late write from a peer can bring them back, so their data stays in memory, and a
+	// bound on memory must count it). The markers deletes leave, which hold only the
+	// instant of the delete for the peers to learn (crdt.Context.Marker), never count.
+	MaxContexts         int
 	MaxValuesPerContext int // counters + map entries + set members of one context
 	MaxValueBytes       int // bytes of one map value (JSON)
 	MaxSetMembers       int // members of one set
@@ -115,6 +120,10 @@ type Store struct {
 	closed     bool
 
 	stats Stats
+	// counted is the number of contexts that are not markers, what Limits.MaxContexts
+	// bounds. Every change of a context updates it (see recount), so the check on the
+	// request path costs no scan.
+	counted int
 	// waiting counts the Durable writes not yet committed; peak is its maximum since
 	// about the last commit: how many writers a batch can expect (see commitLoop).
 	waiting, peak int
@@ -201,11 +210,17 @@ func (s *Store) Open() error {
 		s.db = nil
 		return errors.Join(err, db.Close())
 	}
+	// From here on every change keeps the count (see recount).
+	for _, c := range s.contexts {
+		if !c.Marker() {
+			s.counted++
+		}
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(2)
 	go s.commitLoop()
 	go s.sweepLoop()
-	s.log.Info("store open", "path", s.opt.Path, "replica", s.replica, "contexts", len(s.contexts), "seq", s.seq)
+	s.log.Info("store open", "path", s.opt.Path, "replica", s.replica, "contexts", len(s.contexts), "counted", s.counted, "seq", s.seq)
 	return nil
 }
 
@@ -468,7 +483,7 @@ func (s *Store) Apply(ctx context.Context, name string, list []ops.Op, d Durabil
 		}
 		return res
 	}
-	return s.write(ctx, name, d, m, result)
+	return s.write(ctx, name, d, mayCreate, m, result)
 }
 
 // SetTTL sets a context's TTL; zero removes its expiry. With fixed, writes don't slide it.
@@ -479,19 +494,21 @@ func (s *Store) SetTTL(ctx context.Context, name string, ttl time.Duration, fixe
 	if ttl < 0 {
 		return fmt.Errorf("%w: ttl %s is negative; use 0 for no expiry", ErrInvalid, ttl)
 	}
-	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
+	_, err := s.write(ctx, name, Durable, mayCreate, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
 		return c.SetTTL(w(), ttl, fixed), nil
 	}, nil)
 	return err
 }
 
 // Delete deletes a context on every replica: everything written to it before now is gone.
-// Deleting an absent context is not an error.
+// A context that is not alive here (never written, deleted or expired) is an error
+// wrapping ErrNotFound, and nothing is stored: a delete marker for a name that never
+// existed would only take room (issue 10).
 func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
+	_, err := s.write(ctx, name, Durable, mustExist, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
 		return c.Clear(w()), nil
 	}, nil)
 	return err
@@ -510,9 +527,16 @@ func (s *Store) Merge(ctx context.Context, name string, delta *crdt.Context, ori
 // store's lock.
 type mutation func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error)
 
+// Whether a write may create the context it names.
+const (
+	mayCreate = false
+	mustExist = true
+)
+
 // write applies m to context name and, if result is not nil, reads the Result from the
-// state that includes it, before any other write.
-func (s *Store) write(ctx context.Context, name string, d Durability, m mutation, result func(*crdt.Context, crdt.Timestamp) Result) (Result, error) {
+// state that includes it, before any other write. With mustExist, a context that is not
+// alive is ErrNotFound and nothing is stored.
+func (s *Store) write(ctx context.Context, name string, d Durability, existing bool, m mutation, result func(*crdt.Context, crdt.Timestamp) Result) (Result, error) {
 	s.mu.Lock()
 	if err := s.writable(); err != nil {
 		s.mu.Unlock()
@@ -520,16 +544,16 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 	}
 	c, exists := s.contexts[name]
 	now := s.now()
-	if !exists || !c.Alive(now) {
-		// Expired contexts count until the sweeper reclaims them: the limit bounds memory.
-		if lim := s.opt.Limits.MaxContexts; lim > 0 && len(s.contexts) >= lim && !exists {
-			s.mu.Unlock()
-			return Result{}, &LimitError{Limit: "max_contexts", Max: lim, What: fmt.Sprintf("creating context %q", name)}
-		}
+	alive := exists && c.Alive(now)
+	if existing && !alive {
+		s.mu.Unlock()
+		return Result{}, fmt.Errorf("%w: context %q: no such context exists here (never written, already deleted, or expired); nothing was stored", ErrNotFound, name)
 	}
 	if c == nil {
 		c = &crdt.Context{}
 	}
+	// A live context is never a marker: the scan of Marker is left for the others.
+	counted := alive || (exists && !c.Marker())
 	stamp := func() crdt.Write { return crdt.Write{Replica: s.replica, At: s.clock.Read()} }
 	base := c
 	var first *crdt.Context
@@ -548,11 +572,16 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 		first.Join(delta)
 		delta = first
 	}
+	if lim := s.opt.Limits.MaxContexts; lim > 0 && !counted && s.counted >= lim && !delta.Marker() {
+		s.mu.Unlock()
+		return Result{}, &LimitError{Limit: "max_contexts", Max: lim, What: fmt.Sprintf("creating context %q", name)}
+	}
 	if !exists {
 		s.contexts[name] = c
 	}
 	touched := c.Touches(delta)
 	c.Join(delta)
+	s.recount(counted, c)
 	var res Result
 	if result != nil {
 		res = result(c, now)
@@ -561,6 +590,17 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 	b := s.enqueue(Event{Context: name, Origin: s.replica, Delta: delta, Touched: touched}, d)
 	s.mu.Unlock()
 	return res, s.wait(ctx, b, d)
+}
+
+// recount updates the count of contexts that are not markers after a change of c, which
+// counted before it; s.mu must be held.
+func (s *Store) recount(counted bool, c *crdt.Context) {
+	switch now := !c.Marker(); {
+	case now && !counted:
+		s.counted++
+	case !now && counted:
+		s.counted--
+	}
 }
 
 func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, origin crdt.ReplicaID) error {
@@ -578,8 +618,10 @@ func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, ori
 		c = &crdt.Context{}
 		s.contexts[name] = c
 	}
+	counted := ok && !c.Marker()
 	touched := c.Touches(delta)
 	c.Join(delta)
+	s.recount(counted, c)
 	b := s.enqueue(Event{Context: name, Origin: origin, Delta: delta, Touched: touched}, Durable)
 	s.mu.Unlock()
 	return s.wait(ctx, b, Durable)
@@ -1004,10 +1046,16 @@ func (s *Store) Sweep() int {
 	horizon := crdt.TimestampOf(s.opt.Now().Add(-s.opt.TombstoneTTL))
 	n := 0
 	for name, c := range s.contexts {
+		counted := !c.Marker()
 		changed := c.Compact(now, s.opt.TombstoneTTL)
 		if c.Size() == 0 && !c.Alive(now) && max(c.Cleared, c.Meta.TS) < horizon {
 			delete(s.contexts, name)
+			if counted {
+				s.counted--
+			}
 			changed = true
+		} else {
+			s.recount(counted, c)
 		}
 		if changed {
 			n++
@@ -1032,6 +1080,7 @@ type Stats struct {
 	Failures   uint64        // commits or log syncs that failed
 	CommitTime time.Duration // time spent in commits and log syncs, fsync included
 	Contexts   int           // contexts held, expired ones included until swept
+	Counted    int           // contexts that count toward Limits.MaxContexts (not markers)
 	Seq        uint64        // this replica's sequence number
 }
 
@@ -1041,6 +1090,7 @@ func (s *Store) Stats() Stats {
 	defer s.mu.RUnlock()
 	st := s.stats
 	st.Contexts = len(s.contexts)
+	st.Counted = s.counted
 	st.Seq = s.seq
 	return st
 }
