@@ -39,9 +39,17 @@ type Options struct {
 	// TombstoneTTL is how long deletes and expiries are remembered so that late deltas
 	// from other replicas cannot bring data back; 0 means 24h.
 	TombstoneTTL time.Duration
-	// ContextTTL is the TTL given to a context on its first write; 0 means none.
+	// ContextTTL is the TTL given to a context by the write that creates it: one to a
+	// context that does not exist, was deleted or has expired (an expired context whose
+	// TTL was set keeps that TTL in its new life). 0 means none.
 	ContextTTL time.Duration
-	// FixedTTL stops writes from sliding that TTL.
+	// RequestContextTTL is the TTL given to a context that a Windowed write creates (the
+	// proxy's request path: telemetry and ctx-ops headers; SPEC §4a: contexts created by
+	// requests expire unless written to); 0 means ContextTTL applies as to any other
+	// write.
+	RequestContextTTL time.Duration
+	// FixedTTL stops writes from sliding the TTL that ContextTTL or RequestContextTTL
+	// gives.
 	FixedTTL bool
 	// Limits bound what the store holds; zero fields mean no limit.
 	Limits Limits
@@ -557,9 +565,8 @@ func (s *Store) write(ctx context.Context, name string, d Durability, existing b
 	stamp := func() crdt.Write { return crdt.Write{Replica: s.replica, At: s.clock.Read()} }
 	base := c
 	var first *crdt.Context
-	if s.opt.ContextTTL > 0 && c.Meta.TS == 0 {
-		// A context's first write gives it the configured TTL.
-		first = c.SetTTL(stamp(), s.opt.ContextTTL, s.opt.FixedTTL)
+	if ttl := s.creationTTL(c, alive, now, d); ttl > 0 {
+		first = c.SetTTL(stamp(), ttl, s.opt.FixedTTL)
 		base = c.Clone() // only once in a context's life
 		base.Join(first)
 	}
@@ -590,6 +597,38 @@ func (s *Store) write(ctx context.Context, name string, d Durability, existing b
 	b := s.enqueue(Event{Context: name, Origin: s.replica, Delta: delta, Touched: touched}, d)
 	s.mu.Unlock()
 	return res, s.wait(ctx, b, d)
+}
+
+// creationTTL returns the TTL a write of durability d gives context c, alive or not at
+// now: ContextTTL, or RequestContextTTL for a Windowed write, if the write creates the
+// context, and 0 if not. A write creates a context that does not exist, was deleted or
+// has expired, except that
+//   - an expired context whose TTL was set keeps that TTL in its new life (crdt: the TTL
+//     setting survives an expiry), and
+//   - a context whose TTL was set to none in its current life (PUT .../ttl "0", before
+//     anything was written to it) keeps none: that is how an operator keeps a context
+//     the request path would otherwise create with a TTL.
+//
+// A context created through the admin API with no TTL and written to by the proxy later
+// is alive, so it never gains the request path's TTL.
+func (s *Store) creationTTL(c *crdt.Context, alive bool, now crdt.Timestamp, d Durability) time.Duration {
+	ttl := s.opt.ContextTTL
+	if d == Windowed && s.opt.RequestContextTTL > 0 {
+		ttl = s.opt.RequestContextTTL
+	}
+	if ttl <= 0 || alive {
+		return 0
+	}
+	if exp := c.Expires(); exp != 0 && now >= exp {
+		if c.Meta.TTL > 0 {
+			return 0
+		}
+		return ttl
+	}
+	if c.Meta.TS > c.Cleared {
+		return 0
+	}
+	return ttl
 }
 
 // recount updates the count of contexts that are not markers after a change of c, which
