@@ -218,3 +218,22 @@ func TestCounter_NeverWraps(t *testing.T) {
 		}
 	})
 }
+
+// TestMarker_Laws: a live context is never a marker (a store counts live contexts
+// toward max_contexts without the scan Marker makes), and a delete after every write
+// leaves one (its marker must not count).
+func TestMarker_Laws(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		x, _, _ := drawStates(t)
+		now := base + Timestamp(rapid.IntRange(0, 200<<logicalBits).Draw(t, "now"))
+		if x.Alive(now) && x.Marker() {
+			t.Fatalf("alive at %s and a marker: %s", now, dump(x))
+		}
+		// Histories stamp at most 40 steps of 3 ms after base.
+		y := x.Clone()
+		y.Join(y.Clear(Write{Replica: 9, At: base + 1000<<logicalBits}))
+		if !y.Marker() {
+			t.Fatalf("not a marker after a delete: %s", dump(y))
+		}
+	})
+}
