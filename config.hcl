@@ -48,7 +48,7 @@ store {
   # of them. A peer gone longer than this receives full state when it returns.
   tombstone_ttl = "24h"
   # Limits. Exceeding one is refused with an error naming it; nothing stored is lost.
-  max_contexts           = 100000 # contexts in this store
+  max_contexts           = 100000 # contexts holding data (the markers deletes leave do not count)
   max_values_per_context = 10000  # counters, map entries and sets in one context
   max_value_bytes        = 65536  # size of one map value, in bytes of JSON
   max_set_members        = 10000  # members of one set

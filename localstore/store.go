@@ -579,6 +579,8 @@ func (s *Store) write(ctx context.Context, name string, d Durability, existing b
 		first.Join(delta)
 		delta = first
 	}
+	// Only a write that makes a context hold something can pass the limit: expired
+	// contexts count until swept and markers never do (see Limits.MaxContexts).
 	if lim := s.opt.Limits.MaxContexts; lim > 0 && !counted && s.counted >= lim && !delta.Marker() {
 		s.mu.Unlock()
 		return Result{}, &LimitError{Limit: "max_contexts", Max: lim, What: fmt.Sprintf("creating context %q", name)}
