@@ -91,13 +91,21 @@ func TestStore_Delete_Absent(t *testing.T) {
 	clk.Advance(2 * time.Second)
 	for _, name := range []string{"never", "deleted", "expired"} {
 		t.Run(name, func(t *testing.T) {
-			before, _ := s.Encoded(name)
-			st := s.Stats()
 			sub, err := s.Watch(ctx, "", 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer sub.Close()
+			// A write returns before its event is published: the events of the writes
+			// above are all out once this one's is.
+			apply(t, s, "barrier-"+name, incr("n", 1))
+			for e := range sub.C {
+				if e.Context == "barrier-"+name {
+					break
+				}
+			}
+			before, _ := s.Encoded(name)
+			st := s.Stats()
 			err = s.Delete(ctx, name)
 			if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "no such context exists here") || !strings.Contains(err.Error(), "nothing was stored") {
 				t.Fatalf("Delete(%s) = %v, want ErrNotFound saying nothing was stored", name, err)
