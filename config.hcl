@@ -52,12 +52,21 @@ store {
   # of them. A peer gone longer than this receives full state when it returns.
   tombstone_ttl = "24h"
   # Limits. Exceeding one is refused with an error naming it; nothing stored is lost.
-  max_contexts           = 100000 # contexts in this store
+  max_contexts           = 100000 # contexts holding data (the markers deletes leave do not count)
   max_values_per_context = 10000  # counters, map entries and sets in one context
   max_value_bytes        = 65536  # size of one map value, in bytes of JSON
   max_set_members        = 10000  # members of one set
   # TTL given to new contexts: "0" means contexts never expire unless given a TTL.
   context_ttl = "0"
+  # TTL given to a context that the request path creates: the proxy's telemetry and the
+  # ctx-ops headers of a request whose ctx.name (baggage) names a context this sidecar does
+  # not hold, or holds deleted or expired. Such a context expires unless written to again
+  # (writes slide the TTL, unless fixed_ttl); stray names from requests go away by
+  # themselves. A context created through the admin API keeps no expiry even when the
+  # proxy writes to it later. To keep a context the requests created, remove its expiry:
+  # PUT /v1/contexts/{ctx}/ttl with {"ttl":"0"} (sidecar ctl ttl CTX 0). "0": such
+  # contexts get context_ttl like any other. At most 876000h (100 years).
+  request_context_ttl = "24h"
   # false: a context's TTL restarts on every write (sliding). true: it runs from creation.
   fixed_ttl = false
 }

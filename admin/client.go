@@ -66,7 +66,9 @@ func (c *Client) Get(ctx context.Context, name string) (localstore.Snapshot, err
 	return out, err
 }
 
-// Delete deletes a context on every replica.
+// Delete deletes a context on every replica. A context this sidecar does not hold alive
+// (never written, deleted or expired) is an *Error with Status 404 (see IsNotFound), and
+// nothing was stored.
 func (c *Client) Delete(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, ctxPath(name), "", nil, nil)
 }

@@ -106,9 +106,15 @@ func TestClient_AgainstServer(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Code != CodeBadRequest || ae.Message == "" {
 		t.Errorf("Incr(bad name): %#v", err)
 	}
+	if err := c.Delete(ctx, "wf"); !IsNotFound(err) {
+		t.Errorf("Delete of a deleted context: %v, want 404", err)
+	}
+	// The marker the delete of wf left does not count toward max_contexts = 2.
 	_, err = c.Incr(ctx, "a", "k", 1, 0)
 	must(err)
 	_, err = c.Incr(ctx, "b", "k", 1, 0)
+	must(err)
+	_, err = c.Incr(ctx, "c", "k", 1, 0)
 	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Limit != "max_contexts" {
 		t.Errorf("Incr over max_contexts: %#v", err)
 	}

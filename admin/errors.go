@@ -19,11 +19,16 @@ const (
 	CodeValueTooLarge    = "value_too_large"        // 413: a value over store.max_value_bytes
 	CodeUnsupportedType  = "unsupported_media_type" // 415: wrong Content-Type
 	CodeLimitExceeded    = "limit_exceeded"         // 422: a store limit would be exceeded
+	CodeOutOfRange       = "out_of_range"           // 422: a counter would pass the int64 range (limit "counter_range")
 	CodeShuttingDown     = "shutting_down"          // 503: the sidecar is stopping
 	CodeStoreFailed      = "store_failed"           // 503: the store can no longer commit
 	CodeNotReady         = "not_ready"              // 503: GET /readyz
 	CodeInternal         = "internal"               // 500: a bug; the message says what
 )
+
+// LimitCounterRange is the limit an out_of_range answer names: counters hold int64 values
+// (SPEC §4a), which no configuration changes.
+const LimitCounterRange = "counter_range"
 
 // Error is an error answer of the API, as the Client returns it.
 type Error struct {
@@ -82,6 +87,8 @@ func storeError(err error) *Error {
 			return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeValueTooLarge, Message: err.Error(), Limit: lim.Limit}
 		}
 		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeLimitExceeded, Message: err.Error(), Limit: lim.Limit}
+	case errors.Is(err, localstore.ErrRange):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: CodeOutOfRange, Message: err.Error(), Limit: LimitCounterRange}
 	case errors.Is(err, localstore.ErrInvalid):
 		return badRequest("%v", err)
 	case errors.Is(err, localstore.ErrNotFound):

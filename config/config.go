@@ -52,6 +52,10 @@ type Store struct {
 
 	ContextTTL time.Duration // sliding TTL given to new contexts; default 0, no expiry
 	FixedTTL   bool          // if true a context's TTL does not slide on writes; default false
+
+	// RequestContextTTL: sliding TTL given to contexts the proxy's request path creates
+	// (telemetry, ctx-ops; SPEC §4a); default 24h; 0 means they get ContextTTL.
+	RequestContextTTL time.Duration
 }
 
 // Admin configures the admin API listener (SPEC §3a).
@@ -137,6 +141,7 @@ func DefaultConfig() Config {
 			MaxValuesPerContext: 10_000,
 			MaxValueBytes:       65_536,
 			MaxSetMembers:       10_000,
+			RequestContextTTL:   24 * time.Hour,
 		},
 		Admin: Admin{
 			Address:         "127.0.0.1:7400",
@@ -196,6 +201,7 @@ func (c *Config) settings() []setting {
 		{"store", "max_value_bytes", &c.Store.MaxValueBytes},
 		{"store", "max_set_members", &c.Store.MaxSetMembers},
 		{"store", "context_ttl", &c.Store.ContextTTL},
+		{"store", "request_context_ttl", &c.Store.RequestContextTTL},
 		{"store", "fixed_ttl", &c.Store.FixedTTL},
 
 		{"admin", "address", &c.Admin.Address},

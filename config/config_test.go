@@ -42,6 +42,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"store.max_value_bytes", c.Store.MaxValueBytes, 65536},
 		{"store.max_set_members", c.Store.MaxSetMembers, 10000},
 		{"store.context_ttl", c.Store.ContextTTL, time.Duration(0)},
+		{"store.request_context_ttl", c.Store.RequestContextTTL, 24 * time.Hour},
 		{"store.fixed_ttl", c.Store.FixedTTL, false},
 		{"admin.address", c.Admin.Address, "127.0.0.1:7400"},
 		{"admin.allow_non_loopback", c.Admin.AllowNonLoopback, false},
@@ -84,7 +85,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 48; got != want {
+	if got, want := len(c.settings()), 49; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -129,6 +130,7 @@ store {
   max_value_bytes        = 9
   max_set_members        = 10
   context_ttl            = "2h"
+  request_context_ttl    = "90m"
   fixed_ttl              = true
 }
 admin {
@@ -186,7 +188,7 @@ func everyAttributeConfig() Config {
 			Path: "/var/lib/ctxprop/db", CommitWindow: 50 * time.Millisecond, CheckpointInterval: 30 * time.Second, OpenTimeout: time.Second,
 			SweepInterval: time.Minute, TombstoneTTL: 48 * time.Hour,
 			MaxContexts: 7, MaxValuesPerContext: 8, MaxValueBytes: 9, MaxSetMembers: 10,
-			ContextTTL: 2 * time.Hour, FixedTTL: true,
+			ContextTTL: 2 * time.Hour, RequestContextTTL: 90 * time.Minute, FixedTTL: true,
 		},
 		Admin: Admin{Address: "10.1.2.3:7400", AllowNonLoopback: true, MaxBodyBytes: 4096, ShutdownTimeout: 3 * time.Second},
 		Inbound: Inbound{
@@ -219,7 +221,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:46"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:47"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -293,6 +295,8 @@ func TestParse_Errors(t *testing.T) {
 		{"context header", "inbound {\n  context_header = \"X Workflow\"\n}\n", []string{"bad.hcl:2: inbound.context_header \"X Workflow\" is not a header name"}},
 		{"context baggage of a flag", "inbound {\n  context_baggage = \"ctx.flag.beta\"\n}\n", []string{"bad.hcl:2: inbound.context_baggage \"ctx.flag.beta\" is reserved by ctxprop"}},
 		{"negative context ttl", "store {\n  context_ttl = \"-1h\"\n}\n", []string{"bad.hcl:2: store.context_ttl is -1h0m0s"}},
+		{"negative request context ttl", "store {\n  request_context_ttl = \"-1s\"\n}\n", []string{"bad.hcl:2: store.request_context_ttl is -1s"}},
+		{"request context ttl over the ops maximum", "store {\n  request_context_ttl = \"876001h\"\n}\n", []string{"bad.hcl:2: store.request_context_ttl is 876001h0m0s", "at most 876000h0m0s"}},
 		{"port clash", "outbound {\n  address = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and outbound.address 127.0.0.1:7401 use the same port"}},
 		{"app is the inbound listener", "inbound {\n  app = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and inbound.app 127.0.0.1:7401 are the same, so the proxy would forward to itself"}},
 	} {

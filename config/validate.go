@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/ctxprop/ctxprop/ops"
 )
 
 // maxCommitWindow bounds store.commit_window: SPEC §3 promises request-path writes reach
@@ -79,6 +81,9 @@ func (c *Config) Validate() error {
 	positive("store.max_set_members", int64(c.Store.MaxSetMembers))
 	if c.Store.ContextTTL < 0 {
 		bad("store.context_ttl", "is %s; want \"0\" for no expiry or a positive duration", c.Store.ContextTTL)
+	}
+	if d := c.Store.RequestContextTTL; d < 0 || d > ops.MaxTTL {
+		bad("store.request_context_ttl", "is %s; want \"0\" (such contexts get store.context_ttl) or a positive duration of at most %s", d, ops.MaxTTL)
 	}
 
 	address("admin.address", c.Admin.Address, true)

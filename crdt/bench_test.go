@@ -21,7 +21,11 @@ func BenchmarkJoin_TelemetryDelta(b *testing.B) {
 	before, _ := state.Counter("http.requests", 0)
 	n := 0
 	for b.Loop() {
-		state.Join(state.IncrAll(Write{Replica: 1, At: Timestamp(2<<16 + n)}, incs))
+		d, err := state.IncrAll(Write{Replica: 1, At: Timestamp(2<<16 + n)}, incs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		state.Join(d)
 		n++
 	}
 	if got, _ := state.Counter("http.requests", 0); got != before+int64(n) {

@@ -431,6 +431,34 @@ func (c *Context) Alive(now Timestamp) bool {
 	return false
 }
 
+// Marker reports whether c holds nothing but instants: no counter slot, map register or
+// set member, and no TTL set in its current life. A delete leaves a marker (its instant
+// must reach the other replicas), and so does the sweeper of an expired context once the
+// grace period has passed. It depends on the state alone, not on the time, so a store can
+// keep an exact count of the contexts that are not markers as states change. A context
+// that is Alive is never a marker.
+func (c *Context) Marker() bool {
+	if c.Meta.TTL > 0 && c.Meta.TS >= c.Cleared {
+		return false
+	}
+	for _, ct := range c.Counters {
+		if len(ct.Slots) > 0 {
+			return false
+		}
+	}
+	for _, m := range c.Maps {
+		if len(m) > 0 {
+			return false
+		}
+	}
+	for _, s := range c.Sets {
+		if len(s) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Expires returns the context's expiry instant; zero means never.
 func (c *Context) Expires() Timestamp { return c.Meta.Expires }
 
@@ -438,7 +466,9 @@ func (c *Context) expired(now Timestamp) bool {
 	return c.Meta.Expires != 0 && now >= c.Meta.Expires
 }
 
-// Counter returns a counter's value and whether it exists at now.
+// Counter returns a counter's value and whether it exists at now. A value past the int64
+// range (increments of several replicas merged, see RangeError) reads as the bound it
+// passed.
 func (c *Context) Counter(key string, now Timestamp) (int64, bool) {
 	if c.expired(now) {
 		return 0, false
@@ -451,12 +481,14 @@ func (c *Context) Counter(key string, now Timestamp) (int64, bool) {
 	if !live || (exp != 0 && now >= exp) {
 		return 0, false
 	}
-	var v int64
+	// Summed in 128 bits and saturated, never wrapped (see RangeError).
+	var sum wide
 	for _, s := range ct.Slots {
 		if s.Gen == gen {
-			v += int64(s.P - s.N)
+			sum = sum.add(slotValue(s))
 		}
 	}
+	v, _ := sum.int64()
 	return v, true
 }
 
@@ -580,27 +612,12 @@ func (c *Context) prepare(w Write) (*Context, Timestamp) {
 }
 
 // Incr adds by to counter key. A positive ttl sets the expiry of the counter to now+ttl
-// (it only moves later); zero keeps the counter's expiry.
+// (it only moves later); zero keeps the counter's expiry. It is IncrAll of one increment
+// without the range check, for callers whose increments are small (simulations, tests):
+// an increment IncrAll would refuse is clamped so that the slot never wraps (see
+// RangeError). Use IncrAll where by comes from outside.
 func (c *Context) Incr(w Write, key string, by int64, ttl time.Duration) *Context {
-	d, cleared := c.prepare(w)
-	ct := c.Counters[key]
-	gen, exp, live := ct.generation(cleared)
-	if live && exp != 0 && w.At >= exp {
-		gen, exp = exp, 0 // expired: the next generation is named by the old one's expiry
-	}
-	s, ok := ct.Slots[w.Replica]
-	if !ok || s.Gen != gen {
-		s = Slot{Gen: gen, Expires: exp}
-	}
-	if by >= 0 {
-		s.P += uint64(by)
-	} else {
-		s.N += uint64(-by)
-	}
-	if ttl > 0 {
-		s.Expires = max(s.Expires, w.At.Add(ttl))
-	}
-	d.Counters = map[string]Counter{key: {Slots: map[ReplicaID]Slot{w.Replica: s}}}
+	d, _ := c.incrAll(w, []Inc{{Key: key, By: by, TTL: ttl}}, false)
 	return d
 }
 
@@ -613,37 +630,34 @@ type Inc struct {
 
 // IncrAll is the delta of the increments incs made by w at once, equal to the join of
 // their Incr deltas made one after the other, for the cost of one: the proxy's telemetry
-// is several counters per request.
-func (c *Context) IncrAll(w Write, incs []Inc) *Context {
+// is several counters per request. If one of them would take its counter out of range
+// (see RangeError) it returns a *RangeError and no delta: none of incs is made.
+func (c *Context) IncrAll(w Write, incs []Inc) (*Context, error) {
+	return c.incrAll(w, incs, true)
+}
+
+func (c *Context) incrAll(w Write, incs []Inc, check bool) (*Context, error) {
 	d, cleared := c.prepare(w)
 	d.Counters = make(map[string]Counter, len(incs))
 	for _, in := range incs {
-		ct, seen := d.Counters[in.Key]
-		var s Slot
-		if seen {
-			s = ct.Slots[w.Replica]
-		} else {
-			ct = c.Counters[in.Key]
-			gen, exp, live := ct.generation(cleared)
-			if live && exp != 0 && w.At >= exp {
-				gen, exp = exp, 0
-			}
-			var ok bool
-			if s, ok = ct.Slots[w.Replica]; !ok || s.Gen != gen {
-				s = Slot{Gen: gen, Expires: exp}
-			}
+		// The other replicas' part is read from c even for a key incs names twice: only
+		// this replica's slot moves.
+		ct := c.Counters[in.Key]
+		s, others := ct.incrView(w.Replica, cleared, w.At)
+		if prev, seen := d.Counters[in.Key]; seen {
+			s = prev.Slots[w.Replica]
 		}
-		if in.By >= 0 {
-			s.P += uint64(in.By)
-		} else {
-			s.N += uint64(-in.By)
+		next, ok, slot := addTo(s, in.By, others, check)
+		if !ok {
+			v, fits := others.add(slotValue(s)).int64()
+			return nil, &RangeError{Key: in.Key, Value: v, Saturated: !fits, By: in.By, Slot: slot}
 		}
 		if in.TTL > 0 {
-			s.Expires = max(s.Expires, w.At.Add(in.TTL))
+			next.Expires = max(next.Expires, w.At.Add(in.TTL))
 		}
-		d.Counters[in.Key] = Counter{Slots: map[ReplicaID]Slot{w.Replica: s}}
+		d.Counters[in.Key] = Counter{Slots: map[ReplicaID]Slot{w.Replica: next}}
 	}
-	return d
+	return d, nil
 }
 
 // Put sets a map entry to a JSON value. A positive ttl makes the entry expire at now+ttl;

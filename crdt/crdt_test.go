@@ -382,7 +382,11 @@ func TestIncrAll_SameAsIncrs(t *testing.T) {
 		for _, in := range incs {
 			seq.Join(seq.Incr(w, in.Key, in.By, in.TTL))
 		}
-		all := join(x, x.IncrAll(w, incs))
+		d, err := x.IncrAll(w, incs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := join(x, d)
 		if !Equal(seq, all) {
 			t.Fatalf("IncrAll differs from sequential Incr\nseq %s\nall %s", dump(seq), dump(all))
 		}

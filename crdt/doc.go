@@ -32,4 +32,10 @@
 //     concurrently with a context delete (timestamped before it) are dropped with it.
 //   - An expiry only moves later for a counter (slots join by max), while a map entry's
 //     expiry is that of its latest write.
+//
+// # Counter range
+//
+// A counter's value is an int64 and never wraps: IncrAll refuses an increment that would
+// take it, or the replica's own slot, out of range, and a sum of merged increments past
+// the range reads saturated at its bound (see RangeError).
 package crdt

@@ -14,6 +14,11 @@ var (
 	ErrClosed = errors.New("store is shutting down")
 	// ErrFailed: a commit failed and the store no longer takes writes.
 	ErrFailed = errors.New("store failed to commit")
+	// ErrRange is wrapped, with a *crdt.RangeError naming the counter, the value and the
+	// increment, by the error of an increment refused because it would take a counter
+	// past the int64 range (SPEC §4a; the admin API names it limit "counter_range").
+	// Nothing of the write is applied.
+	ErrRange = errors.New("counter out of range")
 )
 
 // LimitError reports a write refused because it would exceed a configured limit. Nothing

@@ -39,9 +39,17 @@ type Options struct {
 	// TombstoneTTL is how long deletes and expiries are remembered so that late deltas
 	// from other replicas cannot bring data back; 0 means 24h.
 	TombstoneTTL time.Duration
-	// ContextTTL is the TTL given to a context on its first write; 0 means none.
+	// ContextTTL is the TTL given to a context by the write that creates it: one to a
+	// context that does not exist, was deleted or has expired (an expired context whose
+	// TTL was set keeps that TTL in its new life). 0 means none.
 	ContextTTL time.Duration
-	// FixedTTL stops writes from sliding that TTL.
+	// RequestContextTTL is the TTL given to a context that a Windowed write creates (the
+	// proxy's request path: telemetry and ctx-ops headers; SPEC §4a: contexts created by
+	// requests expire unless written to); 0 means ContextTTL applies as to any other
+	// write.
+	RequestContextTTL time.Duration
+	// FixedTTL stops writes from sliding the TTL that ContextTTL or RequestContextTTL
+	// gives.
 	FixedTTL bool
 	// Limits bound what the store holds; zero fields mean no limit.
 	Limits Limits
@@ -65,7 +73,12 @@ func (o Options) logSize() int64 {
 
 // Limits bound the store. Exceeding one is a *LimitError and changes nothing.
 type Limits struct {
-	MaxContexts         int // live contexts
+	// MaxContexts bounds the contexts that hold something: live ones, and expired ones
+	// until the sweeper reclaims their data, TombstoneTTL after their expiry (until then
+	// a late write from a peer can bring them back, so their data stays in memory, and a
+	// bound on memory must count it). The markers deletes leave, which hold only the
+	// instant of the delete for the peers to learn (crdt.Context.Marker), never count.
+	MaxContexts         int
 	MaxValuesPerContext int // counters + map entries + set members of one context
 	MaxValueBytes       int // bytes of one map value (JSON)
 	MaxSetMembers       int // members of one set
@@ -115,6 +128,10 @@ type Store struct {
 	closed     bool
 
 	stats Stats
+	// counted is the number of contexts that are not markers, what Limits.MaxContexts
+	// bounds. Every change of a context updates it (see recount), so the check on the
+	// request path costs no scan.
+	counted int
 	// waiting counts the Durable writes not yet committed; peak is its maximum since
 	// about the last commit: how many writers a batch can expect (see commitLoop).
 	waiting, peak int
@@ -201,11 +218,17 @@ func (s *Store) Open() error {
 		s.db = nil
 		return errors.Join(err, db.Close())
 	}
+	// From here on every change keeps the count (see recount).
+	for _, c := range s.contexts {
+		if !c.Marker() {
+			s.counted++
+		}
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(2)
 	go s.commitLoop()
 	go s.sweepLoop()
-	s.log.Info("store open", "path", s.opt.Path, "replica", s.replica, "contexts", len(s.contexts), "seq", s.seq)
+	s.log.Info("store open", "path", s.opt.Path, "replica", s.replica, "contexts", len(s.contexts), "counted", s.counted, "seq", s.seq)
 	return nil
 }
 
@@ -419,18 +442,25 @@ func (s *Store) Apply(ctx context.Context, name string, list []ops.Op, d Durabil
 		}
 		if incs != nil {
 			// Counters only, as the proxy's telemetry: one delta for all of them.
-			return c.IncrAll(w(), incs), nil
+			d, err := c.IncrAll(w(), incs)
+			if err != nil {
+				return nil, fmt.Errorf("%w: context %q: %w", ErrRange, name, err)
+			}
+			return d, nil
 		}
 		// Each op must see the ones before it (two adds need two dots), but copying the
 		// whole context per write would cost its size on the request path: work on the
 		// projection of the entries the ops touch.
 		next := c.Project(counters, members)
 		delta := &crdt.Context{}
-		for _, op := range list {
+		for i, op := range list {
 			var dl *crdt.Context
 			switch op.Kind {
 			case ops.Incr:
-				dl = next.Incr(w(), op.Key, op.By, op.TTL)
+				var err error
+				if dl, err = next.IncrAll(w(), []crdt.Inc{{Key: op.Key, By: op.By, TTL: op.TTL}}); err != nil {
+					return nil, fmt.Errorf("%w: context %q: op %d: %w", ErrRange, name, i+1, err)
+				}
 			case ops.Put:
 				dl = next.Put(w(), op.Map, op.Key, op.Value, op.TTL)
 			case ops.Del:
@@ -461,7 +491,7 @@ func (s *Store) Apply(ctx context.Context, name string, list []ops.Op, d Durabil
 		}
 		return res
 	}
-	return s.write(ctx, name, d, m, result)
+	return s.write(ctx, name, d, mayCreate, m, result)
 }
 
 // SetTTL sets a context's TTL; zero removes its expiry. With fixed, writes don't slide it.
@@ -472,19 +502,21 @@ func (s *Store) SetTTL(ctx context.Context, name string, ttl time.Duration, fixe
 	if ttl < 0 {
 		return fmt.Errorf("%w: ttl %s is negative; use 0 for no expiry", ErrInvalid, ttl)
 	}
-	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
+	_, err := s.write(ctx, name, Durable, mayCreate, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
 		return c.SetTTL(w(), ttl, fixed), nil
 	}, nil)
 	return err
 }
 
 // Delete deletes a context on every replica: everything written to it before now is gone.
-// Deleting an absent context is not an error.
+// A context that is not alive here (never written, deleted or expired) is an error
+// wrapping ErrNotFound, and nothing is stored: a delete marker for a name that never
+// existed would only take room (issue 10).
 func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	_, err := s.write(ctx, name, Durable, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
+	_, err := s.write(ctx, name, Durable, mustExist, func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error) {
 		return c.Clear(w()), nil
 	}, nil)
 	return err
@@ -503,9 +535,16 @@ func (s *Store) Merge(ctx context.Context, name string, delta *crdt.Context, ori
 // store's lock.
 type mutation func(c *crdt.Context, w func() crdt.Write) (*crdt.Context, error)
 
+// Whether a write may create the context it names.
+const (
+	mayCreate = false
+	mustExist = true
+)
+
 // write applies m to context name and, if result is not nil, reads the Result from the
-// state that includes it, before any other write.
-func (s *Store) write(ctx context.Context, name string, d Durability, m mutation, result func(*crdt.Context, crdt.Timestamp) Result) (Result, error) {
+// state that includes it, before any other write. With mustExist, a context that is not
+// alive is ErrNotFound and nothing is stored.
+func (s *Store) write(ctx context.Context, name string, d Durability, existing bool, m mutation, result func(*crdt.Context, crdt.Timestamp) Result) (Result, error) {
 	s.mu.Lock()
 	if err := s.writable(); err != nil {
 		s.mu.Unlock()
@@ -513,22 +552,21 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 	}
 	c, exists := s.contexts[name]
 	now := s.now()
-	if !exists || !c.Alive(now) {
-		// Expired contexts count until the sweeper reclaims them: the limit bounds memory.
-		if lim := s.opt.Limits.MaxContexts; lim > 0 && len(s.contexts) >= lim && !exists {
-			s.mu.Unlock()
-			return Result{}, &LimitError{Limit: "max_contexts", Max: lim, What: fmt.Sprintf("creating context %q", name)}
-		}
+	alive := exists && c.Alive(now)
+	if existing && !alive {
+		s.mu.Unlock()
+		return Result{}, fmt.Errorf("%w: context %q: no such context exists here (never written, already deleted, or expired); nothing was stored", ErrNotFound, name)
 	}
 	if c == nil {
 		c = &crdt.Context{}
 	}
+	// A live context is never a marker: the scan of Marker is left for the others.
+	counted := alive || (exists && !c.Marker())
 	stamp := func() crdt.Write { return crdt.Write{Replica: s.replica, At: s.clock.Read()} }
 	base := c
 	var first *crdt.Context
-	if s.opt.ContextTTL > 0 && c.Meta.TS == 0 {
-		// A context's first write gives it the configured TTL.
-		first = c.SetTTL(stamp(), s.opt.ContextTTL, s.opt.FixedTTL)
+	if ttl := s.creationTTL(c, alive, now, d); ttl > 0 {
+		first = c.SetTTL(stamp(), ttl, s.opt.FixedTTL)
 		base = c.Clone() // only once in a context's life
 		base.Join(first)
 	}
@@ -541,11 +579,18 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 		first.Join(delta)
 		delta = first
 	}
+	// Only a write that makes a context hold something can pass the limit: expired
+	// contexts count until swept and markers never do (see Limits.MaxContexts).
+	if lim := s.opt.Limits.MaxContexts; lim > 0 && !counted && s.counted >= lim && !delta.Marker() {
+		s.mu.Unlock()
+		return Result{}, &LimitError{Limit: "max_contexts", Max: lim, What: fmt.Sprintf("creating context %q", name)}
+	}
 	if !exists {
 		s.contexts[name] = c
 	}
 	touched := c.Touches(delta)
 	c.Join(delta)
+	s.recount(counted, c)
 	var res Result
 	if result != nil {
 		res = result(c, now)
@@ -554,6 +599,49 @@ func (s *Store) write(ctx context.Context, name string, d Durability, m mutation
 	b := s.enqueue(Event{Context: name, Origin: s.replica, Delta: delta, Touched: touched}, d)
 	s.mu.Unlock()
 	return res, s.wait(ctx, b, d)
+}
+
+// creationTTL returns the TTL a write of durability d gives context c, alive or not at
+// now: ContextTTL, or RequestContextTTL for a Windowed write, if the write creates the
+// context, and 0 if not. A write creates a context that does not exist, was deleted or
+// has expired, except that
+//   - an expired context whose TTL was set keeps that TTL in its new life (crdt: the TTL
+//     setting survives an expiry), and
+//   - a context whose TTL was set to none in its current life (PUT .../ttl "0", before
+//     anything was written to it) keeps none: that is how an operator keeps a context
+//     the request path would otherwise create with a TTL.
+//
+// A context created through the admin API with no TTL and written to by the proxy later
+// is alive, so it never gains the request path's TTL.
+func (s *Store) creationTTL(c *crdt.Context, alive bool, now crdt.Timestamp, d Durability) time.Duration {
+	ttl := s.opt.ContextTTL
+	if d == Windowed && s.opt.RequestContextTTL > 0 {
+		ttl = s.opt.RequestContextTTL
+	}
+	if ttl <= 0 || alive {
+		return 0
+	}
+	if exp := c.Expires(); exp != 0 && now >= exp {
+		if c.Meta.TTL > 0 {
+			return 0
+		}
+		return ttl
+	}
+	if c.Meta.TS > c.Cleared {
+		return 0
+	}
+	return ttl
+}
+
+// recount updates the count of contexts that are not markers after a change of c, which
+// counted before it; s.mu must be held.
+func (s *Store) recount(counted bool, c *crdt.Context) {
+	switch now := !c.Marker(); {
+	case now && !counted:
+		s.counted++
+	case !now && counted:
+		s.counted--
+	}
 }
 
 func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, origin crdt.ReplicaID) error {
@@ -571,8 +659,10 @@ func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, ori
 		c = &crdt.Context{}
 		s.contexts[name] = c
 	}
+	counted := ok && !c.Marker()
 	touched := c.Touches(delta)
 	c.Join(delta)
+	s.recount(counted, c)
 	b := s.enqueue(Event{Context: name, Origin: origin, Delta: delta, Touched: touched}, Durable)
 	s.mu.Unlock()
 	return s.wait(ctx, b, Durable)
@@ -997,10 +1087,16 @@ func (s *Store) Sweep() int {
 	horizon := crdt.TimestampOf(s.opt.Now().Add(-s.opt.TombstoneTTL))
 	n := 0
 	for name, c := range s.contexts {
+		counted := !c.Marker()
 		changed := c.Compact(now, s.opt.TombstoneTTL)
 		if c.Size() == 0 && !c.Alive(now) && max(c.Cleared, c.Meta.TS) < horizon {
 			delete(s.contexts, name)
+			if counted {
+				s.counted--
+			}
 			changed = true
+		} else {
+			s.recount(counted, c)
 		}
 		if changed {
 			n++
@@ -1025,6 +1121,7 @@ type Stats struct {
 	Failures   uint64        // commits or log syncs that failed
 	CommitTime time.Duration // time spent in commits and log syncs, fsync included
 	Contexts   int           // contexts held, expired ones included until swept
+	Counted    int           // contexts that count toward Limits.MaxContexts (not markers)
 	Seq        uint64        // this replica's sequence number
 }
 
@@ -1034,6 +1131,7 @@ func (s *Store) Stats() Stats {
 	defer s.mu.RUnlock()
 	st := s.stats
 	st.Contexts = len(s.contexts)
+	st.Counted = s.counted
 	st.Seq = s.seq
 	return st
 }

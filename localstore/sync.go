@@ -75,6 +75,7 @@ func (s *Store) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []str
 		if !ok {
 			c = &crdt.Context{}
 		}
+		counted := ok && !c.Marker()
 		touched := c.Touches(d)
 		// Joining what c already holds leaves it equal, so joining in place is safe, and
 		// Join tells a change at the cost of d, not of c.
@@ -82,6 +83,7 @@ func (s *Store) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []str
 			continue
 		}
 		s.contexts[name] = c
+		s.recount(counted, c)
 		changed[i] = true
 		b = s.enqueue(Event{Context: name, Origin: origin, Delta: d, Touched: touched}, Durable)
 	}

@@ -40,7 +40,7 @@ func ctlCommands() map[string]ctlCommand {
 		"add":    {"CTX SET MEMBER... [-ttl D]", "add members to a set; prints the members", 3, -1, true, false, (*ctl).add},
 		"remove": {"CTX SET MEMBER...", "remove members from a set; prints the members", 3, -1, false, false, (*ctl).remove},
 		"ttl":    {"CTX DURATION [-fixed]", "set a context's time to live (0: no expiry); -fixed stops writes from sliding it", 2, 2, false, true, (*ctl).setTTL},
-		"delete": {"CTX", "delete a context on every replica", 1, 1, false, false, (*ctl).deleteCtx},
+		"delete": {"CTX", "delete a context on every replica; an error if this sidecar holds no such context (then nothing is stored)", 1, 1, false, false, (*ctl).deleteCtx},
 		"ops":    {"CTX 'ctx-ops value'", `apply ops atomically, e.g. 'incr;key="orders";by=2, add;set="regions";member="eu"'`, 2, 2, false, false, (*ctl).ops},
 		"peers":  {"", "list the replication peers", 0, 0, false, false, (*ctl).peers},
 		"watch":  {"[CTX]", "print changes as they happen (of CTX, or of every context) until interrupted", 0, 1, false, false, (*ctl).watch},

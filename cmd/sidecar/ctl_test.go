@@ -73,6 +73,7 @@ func TestCtl_Commands(t *testing.T) {
 		{"-o json peers", `{"peers":[]}` + "\n", ""},
 		{"delete wf", "", ""},
 		{"get wf", "", `not found: context "wf"`},
+		{"delete wf", "", `context "wf": no such context exists here`},
 		{"get wf map steps pay", "", "not found"},
 		{"incr bad/name k", "", "context name"},
 		{"ops wf incr;key=", "", "ctx-ops"},

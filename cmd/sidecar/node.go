@@ -65,6 +65,7 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		SweepInterval:      cfg.Store.SweepInterval,
 		TombstoneTTL:       cfg.Store.TombstoneTTL,
 		ContextTTL:         cfg.Store.ContextTTL,
+		RequestContextTTL:  cfg.Store.RequestContextTTL,
 		FixedTTL:           cfg.Store.FixedTTL,
 		Limits: localstore.Limits{
 			MaxContexts:         cfg.Store.MaxContexts,

@@ -1,0 +1,54 @@
+package localstore
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/ctxprop/ctxprop/ops"
+	"github.com/hashicorp/go-hclog"
+)
+
+// telemetryOps is what the proxy writes per request (see proxy/telemetry.go): the request
+// count, the latency sum and the buckets it falls in.
+var telemetryOps = []ops.Op{
+	{Kind: ops.Incr, Key: "http.requests", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_us_sum", By: 850},
+	{Kind: ops.Incr, Key: "http.latency_ms_le_5", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_ms_le_25", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_ms_le_100", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_ms_le_500", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_ms_le_2500", By: 1},
+}
+
+func benchStore(b *testing.B, opt Options) *Store {
+	b.Helper()
+	opt.Path = filepath.Join(b.TempDir(), "ctx.db")
+	opt.Logger = hclog.NewNullLogger()
+	s := New(opt)
+	if err := s.Open(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			b.Errorf("close: %v", err)
+		}
+	})
+	return s
+}
+
+// BenchmarkStore_Apply_Telemetry is the request path's write: one request's telemetry,
+// Windowed, into a context that exists, with the limits of the shipped config.hcl.
+func BenchmarkStore_Apply_Telemetry(b *testing.B) {
+	s := benchStore(b, Options{Limits: Limits{MaxContexts: 100000, MaxValuesPerContext: 10000, MaxValueBytes: 65536, MaxSetMembers: 10000}})
+	ctx := context.Background()
+	if _, err := s.Apply(ctx, "checkout", telemetryOps, Windowed); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Apply(ctx, "checkout", telemetryOps, Windowed); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
