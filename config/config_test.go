@@ -47,6 +47,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"admin.allow_non_loopback", c.Admin.AllowNonLoopback, false},
 		{"admin.max_body_bytes", c.Admin.MaxBodyBytes, int64(1048576)},
 		{"admin.shutdown_timeout", c.Admin.ShutdownTimeout, 10 * time.Second},
+		{"admin.allowed_hosts", len(c.Admin.AllowedHosts), 0},
 		{"inbound.address", c.Inbound.Address, "0.0.0.0:7401"},
 		{"inbound.app", c.Inbound.App, "127.0.0.1:8080"},
 		{"inbound.trust_inbound_ops", c.Inbound.TrustInboundOps, false},
@@ -81,7 +82,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 45; got != want {
+	if got, want := len(c.settings()), 46; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -133,6 +134,7 @@ admin {
   allow_non_loopback = true
   max_body_bytes     = 4096
   shutdown_timeout   = "3s"
+  allowed_hosts      = ["ctxprop-admin.internal", "10.1.2.3"]
 }
 inbound {
   address                 = "0.0.0.0:9001"
@@ -182,7 +184,8 @@ func everyAttributeConfig() Config {
 			MaxContexts: 7, MaxValuesPerContext: 8, MaxValueBytes: 9, MaxSetMembers: 10,
 			ContextTTL: 2 * time.Hour, FixedTTL: true,
 		},
-		Admin: Admin{Address: "10.1.2.3:7400", AllowNonLoopback: true, MaxBodyBytes: 4096, ShutdownTimeout: 3 * time.Second},
+		Admin: Admin{Address: "10.1.2.3:7400", AllowNonLoopback: true, MaxBodyBytes: 4096, ShutdownTimeout: 3 * time.Second,
+			AllowedHosts: []string{"ctxprop-admin.internal", "10.1.2.3"}},
 		Inbound: Inbound{
 			Address: "0.0.0.0:9001", App: "127.0.0.1:3000", TrustInboundOps: true,
 			ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second,
@@ -212,7 +215,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:43"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:44"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -279,6 +282,10 @@ func TestParse_Errors(t *testing.T) {
 		{"sample ratio", "tracing {\n  sample_ratio = 1.5\n}\n", []string{"bad.hcl:2: tracing.sample_ratio is 1.5; want a number from 0 to 1"}},
 		{"tracing without endpoint", "tracing {\n  enabled = true\n}\n", []string{"tracing.otlp_endpoint is empty but tracing.enabled is true"}},
 		{"pinned flag name", "flags {\n  pinned = [\"ok\", \"not ok\"]\n}\n", []string{"bad.hcl:2: flags.pinned entry 2 \"not ok\""}},
+		{"allowed host with port", "admin {\n  allowed_hosts = [\"ok.example\", \"admin.example:7400\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 2 \"admin.example:7400\" is not a host name"}},
+		{"allowed host as URL", "admin {\n  allowed_hosts = [\"http://admin.example\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"http://admin.example\" is not a host name"}},
+		{"allowed host empty", "admin {\n  allowed_hosts = [\"\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"\" is not a host name"}},
+		{"allowed host wildcard", "admin {\n  allowed_hosts = [\"*.example\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"*.example\" is not a host name"}},
 		{"empty node name", "node {\n  name = \"\"\n}\n", []string{"bad.hcl:2: node.name is empty", "CTXPROP_NODE_NAME"}},
 		{"negative context ttl", "store {\n  context_ttl = \"-1h\"\n}\n", []string{"bad.hcl:2: store.context_ttl is -1h0m0s"}},
 		{"port clash", "outbound {\n  address = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and outbound.address 127.0.0.1:7401 use the same port"}},
@@ -305,6 +312,9 @@ func TestValidate_AcceptsEdgeValues(t *testing.T) {
 	}{
 		{"admin on localhost", func(c *Config) { c.Admin.Address = "localhost:7400" }},
 		{"admin on ::1", func(c *Config) { c.Admin.Address = "[::1]:7400" }},
+		{"allowed hosts", func(c *Config) {
+			c.Admin.AllowedHosts = []string{"ctxprop-admin.internal", "Admin.Example.", "my_host", "10.0.0.7", "::1", "[fe80::1]"}
+		}},
 		{"ephemeral ports", func(c *Config) {
 			c.Admin.Address, c.Inbound.Address, c.Outbound.Address, c.Sync.Address = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		}},
@@ -480,6 +490,7 @@ func TestShippedConfig(t *testing.T) {
 	want := DefaultConfig()
 	want.Node.Name = "pod-a"
 	want.Sync.Peers, want.Flags.Files, want.Flags.Pinned = []string{}, []string{}, []string{}
+	want.Admin.AllowedHosts = []string{}
 	if !reflect.DeepEqual(withoutOrigins(got), want) {
 		t.Fatalf("config.hcl differs from the defaults:\n%+v\nwant\n%+v", withoutOrigins(got), want)
 	}
