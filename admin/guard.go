@@ -67,9 +67,13 @@ func (s *Server) guard(r *http.Request) *Error {
 		return nil
 	}
 	s.metrics.refused.WithLabelValues(refusedOrigin).Inc()
+	from := fmt.Sprintf("of origin %q", origin)
+	if origin == "" {
+		from = fmt.Sprintf("(Sec-Fetch-Site %q)", site)
+	}
 	return &Error{Status: http.StatusForbidden, Code: CodeCrossOrigin, Message: fmt.Sprintf(
-		"a %s from a web page of origin %q (Sec-Fetch-Site %q) is refused: only pages served by the admin API itself may write to it; "+
-			"call the API from a program, which sends no Origin", r.Method, origin, site)}
+		"a %s from a web page %s is refused: only pages served by the admin API itself may write to it; "+
+			"call the API from a program, which sends no Origin; nothing was changed", r.Method, from)}
 }
 
 // writeGuard refuses a write to a /v1 route that a web page could have sent without a
