@@ -81,6 +81,12 @@ admin {
   max_body_bytes = 1048576
   # On SIGTERM, how long in-flight requests may take to finish before connections close.
   shutdown_timeout = "10s"
+  # Host names, besides loopback addresses and localhost, under which the API may be
+  # called (no port, no scheme). A request whose Host header names anything else is refused
+  # with 403, so that no web page reaches the API through DNS rebinding. Writes from web
+  # pages of other origins are refused too, and a write must be JSON or carry the header
+  # X-Requested-By (see README, "The admin API and browsers").
+  allowed_hosts = []
 }
 
 inbound {

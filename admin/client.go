@@ -19,6 +19,9 @@ import (
 	"github.com/ctxprop/ctxprop/ops"
 )
 
+// clientName is the value of HeaderRequestedBy the Client sends.
+const clientName = "ctxprop-client"
+
 // Client calls the admin API of one sidecar. It is safe for concurrent use and keeps
 // connections open between calls: create one and reuse it.
 //
@@ -306,6 +309,9 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	// A write without a JSON body (DELETE, ctx-ops as text/plain) proves with this header
+	// that no web page sent it (SPEC §4a); on the others it costs nothing.
+	req.Header.Set(HeaderRequestedBy, clientName)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return err

@@ -18,6 +18,10 @@ const (
 	CodeBodyTooLarge     = "body_too_large"         // 413: body over admin.max_body_bytes
 	CodeValueTooLarge    = "value_too_large"        // 413: a value over store.max_value_bytes
 	CodeUnsupportedType  = "unsupported_media_type" // 415: wrong Content-Type
+	CodeBodyTimeout      = "body_timeout"           // 408: the body stalled between two reads
+	CodeHostNotAllowed   = "host_not_allowed"       // 403: Host is not loopback, localhost or in admin.allowed_hosts
+	CodeCrossOrigin      = "cross_origin"           // 403: a write from a web page of another origin
+	CodeSimpleRequest    = "simple_request"         // 403: a write a web page could send: no JSON type, no X-Requested-By
 	CodeLimitExceeded    = "limit_exceeded"         // 422: a store limit would be exceeded
 	CodeOutOfRange       = "out_of_range"           // 422: a counter would pass the int64 range (limit "counter_range")
 	CodeShuttingDown     = "shutting_down"          // 503: the sidecar is stopping
@@ -55,13 +59,17 @@ type errorBody struct {
 	} `json:"error"`
 }
 
-func writeError(w http.ResponseWriter, e *Error) {
+// WriteError answers e as every route of the admin listener answers errors:
+// {"error":{"code","message","limit"?}} with e.Status. Handlers mounted with Server.Handle
+// use it too, so that one error has one shape on every route.
+func WriteError(w http.ResponseWriter, e *Error) {
 	var b errorBody
 	b.Error.Code, b.Error.Message, b.Error.Limit = e.Code, e.Message, e.Limit
-	writeJSON(w, e.Status, b)
+	WriteJSON(w, e.Status, b)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers v in JSON with status, with a Content-Length.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		// Only unmarshalable types reach here: a bug, reported rather than sent half-written.
@@ -78,8 +86,9 @@ func badRequest(format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: fmt.Sprintf(format, args...)}
 }
 
-// storeError maps an error of the store to its answer.
-func storeError(err error) *Error {
+// StoreError maps an error of the store to its answer: a limit to 413 or 422 naming it,
+// an invalid name to 400, an absent context to 404, a closed or failed store to 503.
+func StoreError(err error) *Error {
 	var lim *localstore.LimitError
 	switch {
 	case errors.As(err, &lim):

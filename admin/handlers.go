@@ -3,7 +3,6 @@ package admin
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -60,21 +59,21 @@ func (s *Server) listContexts(w http.ResponseWriter, r *http.Request) {
 	if list == nil {
 		list = []localstore.Summary{}
 	}
-	writeJSON(w, http.StatusOK, listAnswer{list})
+	WriteJSON(w, http.StatusOK, listAnswer{list})
 }
 
 func (s *Server) getContext(w http.ResponseWriter, r *http.Request) {
 	snap, err := s.store.Get(pathParam(r, "ctx"))
 	if err != nil {
-		writeError(w, storeError(err))
+		WriteError(w, StoreError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, snap)
+	WriteJSON(w, http.StatusOK, snap)
 }
 
 func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.Delete(r.Context(), pathParam(r, "ctx")); err != nil {
-		writeError(w, storeError(err))
+		WriteError(w, StoreError(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -83,20 +82,20 @@ func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request) {
 func (s *Server) setTTL(w http.ResponseWriter, r *http.Request) {
 	var req ttlRequest
 	if e := s.decode(w, r, &req, false); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	if req.TTL == nil {
-		writeError(w, badRequest(`field "ttl" is missing; send {"ttl":"1h"}, or {"ttl":"0"} for no expiry`))
+		WriteError(w, badRequest(`field "ttl" is missing; send {"ttl":"1h"}, or {"ttl":"0"} for no expiry`))
 		return
 	}
 	ttl, e := parseTTL(*req.TTL)
 	if e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	if err := s.store.SetTTL(r.Context(), pathParam(r, "ctx"), ttl, req.Fixed); err != nil {
-		writeError(w, storeError(err))
+		WriteError(w, StoreError(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -105,21 +104,21 @@ func (s *Server) setTTL(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getCounter(w http.ResponseWriter, r *http.Request) {
 	key := pathParam(r, "key")
 	if e := checkName(ops.Op{Kind: ops.Incr, Key: key, By: 1}); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	v, err := s.store.Counter(pathParam(r, "ctx"), key)
 	if err != nil {
-		writeError(w, storeError(err))
+		WriteError(w, StoreError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, valueAnswer[int64]{v})
+	WriteJSON(w, http.StatusOK, valueAnswer[int64]{v})
 }
 
 func (s *Server) incrCounter(w http.ResponseWriter, r *http.Request) {
 	var req incrRequest
 	if e := s.decode(w, r, &req, true); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	op := ops.Op{Kind: ops.Incr, Key: pathParam(r, "key"), By: 1}
@@ -128,69 +127,69 @@ func (s *Server) incrCounter(w http.ResponseWriter, r *http.Request) {
 	}
 	var e *Error
 	if op.TTL, e = parseTTL(req.TTL); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	res, e := s.apply(r, []ops.Op{op})
 	if e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
-	writeJSON(w, http.StatusOK, valueAnswer[int64]{res.Counters[op.Key]})
+	WriteJSON(w, http.StatusOK, valueAnswer[int64]{res.Counters[op.Key]})
 }
 
 func (s *Server) getMap(w http.ResponseWriter, r *http.Request) {
 	m := pathParam(r, "map")
 	if e := checkName(ops.Op{Kind: ops.Del, Map: m, Key: "k"}); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	entries, err := s.store.Map(pathParam(r, "ctx"), m)
 	if err != nil {
-		writeError(w, storeError(err))
+		WriteError(w, StoreError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, entriesAnswer{entries})
+	WriteJSON(w, http.StatusOK, entriesAnswer{entries})
 }
 
 func (s *Server) getMapEntry(w http.ResponseWriter, r *http.Request) {
 	m, key := pathParam(r, "map"), pathParam(r, "key")
 	if e := checkName(ops.Op{Kind: ops.Del, Map: m, Key: key}); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	v, err := s.store.MapGet(pathParam(r, "ctx"), m, key)
 	if err != nil {
-		writeError(w, storeError(err))
+		WriteError(w, StoreError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, valueAnswer[json.RawMessage]{v})
+	WriteJSON(w, http.StatusOK, valueAnswer[json.RawMessage]{v})
 }
 
 func (s *Server) putMapEntry(w http.ResponseWriter, r *http.Request) {
 	var req putRequest
 	if e := s.decode(w, r, &req, false); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	if len(req.Value) == 0 {
-		writeError(w, badRequest(`field "value" is missing; send {"value":<any JSON>,"ttl":"1h"?}`))
+		WriteError(w, badRequest(`field "value" is missing; send {"value":<any JSON>,"ttl":"1h"?}`))
 		return
 	}
 	op := ops.Op{Kind: ops.Put, Map: pathParam(r, "map"), Key: pathParam(r, "key")}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, req.Value); err != nil {
-		writeError(w, badRequest(`field "value" is not valid JSON: %v`, err))
+		WriteError(w, badRequest(`field "value" is not valid JSON: %v`, err))
 		return
 	}
 	op.Value = buf.Bytes()
 	var e *Error
 	if op.TTL, e = parseTTL(req.TTL); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	if _, e := s.apply(r, []ops.Op{op}); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -199,7 +198,7 @@ func (s *Server) putMapEntry(w http.ResponseWriter, r *http.Request) {
 func (s *Server) delMapEntry(w http.ResponseWriter, r *http.Request) {
 	op := ops.Op{Kind: ops.Del, Map: pathParam(r, "map"), Key: pathParam(r, "key")}
 	if _, e := s.apply(r, []ops.Op{op}); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -208,15 +207,15 @@ func (s *Server) delMapEntry(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getSet(w http.ResponseWriter, r *http.Request) {
 	set := pathParam(r, "set")
 	if e := checkName(ops.Op{Kind: ops.Rem, Set: set, Member: "x"}); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	members, err := s.store.Set(pathParam(r, "ctx"), set)
 	if err != nil {
-		writeError(w, storeError(err))
+		WriteError(w, StoreError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, membersAnswer{members})
+	WriteJSON(w, http.StatusOK, membersAnswer{members})
 }
 
 // updateSet applies the additions, then the removals, in one atomic write: a member in
@@ -224,17 +223,17 @@ func (s *Server) getSet(w http.ResponseWriter, r *http.Request) {
 func (s *Server) updateSet(w http.ResponseWriter, r *http.Request) {
 	var req setRequest
 	if e := s.decode(w, r, &req, false); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	set := pathParam(r, "set")
 	ttl, e := parseTTL(req.TTL)
 	if e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	if ttl != 0 && len(req.Add) == 0 {
-		writeError(w, badRequest(`field "ttl" applies to the members in "add", and there are none; send {"add":["x"],"ttl":"1h"}`))
+		WriteError(w, badRequest(`field "ttl" applies to the members in "add", and there are none; send {"add":["x"],"ttl":"1h"}`))
 		return
 	}
 	list := make([]ops.Op, 0, len(req.Add)+len(req.Remove))
@@ -245,32 +244,32 @@ func (s *Server) updateSet(w http.ResponseWriter, r *http.Request) {
 		list = append(list, ops.Op{Kind: ops.Rem, Set: set, Member: m})
 	}
 	if len(list) == 0 {
-		writeError(w, badRequest(`nothing to do; send {"add":["x"],"remove":["y"]}`))
+		WriteError(w, badRequest(`nothing to do; send {"add":["x"],"remove":["y"]}`))
 		return
 	}
 	res, e := s.apply(r, list)
 	if e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	members := res.Sets[set]
 	if members == nil {
 		members = []string{}
 	}
-	writeJSON(w, http.StatusOK, membersAnswer{members})
+	WriteJSON(w, http.StatusOK, membersAnswer{members})
 }
 
 func (s *Server) applyOps(w http.ResponseWriter, r *http.Request) {
 	ct := r.Header.Get("Content-Type")
 	media, _, err := mime.ParseMediaType(ct)
 	if err != nil || (media != "text/plain" && media != "application/json") {
-		writeError(w, &Error{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedType,
+		WriteError(w, &Error{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedType,
 			Message: fmt.Sprintf("Content-Type %q is not accepted; send a ctx-ops header value as text/plain or a JSON list of ops as application/json", ct)})
 		return
 	}
-	body, e := s.readBody(w, r)
+	body, e := ReadBody(w, r, s.opt.MaxBodyBytes)
 	if e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	var list []ops.Op
@@ -280,15 +279,15 @@ func (s *Server) applyOps(w http.ResponseWriter, r *http.Request) {
 		list, err = ops.ParseJSON(body)
 	}
 	if err != nil {
-		writeError(w, badRequest("%v", err))
+		WriteError(w, badRequest("%v", err))
 		return
 	}
 	if len(list) == 0 {
-		writeError(w, badRequest(`the body holds no ops; send e.g. incr;key="orders";by=2 as text/plain`))
+		WriteError(w, badRequest(`the body holds no ops; send e.g. incr;key="orders";by=2 as text/plain`))
 		return
 	}
 	if _, e := s.apply(r, list); e != nil {
-		writeError(w, e)
+		WriteError(w, e)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -302,11 +301,11 @@ func (s *Server) peers(w http.ResponseWriter, r *http.Request) {
 	if list == nil {
 		list = []PeerStatus{}
 	}
-	writeJSON(w, http.StatusOK, peersAnswer{list})
+	WriteJSON(w, http.StatusOK, peersAnswer{list})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, statusAnswer{"ok"})
+	WriteJSON(w, http.StatusOK, statusAnswer{"ok"})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -323,46 +322,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(reasons) > 0 {
-		writeError(w, &Error{Status: http.StatusServiceUnavailable, Code: CodeNotReady, Message: strings.Join(reasons, "; ")})
+		WriteError(w, &Error{Status: http.StatusServiceUnavailable, Code: CodeNotReady, Message: strings.Join(reasons, "; ")})
 		return
 	}
-	writeJSON(w, http.StatusOK, statusAnswer{"ready"})
+	WriteJSON(w, http.StatusOK, statusAnswer{"ready"})
 }
 
 // apply writes list durably (SPEC §3: an acknowledged admin write is on disk).
 func (s *Server) apply(r *http.Request, list []ops.Op) (localstore.Result, *Error) {
 	res, err := s.store.Apply(r.Context(), pathParam(r, "ctx"), list, localstore.Durable)
 	if err != nil {
-		return res, storeError(err)
+		return res, StoreError(err)
 	}
 	return res, nil
-}
-
-// readBody reads the whole body, refusing one over MaxBodyBytes without reading past it.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
-	if r.ContentLength > s.opt.MaxBodyBytes {
-		return nil, s.tooLarge()
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opt.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, s.tooLarge()
-		}
-		return nil, badRequest("reading the body: %v", err)
-	}
-	return body, nil
-}
-
-func (s *Server) tooLarge() *Error {
-	return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeBodyTooLarge,
-		Message: fmt.Sprintf("the body is over %d bytes; send less, or raise admin.max_body_bytes", s.opt.MaxBodyBytes)}
 }
 
 // decode reads a JSON object into v, refusing unknown fields and trailing data. An empty
 // body is an empty object if allowEmpty, else an error.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) *Error {
-	body, e := s.readBody(w, r)
+	body, e := ReadBody(w, r, s.opt.MaxBodyBytes)
 	if e != nil {
 		return e
 	}

@@ -17,10 +17,11 @@ const watchRoute = "GET /v1/watch"
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	refused  *prometheus.CounterVec
 }
 
 func newHTTPMetrics() *httpMetrics {
-	return &httpMetrics{
+	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ctxprop_admin_requests_total",
 			Help: "Admin API requests by route pattern and status code.",
@@ -31,7 +32,15 @@ func newHTTPMetrics() *httpMetrics {
 			// From a cached read (~50µs) to a slow fsync under load (~1s).
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ctxprop_admin_refused_total",
+			Help: "Admin API requests refused as possibly sent by a web page: reason host (Host not loopback, localhost or in admin.allowed_hosts), origin (a write from another origin) or simple_request (a write without a JSON Content-Type or X-Requested-By).",
+		}, []string{"reason"}),
 	}
+	for _, reason := range []string{refusedHost, refusedOrigin, refusedSimple} {
+		m.refused.WithLabelValues(reason) // shown at 0 before the first refusal
+	}
+	return m
 }
 
 func (m *httpMetrics) observe(route string, status int, d time.Duration) {
@@ -47,6 +56,7 @@ func (s *Server) registerMetrics() {
 	for _, c := range []prometheus.Collector{
 		s.metrics.requests,
 		s.metrics.duration,
+		s.metrics.refused,
 		storeCollector{s.store},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ctxprop_admin_requests_in_flight",

@@ -34,17 +34,23 @@ func (s *Server) routes() {
 // unmatchedRoute labels the metrics of requests no route took.
 const unmatchedRoute = "unmatched"
 
-// ServeHTTP-level work shared by every route: draining, path checks, JSON 404/405, metrics.
+// ServeHTTP-level work shared by every route: body read timeout, browser guard, draining,
+// path checks, JSON 404/405, metrics.
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	sw := w.(*statusWriter)
+	s.timeBodyReads(w, r)
+	if e := s.guard(r); e != nil {
+		WriteError(w, e)
+		return
+	}
 	if s.draining.Load() && r.URL.Path != "/healthz" {
 		w.Header().Set("Connection", "close")
-		writeError(w, shuttingDown())
+		WriteError(w, shuttingDown())
 		return
 	}
 	r, perr := normalizePath(r)
 	if perr != nil {
-		writeError(w, perr)
+		WriteError(w, perr)
 		return
 	}
 	h, pattern := s.mux.Handler(r)
@@ -55,15 +61,19 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		if probe.status == http.StatusMethodNotAllowed {
 			allow := probe.header.Get("Allow")
 			w.Header().Set("Allow", allow)
-			writeError(w, &Error{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed,
+			WriteError(w, &Error{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed,
 				Message: r.Method + " is not allowed on " + r.URL.EscapedPath() + "; use " + allow})
 			return
 		}
-		writeError(w, &Error{Status: http.StatusNotFound, Code: CodeNotFound,
+		WriteError(w, &Error{Status: http.StatusNotFound, Code: CodeNotFound,
 			Message: "no API route " + r.Method + " " + r.URL.EscapedPath() + "; see SPEC §3a for the routes (names in paths are percent-encoded)"})
 		return
 	}
 	sw.route = pattern
+	if e := s.writeGuard(r, pattern); e != nil {
+		WriteError(w, e)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 

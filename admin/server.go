@@ -54,6 +54,15 @@ type Options struct {
 	// MaxBodyBytes bounds a request body; a larger one is refused with 413 before it is
 	// read whole. 0 means 1 MiB.
 	MaxBodyBytes int64
+	// BodyReadTimeout is the time allowed between two reads of a request body; a body that
+	// stalls longer is refused with 408 and its connection closed. It bounds nothing else:
+	// watch and event streams last as long as their clients. 0 means 30s.
+	BodyReadTimeout time.Duration
+	// AllowedHosts are the names, besides loopback addresses and localhost, that a
+	// request's Host header may give (compared without case; no port): the names under
+	// which operators reach this listener. Any other Host is refused with 403, so that no
+	// web page reaches the API through DNS rebinding (SPEC §4a). nil allows none.
+	AllowedHosts []string
 	// Store is the local store. Required.
 	Store Store
 	// Peers reports replication peers; nil means none (GET /v1/peers answers an empty list).
@@ -78,6 +87,7 @@ type Server struct {
 	store   Store
 	mux     *http.ServeMux
 	handler http.Handler
+	allowed map[string]bool // Options.AllowedHosts, normalised
 	reg     *prometheus.Registry
 	metrics *httpMetrics
 
@@ -113,6 +123,9 @@ func New(opt Options) *Server {
 	if opt.MaxBodyBytes <= 0 {
 		opt.MaxBodyBytes = 1 << 20
 	}
+	if opt.BodyReadTimeout <= 0 {
+		opt.BodyReadTimeout = 30 * time.Second
+	}
 	if opt.ShutdownTimeout <= 0 {
 		opt.ShutdownTimeout = 10 * time.Second
 	}
@@ -131,6 +144,7 @@ func New(opt Options) *Server {
 		log:      opt.Logger,
 		store:    opt.Store,
 		mux:      http.NewServeMux(),
+		allowed:  allowedHosts(opt.AllowedHosts),
 		reg:      reg,
 		serveErr: make(chan error, 1),
 	}
@@ -147,9 +161,12 @@ func New(opt Options) *Server {
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // Handle adds a route to the admin listener (for OFREP, flags, the web page), with the
-// ServeMux pattern syntax. Those routes get the server's metrics, draining and JSON
-// 404/405 answers. Call it before Open; it panics on a conflicting pattern, as ServeMux
-// does.
+// ServeMux pattern syntax. Those routes get the server's metrics, draining, JSON 404/405
+// answers, body read timeout and browser guard: the Host and Origin checks on every
+// route, and on a route under /v1/ a write (any method but GET, HEAD and OPTIONS) must
+// carry a non-form Content-Type or HeaderRequestedBy. Read bodies with ReadBody and answer
+// errors with WriteError. Call it before Open; it panics on a conflicting pattern, as
+// ServeMux does.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // AddReadyCheck makes GET /readyz answer 503 while check returns an error, reported

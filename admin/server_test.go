@@ -35,6 +35,12 @@ func testLogger(t *testing.T) hclog.Logger {
 
 func newTestEnv(t *testing.T, opt Options, limits localstore.Limits) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, opt, limits, nil)
+}
+
+// newTestEnvWith is newTestEnv with routes added by mount (Server.Handle) before Open.
+func newTestEnvWith(t *testing.T, opt Options, limits localstore.Limits, mount func(*Server)) *testEnv {
+	t.Helper()
 	st := localstore.New(localstore.Options{
 		Path:   filepath.Join(t.TempDir(), "ctxprop.db"),
 		Limits: limits,
@@ -47,6 +53,9 @@ func newTestEnv(t *testing.T, opt Options, limits localstore.Limits) *testEnv {
 	opt.Store = st
 	opt.Logger = testLogger(t).Named("admin")
 	s := New(opt)
+	if mount != nil {
+		mount(s)
+	}
 	if err := s.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +92,7 @@ func (e *testEnv) call(t *testing.T, method, path, contentType, body string) ans
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	req.Header.Set(HeaderRequestedBy, "admin-test") // as the Client sends; guard_test.go tests without it
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
@@ -324,6 +334,14 @@ type countingConn struct {
 	read *atomic.Int64
 }
 
+// CloseWrite lets the server half-close, as it does a *net.TCPConn.
+func (c countingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c countingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.read.Add(int64(n))
@@ -357,7 +375,7 @@ func TestServer_BodyLimit(t *testing.T) {
 				// Write errors are expected once the server has answered and closed.
 				w := bufio.NewWriter(conn)
 				if chunked {
-					fmt.Fprintf(w, "PUT /v1/contexts/c/maps/m/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+					fmt.Fprintf(w, "PUT /v1/contexts/c/maps/m/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
 					chunk := strings.Repeat("a", 32<<10)
 					for sent := 0; sent < size; sent += len(chunk) {
 						if _, err := fmt.Fprintf(w, "%x\r\n%s\r\n", len(chunk), chunk); err != nil {
@@ -366,7 +384,7 @@ func TestServer_BodyLimit(t *testing.T) {
 					}
 					fmt.Fprintf(w, "0\r\n\r\n")
 				} else {
-					fmt.Fprintf(w, "PUT /v1/contexts/c/maps/m/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", size)
+					fmt.Fprintf(w, "PUT /v1/contexts/c/maps/m/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", size)
 					chunk := strings.Repeat("a", 32<<10)
 					for sent := 0; sent < size; sent += len(chunk) {
 						if _, err := w.WriteString(chunk); err != nil {
@@ -443,7 +461,7 @@ func TestServer_InFlightFinishes(t *testing.T) {
 	}
 	defer conn.Close()
 	body := `{"by":7}`
-	fmt.Fprintf(conn, "POST /v1/contexts/f/counters/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:3])
+	fmt.Fprintf(conn, "POST /v1/contexts/f/counters/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:3])
 	// Wait until the handler holds the request, blocked reading the body.
 	deadline := time.Now().Add(5 * time.Second)
 	for e.server.inFlight.Load() != 1 {
@@ -514,7 +532,7 @@ func TestStoreError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.err.Error(), func(t *testing.T) {
-			e := storeError(tt.err)
+			e := StoreError(tt.err)
 			if e.Status != tt.status || e.Code != tt.code || e.Message == "" {
 				t.Errorf("storeError = %+v, want %d %s with a message", e, tt.status, tt.code)
 			}

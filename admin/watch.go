@@ -51,7 +51,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		var err error
 		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
-			writeError(w, badRequest("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v))
+			WriteError(w, badRequest("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v))
 			return
 		}
 	}
@@ -62,7 +62,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 
 	sub, err := s.store.Watch(ctx, name, after)
 	if err != nil {
-		writeError(w, storeError(err))
+		WriteError(w, StoreError(err))
 		return
 	}
 	defer func() { sub.Close() }()

@@ -64,6 +64,9 @@ type Admin struct {
 	AllowNonLoopback bool          // permit a non-loopback Address; default false, as the API has no authentication
 	MaxBodyBytes     int64         // largest request body; default 1 MiB
 	ShutdownTimeout  time.Duration // how long a graceful shutdown may take; default 10s
+	// AllowedHosts: host names the Host header may give besides loopback addresses and
+	// localhost (SPEC §4a, no DNS rebinding); default none.
+	AllowedHosts []string
 }
 
 // Inbound configures the proxy in front of the app.
@@ -208,6 +211,7 @@ func (c *Config) settings() []setting {
 		{"admin", "allow_non_loopback", &c.Admin.AllowNonLoopback},
 		{"admin", "max_body_bytes", &c.Admin.MaxBodyBytes},
 		{"admin", "shutdown_timeout", &c.Admin.ShutdownTimeout},
+		{"admin", "allowed_hosts", &c.Admin.AllowedHosts},
 
 		{"inbound", "address", &c.Inbound.Address},
 		{"inbound", "app", &c.Inbound.App},

@@ -48,6 +48,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"admin.allow_non_loopback", c.Admin.AllowNonLoopback, false},
 		{"admin.max_body_bytes", c.Admin.MaxBodyBytes, int64(1048576)},
 		{"admin.shutdown_timeout", c.Admin.ShutdownTimeout, 10 * time.Second},
+		{"admin.allowed_hosts", len(c.Admin.AllowedHosts), 0},
 		{"inbound.address", c.Inbound.Address, "0.0.0.0:7401"},
 		{"inbound.app", c.Inbound.App, "127.0.0.1:8080"},
 		{"inbound.trust_inbound_ops", c.Inbound.TrustInboundOps, false},
@@ -85,7 +86,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 49; got != want {
+	if got, want := len(c.settings()), 50; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -138,6 +139,7 @@ admin {
   allow_non_loopback = true
   max_body_bytes     = 4096
   shutdown_timeout   = "3s"
+  allowed_hosts      = ["ctxprop-admin.internal", "10.1.2.3"]
 }
 inbound {
   address                 = "0.0.0.0:9001"
@@ -190,7 +192,8 @@ func everyAttributeConfig() Config {
 			MaxContexts: 7, MaxValuesPerContext: 8, MaxValueBytes: 9, MaxSetMembers: 10,
 			ContextTTL: 2 * time.Hour, RequestContextTTL: 90 * time.Minute, FixedTTL: true,
 		},
-		Admin: Admin{Address: "10.1.2.3:7400", AllowNonLoopback: true, MaxBodyBytes: 4096, ShutdownTimeout: 3 * time.Second},
+		Admin: Admin{Address: "10.1.2.3:7400", AllowNonLoopback: true, MaxBodyBytes: 4096, ShutdownTimeout: 3 * time.Second,
+			AllowedHosts: []string{"ctxprop-admin.internal", "10.1.2.3"}},
 		Inbound: Inbound{
 			Address: "0.0.0.0:9001", App: "127.0.0.1:3000", TrustInboundOps: true,
 			ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second,
@@ -221,7 +224,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:47"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:48"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -290,6 +293,10 @@ func TestParse_Errors(t *testing.T) {
 		{"pinned flag name", "flags {\n  pinned = [\"ok\", \"not ok\"]\n}\n", []string{"bad.hcl:2: flags.pinned entry 2 \"not ok\""}},
 		{"negative poll interval", "flags {\n  poll_interval = \"-1s\"\n}\n", []string{"bad.hcl:2: flags.poll_interval is -1s; want more than 0, such as \"2s\""}},
 		{"zero poll interval", "flags {\n\n  poll_interval = \"0\"\n}\n", []string{"bad.hcl:3: flags.poll_interval is 0s; want more than 0"}},
+		{"allowed host with port", "admin {\n  allowed_hosts = [\"ok.example\", \"admin.example:7400\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 2 \"admin.example:7400\" is not a host name"}},
+		{"allowed host as URL", "admin {\n  allowed_hosts = [\"http://admin.example\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"http://admin.example\" is not a host name"}},
+		{"allowed host empty", "admin {\n  allowed_hosts = [\"\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"\" is not a host name"}},
+		{"allowed host wildcard", "admin {\n  allowed_hosts = [\"*.example\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"*.example\" is not a host name"}},
 		{"empty node name", "node {\n  name = \"\"\n}\n", []string{"bad.hcl:2: node.name is empty", "CTXPROP_NODE_NAME"}},
 		{"trusted source", "inbound {\n  trusted_sources = [\"10.0.0.0/8\", \"10.0.0.300\"]\n}\n", []string{"bad.hcl:2: inbound.trusted_sources entry 2 \"10.0.0.300\" is not an IP address or CIDR"}},
 		{"context header", "inbound {\n  context_header = \"X Workflow\"\n}\n", []string{"bad.hcl:2: inbound.context_header \"X Workflow\" is not a header name"}},
@@ -321,6 +328,9 @@ func TestValidate_AcceptsEdgeValues(t *testing.T) {
 	}{
 		{"admin on localhost", func(c *Config) { c.Admin.Address = "localhost:7400" }},
 		{"admin on ::1", func(c *Config) { c.Admin.Address = "[::1]:7400" }},
+		{"allowed hosts", func(c *Config) {
+			c.Admin.AllowedHosts = []string{"ctxprop-admin.internal", "Admin.Example.", "my_host", "10.0.0.7", "::1", "[fe80::1]"}
+		}},
 		{"ephemeral ports", func(c *Config) {
 			c.Admin.Address, c.Inbound.Address, c.Outbound.Address, c.Sync.Address = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		}},
@@ -643,6 +653,7 @@ func TestShippedConfig(t *testing.T) {
 	want := DefaultConfig()
 	want.Node.Name = "pod-a"
 	want.Sync.Peers, want.Flags.Files, want.Flags.Pinned = []string{}, []string{}, []string{}
+	want.Admin.AllowedHosts = []string{}
 	if !reflect.DeepEqual(withoutOrigins(got), want) {
 		t.Fatalf("config.hcl differs from the defaults:\n%+v\nwant\n%+v", withoutOrigins(got), want)
 	}

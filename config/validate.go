@@ -92,6 +92,11 @@ func (c *Config) Validate() error {
 	}
 	positive("admin.max_body_bytes", c.Admin.MaxBodyBytes)
 	positiveDuration("admin.shutdown_timeout", c.Admin.ShutdownTimeout)
+	for i, h := range c.Admin.AllowedHosts {
+		if !isHostName(h) {
+			bad("admin.allowed_hosts", "entry %d %q is not a host name; list bare names as the Host header gives them, such as \"ctxprop-admin.internal\" (no scheme, port or path)", i+1, h)
+		}
+	}
 
 	address("inbound.address", c.Inbound.Address, true)
 	address("inbound.app", c.Inbound.App, false)
@@ -250,6 +255,28 @@ func checkHostPort(addr string, listen bool) error {
 }
 
 func notPrintable(r rune) bool { return !unicode.IsPrint(r) }
+
+// isHostName reports whether h is a DNS name (letters, digits, '-', '_' and dots between
+// labels, a trailing dot allowed) or an IP literal, as a Host header names a server.
+func isHostName(h string) bool {
+	if ip := net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); ip != nil {
+		return true
+	}
+	name := strings.TrimSuffix(h, ".")
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 || strings.IndexFunc(label, notHostChar) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func notHostChar(r rune) bool {
+	return !(r < 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r)) || r == '-' || r == '_')
+}
 
 // notTokenChar reports runes outside the RFC 9110 token characters that W3C baggage keys use.
 func notTokenChar(r rune) bool {

@@ -1,15 +1,11 @@
 package flags
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/ctxprop/ctxprop/admin"
-	"github.com/ctxprop/ctxprop/localstore"
 )
 
 // Routes of Register.
@@ -31,8 +27,10 @@ const (
 //	POST   /ofrep/v1/evaluate/flags         OFREP bulk evaluation
 //	GET    /ofrep/v1/events                 OFREP change notifications (SSE)
 //
-// The /v1 routes answer errors as the admin API does ({"error":{"code","message"}}), the
-// OFREP routes as OFREP does.
+// The /v1 routes answer errors with the admin API's own writer (admin.WriteError: one
+// shape, "limit" included), the OFREP routes as OFREP does. Bodies are read with
+// admin.ReadBody, and the admin server's browser guard covers every route: writes to
+// /v1/flags need a JSON Content-Type or X-Requested-By, OFREP evaluations do not.
 func (f *Flags) Register(mux interface{ Handle(string, http.Handler) }) {
 	mux.Handle("GET "+PathFlags, http.HandlerFunc(f.list))
 	mux.Handle("GET "+PathFlags+"/{key}", http.HandlerFunc(f.get))
@@ -68,42 +66,37 @@ func (f *Flags) list(w http.ResponseWriter, r *http.Request) {
 	if a.Problems == nil {
 		a.Problems = []Problem{}
 	}
-	writeJSON(w, http.StatusOK, a)
+	admin.WriteJSON(w, http.StatusOK, a)
 }
 
 func (f *Flags) get(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	fl := f.Flag(key)
 	if fl == nil {
-		writeAdminError(w, http.StatusNotFound, admin.CodeNotFound, fmt.Sprintf("no flag %q; GET /v1/flags lists them", key))
+		admin.WriteError(w, &admin.Error{Status: http.StatusNotFound, Code: admin.CodeNotFound, Message: fmt.Sprintf("no flag %q; GET /v1/flags lists them", key)})
 		return
 	}
-	writeJSON(w, http.StatusOK, FlagAnswer{Key: key, Source: fl.Source, Definition: fl.definition})
+	admin.WriteJSON(w, http.StatusOK, FlagAnswer{Key: key, Source: fl.Source, Definition: fl.definition})
 }
 
 func (f *Flags) putHandler(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	if f.opt.Store == nil {
-		writeAdminError(w, http.StatusServiceUnavailable, admin.CodeNotReady, "this sidecar has no store for API-managed flags; define flags in flags.files")
+		admin.WriteError(w, &admin.Error{Status: http.StatusServiceUnavailable, Code: admin.CodeNotReady, Message: "this sidecar has no store for API-managed flags; define flags in flags.files"})
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.opt.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeAdminError(w, http.StatusRequestEntityTooLarge, admin.CodeBodyTooLarge, fmt.Sprintf("the body is over %d bytes; a flag definition must be smaller", f.opt.MaxBodyBytes))
-			return
-		}
-		writeAdminError(w, http.StatusBadRequest, admin.CodeBadRequest, "reading the body: "+err.Error())
+	body, e := admin.ReadBody(w, r, f.opt.MaxBodyBytes)
+	if e != nil {
+		admin.WriteError(w, e)
 		return
 	}
 	fl, err := ParseFlag(key, body)
 	if err != nil {
-		writeAdminError(w, http.StatusBadRequest, admin.CodeBadRequest, err.Error()+"; the flag was not changed")
+		admin.WriteError(w, &admin.Error{Status: http.StatusBadRequest, Code: admin.CodeBadRequest, Message: err.Error() + "; the flag was not changed"})
 		return
 	}
 	if err := f.put(r.Context(), key, fl); err != nil {
-		writeStoreError(w, err)
+		admin.WriteError(w, admin.StoreError(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -112,12 +105,12 @@ func (f *Flags) putHandler(w http.ResponseWriter, r *http.Request) {
 func (f *Flags) deleteHandler(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	if f.opt.Store == nil {
-		writeAdminError(w, http.StatusServiceUnavailable, admin.CodeNotReady, "this sidecar has no store for API-managed flags; define flags in flags.files")
+		admin.WriteError(w, &admin.Error{Status: http.StatusServiceUnavailable, Code: admin.CodeNotReady, Message: "this sidecar has no store for API-managed flags; define flags in flags.files"})
 		return
 	}
 	entries, err := f.opt.Store.Map(Context, Map)
 	if err != nil {
-		writeStoreError(w, err)
+		admin.WriteError(w, admin.StoreError(err))
 		return
 	}
 	if _, ok := entries[key]; !ok {
@@ -125,59 +118,12 @@ func (f *Flags) deleteHandler(w http.ResponseWriter, r *http.Request) {
 		if fl := f.Flag(key); fl != nil {
 			msg += fmt.Sprintf("; it is defined in %s: remove it there", fl.Source)
 		}
-		writeAdminError(w, http.StatusNotFound, admin.CodeNotFound, msg)
+		admin.WriteError(w, &admin.Error{Status: http.StatusNotFound, Code: admin.CodeNotFound, Message: msg})
 		return
 	}
 	if err := f.del(r.Context(), key); err != nil {
-		writeStoreError(w, err)
+		admin.WriteError(w, admin.StoreError(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// writeStoreError answers a store error as the admin API does.
-func writeStoreError(w http.ResponseWriter, err error) {
-	var lim *localstore.LimitError
-	switch {
-	case errors.As(err, &lim):
-		if lim.Limit == "max_value_bytes" {
-			writeAdminError(w, http.StatusRequestEntityTooLarge, admin.CodeValueTooLarge, err.Error())
-			return
-		}
-		writeAdminError(w, http.StatusUnprocessableEntity, admin.CodeLimitExceeded, err.Error())
-	case errors.Is(err, localstore.ErrInvalid):
-		writeAdminError(w, http.StatusBadRequest, admin.CodeBadRequest, err.Error())
-	case errors.Is(err, localstore.ErrClosed):
-		writeAdminError(w, http.StatusServiceUnavailable, admin.CodeShuttingDown, "the sidecar is shutting down; retry on another sidecar or once it has restarted")
-	case errors.Is(err, localstore.ErrFailed):
-		writeAdminError(w, http.StatusServiceUnavailable, admin.CodeStoreFailed, err.Error())
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		writeAdminError(w, http.StatusServiceUnavailable, admin.CodeShuttingDown, "the request ended before the write was confirmed on disk; it was applied and will be committed — read it back to check")
-	default:
-		writeAdminError(w, http.StatusInternalServerError, admin.CodeInternal, err.Error())
-	}
-}
-
-func writeAdminError(w http.ResponseWriter, status int, code, msg string) {
-	var b struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	b.Error.Code, b.Error.Message = code, msg
-	writeJSON(w, status, b)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		data = []byte(`{"error":{"code":"internal","message":"encoding the answer failed; report this bug"}}`)
-	}
-	data = append(data, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
-	w.WriteHeader(status)
-	w.Write(data)
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -39,12 +41,14 @@ type bulkFailure struct {
 }
 
 // readContext reads the body of an OFREP request, {"context": {...}}. An empty body is an
-// empty context. It returns an error code and details when the body is refused.
-func (f *Flags) readContext(w http.ResponseWriter, r *http.Request) (ctx map[string]any, canonical []byte, code, details string) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.opt.MaxBodyBytes))
-	if err != nil {
-		return nil, nil, CodeParseError, fmt.Sprintf("reading the request body: %v; send at most %d bytes", err, f.opt.MaxBodyBytes)
+// empty context. It returns the status (400, or the 413/408 of a body over the limit or
+// stalled), an error code and details when the body is refused.
+func (f *Flags) readContext(w http.ResponseWriter, r *http.Request) (ctx map[string]any, canonical []byte, status int, code, details string) {
+	body, e := admin.ReadBody(w, r, f.opt.MaxBodyBytes)
+	if e != nil {
+		return nil, nil, e.Status, CodeParseError, e.Message
 	}
+	status = http.StatusBadRequest
 	ctx = map[string]any{}
 	if len(bytes.TrimSpace(body)) > 0 {
 		var req map[string]json.RawMessage
@@ -53,50 +57,50 @@ func (f *Flags) readContext(w http.ResponseWriter, r *http.Request) (ctx map[str
 			if err != nil {
 				msg = fmt.Sprintf("the body is not JSON (%v)", err)
 			}
-			return nil, nil, CodeParseError, msg + `; send {"context":{"targetingKey":"...", ...}}`
+			return nil, nil, status, CodeParseError, msg + `; send {"context":{"targetingKey":"...", ...}}`
 		}
 		if raw, ok := req["context"]; ok {
 			var v any
 			if err := json.Unmarshal(raw, &v); err != nil {
-				return nil, nil, CodeParseError, fmt.Sprintf("context is not JSON (%v)", err)
+				return nil, nil, status, CodeParseError, fmt.Sprintf("context is not JSON (%v)", err)
 			}
 			switch v := v.(type) {
 			case nil:
 			case map[string]any:
 				ctx = v
 			default:
-				return nil, nil, CodeInvalidContext, fmt.Sprintf("context is %s; it must be an object of attributes", kindOf(v))
+				return nil, nil, status, CodeInvalidContext, fmt.Sprintf("context is %s; it must be an object of attributes", kindOf(v))
 			}
 		}
 	}
 	if tk, ok := ctx["targetingKey"]; ok && tk != nil {
 		if _, ok := tk.(string); !ok {
-			return nil, nil, CodeInvalidContext, fmt.Sprintf("context.targetingKey is %s; it must be a string", kindOf(tk))
+			return nil, nil, status, CodeInvalidContext, fmt.Sprintf("context.targetingKey is %s; it must be a string", kindOf(tk))
 		}
 	}
 	canonical, _ = json.Marshal(ctx) // map keys sorted: equal contexts, equal bytes
-	return ctx, canonical, "", ""
+	return ctx, canonical, 0, "", ""
 }
 
 // evaluateOne serves POST /ofrep/v1/evaluate/flags/{key}.
 func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
-	ectx, canonical, code, details := f.readContext(w, r)
+	ectx, canonical, status, code, details := f.readContext(w, r)
 	if code != "" {
 		f.counters.count(viaOFREP, Result{ErrorCode: code})
-		writeJSON(w, http.StatusBadRequest, failure(key, code, "%s", details))
+		admin.WriteJSON(w, status, failure(key, code, "%s", details))
 		return
 	}
 	fl := f.Flag(key)
 	if fl == nil {
 		f.counters.count(viaOFREP, Result{ErrorCode: CodeFlagNotFound})
-		writeJSON(w, http.StatusNotFound, failure(key, CodeFlagNotFound, "no flag %q; define it in a flag file or with PUT /v1/flags/{key}", key))
+		admin.WriteJSON(w, http.StatusNotFound, failure(key, CodeFlagNotFound, "no flag %q; define it in a flag file or with PUT /v1/flags/{key}", key))
 		return
 	}
 	res := fl.Evaluate(ectx, f.opt.Now())
 	f.counters.count(viaOFREP, res)
 	if !res.OK() {
-		writeJSON(w, http.StatusBadRequest, res)
+		admin.WriteJSON(w, http.StatusBadRequest, res)
 		return
 	}
 	f.writeEvaluation(w, r, res, digestOf(map[string]*Flag{key: fl}, []string{key}), canonical)
@@ -105,10 +109,10 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 // evaluateAll serves POST /ofrep/v1/evaluate/flags: every flag for one context. Flags
 // whose evaluation fails are in the answer with their error code, as OFREP has it.
 func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
-	ectx, canonical, code, details := f.readContext(w, r)
+	ectx, canonical, status, code, details := f.readContext(w, r)
 	if code != "" {
 		f.counters.count(viaOFREP, Result{ErrorCode: code})
-		writeJSON(w, http.StatusBadRequest, bulkFailure{ErrorCode: code, ErrorDetails: details})
+		admin.WriteJSON(w, status, bulkFailure{ErrorCode: code, ErrorDetails: details})
 		return
 	}
 	s := f.snap.Load()
@@ -130,7 +134,7 @@ func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
 func (f *Flags) writeEvaluation(w http.ResponseWriter, r *http.Request, v any, digest string, canonicalCtx []byte) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"errorDetails": "encoding the answer failed; report this bug"})
+		admin.WriteJSON(w, http.StatusInternalServerError, map[string]string{"errorDetails": "encoding the answer failed; report this bug"})
 		return
 	}
 	h := sha256.New()
@@ -165,13 +169,20 @@ func matchETag(values []string, etag string) bool {
 	return false
 }
 
-// eventsURL is the absolute URL of the change stream, as the client reached this server.
+// eventsURL is the absolute URL of the change stream (OFREP's refreshConnections url is a
+// URI) at the address the connection arrived on: the listener's own, never the client's
+// Host header, which a client chooses and the answer must not echo back (SPEC §4a). Served
+// without net/http's server, there is no such address: the path alone then.
 func eventsURL(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
+	addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return PathEvents
 	}
-	return scheme + "://" + r.Host + PathEvents
+	u := url.URL{Scheme: "http", Host: addr.String(), Path: PathEvents}
+	if r.TLS != nil {
+		u.Scheme = "https"
+	}
+	return u.String()
 }
 
 // ChangeEvent is the data of a change stream message (OFREP ADR-0008).
@@ -192,7 +203,7 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			writeAdminError(w, http.StatusBadRequest, admin.CodeBadRequest, fmt.Sprintf("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v))
+			admin.WriteError(w, &admin.Error{Status: http.StatusBadRequest, Code: admin.CodeBadRequest, Message: fmt.Sprintf("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v)})
 			return
 		}
 		last = n

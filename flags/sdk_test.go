@@ -169,6 +169,7 @@ func TestOpenFeatureSDK(t *testing.T) {
 	put := func(key, def string) {
 		t.Helper()
 		req, _ := http.NewRequest("PUT", base+"/v1/flags/"+key, strings.NewReader(def))
+		req.Header.Set("Content-Type", "application/json")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

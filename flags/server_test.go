@@ -41,7 +41,12 @@ type env struct {
 
 func openStore(t testing.TB) *localstore.Store {
 	t.Helper()
-	st := localstore.New(localstore.Options{Path: filepath.Join(t.TempDir(), "ctxprop.db"), Logger: testLogger(t).Named("store")})
+	return openStoreLimits(t, localstore.Limits{})
+}
+
+func openStoreLimits(t testing.TB, limits localstore.Limits) *localstore.Store {
+	t.Helper()
+	st := localstore.New(localstore.Options{Path: filepath.Join(t.TempDir(), "ctxprop.db"), Limits: limits, Logger: testLogger(t).Named("store")})
 	if err := st.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +59,13 @@ func openStore(t testing.TB) *localstore.Store {
 }
 
 func newEnv(t testing.TB, st *localstore.Store, opt Options) *env {
+	t.Helper()
+	return newEnvWith(t, st, opt, admin.Options{})
+}
+
+// newEnvWith is newEnv with the admin server's options (Address, Store and Logger are set
+// here).
+func newEnvWith(t testing.TB, st *localstore.Store, opt Options, adminOpt admin.Options) *env {
 	t.Helper()
 	if st == nil {
 		st = openStore(t)
@@ -69,7 +81,8 @@ func newEnv(t testing.TB, st *localstore.Store, opt Options) *env {
 	if err := f.Open(); err != nil {
 		t.Fatal(err)
 	}
-	srv := admin.New(admin.Options{Address: "127.0.0.1:0", Store: st, Logger: testLogger(t).Named("admin")})
+	adminOpt.Address, adminOpt.Store, adminOpt.Logger = "127.0.0.1:0", st, testLogger(t).Named("admin")
+	srv := admin.New(adminOpt)
 	f.Register(srv)
 	if err := srv.Open(); err != nil {
 		t.Fatal(err)
@@ -108,6 +121,7 @@ func (e *env) do(t testing.TB, method, path, body string, hdr ...string) answer 
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set(admin.HeaderRequestedBy, "flags-test") // as admin.Client sends it
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}

@@ -20,8 +20,8 @@ import (
 )
 
 // browser starts Debian's chromium, headless with a fresh profile, and returns a tab's
-// context. The browser is closed when the test ends.
-func browser(t *testing.T) context.Context {
+// context. The browser is closed when the test ends. extra are more command-line options.
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -40,6 +40,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.WindowSize(1280, 860),
 	}
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	// The first action starts the browser, which lives as long as that action's
 	// context: the bound is on the whole tab, so that a browser that never answers

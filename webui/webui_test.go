@@ -28,8 +28,9 @@ type node struct {
 }
 
 type nodeOptions struct {
-	peers admin.Peers
-	flags http.Handler // mounted at GET /v1/flags when not nil
+	peers        admin.Peers
+	flags        http.Handler // mounted at GET /v1/flags when not nil
+	allowedHosts []string     // admin.Options.AllowedHosts
 }
 
 func startNode(t *testing.T, opt nodeOptions) *node {
@@ -54,10 +55,11 @@ func startNode(t *testing.T, opt nodeOptions) *node {
 func startAdmin(t *testing.T, store *localstore.Store, address string, opt nodeOptions, log hclog.Logger) *admin.Server {
 	t.Helper()
 	srv := admin.New(admin.Options{
-		Address: address,
-		Store:   store,
-		Peers:   opt.peers,
-		Logger:  log.Named("admin"),
+		Address:      address,
+		Store:        store,
+		Peers:        opt.peers,
+		AllowedHosts: opt.allowedHosts,
+		Logger:       log.Named("admin"),
 	})
 	ui := webui.Handler()
 	srv.Handle("GET /{$}", ui)

@@ -504,6 +504,7 @@ func (d *demo) putFlag(ctx context.Context, s *service, key, definition string) 
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Content-Type", "application/json") // a write without it is refused (SPEC §4a)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

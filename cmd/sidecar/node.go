@@ -141,6 +141,7 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		AllowNonLoopback: cfg.Admin.AllowNonLoopback,
 		MaxBodyBytes:     cfg.Admin.MaxBodyBytes,
 		ShutdownTimeout:  cfg.Admin.ShutdownTimeout,
+		AllowedHosts:     cfg.Admin.AllowedHosts,
 		Store:            n.store,
 		Peers:            n.sync.syncer,
 		Logger:           log.Named("admin"),

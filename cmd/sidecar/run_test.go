@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +160,49 @@ func TestRun_Binary_CtlVariableAccepted(t *testing.T) {
 			t.Fatalf("sidecar ctl list still fails after 30s: %v\n%s\nsidecar:\n%s", err, out, logs)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRun_AdminAllowedHosts: admin.allowed_hosts reaches the admin listener: a Host it
+// lists is answered, any other name is refused.
+func TestRun_AdminAllowedHosts(t *testing.T) {
+	isolate(t)
+	t.Setenv("CTXPROP_ADMIN_ALLOWED_HOSTS", "admin.test")
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"run", "-config", filepath.Join(t.TempDir(), "absent.hcl"), "-config-optional"}, &stderr, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	addr := regexp.MustCompile(`sidecar ready: admin=(127\.0\.0\.1:\d+)`)
+	deadline := time.Now().Add(20 * time.Second)
+	var m []string
+	for m = addr.FindStringSubmatch(stderr.String()); m == nil; m = addr.FindStringSubmatch(stderr.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 20s:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+	for host, want := range map[string]int{"admin.test": http.StatusOK, "other.test": http.StatusForbidden, "localhost": http.StatusOK} {
+		req, err := http.NewRequest("GET", "http://"+m[1]+"/v1/contexts", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d %s, want %d", host, resp.StatusCode, body, want)
+		}
 	}
 }
