@@ -20,12 +20,18 @@ func TestPin_ChainKeepsEdgeValue(t *testing.T) {
 		t.Fatalf("PUT: %d %s", r.status, r.body)
 	}
 	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	// Both sidecars belong to one fleet: the second trusts what the first signed.
+	signer, err := headers.NewSigner([][]byte{[]byte("chain-test-fleet-secret-32-bytes")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hopt := headers.Options{Signer: signer, Pinnable: e.flags.Pinnable}
 
 	// Hop 1, the edge: the request carries no pinned flag.
 	edge := httptest.NewRequest("GET", "http://shop/", nil)
 	edge.Header.Set("Traceparent", traceparent)
 	edge.Header.Set("X-User-Id", "u-1")
-	in, _ := headers.ReadInbound(edge.Header, headers.Options{}, headers.Source{Trusted: true})
+	in, _ := headers.ReadInbound(edge.Header, hopt, headers.Source{})
 	in.Flags = e.flags.Pin(edge, in.Flags) // the line the inbound proxy adds
 	toApp := edge.Header.Clone()
 	in.Apply(toApp, trace.SpanContext{})
@@ -44,7 +50,7 @@ func TestPin_ChainKeepsEdgeValue(t *testing.T) {
 
 	// The edge app calls the next service forwarding only traceparent.
 	appOut := http.Header{"Traceparent": {traceparent}}
-	out, _ := headers.ReadOutbound(appOut, headers.Options{}, corr)
+	out, _ := headers.ReadOutbound(appOut, hopt, corr)
 	wire := appOut.Clone()
 	out.Apply(wire, trace.SpanContext{})
 
@@ -52,7 +58,7 @@ func TestPin_ChainKeepsEdgeValue(t *testing.T) {
 	next := httptest.NewRequest("GET", "http://cart/", nil)
 	next.Header = wire
 	next.Header.Set("X-User-Id", "u-1")
-	in2, _ := headers.ReadInbound(next.Header, headers.Options{}, headers.Source{Trusted: true})
+	in2, _ := headers.ReadInbound(next.Header, hopt, headers.Source{})
 	in2.Flags = e.flags.Pin(next, in2.Flags)
 	toApp2 := next.Header.Clone()
 	in2.Apply(toApp2, trace.SpanContext{})
