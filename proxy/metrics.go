@@ -121,7 +121,7 @@ type Collector struct {
 
 	received, requests, duration, gateway *prometheus.Desc
 	headerErrors, droppedOps, storeErrors *prometheus.Desc
-	tunnels                               *prometheus.Desc
+	tunnels, closed                       *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -149,12 +149,18 @@ func NewCollector(p *Proxy) *Collector {
 			"Context writes from the request path (ctx-ops and telemetry) that the store refused; their ops are lost.", nil, nil),
 		tunnels: prometheus.NewDesc("ctxprop_proxy_tunnels_total",
 			"CONNECT tunnels opened by the outbound proxy.", nil, nil),
+		closed: prometheus.NewDesc("ctxprop_proxy_closed_connections_total",
+			"Client connections closed after a response because the request's framing could not be trusted (request smuggling defence, RFC 9112 §6.1, §6.3), by side and reason: "+
+				"content_length_and_transfer_encoding, transfer_encoding_http10, bare_lf, obs_fold, "+
+				"unverified (the proxy could not follow the framing to or past the request), body_error (malformed or cut body), "+
+				"body_unread (the answer ended before the body).",
+			[]string{"side", "reason"}, nil),
 	}
 }
 
 // Describe sends the descriptors of every metric Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels} {
+	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.closed} {
 		ch <- d
 	}
 }
@@ -194,4 +200,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.droppedOps, st.DroppedOps)
 	counter(c.storeErrors, st.StoreErrors)
 	counter(c.tunnels, st.Tunnels)
+	for side := range numSides {
+		for reason := reasonNone + 1; reason < numReasons; reason++ {
+			counter(c.closed, c.p.stats.closes[side][reason].Load(), sideNames[side], reasonNames[reason])
+		}
+	}
 }

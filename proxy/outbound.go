@@ -22,17 +22,25 @@ const msgOriginForm = "ctxprop outbound proxy: this port is the app's forward pr
 
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	p.stats.outbound.Add(1)
+	framing := takeVerdict(w, r)
+	if refuseAmbiguousSwitch(w, r, framing) {
+		p.finishFraming(w, r, sideOutbound, framing, nil, false)
+		return
+	}
 	if r.Method == http.MethodConnect {
-		p.tunnel(w, r)
+		switched := p.tunnel(w, r)
+		p.finishFraming(w, r, sideOutbound, framing, nil, switched)
 		return
 	}
 	// HTTP/1.1 clients name the target in the request line (absolute-form); h2c
 	// clients in :authority, which Go puts in r.Host.
 	if r.URL.Host == "" && (r.ProtoMajor != 2 || r.Host == "") {
+		p.finishFraming(w, r, sideOutbound, framing, nil, false)
 		http.Error(w, msgOriginForm, http.StatusBadRequest)
 		return
 	}
 	if target := r.URL.Host; p.isSelf(target) || (target == "" && p.isSelf(r.Host)) {
+		p.finishFraming(w, r, sideOutbound, framing, nil, false)
 		http.Error(w, "ctxprop outbound proxy: the request is addressed to this proxy itself and would loop; "+
 			"send it to the service's address (the proxy is set in HTTP_PROXY, not in the URL)", http.StatusLoopDetected)
 		return
@@ -79,7 +87,15 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		defer p.outDrn.leave()
 	}
 	fullDuplex(w, r)
-	p.out.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+	ex.body = watchBody(r)
+	defer func() {
+		p.finishFraming(w, r, sideOutbound, framing, ex.body, ex.status == http.StatusSwitchingProtocols)
+	}()
+	out := r.WithContext(context.WithValue(ctx, exchangeKey{}, ex))
+	if ex.body != nil {
+		out.Body = ex.body
+	}
+	p.out.ServeHTTP(w, out)
 }
 
 func (p *Proxy) rewriteOutbound(pr *httputil.ProxyRequest) {
@@ -131,20 +147,21 @@ func (p *Proxy) isSelf(hostport string) bool {
 }
 
 // tunnel serves CONNECT: it dials the target, answers 200 and copies bytes both ways
-// without looking at them (TLS and anything else the app speaks inside).
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
+// without looking at them (TLS and anything else the app speaks inside). It returns
+// true once it has taken the connection over.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) bool {
 	if r.ProtoMajor != 1 {
 		http.Error(w, "ctxprop outbound proxy: CONNECT is served over HTTP/1.1 only", http.StatusHTTPVersionNotSupported)
-		return
+		return false
 	}
 	target := r.Host
 	if p.isSelf(target) {
 		http.Error(w, "ctxprop outbound proxy: CONNECT to this proxy itself would loop", http.StatusLoopDetected)
-		return
+		return false
 	}
 	if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
 		http.Error(w, "ctxprop outbound proxy: CONNECT needs host:port, got "+target, http.StatusBadRequest)
-		return
+		return false
 	}
 	p.outDrn.enter()
 	defer p.outDrn.leave()
@@ -159,13 +176,18 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 			p.log.Warn("tunnel failed", "target", target, "error", err)
 		}
 		http.Error(w, msg, status)
-		return
+		return false
 	}
 	defer up.Close()
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		http.Error(w, "ctxprop outbound proxy: cannot take over the connection for CONNECT: "+err.Error(), http.StatusInternalServerError)
-		return
+		return false
+	}
+	// The tunnel copies between the sockets themselves: on Linux io.Copy splices
+	// between two *net.TCPConn without the bytes entering user space.
+	if fc, ok := conn.(*framedConn); ok {
+		conn = fc.Conn
 	}
 	defer conn.Close()
 	// Close cuts the tunnel by cancelling the base context, which request contexts
@@ -176,14 +198,14 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	})
 	defer stop()
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
-		return
+		return true
 	}
 	// Bytes the client sent after its CONNECT header may already sit in the
 	// server's buffer.
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		if _, err := up.Write(b); err != nil {
-			return
+			return true
 		}
 	}
 	done := make(chan struct{})
@@ -193,6 +215,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	}()
 	splice(conn, up)
 	<-done
+	return true
 }
 
 // splice copies src to dst until EOF or error, then half-closes dst so the peer sees

@@ -48,11 +48,12 @@ type Proxy struct {
 	closing  sync.Once
 	closeErr error
 
-	stats     counters
-	reqs      requestMetrics // by status class and latency, for Collector
-	logHeader throttle
-	logStore  throttle
-	logUp     throttle
+	stats      counters
+	reqs       requestMetrics // by status class and latency, for Collector
+	logHeader  throttle
+	logStore   throttle
+	logUp      throttle
+	logFraming throttle
 }
 
 // New checks opt and builds a Proxy. It binds nothing and starts no goroutine.
@@ -115,6 +116,7 @@ func (p *Proxy) newServer(h http.Handler, errLog *log.Logger) *http.Server {
 		MaxHeaderBytes:    p.opt.MaxHeaderBytes,
 		ErrorLog:          errLog,
 		BaseContext:       func(net.Listener) context.Context { return p.base },
+		ConnContext:       connContext,
 	}
 }
 
@@ -169,7 +171,8 @@ func (p *Proxy) serve(srv *http.Server, ln net.Listener, name string) {
 	p.serving.Add(1)
 	go func() {
 		defer p.serving.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// framingListener lets the handlers see how each request was framed on the wire.
+		if err := srv.Serve(framingListener{ln}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("listener stopped", "listener", name, "error", err)
 		}
 	}()

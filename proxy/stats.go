@@ -28,6 +28,8 @@ type Stats struct {
 type counters struct {
 	inbound, outbound, tunnels, upstream, droppedOps, store atomic.Uint64
 	traceparent, tracestate, baggage, ctxOps, otherHeader   atomic.Uint64
+	// closes counts the client connections closed after a response, by side and why.
+	closes [numSides][numReasons]atomic.Uint64
 }
 
 // Stats returns a snapshot of the proxy's counts.
