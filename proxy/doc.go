@@ -37,5 +37,6 @@
 // Both listeners defend against request smuggling (SPEC §4a): a connection ends after
 // the answer to a request whose framing a front end could read another way (Content-
 // Length with Transfer-Encoding, Transfer-Encoding on HTTP/1.0, bare LF, obs-fold) or
-// whose body did not end cleanly; framing.go and guard.go say how.
+// whose body did not end cleanly; framing.go and guard.go say how. The inbound side
+// bounds the wait for request body data (Options.BodyTimeout).
 package proxy

@@ -37,20 +37,21 @@ import (
 type closeReason uint8
 
 const (
-	reasonNone       closeReason = iota
-	reasonCLTE                   // Content-Length and Transfer-Encoding together
-	reasonTE10                   // Transfer-Encoding on HTTP/1.0, which net/http ignores
-	reasonBareLF                 // a header line ended by LF alone
-	reasonObsFold                // a header line folded onto the next (obs-fold)
-	reasonUnverified             // the framing could not be followed up to or past this request
-	reasonBodyError              // the request body was malformed
-	reasonBodyUnread             // the exchange ended before the request body did
+	reasonNone        closeReason = iota
+	reasonCLTE                    // Content-Length and Transfer-Encoding together
+	reasonTE10                    // Transfer-Encoding on HTTP/1.0, which net/http ignores
+	reasonBareLF                  // a header line ended by LF alone
+	reasonObsFold                 // a header line folded onto the next (obs-fold)
+	reasonUnverified              // the framing could not be followed up to or past this request
+	reasonBodyError               // the request body was malformed
+	reasonBodyUnread              // the exchange ended before the request body did
+	reasonBodyTimeout             // the client stalled its body longer than Options.BodyTimeout
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"", "content_length_and_transfer_encoding", "transfer_encoding_http10", "bare_lf", "obs_fold",
-	"unverified", "body_error", "body_unread",
+	"unverified", "body_error", "body_unread", "body_timeout",
 }
 
 // reasonText explains each reason in a log line.
@@ -63,6 +64,7 @@ var reasonText = [numReasons]string{
 	"the proxy cannot follow this connection's framing up to or past this request (a chunked trailer, deep pipelining, a header it cannot read)",
 	"the request body is malformed",
 	"the response ended before the request body was read to its end",
+	"the client sent no body data for longer than the body timeout",
 }
 
 // framingListener wraps each accepted connection in a framedConn.

@@ -6,9 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // The per-request half of the framing defence (framing.go has the per-connection half):
@@ -21,33 +23,59 @@ import (
 // itself: a request whose body did not end cleanly, or whose framing was ambiguous, ends
 // its connection after the response.
 
-// watchBody wraps r's body for the exchange, or returns nil when r has none.
-func watchBody(r *http.Request) *bodyWatch {
+// watchBody wraps r's body for the exchange, or returns nil when r has none. timeout > 0
+// bounds the wait for each read (inbound.body_timeout).
+func watchBody(w http.ResponseWriter, r *http.Request, timeout time.Duration) *bodyWatch {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil
 	}
-	if r.ProtoMajor != 1 {
-		return nil // HTTP/2 frames its bodies
+	if r.ProtoMajor != 1 && timeout <= 0 {
+		return nil // HTTP/2 frames its bodies: only the timeout needs the watch
 	}
-	return &bodyWatch{ReadCloser: r.Body}
+	b := &bodyWatch{ReadCloser: r.Body, timeout: timeout, h2: r.ProtoMajor == 2}
+	if timeout > 0 {
+		b.rc = http.NewResponseController(w)
+	}
+	return b
 }
 
 // bodyWatch is a request body on its way upstream. The Transport reads it on a goroutine
 // of its own, possibly after the handler has returned, while the handler goroutine owns
-// the ResponseWriter: the handler reads the outcome under mu.
+// the ResponseWriter: the handler reads the outcome under mu, and disarms the deadline
+// refresh before it returns, after which the ResponseController must not be used.
 type bodyWatch struct {
 	io.ReadCloser
+	timeout time.Duration
+	h2      bool
 
-	mu  sync.Mutex
-	err error // how the body ended: io.EOF when cleanly; nil while it has not
+	mu       sync.Mutex
+	rc       *http.ResponseController // nil: no timeout
+	disarmed bool
+	err      error // how the body ended: io.EOF when cleanly; nil while it has not
 }
 
 func (b *bodyWatch) Read(p []byte) (int, error) {
+	if b.timeout > 0 {
+		b.arm()
+	}
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
 		b.end(err)
 	}
 	return n, err
+}
+
+// arm gives the coming read b.timeout: the body timeout is the time allowed between two
+// successful reads (nginx's client_body_timeout), not a bound on the whole body, which
+// may stream for as long as the exchange lasts.
+func (b *bodyWatch) arm() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rc != nil && !b.disarmed && b.err == nil {
+		if err := b.rc.SetReadDeadline(time.Now().Add(b.timeout)); err != nil {
+			b.rc = nil // the ResponseWriter has no deadlines: no timeout, as before
+		}
+	}
 }
 
 func (b *bodyWatch) end(err error) {
@@ -57,6 +85,18 @@ func (b *bodyWatch) end(err error) {
 		return
 	}
 	b.err = err
+	// An HTTP/2 deadline is a timer of the stream that would fire later; an HTTP/1
+	// one is cleared by net/http when it starts its background read after the body.
+	if err == io.EOF && b.h2 && b.rc != nil && !b.disarmed {
+		b.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+// disarm stops the deadline refresh; the handler calls it before it returns.
+func (b *bodyWatch) disarm() {
+	b.mu.Lock()
+	b.disarmed = true
+	b.mu.Unlock()
 }
 
 // outcome says how the body ended so far: reasonNone when read cleanly to its end,
@@ -70,6 +110,8 @@ func (b *bodyWatch) outcome() (closeReason, error) {
 		return reasonNone, nil
 	case err == nil:
 		return reasonBodyUnread, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return reasonBodyTimeout, err
 	default:
 		return reasonBodyError, err
 	}
@@ -109,12 +151,19 @@ func refuseAmbiguousSwitch(w http.ResponseWriter, r *http.Request, reason closeR
 // why, and tells net/http. reason is the verdict taken at the start; switched is true
 // when the connection left HTTP (101, CONNECT), which leaves nothing to close.
 func (p *Proxy) finishFraming(w http.ResponseWriter, r *http.Request, side int, reason closeReason, body *bodyWatch, switched bool) {
+	if body != nil {
+		body.disarm()
+	}
 	if switched {
 		return
 	}
 	var bodyErr error
 	if reason == reasonNone && body != nil {
-		reason, bodyErr = body.outcome()
+		var br closeReason
+		br, bodyErr = body.outcome()
+		if r.ProtoMajor == 1 || br == reasonBodyTimeout {
+			reason = br
+		}
 	}
 	if reason == reasonNone && r.ProtoMajor == 1 {
 		if fc := framedConnOf(r); fc != nil && !fc.following() {
@@ -135,9 +184,15 @@ func (p *Proxy) finishFraming(w http.ResponseWriter, r *http.Request, side int, 
 		if bodyErr != nil {
 			args = append(args, "error", bodyErr)
 		}
-		p.log.Warn("client connection closed after the response: "+reasonText[reason], args...)
+		msg := "client connection closed after the response: " + reasonText[reason]
+		if r.ProtoMajor != 1 {
+			msg = "request stream ended: " + reasonText[reason]
+		}
+		p.log.Warn(msg, args...)
 	}
-	closeAfterResponse(w)
+	if r.ProtoMajor == 1 {
+		closeAfterResponse(w)
+	}
 }
 
 // closeAfterResponse makes net/http close the connection once the response in progress
@@ -151,27 +206,38 @@ func closeAfterResponse(w http.ResponseWriter) {
 	io.Copy(io.Discard, limited)
 }
 
-// answerBodyError answers a request whose body failed while it was forwarded: 400 when
-// the body was malformed or cut, nothing when the client's connection broke. It returns
-// false when the body did not fail.
+// answerBodyError answers a request whose body failed while it was forwarded: 408 when
+// the client stalled, 400 when the body was malformed or cut, nothing when the client's
+// connection broke. It returns false when the body did not fail.
 func (p *Proxy) answerBodyError(w http.ResponseWriter, r *http.Request, ex *exchange) bool {
 	if ex == nil || ex.body == nil {
 		return false
 	}
-	_, err := ex.body.outcome()
+	reason, err := ex.body.outcome()
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) {
+	var status int
+	var msg string
+	switch {
+	case reason == reasonBodyTimeout:
+		status = http.StatusRequestTimeout
+		msg = fmt.Sprintf("ctxprop: the request body stalled: no data for %s (inbound.body_timeout); the request was cancelled and the connection is closed\n", p.opt.BodyTimeout)
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
 		ex.status = statusClientGone
 		return true
+	default:
+		status = http.StatusBadRequest
+		msg = fmt.Sprintf("ctxprop: the request body could not be read: %v; the request was cancelled and the connection is closed\n", err)
 	}
-	ex.status = http.StatusBadRequest
+	ex.status = status
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Connection", "close")
-	w.WriteHeader(http.StatusBadRequest)
-	fmt.Fprintf(w, "ctxprop: the request body could not be read: %v; the request was cancelled and the connection is closed\n", err)
+	if r.ProtoMajor == 1 {
+		h.Set("Connection", "close") // over HTTP/2 it would end every stream of the connection
+	}
+	w.WriteHeader(status)
+	io.WriteString(w, msg)
 	return true
 }

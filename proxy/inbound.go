@@ -107,7 +107,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		defer p.inDrain.leave()
 	}
 	fullDuplex(w, r)
-	ex.body = watchBody(r)
+	ex.body = watchBody(w, r, p.opt.BodyTimeout)
 	defer func() {
 		p.finishFraming(w, r, sideInbound, framing, ex.body, ex.upgraded)
 		// ReverseProxy aborts with a panic when a streamed body breaks midway;

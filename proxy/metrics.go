@@ -153,7 +153,7 @@ func NewCollector(p *Proxy) *Collector {
 			"Client connections closed after a response because the request's framing could not be trusted (request smuggling defence, RFC 9112 §6.1, §6.3), by side and reason: "+
 				"content_length_and_transfer_encoding, transfer_encoding_http10, bare_lf, obs_fold, "+
 				"unverified (the proxy could not follow the framing to or past the request), body_error (malformed or cut body), "+
-				"body_unread (the answer ended before the body).",
+				"body_unread (the answer ended before the body), body_timeout (no body data for inbound.body_timeout; over HTTP/2 the stream ends).",
 			[]string{"side", "reason"}, nil),
 	}
 }

@@ -87,6 +87,13 @@ type Options struct {
 	// MaxHeaderBytes limits the size of a request header (HTTP/1.1 request line
 	// included, HTTP/2 header list); larger requests get 431. Zero means 64 KiB.
 	MaxHeaderBytes int
+	// BodyTimeout is the longest wait for the next bytes of an inbound request body
+	// (config inbound.body_timeout; nginx's client_body_timeout): the time allowed
+	// between two successful reads, not for the whole body, which may stream as long as
+	// it keeps moving. Past it the client gets 408 if no response has started, the
+	// app's request is cancelled and the connection (an HTTP/2 stream) ends. Zero means
+	// 60s; negative, none.
+	BodyTimeout time.Duration
 
 	// CorrelationSize is how many in-flight inbound requests are remembered by
 	// trace-id, so an app that forwards only traceparent keeps its context on its
@@ -104,6 +111,7 @@ const (
 	DefaultReadHeaderTimeout   = 10 * time.Second
 	DefaultIdleTimeout         = 90 * time.Second
 	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultBodyTimeout         = 60 * time.Second
 	DefaultCorrelationSize     = 16384
 	DefaultCorrelationTimeout  = 10 * time.Minute
 )
@@ -119,6 +127,7 @@ func DefaultOptions() Options {
 		ReadHeaderTimeout:   DefaultReadHeaderTimeout,
 		IdleTimeout:         DefaultIdleTimeout,
 		MaxHeaderBytes:      DefaultMaxHeaderBytes,
+		BodyTimeout:         DefaultBodyTimeout,
 		CorrelationSize:     DefaultCorrelationSize,
 		CorrelationTimeout:  DefaultCorrelationTimeout,
 	}
@@ -172,6 +181,7 @@ func (o Options) withDefaults() Options {
 	o.ResponseHeaderTimeout = max(o.ResponseHeaderTimeout, 0)
 	dur(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	dur(&o.IdleTimeout, DefaultIdleTimeout)
+	dur(&o.BodyTimeout, DefaultBodyTimeout)
 	dur(&o.CorrelationTimeout, DefaultCorrelationTimeout)
 	if o.MaxIdleConnsPerHost == 0 {
 		o.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost

@@ -87,7 +87,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		defer p.outDrn.leave()
 	}
 	fullDuplex(w, r)
-	ex.body = watchBody(r)
+	ex.body = watchBody(w, r, 0)
 	defer func() {
 		p.finishFraming(w, r, sideOutbound, framing, ex.body, ex.status == http.StatusSwitchingProtocols)
 	}()
