@@ -20,6 +20,10 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	if p.answerBodyError(w, r, ex) {
 		return
 	}
+	if errors.Is(err, errLoopbackTarget) {
+		p.refuseLoopbackTarget(w, r, ex, err)
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client left (or Close cut the request): nobody to answer.
 		if ex != nil {

@@ -121,7 +121,7 @@ type Collector struct {
 
 	received, requests, duration, gateway *prometheus.Desc
 	headerErrors, droppedOps, storeErrors *prometheus.Desc
-	tunnels, closed                       *prometheus.Desc
+	tunnels, closed, refused              *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -155,12 +155,15 @@ func NewCollector(p *Proxy) *Collector {
 				"unverified (the proxy could not follow the framing to or past the request), body_error (malformed or cut body), "+
 				"body_unread (the answer ended before the body), body_timeout (no body data for inbound.body_timeout; over HTTP/2 the stream ends).",
 			[]string{"side", "reason"}, nil),
+		refused: prometheus.NewDesc("ctxprop_proxy_refused_total",
+			"Requests the proxy refused with 403, by side and reason: loopback_target (a client outside the pod asked the outbound proxy for a loopback or unspecified address).",
+			[]string{"side", "reason"}, nil),
 	}
 }
 
 // Describe sends the descriptors of every metric Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.closed} {
+	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.closed, c.refused} {
 		ch <- d
 	}
 }
@@ -205,4 +208,5 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.closed, c.p.stats.closes[side][reason].Load(), sideNames[side], reasonNames[reason])
 		}
 	}
+	counter(c.refused, c.p.stats.loopbackRefused.Load(), sideNames[sideOutbound], "loopback_target")
 }

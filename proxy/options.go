@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,8 +46,14 @@ type Options struct {
 	// ("127.0.0.1:8080"). Required when InboundAddress is set.
 	App string
 	// OutboundAddress is the address of the outbound forward proxy, the app's
-	// HTTP_PROXY ("127.0.0.1:7402"). Empty means no outbound listener.
+	// HTTP_PROXY ("127.0.0.1:7402"). Empty means no outbound listener. A host that is
+	// not loopback needs OutboundNonLoopback.
 	OutboundAddress string
+	// OutboundNonLoopback permits an OutboundAddress that other hosts can reach
+	// (config outbound.allow_non_loopback). False, the default, refuses one: the proxy
+	// has no authentication. Either way a client that is not on loopback never reaches a
+	// loopback or unspecified address through it (403).
+	OutboundNonLoopback bool
 
 	// TrustInboundOps applies ctx-ops found on requests from other pods (config
 	// trust_inbound_ops). False drops them with a log line (SPEC §4).
@@ -141,8 +148,13 @@ func (o *Options) Validate() error {
 		}
 	}
 	if o.OutboundAddress != "" {
-		if _, _, err := net.SplitHostPort(o.OutboundAddress); err != nil {
+		host, _, err := net.SplitHostPort(o.OutboundAddress)
+		if err != nil {
 			return fmt.Errorf("outbound address %q: %w; want host:port such as 127.0.0.1:7402", o.OutboundAddress, err)
+		}
+		if !o.OutboundNonLoopback && !loopbackHost(host) {
+			return fmt.Errorf("outbound address %s is not loopback: any host that reaches it could use the proxy, which has no authentication; "+
+				"bind 127.0.0.1 or set outbound.allow_non_loopback = true", o.OutboundAddress)
 		}
 	}
 	if o.InboundAddress != "" && o.App == "" {
@@ -196,4 +208,13 @@ func (o Options) withDefaults() Options {
 		o.Logger = hclog.NewNullLogger()
 	}
 	return o
+}
+
+// loopbackHost reports whether a listener on host is reachable from this host only.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

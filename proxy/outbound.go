@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -27,8 +31,9 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.finishFraming(w, r, sideOutbound, framing, nil, false)
 		return
 	}
+	remote := !fromLoopback(r)
 	if r.Method == http.MethodConnect {
-		switched := p.tunnel(w, r)
+		switched := p.tunnel(w, r, remote)
 		p.finishFraming(w, r, sideOutbound, framing, nil, switched)
 		return
 	}
@@ -95,6 +100,13 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if ex.body != nil {
 		out.Body = ex.body
 	}
+	// A client from outside the pod gets a transport of its own, whose dialer refuses
+	// loopback targets: a dial-time check would not see the pooled connections that
+	// the app's own requests left to the same addresses.
+	if remote {
+		p.outRemote.ServeHTTP(w, out)
+		return
+	}
 	p.out.ServeHTTP(w, out)
 }
 
@@ -147,9 +159,9 @@ func (p *Proxy) isSelf(hostport string) bool {
 }
 
 // tunnel serves CONNECT: it dials the target, answers 200 and copies bytes both ways
-// without looking at them (TLS and anything else the app speaks inside). It returns
-// true once it has taken the connection over.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) bool {
+// without looking at them (TLS and anything else the app speaks inside). remote says the
+// client is not on loopback. It returns true once it has taken the connection over.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, remote bool) bool {
 	if r.ProtoMajor != 1 {
 		http.Error(w, "ctxprop outbound proxy: CONNECT is served over HTTP/1.1 only", http.StatusHTTPVersionNotSupported)
 		return false
@@ -165,9 +177,17 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) bool {
 	}
 	p.outDrn.enter()
 	defer p.outDrn.leave()
-	p.stats.tunnels.Add(1)
 
-	up, err := p.dialer.DialContext(r.Context(), "tcp", target)
+	dialer := p.dialer
+	if remote {
+		dialer = p.remoteDialer
+	}
+	up, err := dialer.DialContext(r.Context(), "tcp", target)
+	if errors.Is(err, errLoopbackTarget) {
+		p.refuseLoopbackTarget(w, r, nil, err)
+		return false
+	}
+	p.stats.tunnels.Add(1)
 	if err != nil {
 		status, msg := describeUpstreamError(err, target, false, p.opt)
 		p.stats.upstream.Add(1)
@@ -230,4 +250,63 @@ func splice(dst, src net.Conn) {
 	// An error in one direction ends both.
 	dst.Close()
 	src.Close()
+}
+
+// loopbackTargetError is the dial error of the transport that serves clients from outside
+// the pod (Options.OutboundNonLoopback) when a target resolves to a loopback or
+// unspecified address: through the proxy such a client would reach the pod's own
+// loopback services, the admin API among them.
+type loopbackTargetError struct{ addr netip.Addr }
+
+func (e *loopbackTargetError) Error() string {
+	return "dialled address " + e.addr.String() + " is loopback or unspecified"
+}
+
+// errLoopbackTarget matches every *loopbackTargetError with errors.Is.
+var errLoopbackTarget = &loopbackTargetError{}
+
+func (e *loopbackTargetError) Is(target error) bool { return target == errLoopbackTarget }
+
+// refuseLoopbackDial is the ControlContext of the dialer for clients from outside the
+// pod. It runs for each address a host name resolved to, before connecting, so that no
+// name ("localhost", a DNS record pointing at 127.0.0.1) gets around it.
+func refuseLoopbackDial(_ context.Context, _, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("cannot check the dialled address %q: %w", address, err)
+	}
+	if ip := ap.Addr().Unmap(); ip.IsLoopback() || ip.IsUnspecified() {
+		return &loopbackTargetError{addr: ip}
+	}
+	return nil
+}
+
+// fromLoopback reports whether r's client is on this host's loopback, as the app is.
+func fromLoopback(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// refuseLoopbackTarget answers 403 to a client from outside the pod whose target
+// resolved to a loopback or unspecified address.
+func (p *Proxy) refuseLoopbackTarget(w http.ResponseWriter, r *http.Request, ex *exchange, err error) {
+	target := r.URL.Host
+	if r.Method == http.MethodConnect || target == "" {
+		target = r.Host
+	}
+	addr := "a loopback or unspecified address"
+	var le *loopbackTargetError
+	if errors.As(err, &le) {
+		addr = le.addr.String()
+	}
+	if ex != nil {
+		ex.status = http.StatusForbidden
+	}
+	p.stats.loopbackRefused.Add(1)
+	if p.logRefused.allow() {
+		p.log.Warn("refused a loopback target to a client outside the pod", "client", r.RemoteAddr, "target", target, "address", addr)
+	}
+	http.Error(w, fmt.Sprintf("ctxprop outbound proxy: refused: %s resolves to %s, and clients from outside the pod (this one is %s) "+
+		"may not reach the pod's loopback services through the proxy; outbound.allow_non_loopback opens the proxy to other hosts, never to loopback",
+		target, addr, r.RemoteAddr), http.StatusForbidden)
 }

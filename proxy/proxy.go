@@ -34,6 +34,12 @@ type Proxy struct {
 	inSrv, outSrv   *http.Server
 	inDrain, outDrn tracker // hijacked exchanges, which http.Server.Shutdown does not wait for
 
+	// outRemote serves outbound clients from outside the pod; its dialer refuses
+	// loopback targets (see refuseLoopbackDial) and its pools are its own.
+	outRemote    *httputil.ReverseProxy
+	outRemoteT   *router
+	remoteDialer *net.Dialer
+
 	// base is the parent of every request context. Close cancels it when the drain
 	// deadline passes, which ends WebSockets and tunnels still open.
 	base       context.Context
@@ -54,6 +60,7 @@ type Proxy struct {
 	logStore   throttle
 	logUp      throttle
 	logFraming throttle
+	logRefused throttle
 }
 
 // New checks opt and builds a Proxy. It binds nothing and starts no goroutine.
@@ -71,6 +78,11 @@ func New(opt Options) (*Proxy, error) {
 			Timeout:   opt.DialTimeout,
 			KeepAlive: 30 * time.Second,
 		},
+		remoteDialer: &net.Dialer{
+			Timeout:        opt.DialTimeout,
+			KeepAlive:      30 * time.Second,
+			ControlContext: refuseLoopbackDial,
+		},
 	}
 	if opt.TracerProvider != nil {
 		p.tracer = opt.TracerProvider.Tracer("github.com/ctxprop/ctxprop/proxy")
@@ -79,6 +91,7 @@ func New(opt Options) (*Proxy, error) {
 	errLog := p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	p.inT = newRouter(opt, p.dialer, 0)
 	p.outT = newRouter(opt, p.dialer, opt.IdleTimeout)
+	p.outRemoteT = newRouter(opt, p.remoteDialer, opt.IdleTimeout)
 	p.in = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteInbound,
 		Transport:      p.inT,
@@ -90,6 +103,14 @@ func New(opt Options) (*Proxy, error) {
 	p.out = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteOutbound,
 		Transport:      p.outT,
+		ModifyResponse: p.modifyOutbound,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       errLog,
+		BufferPool:     copyBuffers,
+	}
+	p.outRemote = &httputil.ReverseProxy{
+		Rewrite:        p.rewriteOutbound,
+		Transport:      p.outRemoteT,
 		ModifyResponse: p.modifyOutbound,
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       errLog,
@@ -238,6 +259,7 @@ func (p *Proxy) close(ctx context.Context) error {
 	p.serving.Wait()
 	p.inT.closeIdle()
 	p.outT.closeIdle()
+	p.outRemoteT.closeIdle()
 	return errors.Join(errs...)
 }
 

@@ -30,6 +30,9 @@ type counters struct {
 	traceparent, tracestate, baggage, ctxOps, otherHeader   atomic.Uint64
 	// closes counts the client connections closed after a response, by side and why.
 	closes [numSides][numReasons]atomic.Uint64
+	// loopbackRefused counts the outbound requests and tunnels of clients outside the
+	// pod refused for a loopback target.
+	loopbackRefused atomic.Uint64
 }
 
 // Stats returns a snapshot of the proxy's counts.
