@@ -71,11 +71,13 @@ type Inbound struct {
 	IdleTimeout           time.Duration // keep-alive idle limit; default 90s
 	ResponseHeaderTimeout time.Duration // wait for the app's response headers; default 0, no limit
 	MaxHeaderBytes        int           // default 65536
+	BodyTimeout           time.Duration // longest wait between two reads of a request body; default 60s, 0 none
 }
 
 // Outbound configures the forward proxy the app uses as HTTP_PROXY.
 type Outbound struct {
 	Address             string        // default "127.0.0.1:7402"
+	AllowNonLoopback    bool          // permit a non-loopback Address; default false, as the proxy has no authentication
 	MaxIdleConnsPerHost int           // default 256
 	DialTimeout         time.Duration // default 5s
 }
@@ -138,6 +140,7 @@ func DefaultConfig() Config {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       90 * time.Second,
 			MaxHeaderBytes:    65_536,
+			BodyTimeout:       60 * time.Second,
 		},
 		Outbound: Outbound{
 			Address:             "127.0.0.1:7402",
@@ -198,8 +201,10 @@ func (c *Config) settings() []setting {
 		{"inbound", "idle_timeout", &c.Inbound.IdleTimeout},
 		{"inbound", "response_header_timeout", &c.Inbound.ResponseHeaderTimeout},
 		{"inbound", "max_header_bytes", &c.Inbound.MaxHeaderBytes},
+		{"inbound", "body_timeout", &c.Inbound.BodyTimeout},
 
 		{"outbound", "address", &c.Outbound.Address},
+		{"outbound", "allow_non_loopback", &c.Outbound.AllowNonLoopback},
 		{"outbound", "max_idle_conns_per_host", &c.Outbound.MaxIdleConnsPerHost},
 		{"outbound", "dial_timeout", &c.Outbound.DialTimeout},
 
