@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -113,9 +114,13 @@ func TestOutbound_RemoteClientCannotReachLoopback(t *testing.T) {
 	if n := secretHits.Load(); n != 0 {
 		t.Fatalf("a client outside the pod reached the loopback-only service %d times", n)
 	}
-	if got, want := p.stats.loopbackRefused.Load(), uint64(7); got != want {
-		t.Errorf("refused loopback targets counted %d, want %d", got, want)
-	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(p))
+	waitMetrics(t, reg, `
+# HELP ctxprop_proxy_refused_total Requests the proxy refused with 403, by side and reason: loopback_target (a client outside the pod asked the outbound proxy for a loopback or unspecified address).
+# TYPE ctxprop_proxy_refused_total counter
+ctxprop_proxy_refused_total{reason="loopback_target",side="outbound"} 7
+`)
 
 	// The app, on loopback, still reaches loopback services through the same proxy.
 	local := proxiedClient(t, p)
