@@ -122,11 +122,22 @@ inbound {
   # The same for a baggage member, such as "workflow.id"; "ctx.name" takes the ctx.name
   # of any caller (never its ctx.flag.* members). Empty: none.
   context_baggage = ""
+  # Longest wait for the next bytes of a request body once it has started (nginx's
+  # client_body_timeout): a client that stalls its body longer gets 408, the app's request
+  # is cancelled and the connection closes. Not a limit on the whole body, which may stream
+  # as long as it keeps moving; raise it for client streams that pause longer (a quiet
+  # gRPC client stream counts too). "0" means no limit.
+  body_timeout = "60s"
 }
 
 outbound {
   # Forward proxy for the app's own calls: the app's HTTP_PROXY is http://127.0.0.1:7402.
   address = "127.0.0.1:7402"
+  # Set to true only to listen on a non-loopback address: the proxy has no authentication,
+  # so anyone who reaches it sends requests from the pod. Even then, clients that are not
+  # on loopback are refused (403) any target that is or resolves to a loopback address, so
+  # they never reach the pod's own services such as the admin API.
+  allow_non_loopback = false
   # Idle connections kept per upstream host.
   max_idle_conns_per_host = 256
   # Time allowed to connect to an upstream.

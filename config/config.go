@@ -89,11 +89,13 @@ type Inbound struct {
 	// ContextBaggage is the same for a baggage member; "ctx.name" takes any caller's
 	// ctx.name. Default "", none.
 	ContextBaggage string
+	BodyTimeout    time.Duration // longest wait between two reads of a request body; default 60s, 0 none
 }
 
 // Outbound configures the forward proxy the app uses as HTTP_PROXY.
 type Outbound struct {
 	Address             string        // default "127.0.0.1:7402"
+	AllowNonLoopback    bool          // permit a non-loopback Address; default false, as the proxy has no authentication
 	MaxIdleConnsPerHost int           // default 256
 	DialTimeout         time.Duration // default 5s
 }
@@ -158,6 +160,7 @@ func DefaultConfig() Config {
 			IdleTimeout:       90 * time.Second,
 			MaxHeaderBytes:    65_536,
 			TrustedSources:    []string{},
+			BodyTimeout:       60 * time.Second,
 		},
 		Outbound: Outbound{
 			Address:             "127.0.0.1:7402",
@@ -223,8 +226,10 @@ func (c *Config) settings() []setting {
 		{"inbound", "trusted_sources", &c.Inbound.TrustedSources},
 		{"inbound", "context_header", &c.Inbound.ContextHeader},
 		{"inbound", "context_baggage", &c.Inbound.ContextBaggage},
+		{"inbound", "body_timeout", &c.Inbound.BodyTimeout},
 
 		{"outbound", "address", &c.Outbound.Address},
+		{"outbound", "allow_non_loopback", &c.Outbound.AllowNonLoopback},
 		{"outbound", "max_idle_conns_per_host", &c.Outbound.MaxIdleConnsPerHost},
 		{"outbound", "dial_timeout", &c.Outbound.DialTimeout},
 

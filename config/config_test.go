@@ -56,7 +56,9 @@ func TestDefaultConfig(t *testing.T) {
 		{"inbound.idle_timeout", c.Inbound.IdleTimeout, 90 * time.Second},
 		{"inbound.response_header_timeout", c.Inbound.ResponseHeaderTimeout, time.Duration(0)},
 		{"inbound.max_header_bytes", c.Inbound.MaxHeaderBytes, 65536},
+		{"inbound.body_timeout", c.Inbound.BodyTimeout, 60 * time.Second},
 		{"outbound.address", c.Outbound.Address, "127.0.0.1:7402"},
+		{"outbound.allow_non_loopback", c.Outbound.AllowNonLoopback, false},
 		{"outbound.max_idle_conns_per_host", c.Outbound.MaxIdleConnsPerHost, 256},
 		{"outbound.dial_timeout", c.Outbound.DialTimeout, 5 * time.Second},
 		{"sync.address", c.Sync.Address, "0.0.0.0:7403"},
@@ -86,7 +88,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 50; got != want {
+	if got, want := len(c.settings()), 52; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -152,9 +154,11 @@ inbound {
   trusted_sources         = ["10.8.0.0/16", "192.168.1.7"]
   context_header          = "X-Workflow-Id"
   context_baggage         = "ctx.name"
+  body_timeout            = "20s"
 }
 outbound {
   address                 = "127.0.0.1:9002"
+  allow_non_loopback      = true
   max_idle_conns_per_host = 16
   dial_timeout            = "750ms"
 }
@@ -197,10 +201,10 @@ func everyAttributeConfig() Config {
 		Inbound: Inbound{
 			Address: "0.0.0.0:9001", App: "127.0.0.1:3000", TrustInboundOps: true,
 			ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second,
-			ResponseHeaderTimeout: 15 * time.Second, MaxHeaderBytes: 8192,
+			ResponseHeaderTimeout: 15 * time.Second, MaxHeaderBytes: 8192, BodyTimeout: 20 * time.Second,
 			TrustedSources: []string{"10.8.0.0/16", "192.168.1.7"}, ContextHeader: "X-Workflow-Id", ContextBaggage: "ctx.name",
 		},
-		Outbound: Outbound{Address: "127.0.0.1:9002", MaxIdleConnsPerHost: 16, DialTimeout: 750 * time.Millisecond},
+		Outbound: Outbound{Address: "127.0.0.1:9002", AllowNonLoopback: true, MaxIdleConnsPerHost: 16, DialTimeout: 750 * time.Millisecond},
 		Sync: Sync{
 			Address: "0.0.0.0:9003", Peers: []string{"10.0.0.7:7403", "peer-b.example:7403"},
 			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
@@ -224,7 +228,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:48"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:50"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -275,6 +279,9 @@ func TestParse_Errors(t *testing.T) {
 		// Validate's errors point at the line that set the bad value.
 		{"non-loopback admin", "admin {\n  address = \"10.1.2.3:7400\"\n}\n", []string{"bad.hcl:2: admin.address 10.1.2.3:7400 is not a loopback address; the admin API has no authentication — use 127.0.0.1 or set admin.allow_non_loopback = true"}},
 		{"all interfaces admin", "admin {\n  address = \":7400\"\n}\n", []string{"bad.hcl:2: admin.address :7400 is not a loopback address"}},
+		{"non-loopback outbound", "outbound {\n  address = \"0.0.0.0:7402\"\n}\n", []string{"bad.hcl:2: outbound.address 0.0.0.0:7402 is not a loopback address; the outbound proxy has no authentication and other hosts could use it — use 127.0.0.1 or set outbound.allow_non_loopback = true"}},
+		{"all interfaces outbound", "outbound {\n  address = \":7402\"\n}\n", []string{"bad.hcl:2: outbound.address :7402 is not a loopback address"}},
+		{"negative body timeout", "inbound {\n  body_timeout = \"-1s\"\n}\n", []string{"bad.hcl:2: inbound.body_timeout is -1s; want \"0\" for no limit"}},
 		{"commit window zero", "store {\n  commit_window = \"0\"\n}\n", []string{"bad.hcl:2: store.commit_window is 0s; want more than 0 and at most 10s"}},
 		{"commit window too long", "store {\n  commit_window = \"11s\"\n}\n", []string{"bad.hcl:2: store.commit_window is 11s"}},
 		{"checkpoint interval too long", "store {\n  checkpoint_interval = \"2h\"\n}\n", []string{"bad.hcl:2: store.checkpoint_interval is 2h0m0s; want more than 0 and at most 1h0m0s"}},

@@ -121,8 +121,14 @@ func (c *Config) Validate() error {
 	case strings.HasPrefix(b, "ctx.") && b != "ctx.name":
 		bad("inbound.context_baggage", "%q is reserved by ctxprop (ctx.*); want \"ctx.name\" or a key of your own such as \"workflow.id\"", b)
 	}
+	if c.Inbound.BodyTimeout < 0 {
+		bad("inbound.body_timeout", "is %s; want \"0\" for no limit or a positive duration such as \"60s\"", c.Inbound.BodyTimeout)
+	}
 
 	address("outbound.address", c.Outbound.Address, true)
+	if host, _, err := net.SplitHostPort(c.Outbound.Address); err == nil && !c.Outbound.AllowNonLoopback && !isLoopback(host) {
+		bad("outbound.address", "%s is not a loopback address; the outbound proxy has no authentication and other hosts could use it — use 127.0.0.1 or set outbound.allow_non_loopback = true", c.Outbound.Address)
+	}
 	positive("outbound.max_idle_conns_per_host", int64(c.Outbound.MaxIdleConnsPerHost))
 	positiveDuration("outbound.dial_timeout", c.Outbound.DialTimeout)
 

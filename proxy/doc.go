@@ -33,4 +33,12 @@
 //
 // When the app cannot be reached the inbound side answers 502 (refused, reset) or
 // 504 (timeout) with a plain-text body naming the app's address and what to check.
+//
+// Both listeners defend against request smuggling (SPEC §4a): a connection ends after
+// the answer to a request whose framing a front end could read another way (Content-
+// Length with Transfer-Encoding, Transfer-Encoding on HTTP/1.0, bare LF, obs-fold) or
+// whose body did not end cleanly; framing.go and guard.go say how. The inbound side
+// bounds the wait for request body data (Options.BodyTimeout). The outbound side binds a
+// non-loopback address only with Options.OutboundNonLoopback, and never lets a client
+// from outside the pod reach a loopback address through it.
 package proxy

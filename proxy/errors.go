@@ -14,6 +14,16 @@ import (
 // with a plain-text body that says what failed and what to check.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeOf(r)
+	// A body that failed explains the failed round trip, and is the client's doing: the
+	// app is not at fault. net/http also cancels the request's context when a read from
+	// the client fails, which the test below would take for a client gone.
+	if p.answerBodyError(w, r, ex) {
+		return
+	}
+	if errors.Is(err, errLoopbackTarget) {
+		p.refuseLoopbackTarget(w, r, ex, err)
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client left (or Close cut the request): nobody to answer.
 		if ex != nil {

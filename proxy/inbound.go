@@ -28,6 +28,7 @@ type exchange struct {
 	failed   bool              // transport error: no complete response from upstream
 	upgraded bool              // 101 Switching Protocols
 	respOps  []ops.Op          // the app's ctx-ops from its response (inbound)
+	body     *bodyWatch        // the request body on its way upstream; nil without one
 	buf      [8]ops.Op         // backing array of the one Store.Apply call: room for the telemetry
 }
 
@@ -65,7 +66,13 @@ const statusClientGone = 499
 
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	p.stats.inbound.Add(1)
+	framing := takeVerdict(w, r)
+	if refuseAmbiguousSwitch(w, r, framing) {
+		p.finishFraming(w, r, sideInbound, framing, nil, false)
+		return
+	}
 	if r.Method == http.MethodConnect {
+		p.finishFraming(w, r, sideInbound, framing, nil, false)
 		http.Error(w, "ctxprop inbound proxy: CONNECT is not served here; tunnels go through the outbound proxy", http.StatusMethodNotAllowed)
 		return
 	}
@@ -103,7 +110,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		defer p.inDrain.leave()
 	}
 	fullDuplex(w, r)
+	ex.body = watchBody(w, r, p.opt.BodyTimeout)
 	defer func() {
+		p.finishFraming(w, r, sideInbound, framing, ex.body, ex.upgraded)
 		// ReverseProxy aborts with a panic when a streamed body breaks midway;
 		// that request still counts, as failed.
 		if v := recover(); v != nil {
@@ -115,7 +124,11 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		p.finishInbound(ex, span)
 		ex.release()
 	}()
-	p.in.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+	out := r.WithContext(context.WithValue(ctx, exchangeKey{}, ex))
+	if ex.body != nil {
+		out.Body = ex.body
+	}
+	p.in.ServeHTTP(w, out)
 }
 
 func (p *Proxy) rewriteInbound(pr *httputil.ProxyRequest) {

@@ -121,9 +121,9 @@ func statusClass(status int) int {
 type Collector struct {
 	p *Proxy
 
-	received, requests, duration, gateway *prometheus.Desc
-	headerErrors, droppedOps, storeErrors *prometheus.Desc
-	tunnels, refusedMembers               *prometheus.Desc
+	received, requests, duration, gateway    *prometheus.Desc
+	headerErrors, droppedOps, storeErrors    *prometheus.Desc
+	tunnels, refusedMembers, closed, refused *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -156,12 +156,21 @@ func NewCollector(p *Proxy) *Collector {
 				"unsigned, bad_signature and stale_signature are inbound members not from a sidecar of this fleet nor a trusted source; "+
 				"not_pinnable are flags not in flags.pinned. Their requests went through.",
 			[]string{"side", "reason"}, nil),
+		closed: prometheus.NewDesc("ctxprop_proxy_closed_connections_total",
+			"Client connections closed after a response because the request's framing could not be trusted (request smuggling defence, RFC 9112 §6.1, §6.3), by side and reason: "+
+				"content_length_and_transfer_encoding, transfer_encoding_http10, bare_lf, obs_fold, "+
+				"unverified (the proxy could not follow the framing to or past the request), body_error (malformed or cut body), "+
+				"body_unread (the answer ended before the body), body_timeout (no body data for inbound.body_timeout; over HTTP/2 the stream ends).",
+			[]string{"side", "reason"}, nil),
+		refused: prometheus.NewDesc("ctxprop_proxy_refused_total",
+			"Requests the proxy refused with 403, by side and reason: loopback_target (a client outside the pod asked the outbound proxy for a loopback or unspecified address).",
+			[]string{"side", "reason"}, nil),
 	}
 }
 
 // Describe sends the descriptors of every metric Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.refusedMembers} {
+	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.refusedMembers, c.closed, c.refused} {
 		ch <- d
 	}
 }
@@ -206,4 +215,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.refusedMembers, n, sideNames[side], headers.RefusalNames[why])
 		}
 	}
+	for side := range numSides {
+		for reason := reasonNone + 1; reason < numReasons; reason++ {
+			counter(c.closed, c.p.stats.closes[side][reason].Load(), sideNames[side], reasonNames[reason])
+		}
+	}
+	counter(c.refused, c.p.stats.loopbackRefused.Load(), sideNames[sideOutbound], "loopback_target")
 }

@@ -51,8 +51,14 @@ type Options struct {
 	// ("127.0.0.1:8080"). Required when InboundAddress is set.
 	App string
 	// OutboundAddress is the address of the outbound forward proxy, the app's
-	// HTTP_PROXY ("127.0.0.1:7402"). Empty means no outbound listener.
+	// HTTP_PROXY ("127.0.0.1:7402"). Empty means no outbound listener. A host that is
+	// not loopback needs OutboundNonLoopback.
 	OutboundAddress string
+	// OutboundNonLoopback permits an OutboundAddress that other hosts can reach
+	// (config outbound.allow_non_loopback). False, the default, refuses one: the proxy
+	// has no authentication. Either way a client that is not on loopback never reaches a
+	// loopback or unspecified address through it (403).
+	OutboundNonLoopback bool
 
 	// TrustInboundOps applies ctx-ops found on requests from other pods (config
 	// trust_inbound_ops). False drops them with a log line (SPEC §4).
@@ -110,6 +116,13 @@ type Options struct {
 	// MaxHeaderBytes limits the size of a request header (HTTP/1.1 request line
 	// included, HTTP/2 header list); larger requests get 431. Zero means 64 KiB.
 	MaxHeaderBytes int
+	// BodyTimeout is the longest wait for the next bytes of an inbound request body
+	// (config inbound.body_timeout; nginx's client_body_timeout): the time allowed
+	// between two successful reads, not for the whole body, which may stream as long as
+	// it keeps moving. Past it the client gets 408 if no response has started, the
+	// app's request is cancelled and the connection (an HTTP/2 stream) ends. Zero means
+	// 60s; negative, none.
+	BodyTimeout time.Duration
 
 	// CorrelationSize is how many in-flight inbound requests are remembered by
 	// trace-id, so an app that forwards only traceparent keeps its context on its
@@ -127,6 +140,7 @@ const (
 	DefaultReadHeaderTimeout   = 10 * time.Second
 	DefaultIdleTimeout         = 90 * time.Second
 	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultBodyTimeout         = 60 * time.Second
 	DefaultCorrelationSize     = 16384
 	DefaultCorrelationTimeout  = 10 * time.Minute
 )
@@ -142,6 +156,7 @@ func DefaultOptions() Options {
 		ReadHeaderTimeout:   DefaultReadHeaderTimeout,
 		IdleTimeout:         DefaultIdleTimeout,
 		MaxHeaderBytes:      DefaultMaxHeaderBytes,
+		BodyTimeout:         DefaultBodyTimeout,
 		CorrelationSize:     DefaultCorrelationSize,
 		CorrelationTimeout:  DefaultCorrelationTimeout,
 	}
@@ -155,8 +170,13 @@ func (o *Options) Validate() error {
 		}
 	}
 	if o.OutboundAddress != "" {
-		if _, _, err := net.SplitHostPort(o.OutboundAddress); err != nil {
+		host, _, err := net.SplitHostPort(o.OutboundAddress)
+		if err != nil {
 			return fmt.Errorf("outbound address %q: %w; want host:port such as 127.0.0.1:7402", o.OutboundAddress, err)
+		}
+		if !o.OutboundNonLoopback && !loopbackHost(host) {
+			return fmt.Errorf("outbound address %s is not loopback: any host that reaches it could use the proxy, which has no authentication; "+
+				"bind 127.0.0.1 or set outbound.allow_non_loopback = true", o.OutboundAddress)
 		}
 	}
 	if o.InboundAddress != "" && o.App == "" {
@@ -201,6 +221,7 @@ func (o Options) withDefaults() Options {
 	o.ResponseHeaderTimeout = max(o.ResponseHeaderTimeout, 0)
 	dur(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	dur(&o.IdleTimeout, DefaultIdleTimeout)
+	dur(&o.BodyTimeout, DefaultBodyTimeout)
 	dur(&o.CorrelationTimeout, DefaultCorrelationTimeout)
 	if o.MaxIdleConnsPerHost == 0 {
 		o.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
@@ -226,4 +247,13 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// loopbackHost reports whether a listener on host is reachable from this host only.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -22,17 +26,26 @@ const msgOriginForm = "ctxprop outbound proxy: this port is the app's forward pr
 
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	p.stats.outbound.Add(1)
+	framing := takeVerdict(w, r)
+	if refuseAmbiguousSwitch(w, r, framing) {
+		p.finishFraming(w, r, sideOutbound, framing, nil, false)
+		return
+	}
+	remote := !fromLoopback(r)
 	if r.Method == http.MethodConnect {
-		p.tunnel(w, r)
+		switched := p.tunnel(w, r, remote)
+		p.finishFraming(w, r, sideOutbound, framing, nil, switched)
 		return
 	}
 	// HTTP/1.1 clients name the target in the request line (absolute-form); h2c
 	// clients in :authority, which Go puts in r.Host.
 	if r.URL.Host == "" && (r.ProtoMajor != 2 || r.Host == "") {
+		p.finishFraming(w, r, sideOutbound, framing, nil, false)
 		http.Error(w, msgOriginForm, http.StatusBadRequest)
 		return
 	}
 	if target := r.URL.Host; p.isSelf(target) || (target == "" && p.isSelf(r.Host)) {
+		p.finishFraming(w, r, sideOutbound, framing, nil, false)
 		http.Error(w, "ctxprop outbound proxy: the request is addressed to this proxy itself and would loop; "+
 			"send it to the service's address (the proxy is set in HTTP_PROXY, not in the URL)", http.StatusLoopDetected)
 		return
@@ -82,7 +95,22 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		defer p.outDrn.leave()
 	}
 	fullDuplex(w, r)
-	p.out.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+	ex.body = watchBody(w, r, 0)
+	defer func() {
+		p.finishFraming(w, r, sideOutbound, framing, ex.body, ex.status == http.StatusSwitchingProtocols)
+	}()
+	out := r.WithContext(context.WithValue(ctx, exchangeKey{}, ex))
+	if ex.body != nil {
+		out.Body = ex.body
+	}
+	// A client from outside the pod gets a transport of its own, whose dialer refuses
+	// loopback targets: a dial-time check would not see the pooled connections that
+	// the app's own requests left to the same addresses.
+	if remote {
+		p.outRemote.ServeHTTP(w, out)
+		return
+	}
+	p.out.ServeHTTP(w, out)
 }
 
 func (p *Proxy) rewriteOutbound(pr *httputil.ProxyRequest) {
@@ -134,26 +162,35 @@ func (p *Proxy) isSelf(hostport string) bool {
 }
 
 // tunnel serves CONNECT: it dials the target, answers 200 and copies bytes both ways
-// without looking at them (TLS and anything else the app speaks inside).
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
+// without looking at them (TLS and anything else the app speaks inside). remote says the
+// client is not on loopback. It returns true once it has taken the connection over.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, remote bool) bool {
 	if r.ProtoMajor != 1 {
 		http.Error(w, "ctxprop outbound proxy: CONNECT is served over HTTP/1.1 only", http.StatusHTTPVersionNotSupported)
-		return
+		return false
 	}
 	target := r.Host
 	if p.isSelf(target) {
 		http.Error(w, "ctxprop outbound proxy: CONNECT to this proxy itself would loop", http.StatusLoopDetected)
-		return
+		return false
 	}
 	if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
 		http.Error(w, "ctxprop outbound proxy: CONNECT needs host:port, got "+target, http.StatusBadRequest)
-		return
+		return false
 	}
 	p.outDrn.enter()
 	defer p.outDrn.leave()
-	p.stats.tunnels.Add(1)
 
-	up, err := p.dialer.DialContext(r.Context(), "tcp", target)
+	dialer := p.dialer
+	if remote {
+		dialer = p.remoteDialer
+	}
+	up, err := dialer.DialContext(r.Context(), "tcp", target)
+	if errors.Is(err, errLoopbackTarget) {
+		p.refuseLoopbackTarget(w, r, nil, err)
+		return false
+	}
+	p.stats.tunnels.Add(1)
 	if err != nil {
 		status, msg := describeUpstreamError(err, target, false, p.opt)
 		p.stats.upstream.Add(1)
@@ -162,13 +199,18 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 			p.log.Warn("tunnel failed", "target", target, "error", err)
 		}
 		http.Error(w, msg, status)
-		return
+		return false
 	}
 	defer up.Close()
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		http.Error(w, "ctxprop outbound proxy: cannot take over the connection for CONNECT: "+err.Error(), http.StatusInternalServerError)
-		return
+		return false
+	}
+	// The tunnel copies between the sockets themselves: on Linux io.Copy splices
+	// between two *net.TCPConn without the bytes entering user space.
+	if fc, ok := conn.(*framedConn); ok {
+		conn = fc.Conn
 	}
 	defer conn.Close()
 	// Close cuts the tunnel by cancelling the base context, which request contexts
@@ -179,14 +221,14 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	})
 	defer stop()
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
-		return
+		return true
 	}
 	// Bytes the client sent after its CONNECT header may already sit in the
 	// server's buffer.
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		if _, err := up.Write(b); err != nil {
-			return
+			return true
 		}
 	}
 	done := make(chan struct{})
@@ -196,6 +238,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	}()
 	splice(conn, up)
 	<-done
+	return true
 }
 
 // splice copies src to dst until EOF or error, then half-closes dst so the peer sees
@@ -210,4 +253,63 @@ func splice(dst, src net.Conn) {
 	// An error in one direction ends both.
 	dst.Close()
 	src.Close()
+}
+
+// loopbackTargetError is the dial error of the transport that serves clients from outside
+// the pod (Options.OutboundNonLoopback) when a target resolves to a loopback or
+// unspecified address: through the proxy such a client would reach the pod's own
+// loopback services, the admin API among them.
+type loopbackTargetError struct{ addr netip.Addr }
+
+func (e *loopbackTargetError) Error() string {
+	return "dialled address " + e.addr.String() + " is loopback or unspecified"
+}
+
+// errLoopbackTarget matches every *loopbackTargetError with errors.Is.
+var errLoopbackTarget = &loopbackTargetError{}
+
+func (e *loopbackTargetError) Is(target error) bool { return target == errLoopbackTarget }
+
+// refuseLoopbackDial is the ControlContext of the dialer for clients from outside the
+// pod. It runs for each address a host name resolved to, before connecting, so that no
+// name ("localhost", a DNS record pointing at 127.0.0.1) gets around it.
+func refuseLoopbackDial(_ context.Context, _, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("cannot check the dialled address %q: %w", address, err)
+	}
+	if ip := ap.Addr().Unmap(); ip.IsLoopback() || ip.IsUnspecified() {
+		return &loopbackTargetError{addr: ip}
+	}
+	return nil
+}
+
+// fromLoopback reports whether r's client is on this host's loopback, as the app is.
+func fromLoopback(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// refuseLoopbackTarget answers 403 to a client from outside the pod whose target
+// resolved to a loopback or unspecified address.
+func (p *Proxy) refuseLoopbackTarget(w http.ResponseWriter, r *http.Request, ex *exchange, err error) {
+	target := r.URL.Host
+	if r.Method == http.MethodConnect || target == "" {
+		target = r.Host
+	}
+	addr := "a loopback or unspecified address"
+	var le *loopbackTargetError
+	if errors.As(err, &le) {
+		addr = le.addr.String()
+	}
+	if ex != nil {
+		ex.status = http.StatusForbidden
+	}
+	p.stats.loopbackRefused.Add(1)
+	if p.logRefused.allow() {
+		p.log.Warn("refused a loopback target to a client outside the pod", "client", r.RemoteAddr, "target", target, "address", addr)
+	}
+	http.Error(w, fmt.Sprintf("ctxprop outbound proxy: refused: %s resolves to %s, and clients from outside the pod (this one is %s) "+
+		"may not reach the pod's loopback services through the proxy; outbound.allow_non_loopback opens the proxy to other hosts, never to loopback",
+		target, addr, r.RemoteAddr), http.StatusForbidden)
 }

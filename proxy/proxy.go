@@ -34,6 +34,12 @@ type Proxy struct {
 	inSrv, outSrv   *http.Server
 	inDrain, outDrn tracker // hijacked exchanges, which http.Server.Shutdown does not wait for
 
+	// outRemote serves outbound clients from outside the pod; its dialer refuses
+	// loopback targets (see refuseLoopbackDial) and its pools are its own.
+	outRemote    *httputil.ReverseProxy
+	outRemoteT   *router
+	remoteDialer *net.Dialer
+
 	// base is the parent of every request context. Close cancels it when the drain
 	// deadline passes, which ends WebSockets and tunnels still open.
 	base       context.Context
@@ -48,12 +54,14 @@ type Proxy struct {
 	closing  sync.Once
 	closeErr error
 
-	stats     counters
-	reqs      requestMetrics // by status class and latency, for Collector
-	logHeader throttle
-	logStore  throttle
-	logUp     throttle
-	logTrust  throttle
+	stats      counters
+	reqs       requestMetrics // by status class and latency, for Collector
+	logHeader  throttle
+	logStore   throttle
+	logUp      throttle
+	logTrust   throttle
+	logFraming throttle
+	logRefused throttle
 }
 
 // New checks opt and builds a Proxy. It binds nothing and starts no goroutine.
@@ -77,6 +85,11 @@ func New(opt Options) (*Proxy, error) {
 			Timeout:   opt.DialTimeout,
 			KeepAlive: 30 * time.Second,
 		},
+		remoteDialer: &net.Dialer{
+			Timeout:        opt.DialTimeout,
+			KeepAlive:      30 * time.Second,
+			ControlContext: refuseLoopbackDial,
+		},
 	}
 	if opt.TracerProvider != nil {
 		p.tracer = opt.TracerProvider.Tracer("github.com/ctxprop/ctxprop/proxy")
@@ -88,6 +101,7 @@ func New(opt Options) (*Proxy, error) {
 	errLog := p.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	p.inT = newRouter(opt, p.dialer, 0)
 	p.outT = newRouter(opt, p.dialer, opt.IdleTimeout)
+	p.outRemoteT = newRouter(opt, p.remoteDialer, opt.IdleTimeout)
 	p.in = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteInbound,
 		Transport:      p.inT,
@@ -99,6 +113,14 @@ func New(opt Options) (*Proxy, error) {
 	p.out = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteOutbound,
 		Transport:      p.outT,
+		ModifyResponse: p.modifyOutbound,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       errLog,
+		BufferPool:     copyBuffers,
+	}
+	p.outRemote = &httputil.ReverseProxy{
+		Rewrite:        p.rewriteOutbound,
+		Transport:      p.outRemoteT,
 		ModifyResponse: p.modifyOutbound,
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       errLog,
@@ -125,6 +147,7 @@ func (p *Proxy) newServer(h http.Handler, errLog *log.Logger) *http.Server {
 		MaxHeaderBytes:    p.opt.MaxHeaderBytes,
 		ErrorLog:          errLog,
 		BaseContext:       func(net.Listener) context.Context { return p.base },
+		ConnContext:       connContext,
 	}
 }
 
@@ -179,7 +202,8 @@ func (p *Proxy) serve(srv *http.Server, ln net.Listener, name string) {
 	p.serving.Add(1)
 	go func() {
 		defer p.serving.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// framingListener lets the handlers see how each request was framed on the wire.
+		if err := srv.Serve(framingListener{ln}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("listener stopped", "listener", name, "error", err)
 		}
 	}()
@@ -245,6 +269,7 @@ func (p *Proxy) close(ctx context.Context) error {
 	p.serving.Wait()
 	p.inT.closeIdle()
 	p.outT.closeIdle()
+	p.outRemoteT.closeIdle()
 	return errors.Join(errs...)
 }
 

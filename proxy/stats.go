@@ -34,6 +34,11 @@ type counters struct {
 	inbound, outbound, tunnels, upstream, droppedOps, store atomic.Uint64
 	traceparent, tracestate, baggage, ctxOps, otherHeader   atomic.Uint64
 	refused                                                 [numSides][headers.NumRefusals]atomic.Uint64
+	// closes counts the client connections closed after a response, by side and why.
+	closes [numSides][numReasons]atomic.Uint64
+	// loopbackRefused counts the outbound requests and tunnels of clients outside the
+	// pod refused for a loopback target.
+	loopbackRefused atomic.Uint64
 }
 
 // Stats returns a snapshot of the proxy's counts.

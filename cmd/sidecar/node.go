@@ -108,10 +108,15 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		return n, err
 	}
 
+	bodyTimeout := cfg.Inbound.BodyTimeout
+	if bodyTimeout == 0 {
+		bodyTimeout = -1 // config "0" means none; the proxy's zero is its default
+	}
 	p, err := proxy.New(proxy.Options{
 		InboundAddress:        cfg.Inbound.Address,
 		App:                   cfg.Inbound.App,
 		OutboundAddress:       cfg.Outbound.Address,
+		OutboundNonLoopback:   cfg.Outbound.AllowNonLoopback,
 		TrustInboundOps:       cfg.Inbound.TrustInboundOps,
 		Signer:                trust.signer,
 		TrustedSources:        trust.sources,
@@ -127,6 +132,7 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		ReadHeaderTimeout:     cfg.Inbound.ReadHeaderTimeout,
 		IdleTimeout:           cfg.Inbound.IdleTimeout,
 		MaxHeaderBytes:        cfg.Inbound.MaxHeaderBytes,
+		BodyTimeout:           bodyTimeout,
 	})
 	if err != nil {
 		return n, fmt.Errorf("proxy: %w", err)
