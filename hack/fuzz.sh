@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module, one after another, for a given time each (default
+# 5m), the way the README's Testing section asks before a release:
+#
+#   bash hack/fuzz.sh            # every target, 5 minutes each
+#   bash hack/fuzz.sh 30s        # a quick pass
+#   bash hack/fuzz.sh 5m ./headers/   # the targets of some packages only
+#
+# -fuzzminimizetime=0: minimizing a slow input (a config file, a manifest) can stall a
+# run for longer than the fuzzing itself. A failing input is written under the package's
+# testdata/fuzz/<Target>/ and the script stops with the failure; commit that file so it
+# stays a regression case.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${1:-5m}
+shift || true
+pkgs=("$@")
+if [ ${#pkgs[@]} -eq 0 ]; then
+	mapfile -t pkgs < <(go list ./...)
+fi
+n=0
+for pkg in "${pkgs[@]}"; do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	mapfile -t targets < <(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u)
+	for target in "${targets[@]}"; do
+		echo "== $pkg $target ($fuzztime)"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime=0 "$pkg"
+		n=$((n + 1))
+	done
+done
+echo "fuzz.sh: $n targets clean for $fuzztime each"
