@@ -172,9 +172,6 @@ func heapInUse() uint64 {
 // large as the first does not grow the heap; and once the flood stops, every made-up peer
 // is forgotten within UnprovenTTL.
 func TestSyncer_UnkeyedFloodIsBounded(t *testing.T) {
-	if testing.Short() {
-		t.Skip("floods a sidecar with forged packets")
-	}
 	const (
 		perFlood = 3000 // fresh identities of each kind per flood, about 3 × the bound
 		bound    = DefaultMaxPeers

@@ -43,9 +43,6 @@ func refusedMembers(t *testing.T, p *sidecarProc) float64 {
 // with CTXPROP_SYNC_MAX_PEERS=1 and no key says so at start-up, tracks one of its two
 // peers and counts the other as refused on /metrics.
 func TestSync_MaxPeersFromConfig(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three sidecar processes")
-	}
 	bin := buildSidecar(t)
 	dir := t.TempDir()
 	addrs := []string{freePort(t), freePort(t), freePort(t)}
