@@ -161,6 +161,11 @@ sync {
   # File holding the memberlist keyring secret that authenticates and encrypts peer
   # traffic; every sidecar needs the same one. Empty: peer traffic is not encrypted.
   key_file = ""
+  # Most peers this sidecar tracks, and members memberlist lists, at once: more are
+  # refused (ctxprop_sync_refused_peers_total, a WARN naming this). Set it above the
+  # fleet's size. Without key_file it bounds what hosts that are not sidecars can make
+  # a sidecar remember; peers that never answer are forgotten after 30s.
+  max_peers = 1024
 }
 
 tracing {

@@ -109,6 +109,7 @@ type Sync struct {
 	Interval time.Duration // gossip round; default 200ms
 	Fanout   int           // peers per gossip round; default 3
 	KeyFile  string        // memberlist keyring secret; default "", no encryption
+	MaxPeers int           // peers tracked and members listed at most; default 1024
 }
 
 // Tracing configures OpenTelemetry traces.
@@ -171,6 +172,7 @@ func DefaultConfig() Config {
 			Address:  "0.0.0.0:7403",
 			Interval: 200 * time.Millisecond,
 			Fanout:   3,
+			MaxPeers: 1024,
 		},
 		Tracing: Tracing{SampleRatio: 1},
 		Flags:   Flags{PollInterval: 2 * time.Second, ContextHeaders: map[string]string{}, ContextBaggage: map[string]string{}},
@@ -240,6 +242,7 @@ func (c *Config) settings() []setting {
 		{"sync", "interval", &c.Sync.Interval},
 		{"sync", "fanout", &c.Sync.Fanout},
 		{"sync", "key_file", &c.Sync.KeyFile},
+		{"sync", "max_peers", &c.Sync.MaxPeers},
 
 		{"tracing", "enabled", &c.Tracing.Enabled},
 		{"tracing", "otlp_endpoint", &c.Tracing.OTLPEndpoint},

@@ -146,6 +146,7 @@ func (c *Config) Validate() error {
 	}
 	positiveDuration("sync.interval", c.Sync.Interval)
 	positive("sync.fanout", int64(c.Sync.Fanout))
+	positive("sync.max_peers", int64(c.Sync.MaxPeers))
 
 	if c.Tracing.Enabled && c.Tracing.OTLPEndpoint == "" {
 		bad("tracing.otlp_endpoint", "is empty but tracing.enabled is true; set it to your collector, such as \"otel-collector:4317\"")

@@ -36,4 +36,17 @@
 // Messages are versioned, size-checked and decoded in full before anything is merged; a
 // malformed or oversized message is refused and counted. Bodies are deflated when that
 // makes them smaller.
+//
+// # Peers
+//
+// Without a keyring anyone who reaches the sync port can announce members and send
+// messages under any replica id (SPEC §4a, issue 10), so nothing a packet claims creates
+// state without bound. The engine tracks at most MaxPeers peers and memberlist lists at
+// most as many members (Syncer's AliveDelegate); a newcomer past the bound takes only a
+// place whose loss costs nothing (a peer gone for a while, or a stranger: a sender
+// membership does not name) and is otherwise refused, counted and logged. A peer is
+// established once it answered, at its member address, a message this node sent it: a
+// membership probe, an ack of a push, or the next step of a push-pull; one that is not
+// within UnprovenTTL is forgotten. Per-peer metrics follow the tracked peers, and log
+// lines about single packets are rate limited (throttle), the metrics keeping the counts.
 package peersync

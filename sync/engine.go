@@ -53,6 +53,14 @@ type EngineOptions struct {
 	MaxMessageBytes int
 	// PruneAfter is how long a dead or departed peer is remembered; 0 means 1h.
 	PruneAfter time.Duration
+	// MaxPeers bounds the peers tracked (sync.max_peers); 0 means DefaultMaxPeers. A new
+	// peer past it takes the place of the peer dead or departed the longest or, if
+	// membership names it, of a stranger (a peer known only from its messages); when
+	// there is none it is refused, counted in Stats.RefusedPeers and logged.
+	MaxPeers int
+	// UnprovenTTL is how long Expire keeps a peer that has not completed an exchange
+	// with this node (see Established); 0 means 30s.
+	UnprovenTTL time.Duration
 	// DigestRefresh is how long a cached context digest is trusted: changes the engine is
 	// not told about (the store's sweeper compacting) are noticed within it. 0 means 1m.
 	DigestRefresh time.Duration
@@ -61,6 +69,10 @@ type EngineOptions struct {
 	// Rand picks peers; nil means a random seed. The simulator passes a seeded one.
 	Rand *rand.Rand
 }
+
+// DefaultMaxPeers is sync.max_peers's default: a fleet of a thousand sidecars, and a bound
+// on what hosts that are not sidecars can make a sidecar remember (issue 10).
+const DefaultMaxPeers = 1024
 
 // Engine is the dissemination logic: what to send to whom, and what to do with what
 // arrives. It has no goroutines and reads no clock: every method takes the current
@@ -85,6 +97,9 @@ type Engine struct {
 	rejoined  []string
 	rejoins   int
 	refused   map[string]uint64
+	// refusedPeers counts peers refused at MaxPeers, forgotten those dropped by Expire.
+	refusedPeers, forgotten uint64
+	logs                    throttle
 }
 
 // entry is one delta group in the buffer: the join of one context's deltas of one round
@@ -117,6 +132,31 @@ type peer struct {
 	bytesOut    uint64
 	errors      uint64
 	lastError   string
+	// member: membership (SetPeer) named the peer; otherwise it is a stranger, known
+	// only from its messages, that this node cannot address.
+	member bool
+	// established: the peer answered, at its member address, a message this node sent
+	// it (see Established). seen is when it was first tracked.
+	established bool
+	seen        time.Time
+	// awaiting holds a bit per kind of message that would answer one sent to the peer.
+	awaiting uint8
+}
+
+// answer is the kind of message that answers one of kind k, 0 if none does: an ack a
+// delta push, and each step of a push-pull the one before.
+func answer(k kind) kind {
+	switch k {
+	case kindDelta:
+		return kindAck
+	case kindRoot:
+		return kindList
+	case kindList:
+		return kindDigests
+	case kindDigests:
+		return kindStates
+	}
+	return 0
 }
 
 // NewEngine returns an engine for opt; it starts nothing.
@@ -150,6 +190,12 @@ func NewEngine(opt EngineOptions) (*Engine, error) {
 	if opt.DigestRefresh <= 0 {
 		opt.DigestRefresh = time.Minute
 	}
+	if opt.MaxPeers <= 0 {
+		opt.MaxPeers = DefaultMaxPeers
+	}
+	if opt.UnprovenTTL <= 0 {
+		opt.UnprovenTTL = 30 * time.Second
+	}
 	rng := opt.Rand
 	if rng == nil {
 		rng = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
@@ -179,26 +225,41 @@ func NewEngine(opt EngineOptions) (*Engine, error) {
 // repeats cover a lost message.
 //
 // replica is the peer's replica id, which names it in messages; 0 if unknown.
-func (e *Engine) SetPeer(name, addr string, replica crdt.ReplicaID, state string, now time.Time) {
+//
+// A peer not tracked yet is tracked only if it is alive or suspect (there is nothing to
+// remember of one that is gone) and MaxPeers allows; SetPeer reports whether it is.
+func (e *Engine) SetPeer(name, addr string, replica crdt.ReplicaID, state string, now time.Time) bool {
 	if name == e.opt.Name || (replica != 0 && replica == e.replica) {
-		return
+		return false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p := e.peers[name]
 	wasAlive := p != nil && p.state == StateAlive
 	if p == nil {
-		p = &peer{name: name}
+		if state != StateAlive && state != StateSuspect {
+			return false
+		}
+		if old := e.names[replica]; replica != 0 && old != "" && old != name {
+			e.drop(old) // known by its id before membership named it: its place is this one's
+		}
+		if !e.admit(name, true, now) {
+			return false
+		}
+		p = &peer{name: name, seen: now}
 		e.peers[name] = p
 	}
+	p.member = true
 	if replica != 0 && p.replica != replica {
 		if p.replica != 0 {
-			// A new replica under the same name lost its file: nothing it acked holds.
+			// A new replica under the same name lost its file: nothing it acked holds,
+			// and it has not answered anything yet.
 			delete(e.names, p.replica)
 			p.acked, p.sent = 0, 0
+			p.established, p.awaiting, p.seen = false, 0, now
 		}
 		if old := e.names[replica]; old != "" && old != name {
-			delete(e.peers, old) // known by its id before membership named it
+			e.drop(old) // known by its id before membership named it
 		}
 		p.replica = replica
 		e.names[replica] = name
@@ -214,6 +275,104 @@ func (e *Engine) SetPeer(name, addr string, replica crdt.ReplicaID, state string
 			e.rejoined = append(e.rejoined, name)
 		}
 		e.rejoins = 3
+	}
+	return true
+}
+
+// admit makes room for one more peer, a member or a stranger, if MaxPeers requires it; it
+// reports false, counts and logs if there is none. e.mu held.
+//
+// Only peers whose loss costs nothing are given up: the one dead or departed the longest
+// (it is only shown in /v1/peers), and for a member, the stranger seen first (membership
+// is bounded too, strangers are not sent to). An alive member or an established peer is
+// never pushed out by a newcomer: a flood of forged identities cannot evict the fleet.
+func (e *Engine) admit(name string, member bool, now time.Time) bool {
+	if len(e.peers) < e.opt.MaxPeers {
+		return true
+	}
+	var gone, stranger *peer
+	for _, p := range e.peers {
+		switch {
+		case p.state == StateDead || p.state == StateLeft:
+			if gone == nil || p.since.Before(gone.since) {
+				gone = p
+			}
+		case !p.member && !p.established:
+			if stranger == nil || p.seen.Before(stranger.seen) {
+				stranger = p
+			}
+		}
+	}
+	switch {
+	case gone != nil:
+		e.drop(gone.name)
+		return true
+	case member && stranger != nil:
+		e.drop(stranger.name)
+		return true
+	}
+	e.refusedPeers++
+	e.logs.log(e.log, hclog.Warn, "max_peers", now,
+		"peer refused: this sidecar already tracks sync.max_peers peers; if the fleet is that large, raise sync.max_peers, otherwise hosts that are not sidecars reach the sync port: set sync.key_file",
+		"peer", name, "max_peers", e.opt.MaxPeers)
+	return false
+}
+
+// drop forgets a peer; e.mu held.
+func (e *Engine) drop(name string) {
+	p := e.peers[name]
+	if p == nil {
+		return
+	}
+	delete(e.peers, name)
+	if e.names[p.replica] == name {
+		delete(e.names, p.replica)
+	}
+}
+
+// Established reports whether a peer has completed an exchange with this node: it
+// answered, at its member address, a message this node sent it — an ack of a delta push,
+// the next step of a push-pull (the list answering a root, the digests answering a list,
+// the states answering digests), or a membership probe (Establish). Only such a peer is
+// known to be reachable where membership says and to speak the protocol: anyone who can
+// send a packet can claim a name or a replica id, only a peer can answer.
+func (e *Engine) Established(name string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.peers[name]
+	return p != nil && p.established
+}
+
+// Establish records that a member answered a membership probe at addr. A member Expire
+// forgot for not answering in time is tracked again, if MaxPeers allows.
+func (e *Engine) Establish(name, addr string, replica crdt.ReplicaID, now time.Time) {
+	e.mu.Lock()
+	p := e.peers[name]
+	e.mu.Unlock()
+	if p == nil && !e.SetPeer(name, addr, replica, StateAlive, now) {
+		return
+	}
+	e.mu.Lock()
+	if p := e.peers[name]; p != nil {
+		p.established = true
+	}
+	e.mu.Unlock()
+}
+
+// Expire forgets the peers that have not completed an exchange with this node within
+// UnprovenTTL of being first tracked (see Established). A forged alive message or a
+// message from a made-up replica id then costs a place among MaxPeers for that long, not
+// for good. A member forgotten so is tracked again when it answers (Establish, or
+// membership reporting it alive again).
+func (e *Engine) Expire(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for name, p := range e.peers {
+		if !p.established && now.Sub(p.seen) > e.opt.UnprovenTTL {
+			e.drop(name)
+			e.forgotten++
+			e.log.Debug("peer forgotten: no exchange completed", "peer", name, "member", p.member, "after", e.opt.UnprovenTTL)
+		}
 	}
 }
 
@@ -248,10 +407,7 @@ func (e *Engine) Prune(now time.Time) {
 	defer e.mu.Unlock()
 	for name, p := range e.peers {
 		if (p.state == StateDead || p.state == StateLeft) && now.Sub(p.since) > e.opt.PruneAfter {
-			delete(e.peers, name)
-			if e.names[p.replica] == name {
-				delete(e.names, p.replica)
-			}
+			e.drop(name)
 			e.log.Debug("peer pruned", "peer", name, "state", p.state, "since", p.since)
 		}
 	}
@@ -418,7 +574,8 @@ func (e *Engine) age(alive []*peer) {
 func (e *Engine) alive() []*peer {
 	var out []*peer
 	for _, p := range e.peers {
-		if p.state == StateAlive {
+		// A stranger cannot be sent to: membership has no address for it.
+		if p.state == StateAlive && p.member {
 			out = append(out, p)
 		}
 	}
@@ -584,15 +741,23 @@ func (e *Engine) Handle(ctx context.Context, data []byte, now time.Time) error {
 	}
 	e.mu.Lock()
 	m.from = e.names[m.replica]
-	if m.from == "" {
-		// Membership has not told us of it yet; the message is authenticated (keyring).
-		m.from = m.replica.String()
-		e.names[m.replica] = m.from
-	}
 	p := e.peers[m.from]
 	if p == nil {
-		p = &peer{name: m.from, replica: m.replica, state: StateAlive, since: now}
+		// Membership has not told us of it yet: a stranger until it does. Without a
+		// keyring anyone can make up a replica id, so it takes a place among MaxPeers,
+		// and Expire forgets it unless membership names it.
+		m.from = m.replica.String()
+		if !e.admit(m.from, false, now) {
+			e.refused["max_peers"]++
+			e.mu.Unlock()
+			return fmt.Errorf("%w: from replica %s", errPeerLimit, m.replica)
+		}
+		p = &peer{name: m.from, replica: m.replica, state: StateAlive, since: now, seen: now}
 		e.peers[m.from] = p
+		e.names[m.replica] = m.from
+	}
+	if p.member && p.awaiting&(1<<m.kind) != 0 {
+		p.established = true
 	}
 	p.lastContact = now
 	p.bytesIn += uint64(len(data))
@@ -848,6 +1013,9 @@ func (e *Engine) sendAll(out []outgoing) {
 				}
 			} else {
 				p.bytesOut += uint64(len(data))
+				if a := answer(msg.kind); a != 0 && p.member {
+					p.awaiting |= 1 << a
+				}
 			}
 		}
 		e.mu.Unlock()
@@ -907,8 +1075,11 @@ func (e *Engine) Flush(ctx context.Context, now func() time.Time, poll time.Dura
 // Stats are the engine's counters.
 type Stats struct {
 	// Refused counts refused messages by reason: malformed, oversized, invalid,
-	// unauthenticated, overload.
+	// unauthenticated, overload, max_peers (from a stranger past MaxPeers).
 	Refused map[string]uint64
+	// RefusedPeers counts the times a new peer was refused at MaxPeers; Forgotten, the
+	// peers Expire forgot for never completing an exchange.
+	RefusedPeers, Forgotten uint64
 	// Buffered is the number of delta groups in the buffer.
 	Buffered int
 	// Seq is the last buffer sequence number.
@@ -923,7 +1094,8 @@ func (e *Engine) Stats() Stats {
 	for k, v := range e.refused {
 		refused[k] = v
 	}
-	return Stats{Refused: refused, Buffered: len(e.buf), Seq: e.seq}
+	return Stats{Refused: refused, Buffered: len(e.buf), Seq: e.seq,
+		RefusedPeers: e.refusedPeers, Forgotten: e.forgotten}
 }
 
 // PeerStatuses returns every known peer, sorted by name, as GET /v1/peers shows them.

@@ -495,3 +495,222 @@ func TestEngine_PushPullSplitsOneBigBucket(t *testing.T) {
 		t.Errorf("a reads only-on-b = %d, want 1", got)
 	}
 }
+
+// newBounded is an engine a with MaxPeers max, an UnprovenTTL of 10s and a recorder.
+func newBounded(t *testing.T, max int) (*Engine, *recorder) {
+	t.Helper()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := &recorder{}
+	e, err := NewEngine(EngineOptions{Name: "a", Store: newMemStore(1, func() time.Time { return now }), Transport: rec,
+		MaxPeers: max, UnprovenTTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, rec
+}
+
+// fromStranger is a root message from a replica id that membership never named.
+func fromStranger(r crdt.ReplicaID) []byte {
+	return (&message{kind: kindRoot, replica: r, seq: 1, root: 42}).encode()
+}
+
+func peerNames(e *Engine, now time.Time) string {
+	var names []string
+	for _, p := range e.PeerStatuses(now) {
+		names = append(names, p.Name)
+	}
+	return fmt.Sprint(names)
+}
+
+// TestEngine_MaxPeers: the peers an engine tracks never exceed MaxPeers; a newcomer takes
+// only a place whose loss costs nothing, and is otherwise refused and counted.
+func TestEngine_MaxPeers(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		run  func(t *testing.T, e *Engine)
+		// want is the peers tracked at the end; refused, the peers refused.
+		want    string
+		refused uint64
+	}{
+		{"strangers past the bound are refused", func(t *testing.T, e *Engine) {
+			for r := crdt.ReplicaID(10); r < 13; r++ {
+				err := e.Handle(ctx, fromStranger(r), now)
+				if r < 12 && err != nil {
+					t.Fatalf("stranger %s refused with room left: %v", r, err)
+				}
+				if r == 12 && !errors.Is(err, errPeerLimit) {
+					t.Fatalf("third stranger: err = %v, want the sync.max_peers error", err)
+				}
+			}
+			if got, want := e.Stats().Refused["max_peers"], uint64(1); got != want {
+				t.Errorf("refused max_peers messages = %d, want %d", got, want)
+			}
+		}, "[000000000000000a 000000000000000b]", 1},
+		{"a member takes the place of the stranger seen first", func(t *testing.T, e *Engine) {
+			e.Handle(ctx, fromStranger(10), now)
+			e.Handle(ctx, fromStranger(11), now.Add(time.Second))
+			if !e.SetPeer("b", "b", 2, StateAlive, now) {
+				t.Fatal("member b refused, want it to take a stranger's place")
+			}
+		}, "[000000000000000b b]", 0},
+		{"a stranger named by membership keeps its place", func(t *testing.T, e *Engine) {
+			e.Handle(ctx, fromStranger(2), now)
+			e.SetPeer("c", "c", 3, StateAlive, now)
+			if !e.SetPeer("b", "b", 2, StateAlive, now) {
+				t.Fatal("member b refused though it was tracked as a stranger")
+			}
+		}, "[b c]", 0},
+		{"the member dead the longest makes room", func(t *testing.T, e *Engine) {
+			e.SetPeer("b", "b", 2, StateAlive, now)
+			e.SetPeer("c", "c", 3, StateAlive, now)
+			e.SetPeer("c", "c", 3, StateDead, now.Add(time.Second))
+			e.SetPeer("b", "b", 2, StateLeft, now.Add(2*time.Second))
+			if !e.SetPeer("d", "d", 4, StateAlive, now) {
+				t.Fatal("member d refused though two members are gone")
+			}
+		}, "[b d]", 0},
+		{"alive members are never pushed out", func(t *testing.T, e *Engine) {
+			e.SetPeer("b", "b", 2, StateAlive, now)
+			e.SetPeer("c", "c", 3, StateSuspect, now)
+			if e.SetPeer("d", "d", 4, StateAlive, now) {
+				t.Fatal("member d admitted past the bound")
+			}
+			if err := e.Handle(ctx, fromStranger(10), now); !errors.Is(err, errPeerLimit) {
+				t.Fatalf("stranger: err = %v, want the sync.max_peers error", err)
+			}
+		}, "[b c]", 2},
+		{"a peer that is gone is not tracked", func(t *testing.T, e *Engine) {
+			if e.SetPeer("b", "b", 2, StateDead, now) {
+				t.Fatal("SetPeer tracked a dead peer it never knew")
+			}
+		}, "[]", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, _ := newBounded(t, 2)
+			tt.run(t, e)
+			if got := peerNames(e, now); got != tt.want {
+				t.Errorf("peers %s, want %s", got, tt.want)
+			}
+			if got := e.Stats().RefusedPeers; got != tt.refused {
+				t.Errorf("RefusedPeers = %d, want %d", got, tt.refused)
+			}
+		})
+	}
+}
+
+// TestEngine_ExpireForgetsUnproven: a peer that completed no exchange within UnprovenTTL
+// is forgotten, member or stranger, and its place goes to the next one; an established
+// peer stays.
+func TestEngine_ExpireForgetsUnproven(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	e, _ := newBounded(t, 3)
+	e.SetPeer("b", "b", 2, StateAlive, now)
+	e.SetPeer("c", "c", 3, StateAlive, now)
+	e.Handle(ctx, fromStranger(10), now)
+	e.Establish("b", "b", 2, now)
+	if err := e.Handle(ctx, fromStranger(11), now); !errors.Is(err, errPeerLimit) {
+		t.Fatalf("a second stranger past the bound: err = %v, want the sync.max_peers error", err)
+	}
+	e.Expire(now.Add(10 * time.Second))
+	if got, want := peerNames(e, now), "[000000000000000a b c]"; got != want {
+		t.Fatalf("peers %s right at UnprovenTTL, want %s", got, want)
+	}
+	e.Expire(now.Add(11 * time.Second))
+	if got, want := peerNames(e, now), "[b]"; got != want {
+		t.Fatalf("peers %s after UnprovenTTL, want %s (only the established one)", got, want)
+	}
+	if got, want := e.Stats().Forgotten, uint64(2); got != want {
+		t.Errorf("Forgotten = %d, want %d", got, want)
+	}
+	if len(e.names) != 1 {
+		t.Errorf("replica index holds %v, want only b's", e.names)
+	}
+	if err := e.Handle(ctx, fromStranger(11), now.Add(11*time.Second)); err != nil {
+		t.Fatalf("the second stranger refused once the unproven peers were forgotten: %v", err)
+	}
+	// A forgotten member that answers a probe is tracked again, established.
+	e.Establish("c", "c", 3, now.Add(12*time.Second))
+	if !e.Established("c") {
+		t.Error("c is not established after answering a probe")
+	}
+}
+
+// TestEngine_Established pins down what completes an exchange: an answer, from a member,
+// to a message this engine sent it. Unsolicited messages, and anything from a stranger,
+// do not.
+func TestEngine_Established(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// run leaves b (or the stranger) established or not in a.
+		run  func(t *testing.T, a *Engine, as *memStore, arec *recorder, b *Engine, brec *recorder) string
+		want bool
+	}{
+		{"ack of a push", func(t *testing.T, a *Engine, as *memStore, arec *recorder, b *Engine, brec *recorder) string {
+			d, _ := as.incr("orders", "hits")
+			a.Local("orders", d, now)
+			a.Round(now)
+			for _, s := range arec.take() {
+				b.Handle(ctx, s.m.encodeFrom("a", 1), now)
+			}
+			for _, s := range brec.take() {
+				a.Handle(ctx, s.m.encodeFrom("b", 2), now)
+			}
+			return "b"
+		}, true},
+		{"list answering a root", func(t *testing.T, a *Engine, as *memStore, arec *recorder, b *Engine, brec *recorder) string {
+			a.PushPull()
+			for _, s := range arec.take() {
+				b.Handle(ctx, s.m.encodeFrom("a", 1), now)
+			}
+			for _, s := range brec.take() {
+				a.Handle(ctx, s.m.encodeFrom("b", 2), now)
+			}
+			return "b"
+		}, true},
+		{"unsolicited ack", func(t *testing.T, a *Engine, as *memStore, arec *recorder, b *Engine, brec *recorder) string {
+			a.Handle(ctx, (&message{kind: kindAck, replica: 2, base: 0, seq: 1}).encode(), now)
+			return "b"
+		}, false},
+		{"unsolicited list", func(t *testing.T, a *Engine, as *memStore, arec *recorder, b *Engine, brec *recorder) string {
+			a.Handle(ctx, (&message{kind: kindList, replica: 2, seq: 0, equal: true}).encode(), now)
+			return "b"
+		}, false},
+		{"root from the peer", func(t *testing.T, a *Engine, as *memStore, arec *recorder, b *Engine, brec *recorder) string {
+			b.PushPull()
+			for _, s := range brec.take() {
+				a.Handle(ctx, s.m.encodeFrom("b", 2), now)
+			}
+			return "b"
+		}, false},
+		{"stranger answering a list", func(t *testing.T, a *Engine, as *memStore, arec *recorder, b *Engine, brec *recorder) string {
+			as.incr("orders", "hits")
+			a.Handle(ctx, (&message{kind: kindRoot, replica: 9, seq: 1, root: 42}).encode(), now)
+			list := arec.take()
+			if len(list) != 1 || list[0].m.kind != kindList {
+				t.Fatalf("a answered the stranger's root with %v, want a list", list)
+			}
+			a.Handle(ctx, (&message{kind: kindDigests, replica: 9, seq: 1, count: len(list[0].m.sums)}).encode(), now)
+			return crdt.ReplicaID(9).String()
+		}, false},
+		{"membership probe", func(t *testing.T, a *Engine, as *memStore, arec *recorder, b *Engine, brec *recorder) string {
+			a.Establish("b", "b", 2, now)
+			return "b"
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, as, arec := newRecorded(t, "a", 1, "b")
+			b, _, brec := newRecorded(t, "b", 2, "a")
+			name := tt.run(t, a, as, arec, b, brec)
+			if got := a.Established(name); got != tt.want {
+				t.Errorf("Established(%s) = %v, want %v", name, got, tt.want)
+			}
+		})
+	}
+}

@@ -101,6 +101,7 @@ func Simulate(opt SimOptions) (SimResult, error) {
 	}
 	opt.defaults()
 	net := newSimNet(opt.Seed, opt.LatencyMin, opt.LatencyMax, opt.Loss)
+	net.maxPeers = opt.Nodes
 	tr := &visibility{n: opt.Nodes, pending: map[writeKey][]*simWrite{}}
 	for i := range opt.Nodes {
 		if _, err := net.addNode(fmt.Sprintf("n%04d", i), crdt.ReplicaID(i+1), opt.Interval, opt.Fanout, tr.observe); err != nil {
@@ -299,6 +300,9 @@ type simNet struct {
 	cut        func(from, to string) bool
 	messages   uint64
 	stop       bool
+	// maxPeers is each engine's MaxPeers; 0 means the default. A simulated fleet's
+	// membership is all real, so Simulate makes room for all of it.
+	maxPeers int
 }
 
 func newSimNet(seed uint64, lmin, lmax time.Duration, loss float64) *simNet {
@@ -314,7 +318,7 @@ func (s *simNet) addNode(name string, replica crdt.ReplicaID, interval time.Dura
 		n.store.observe = func(name string, r crdt.ReplicaID, from, to uint64) { observe(s.now, name, r, from, to) }
 	}
 	e, err := NewEngine(EngineOptions{
-		Name: name, Store: n.store, Transport: simTransport{s, n}, Fanout: fanout, Interval: interval,
+		Name: name, Store: n.store, Transport: simTransport{s, n}, Fanout: fanout, Interval: interval, MaxPeers: s.maxPeers,
 		Rand: rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
 	})
 	if err != nil {

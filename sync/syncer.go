@@ -64,6 +64,16 @@ type Options struct {
 	MaxMessageBytes int
 	// PruneAfter is how long a departed peer is shown before it is forgotten; 0 means 1h.
 	PruneAfter time.Duration
+	// MaxPeers bounds the peers tracked and memberlist's members (sync.max_peers); 0
+	// means DefaultMaxPeers. A peer past it is refused, counted in
+	// ctxprop_sync_refused_peers_total and logged (once a second at most).
+	MaxPeers int
+	// UnprovenTTL is how long a peer that has not completed an exchange with this node
+	// is kept (Engine.Established); 0 means 30s.
+	UnprovenTTL time.Duration
+	// DeadMemberHold is how long a dead or departed member keeps its place among
+	// MaxPeers, and memberlist gossips about it (its GossipToTheDeadTime); 0 means 30s.
+	DeadMemberHold time.Duration
 	// Now returns wall time; nil means time.Now.
 	Now func() time.Time
 }
@@ -77,9 +87,14 @@ type Syncer struct {
 	engine *Engine
 	keys   [][]byte
 
-	mu    sync.Mutex
-	ml    *memberlist.Memberlist
-	nodes map[string]*memberlist.Node
+	mu sync.Mutex
+	ml *memberlist.Memberlist
+
+	// members bounds memberlist's node list and gives the member to send to.
+	members *members
+	// verify holds new members to ping: one that answers has completed an exchange.
+	verify *pingQueue
+	logs   throttle
 
 	inbound  chan []byte
 	lastSeen atomic.Uint64 // ID of the last store event the watch loop handled
@@ -117,6 +132,12 @@ func New(opt Options) (*Syncer, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.MaxPeers <= 0 {
+		opt.MaxPeers = DefaultMaxPeers
+	}
+	if opt.DeadMemberHold <= 0 {
+		opt.DeadMemberHold = 30 * time.Second
+	}
 	if _, _, err := splitHostPort(opt.Address); err != nil {
 		return nil, fmt.Errorf("peersync: sync.address %q: %w", opt.Address, err)
 	}
@@ -137,7 +158,7 @@ func New(opt Options) (*Syncer, error) {
 			return nil, fmt.Errorf("peersync: key %d: %w", i+1, err)
 		}
 	}
-	s := &Syncer{opt: opt, log: opt.Logger, keys: keys, nodes: map[string]*memberlist.Node{}, inbound: make(chan []byte, 1024)}
+	s := &Syncer{opt: opt, log: opt.Logger, keys: keys, inbound: make(chan []byte, 1024), verify: newPingQueue()}
 	if opt.TracerProvider != nil {
 		s.tracer = opt.TracerProvider.Tracer("github.com/ctxprop/ctxprop/sync")
 	}
@@ -150,6 +171,8 @@ func New(opt Options) (*Syncer, error) {
 		Interval:        opt.Interval,
 		MaxMessageBytes: opt.MaxMessageBytes,
 		PruneAfter:      opt.PruneAfter,
+		MaxPeers:        opt.MaxPeers,
+		UnprovenTTL:     opt.UnprovenTTL,
 	})
 	if err != nil {
 		return nil, err
@@ -159,6 +182,7 @@ func New(opt Options) (*Syncer, error) {
 	}
 	s.engine = e
 	s.opt.Interval, s.opt.Fanout = e.opt.Interval, e.opt.Fanout
+	s.members = newMembers(e.opt.Name, opt.MaxPeers, opt.DeadMemberHold)
 	return s, nil
 }
 
@@ -205,6 +229,9 @@ func (s *Syncer) Open() error {
 	}
 	mc.Delegate = (*delegate)(s)
 	mc.Events = (*events)(s)
+	mc.Alive = (*delegate)(s)
+	mc.Ping = (*events)(s)
+	mc.GossipToTheDeadTime = s.opt.DeadMemberHold
 	mc.EnableCompression = false // messages are deflated when it pays (wire.go)
 	mc.TCPTimeout = 2 * time.Second
 	mc.Logger = log.New((*logWriter)(s), "", 0)
@@ -215,7 +242,8 @@ func (s *Syncer) Open() error {
 		}
 		mc.Keyring = kr
 	} else {
-		s.log.Warn("peer traffic is not encrypted or authenticated; set sync.key_file")
+		s.log.Warn("peer traffic is not encrypted or authenticated: any host that reaches sync.address can join the fleet and write contexts, up to sync.max_peers peers; set sync.key_file (the Kubernetes injector sets one by default)",
+			"max_peers", s.opt.MaxPeers)
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -236,11 +264,14 @@ func (s *Syncer) Open() error {
 		s.cancel()
 		return errors.Join(fmt.Errorf("peersync: watch the store: %w", err), ml.Shutdown())
 	}
-	s.wg.Add(4)
+	s.wg.Add(4 + verifiers)
 	go s.watchLoop(sub)
 	go s.receiveLoop()
 	go s.roundLoop(loops)
 	go s.discoverLoop(loops)
+	for range verifiers {
+		go s.verifyLoop(loops)
+	}
 	s.log.Info("sync open", "member", mc.Name, "address", s.Addr(), "encrypted", len(s.keys) > 0)
 	return nil
 }
@@ -338,8 +369,9 @@ func (s *Syncer) receiveLoop() {
 		case <-s.ctx.Done():
 			return
 		case data := <-s.inbound:
-			if err := s.engine.Handle(s.ctx, data, s.opt.Now()); err != nil {
-				s.log.Warn("peer message refused", "error", err)
+			now := s.opt.Now()
+			if err := s.engine.Handle(s.ctx, data, now); err != nil && !errors.Is(err, errPeerLimit) {
+				s.logs.log(s.log, hclog.Warn, "refused", now, "peer message refused", "error", err)
 			}
 		}
 	}
@@ -358,6 +390,7 @@ func (s *Syncer) roundLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-round.C:
+			s.engine.Expire(s.opt.Now())
 			start := time.Now()
 			if sent := s.engine.Round(s.opt.Now()); sent > 0 && s.tracer != nil {
 				// A span only for rounds that sent something: an idle fleet traces nothing.
@@ -410,14 +443,15 @@ func (s *Syncer) discover(ctx context.Context) {
 		s.log.Warn("peer discovery failed; retrying", "error", err, "in", s.opt.DiscoverInterval)
 		return
 	}
+	// Not under s.mu: memberlist calls the delegates with its node lock held.
 	s.mu.Lock()
 	ml := s.ml
+	s.mu.Unlock()
 	self := ml.LocalNode().Address()
 	alive := map[string]bool{self: true, s.opt.Address: true}
 	for _, n := range ml.Members() {
 		alive[n.Address()] = true
 	}
-	s.mu.Unlock()
 	var join []string
 	for _, a := range addrs {
 		if !alive[a] {
@@ -454,8 +488,9 @@ const maxPacket = 1200
 
 func (t *mlTransport) Send(peer string, msg []byte) error {
 	s := (*Syncer)(t)
+	n, _ := s.members.node(peer)
 	s.mu.Lock()
-	n, ml := s.nodes[peer], s.ml
+	ml := s.ml
 	s.mu.Unlock()
 	if n == nil || ml == nil {
 		return fmt.Errorf("peer %s is not a member", peer)
@@ -486,6 +521,21 @@ func (d *delegate) NotifyMsg(b []byte) {
 	}
 }
 
+// NotifyAlive implements memberlist.AliveDelegate: a name memberlist does not know yet is
+// added only while there is room among MaxPeers (members). memberlist calls it with its
+// node lock held, for every alive message and every node of a push-pull.
+func (d *delegate) NotifyAlive(n *memberlist.Node) error {
+	s := (*Syncer)(d)
+	now := s.opt.Now()
+	if s.members.admit(n.Name, now) {
+		return nil
+	}
+	s.logs.log(s.log, hclog.Warn, "max_peers", now,
+		"member refused: memberlist already lists sync.max_peers members; if the fleet is that large, raise sync.max_peers, otherwise hosts that are not sidecars reach the sync port: set sync.key_file",
+		"member", n.Name, "max_peers", s.opt.MaxPeers)
+	return errMemberLimit
+}
+
 func (d *delegate) GetBroadcasts(int, int) [][]byte { return nil }
 func (d *delegate) LocalState(bool) []byte          { return nil }
 func (d *delegate) MergeRemoteState([]byte, bool)   {}
@@ -495,15 +545,16 @@ type events Syncer
 
 func (e *events) NotifyJoin(n *memberlist.Node) {
 	s := (*Syncer)(e)
-	c := *n
-	s.mu.Lock()
-	s.nodes[n.Name] = &c
-	s.mu.Unlock()
-	s.engine.SetPeer(n.Name, n.Address(), memberReplica(n.Name), StateAlive, s.opt.Now())
+	now := s.opt.Now()
+	s.members.join(n, now)
+	if s.engine.SetPeer(n.Name, n.Address(), memberReplica(n.Name), StateAlive, now) && !s.engine.Established(n.Name) {
+		s.verify.push(n.Name)
+	}
 }
 
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	s := (*Syncer)(e)
+	s.members.leave(n, s.opt.Now())
 	state := StateDead
 	if n.State == memberlist.StateLeft {
 		state = StateLeft
@@ -527,23 +578,77 @@ func memberReplica(member string) crdt.ReplicaID {
 
 func (e *events) NotifyUpdate(n *memberlist.Node) { e.NotifyJoin(n) }
 
+// AckPayload implements memberlist.PingDelegate.
+func (e *events) AckPayload() []byte { return nil }
+
+// NotifyPingComplete implements memberlist.PingDelegate: a member answered one of
+// memberlist's probes at its address, an exchange completed.
+func (e *events) NotifyPingComplete(n *memberlist.Node, _ time.Duration, _ []byte) {
+	s := (*Syncer)(e)
+	if _, alive := s.members.node(n.Name); alive {
+		s.engine.Establish(n.Name, n.Address(), memberReplica(n.Name), s.opt.Now())
+	}
+}
+
+// verifiers is how many new members are pinged at once; one that does not answer holds
+// a verifier for memberlist's ProbeTimeout.
+const verifiers = 8
+
+// verifyLoop pings the members queued in s.verify: a member that answers has completed
+// an exchange (Engine.Establish) at once, rather than when memberlist's probes come round
+// to it, which in a large fleet takes longer than UnprovenTTL. One that never answers is
+// forgotten by Engine.Expire.
+func (s *Syncer) verifyLoop(ctx context.Context) {
+	defer s.wg.Done()
+	s.mu.Lock()
+	ml := s.ml
+	s.mu.Unlock()
+	for {
+		name, ok := s.verify.pop(ctx.Done())
+		if !ok {
+			return
+		}
+		n, alive := s.members.node(name)
+		if !alive || s.engine.Established(name) {
+			s.verify.done(name)
+			continue
+		}
+		if _, err := ml.Ping(name, &net.UDPAddr{IP: n.Addr, Port: int(n.Port)}); err != nil {
+			s.verify.missed(name)
+			continue
+		}
+		s.verify.done(name)
+		s.engine.Establish(name, n.Address(), memberReplica(name), s.opt.Now())
+	}
+}
+
 // logWriter routes memberlist's log lines to hclog and counts the packets and streams
 // its keyring refused: memberlist drops them without telling its delegate.
 type logWriter Syncer
 
+// Most of its lines are about one packet or one stream, so they are rate limited by kind
+// (throttle): its errors, its warnings, and apart from them the refused packets and the
+// alive messages NotifyAlive turned away, which a flood would otherwise hide the rest
+// behind.
 func (w *logWriter) Write(p []byte) (int, error) {
 	s := (*Syncer)(w)
 	line := strings.TrimSpace(string(p))
-	if strings.Contains(strings.ToLower(line), "decrypt") || strings.Contains(line, "unacceptable label") {
+	kind := "memberlist"
+	switch {
+	case strings.Contains(strings.ToLower(line), "decrypt") || strings.Contains(line, "unacceptable label"):
 		s.engine.Refuse("unauthenticated")
+		kind = "unauthenticated"
+	case strings.Contains(line, "alive message"):
+		kind = "alive"
 	}
+	l := s.log.Named("memberlist")
 	switch {
 	case strings.Contains(line, "[ERR]"):
-		s.log.Named("memberlist").Warn(strings.TrimPrefix(line, "[ERR] memberlist: "))
+		s.logs.log(l, hclog.Warn, kind+".err", s.opt.Now(), strings.TrimPrefix(line, "[ERR] memberlist: "))
 	case strings.Contains(line, "[WARN]"):
-		s.log.Named("memberlist").Info(strings.TrimPrefix(line, "[WARN] memberlist: "))
+		s.logs.log(l, hclog.Info, kind+".warn", s.opt.Now(), strings.TrimPrefix(line, "[WARN] memberlist: "))
 	default:
-		s.log.Named("memberlist").Debug(line)
+		l.Debug(line)
 	}
 	return len(p), nil
 }
@@ -576,11 +681,14 @@ var (
 	descPeers    = prometheus.NewDesc("ctxprop_sync_peers", "Known peers by membership state.", []string{"state"}, nil)
 	descRefused  = prometheus.NewDesc("ctxprop_sync_refused_messages_total", "Peer messages refused, nothing merged, by reason.", []string{"reason"}, nil)
 	descBuffered = prometheus.NewDesc("ctxprop_sync_buffered_groups", "Delta groups waiting in the gossip buffer.", nil, nil)
+	// The per-peer series above are bounded by sync.max_peers, like the peers.
+	descRefusedPeers = prometheus.NewDesc("ctxprop_sync_refused_peers_total", "New peers refused because sync.max_peers were known already, by where: membership (memberlist's node list, fed by alive messages and joins) or engine (the peers replication tracks; mostly senders that membership does not name).", []string{"source"}, nil)
+	descForgotten    = prometheus.NewDesc("ctxprop_sync_forgotten_peers_total", "Peers forgotten because they completed no exchange with this node in time.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (s *Syncer) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered} {
+	for _, d := range []*prometheus.Desc{descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten} {
 		ch <- d
 	}
 }
@@ -599,8 +707,11 @@ func (s *Syncer) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, n, st)
 	}
 	st := s.engine.Stats()
-	for _, reason := range []string{"malformed", "oversized", "invalid", "unauthenticated", "overload"} {
+	for _, reason := range []string{"malformed", "oversized", "invalid", "unauthenticated", "overload", "max_peers"} {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.Refused[reason]), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(descBuffered, prometheus.GaugeValue, float64(st.Buffered))
+	ch <- prometheus.MustNewConstMetric(descRefusedPeers, prometheus.CounterValue, float64(s.members.refusedCount()), "membership")
+	ch <- prometheus.MustNewConstMetric(descRefusedPeers, prometheus.CounterValue, float64(st.RefusedPeers), "engine")
+	ch <- prometheus.MustNewConstMetric(descForgotten, prometheus.CounterValue, float64(st.Forgotten))
 }

@@ -74,6 +74,12 @@ func startNode(t *testing.T, name, path, addr string, peers []string, key []byte
 
 func startTracedNode(t *testing.T, name, path, addr string, peers []string, key []byte, tp trace.TracerProvider) *testNode {
 	t.Helper()
+	return startNodeWith(t, name, path, addr, peers, key, func(o *Options) { o.TracerProvider = tp })
+}
+
+// startNodeWith starts a node as startNode does, with the options mod changes.
+func startNodeWith(t *testing.T, name, path, addr string, peers []string, key []byte, mod func(*Options)) *testNode {
+	t.Helper()
 	st := localstore.New(localstore.Options{Path: path, Logger: testLogger(t, name+".store")})
 	if err := st.Open(); err != nil {
 		t.Fatal(err)
@@ -82,9 +88,13 @@ func startTracedNode(t *testing.T, name, path, addr string, peers []string, key 
 	if key != nil {
 		keys = [][]byte{key}
 	}
-	s, err := New(Options{Store: st, Name: name, Address: addr, Source: staticSource(peers), Keyring: keys,
+	opt := Options{Store: st, Name: name, Address: addr, Source: staticSource(peers), Keyring: keys,
 		Interval: 50 * time.Millisecond, PushPullInterval: time.Second, DiscoverInterval: 500 * time.Millisecond,
-		Logger: testLogger(t, name+".sync"), TracerProvider: tp})
+		Logger: testLogger(t, name+".sync")}
+	if mod != nil {
+		mod(&opt)
+	}
+	s, err := New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}

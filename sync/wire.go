@@ -79,6 +79,11 @@ var (
 	errMalformed = errors.New("malformed peer message")
 	// errOversized is wrapped, with errMalformed, by errors about a message too large.
 	errOversized = errors.New("oversized")
+	// errPeerLimit is wrapped by the error about a message from a new peer past
+	// sync.max_peers; the engine logs that one itself, rate limited.
+	errPeerLimit = errors.New("peer refused: sync.max_peers reached; raise it if the fleet is that large, else set sync.key_file")
+	// errMemberLimit is what NotifyAlive tells memberlist when it refuses a member.
+	errMemberLimit = errors.New("sync.max_peers members listed already; raise it if the fleet is that large, else set sync.key_file")
 )
 
 // group is one context's delta or state in a message.

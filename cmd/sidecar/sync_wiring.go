@@ -38,6 +38,7 @@ func startSync(n *node) (*syncPart, error) {
 		Interval: cfg.Sync.Interval,
 		Fanout:   cfg.Sync.Fanout,
 		Keyring:  n.keyring,
+		MaxPeers: cfg.Sync.MaxPeers,
 		// Spans of rounds that sent deltas and of push-pull exchanges.
 		TracerProvider: n.tp,
 	})
