@@ -239,6 +239,25 @@ func TestAPIServer_Webhook(t *testing.T) {
 		if v.EmptyDir == nil {
 			t.Errorf("data volume %+v, want an emptyDir", v.VolumeSource)
 		}
+		// Keyed by default: checkInjected matched the volume, mount and variable to it.
+		if got, want := stored.Annotations[AnnotationSyncKey], DefaultSyncKeySecret; got != want {
+			t.Errorf("annotation %s = %q, want %q", AnnotationSyncKey, got, want)
+		}
+	})
+
+	t.Run("pod opted out of the fleet key", func(t *testing.T) {
+		pod := annotatedPodIn(ns, "unkeyed", map[string]string{AnnotationSyncKeySecret: SyncKeyNone})
+		if err := c.Create(t.Context(), pod); err != nil {
+			t.Fatal(err)
+		}
+		stored := get(t, "unkeyed")
+		checkInjected(t, &stored.ObjectMeta, &stored.Spec)
+		if got, want := stored.Annotations[AnnotationSyncKey], SyncKeyNone; got != want {
+			t.Errorf("annotation %s = %q, want %q", AnnotationSyncKey, got, want)
+		}
+		if i := volumeIndex(stored.Spec.Volumes, SyncKeyVolume); i >= 0 {
+			t.Errorf("unkeyed pod has the key volume %+v", stored.Spec.Volumes[i])
+		}
 	})
 
 	t.Run("unannotated pod", func(t *testing.T) {

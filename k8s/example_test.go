@@ -34,6 +34,7 @@ func ExampleConfig_InjectPod() {
 			fmt.Printf("%s=%s\n", e.Name, e.Value)
 		}
 	}
+	fmt.Println("fleet key from Secret", pod.Annotations[k8s.AnnotationSyncKey])
 	fmt.Println("app HTTP_PROXY:", pod.Spec.Containers[0].Env[0].Value)
 	// Output:
 	// injected
@@ -44,6 +45,8 @@ func ExampleConfig_InjectPod() {
 	// CTXPROP_STORE_PATH=/var/lib/ctxprop/ctxprop.db
 	// CTXPROP_SYNC_DNS=ctxprop-peers.$(POD_NAMESPACE).svc.cluster.local
 	// CTXPROP_INBOUND_APP=127.0.0.1:9000
+	// CTXPROP_SYNC_KEY_FILE=/etc/ctxprop-sync/key
+	// fleet key from Secret ctxprop-sync-key
 	// app HTTP_PROXY: http://127.0.0.1:7402
 }
 

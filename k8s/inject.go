@@ -37,9 +37,13 @@ const (
 	// AnnotationDataVolume names a volume the pod already has (for example one made from a
 	// StatefulSet volumeClaimTemplate) to hold the bbolt file; no volume is added.
 	AnnotationDataVolume = "ctxprop.io/data-volume"
-	// AnnotationSyncKeySecret names a Secret whose key "key" is the peer keyring secret
-	// (sync.key_file); it replaces Config.SyncKeySecret for this pod.
+	// AnnotationSyncKeySecret names the Secret whose key "key" is the fleet key
+	// (sync.key_file); it replaces Config.SyncKeySecret for this pod. SyncKeyNone runs the
+	// pod without a key.
 	AnnotationSyncKeySecret = "ctxprop.io/sync-key-secret"
+	// AnnotationSyncKey is written by the injector: the Secret the fleet key comes from, or
+	// SyncKeyNone, so that an unkeyed pod shows as one.
+	AnnotationSyncKey = "ctxprop.io/sync-key"
 	// AnnotationNoProxy adds comma-separated entries to the app containers' NO_PROXY.
 	AnnotationNoProxy = "ctxprop.io/no-proxy"
 	// Resource annotations replace the sidecar's requests and limits (Kubernetes quantities).
@@ -71,6 +75,16 @@ const (
 	ConfigDir        = "/etc/ctxprop"
 	StoreFile        = "ctxprop.db"
 
+	// SyncKeySecretKey is the key of the Secret that holds the fleet key, mounted as the
+	// file SyncKeyDir/key.
+	SyncKeySecretKey = "key"
+	// DefaultSyncKeySecret is the Secret, in each pod's namespace, that keys the fleet
+	// unless the webhook or the pod names another.
+	DefaultSyncKeySecret = "ctxprop-sync-key"
+	// SyncKeyNone in place of a Secret name injects a pod without a fleet key. It is not a
+	// usable Secret name here, so that it cannot be mistaken for one.
+	SyncKeyNone = "none"
+
 	// Defaults of SPEC §2; a pod's config overrides move the probe and proxy addresses along.
 	AdminAddress    = "127.0.0.1:7400"
 	OutboundAddress = "127.0.0.1:7402"
@@ -93,10 +107,12 @@ type Config struct {
 	// PeerService is the headless Service used for peer discovery in the pod's namespace;
 	// empty sets no CTXPROP_SYNC_DNS and no peer label.
 	PeerService string
-	// SyncKeySecret names a Secret, in each pod's namespace, whose key "key" holds the
-	// keyring secret that authenticates and encrypts peer traffic (SPEC §7). It is mounted at
-	// /etc/ctxprop-sync and named in CTXPROP_SYNC_KEY_FILE. Empty: peer traffic is not
-	// encrypted unless config.hcl says otherwise.
+	// SyncKeySecret names the Secret, in each pod's namespace, whose key "key" holds the
+	// fleet key: it authenticates and encrypts peer traffic (SPEC §7) and authenticates the
+	// context sidecars pass to each other (SPEC §4a). It is mounted at /etc/ctxprop-sync and
+	// named in CTXPROP_SYNC_KEY_FILE; while the Secret is missing the pod does not start.
+	// SyncKeyNone injects pods without a key. Empty is refused by Validate: a blank value
+	// left by a template must not turn authentication off.
 	SyncKeySecret string
 	// ClusterDomain completes the peer Service's DNS name.
 	ClusterDomain string
@@ -117,6 +133,7 @@ func DefaultConfig() Config {
 		Binary:        "/sidecar",
 		ConfigMap:     "ctxprop-config",
 		PeerService:   "ctxprop-peers",
+		SyncKeySecret: DefaultSyncKeySecret,
 		ClusterDomain: "cluster.local",
 		NoProxy: []string{
 			"localhost", "127.0.0.1", "::1",
@@ -147,10 +164,8 @@ func (c Config) Validate() error {
 	case c.ConfigMap == "":
 		return errors.New("k8s config: configmap is empty; name the ConfigMap holding config.hcl")
 	}
-	if c.SyncKeySecret != "" {
-		if errs := validation.IsDNS1123Subdomain(c.SyncKeySecret); len(errs) > 0 {
-			return fmt.Errorf("k8s config: sync key secret %q: %s", c.SyncKeySecret, strings.Join(errs, "; "))
-		}
+	if err := checkSyncKeySecret(c.SyncKeySecret); err != nil {
+		return fmt.Errorf("k8s config: sync key secret %q: %s (-sync-key-secret)", c.SyncKeySecret, err)
 	}
 	if errs := validation.IsDNS1123Subdomain(c.ConfigMap); len(errs) > 0 {
 		return fmt.Errorf("k8s config: configmap %q: %s", c.ConfigMap, strings.Join(errs, "; "))
@@ -267,7 +282,7 @@ type podSettings struct {
 	dataVolume corev1.Volume // Name == "": mount the volume named by existing
 	existing   string
 	env        []corev1.EnvVar // sidecar environment, in dependency order
-	syncKey    string          // Secret name, or empty
+	syncKey    string          // Secret name, or SyncKeyNone
 	adminAddr  string
 	outbound   string
 	resources  corev1.ResourceRequirements
@@ -300,8 +315,8 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 		p.configMap = v
 	}
 	if v, ok := ann[AnnotationSyncKeySecret]; ok {
-		if errs := validation.IsDNS1123Subdomain(v); len(errs) > 0 {
-			return p, &AnnotationError{AnnotationSyncKeySecret, v, strings.Join(errs, "; ")}
+		if err := checkSyncKeySecret(v); err != nil {
+			return p, &AnnotationError{AnnotationSyncKeySecret, v, err.Error()}
 		}
 		p.syncKey = v
 	}
@@ -371,8 +386,8 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 		}
 		env = setEnv(env, "CTXPROP_INBOUND_APP", net.JoinHostPort("127.0.0.1", v))
 	}
-	if p.syncKey != "" {
-		env = setEnv(env, "CTXPROP_SYNC_KEY_FILE", SyncKeyDir+"/key")
+	if p.syncKey != SyncKeyNone {
+		env = setEnv(env, "CTXPROP_SYNC_KEY_FILE", SyncKeyDir+"/"+SyncKeySecretKey)
 	}
 	overrides := make([]string, 0)
 	for k := range ann {
@@ -466,12 +481,17 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 		{Name: dataVolume, MountPath: DataDir},
 		{Name: ConfigVolumeName, MountPath: ConfigDir, ReadOnly: true},
 	}
-	if p.syncKey != "" {
+	if p.syncKey != SyncKeyNone {
 		if volumeIndex(spec.Volumes, SyncKeyVolume) < 0 {
-			// Not optional: a pod must not join its peers unencrypted because the Secret is
-			// missing; it waits in ContainerCreating with an event naming the Secret.
+			// Not optional: a pod must not join its peers unkeyed because the Secret is
+			// missing; it waits in ContainerCreating with a FailedMount event naming the
+			// Secret. Listing the key does the same for a Secret without "key", rather than
+			// leave the sidecar to find an empty folder.
 			spec.Volumes = append(spec.Volumes, corev1.Volume{Name: SyncKeyVolume, VolumeSource: corev1.VolumeSource{
-				Secret: &corev1.SecretVolumeSource{SecretName: p.syncKey},
+				Secret: &corev1.SecretVolumeSource{
+					SecretName: p.syncKey,
+					Items:      []corev1.KeyToPath{{Key: SyncKeySecretKey, Path: SyncKeySecretKey}},
+				},
 			}})
 		}
 		mounts = append(mounts, corev1.VolumeMount{Name: SyncKeyVolume, MountPath: SyncKeyDir, ReadOnly: true})
@@ -538,9 +558,24 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 		meta.Labels[LabelPeer] = "true"
 	}
 	setAnnotation(meta, AnnotationStatus, StatusInjected)
+	setAnnotation(meta, AnnotationSyncKey, p.syncKey)
 	if _, ok := meta.Annotations[AnnotationSkipReason]; ok {
 		delete(meta.Annotations, AnnotationSkipReason)
 	}
+}
+
+// checkSyncKeySecret accepts a Secret name or SyncKeyNone.
+func checkSyncKeySecret(name string) error {
+	switch name {
+	case SyncKeyNone:
+		return nil
+	case "":
+		return fmt.Errorf("empty; name the Secret holding the fleet key (default %s), or %q to run without one", DefaultSyncKeySecret, SyncKeyNone)
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 // noProxyFor is the NO_PROXY list of a pod: the configured one and the pod's additions.

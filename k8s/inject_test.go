@@ -63,6 +63,7 @@ func checkInjected(t *testing.T, meta *metav1.ObjectMeta, spec *corev1.PodSpec) 
 			t.Errorf("volume %s mounted at %s is missing", name, path)
 		}
 	}
+	checkSyncKey(t, meta, spec, sidecar)
 	for _, c := range spec.Containers {
 		if got := envValue(c.Env, "HTTP_PROXY"); got == "" {
 			t.Errorf("container %s has no HTTP_PROXY", c.Name)
@@ -70,6 +71,47 @@ func checkInjected(t *testing.T, meta *metav1.ObjectMeta, spec *corev1.PodSpec) 
 		if got := envValue(c.Env, "NO_PROXY"); !strings.Contains(got, "127.0.0.1") {
 			t.Errorf("container %s NO_PROXY = %q, want loopback in it", c.Name, got)
 		}
+	}
+}
+
+// checkSyncKey asserts that an injected pod mounts the fleet key its sync-key annotation
+// names, or that it says "none" and has no key at all.
+func checkSyncKey(t *testing.T, meta *metav1.ObjectMeta, spec *corev1.PodSpec, sidecar corev1.Container) {
+	t.Helper()
+	secret, ok := meta.Annotations[AnnotationSyncKey]
+	if !ok || secret == "" {
+		t.Errorf("annotation %s = %q, want the Secret of the fleet key or %q", AnnotationSyncKey, secret, SyncKeyNone)
+		return
+	}
+	vi := volumeIndex(spec.Volumes, SyncKeyVolume)
+	keyFile := envValue(sidecar.Env, "CTXPROP_SYNC_KEY_FILE")
+	var mount *corev1.VolumeMount
+	for i, m := range sidecar.VolumeMounts {
+		if m.Name == SyncKeyVolume {
+			mount = &sidecar.VolumeMounts[i]
+		}
+	}
+	if secret == SyncKeyNone {
+		if vi >= 0 || keyFile != "" || mount != nil {
+			t.Errorf("unkeyed pod has key volume %v, CTXPROP_SYNC_KEY_FILE %q, mount %+v; want none of them", vi >= 0, keyFile, mount)
+		}
+		return
+	}
+	if vi < 0 {
+		t.Fatalf("no volume %s for the fleet key", SyncKeyVolume)
+	}
+	v := spec.Volumes[vi].Secret
+	if v == nil || v.SecretName != secret || v.Optional != nil && *v.Optional {
+		t.Errorf("key volume = %+v, want the required Secret %s", spec.Volumes[vi].VolumeSource, secret)
+	}
+	if v != nil && (len(v.Items) != 1 || v.Items[0].Key != SyncKeySecretKey || v.Items[0].Path != SyncKeySecretKey) {
+		t.Errorf("key volume items = %+v, want the Secret's key %q as file %q", v.Items, SyncKeySecretKey, SyncKeySecretKey)
+	}
+	if mount == nil || mount.MountPath != SyncKeyDir || !mount.ReadOnly {
+		t.Errorf("key mount = %+v, want %s read-only at %s", mount, SyncKeyVolume, SyncKeyDir)
+	}
+	if got, want := keyFile, SyncKeyDir+"/"+SyncKeySecretKey; got != want {
+		t.Errorf("CTXPROP_SYNC_KEY_FILE = %q, want %q", got, want)
 	}
 }
 
@@ -277,6 +319,8 @@ func TestInjectPod_BadAnnotations(t *testing.T) {
 		{AnnotationDataClaim, "Bad_Name", "lower case"},
 		{AnnotationImage, "", "not an image reference"},
 		{AnnotationSyncKeySecret, "a/b", "lower case"},
+		{AnnotationSyncKeySecret, "", `or "none" to run without one`},
+		{AnnotationSyncKeySecret, "None", "lower case"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
@@ -289,6 +333,55 @@ func TestInjectPod_BadAnnotations(t *testing.T) {
 			}
 			if !reflect.DeepEqual(spec, before) {
 				t.Errorf("pod changed despite the error")
+			}
+		})
+	}
+}
+
+// TestInjectPod_SyncKey: a keyed fleet is the default, and running without a key takes an
+// explicit "none" from the pod or the injector, which the pod then shows.
+func TestInjectPod_SyncKey(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string // Config.SyncKeySecret; empty: the default
+		ann    string // the pod's sync-key-secret annotation; empty: none set
+		want   string // the Secret mounted, or SyncKeyNone
+	}{
+		{name: "default", want: DefaultSyncKeySecret},
+		{name: "pod names a secret", ann: "orders-key", want: "orders-key"},
+		{name: "injector names a secret", config: "fleet-key", want: "fleet-key"},
+		{name: "pod opts out", ann: SyncKeyNone, want: SyncKeyNone},
+		{name: "injector opts out", config: SyncKeyNone, want: SyncKeyNone},
+		{name: "pod opts in under an unkeyed injector", config: SyncKeyNone, ann: "orders-key", want: "orders-key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tt.config != "" {
+				cfg.SyncKeySecret = tt.config
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			ann := map[string]string{AnnotationInject: "true"}
+			if tt.ann != "" {
+				ann[AnnotationSyncKeySecret] = tt.ann
+			}
+			meta, spec := podWith(ann)
+			if _, err := cfg.InjectPod(meta, spec); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := meta.Annotations[AnnotationSyncKey], tt.want; got != want {
+				t.Errorf("annotation %s = %q, want %q", AnnotationSyncKey, got, want)
+			}
+			checkInjected(t, meta, spec) // checks volume, mount and variable against the annotation
+			once := spec.DeepCopy()
+			res, err := cfg.InjectPod(meta, spec)
+			if err != nil || res.Outcome != AlreadyInjected {
+				t.Fatalf("second InjectPod = %v, %v; want already injected", res.Outcome, err)
+			}
+			if !reflect.DeepEqual(spec, once) {
+				t.Errorf("second injection changed the pod")
 			}
 		})
 	}
@@ -350,6 +443,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"bad configmap", func(c *Config) { c.ConfigMap = "A B" }, "configmap"},
 		{"bad peer service", func(c *Config) { c.PeerService = "1peers" }, "peer service"},
 		{"bad sync key secret", func(c *Config) { c.SyncKeySecret = "Key" }, "sync key secret"},
+		{"empty sync key secret", func(c *Config) { c.SyncKeySecret = "" }, `or "none" to run without one (-sync-key-secret)`},
+		{"no sync key", func(c *Config) { c.SyncKeySecret = SyncKeyNone }, ""},
 		{"no peer service", func(c *Config) { c.PeerService = "" }, ""},
 	}
 	for _, tt := range tests {

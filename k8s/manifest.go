@@ -39,12 +39,13 @@ var templatePaths = map[string][]string{
 // InjectManifests copies a stream of YAML documents from r to w with the sidecar added to the
 // pod template of every workload (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
 // CronJob, also inside a v1 List). Every other document is written back byte for byte, and so
-// is a workload that needs no change, which makes a second run a no-op.
+// is a workload that needs no change, which makes a second run a no-op. Line breaks are the
+// exception: every CR LF and lone CR becomes LF on the way in (see newLineBreakReader).
 //
 // A changed workload is rewritten from JSON with sorted keys and loses its comments; fields
 // this package does not know are kept, because only the changes are applied to the original.
 func (c Config) InjectManifests(r io.Reader, w io.Writer) ([]ObjectResult, error) {
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(newLineBreakReader(r)))
 	var results []ObjectResult
 	for doc := 0; ; doc++ {
 		raw, err := reader.Read()
@@ -198,4 +199,41 @@ func (c Config) templatePatch(tmpl *corev1.PodTemplateSpec, prefix string) ([]js
 		ops[i].Path = prefix + ops[i].Path
 	}
 	return ops, res, nil
+}
+
+// lineBreakReader turns every line break of YAML (CR LF, lone CR, LF; YAML 1.2 §5.4) into LF.
+//
+// The document reader splits on LF and drops at most one CR before it, while the YAML parser
+// breaks lines at a lone CR too. Without this, a document came out with fewer CRs than it went
+// in ("x\r\r\n" became "x\r\n", then "x\n"), so a second run changed it again, and a
+// "---" after a lone CR separated documents for the parser but not for the reader. Replacing
+// CR by LF changes no YAML value: the parser folds and normalises both alike.
+type lineBreakReader struct {
+	r       io.Reader
+	afterCR bool // the last byte read was a CR, already written as LF: drop an LF after it
+}
+
+func newLineBreakReader(r io.Reader) *lineBreakReader { return &lineBreakReader{r: r} }
+
+func (l *lineBreakReader) Read(p []byte) (int, error) {
+	for {
+		n, err := l.r.Read(p)
+		out := p[:0] // rewritten in place: out never overtakes the bytes still to be read
+		for _, b := range p[:n] {
+			if l.afterCR {
+				l.afterCR = false
+				if b == '\n' {
+					continue
+				}
+			}
+			if b == '\r' {
+				b, l.afterCR = '\n', true
+			}
+			out = append(out, b)
+		}
+		// A read of a lone LF after a CR leaves nothing; read on rather than return 0, nil.
+		if len(out) > 0 || err != nil || n == 0 {
+			return len(out), err
+		}
+	}
 }

@@ -120,6 +120,65 @@ func TestInjectManifests_Idempotent(t *testing.T) {
 	}
 }
 
+// TestInjectManifests_LineBreaks: CR LF and lone CR are line breaks to YAML, so they are to the
+// injector too. It used to drop one CR before an LF and add an LF after a final CR, so a second
+// run changed the output again (found by FuzzInjectManifests), and it did not split documents
+// at a "---" between lone CRs, so injecting the first lost the others.
+func TestInjectManifests_LineBreaks(t *testing.T) {
+	pod := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers: [{name: a, image: b}]\n"
+	svc := "apiVersion: v1\nkind: Service\nmetadata:\n  name: s  # kept\n"
+	crlf := func(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
+	cr := func(s string) string { return strings.ReplaceAll(s, "\n", "\r") }
+	tests := []struct {
+		name, in string
+		want     []string // in the output, in this order
+		injected int
+	}{
+		{name: "CR CR LF", in: "0\r\r\n", want: []string{"0\n\n"}},
+		{name: "CR at the end", in: "0\r", want: []string{"0\n"}},
+		{name: "CR LF file", in: crlf(svc + "---\n" + pod), want: []string{svc + "---\n", "ctxprop.io/status: injected"}, injected: 1},
+		{name: "CR file", in: cr(pod + "---\n" + svc), want: []string{"ctxprop.io/status: injected", "---\n" + svc}, injected: 1},
+		{name: "mixed", in: "kind: A\r\n---\rkind: B\r\r---\n" + crlf(pod), want: []string{"kind: A\n---\nkind: B\n\n---\n", "name: p"}, injected: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := offlineConfig()
+			var once, twice bytes.Buffer
+			results, err := cfg.InjectManifests(strings.NewReader(tt.in), &once)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := once.String()
+			if strings.Contains(out, "\r") {
+				t.Errorf("output has a CR: %q", out)
+			}
+			rest := out
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("output %q lacks %q (or not in order)", out, w)
+				}
+				rest = rest[i+len(w):]
+			}
+			n := 0
+			for _, r := range results {
+				if r.Outcome == Injected {
+					n++
+				}
+			}
+			if got, want := n, tt.injected; got != want {
+				t.Errorf("%d workloads injected, want %d: %+v", got, want, results)
+			}
+			if _, err := cfg.InjectManifests(bytes.NewReader(once.Bytes()), &twice); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := twice.String(), out; got != want {
+				t.Errorf("second run = %q, want the first output %q", got, want)
+			}
+		})
+	}
+}
+
 func TestInjectManifests_Errors(t *testing.T) {
 	tests := []struct {
 		name, in, want string

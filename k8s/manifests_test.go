@@ -4,15 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 
+	peersync "github.com/ctxprop/ctxprop/sync"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -47,6 +53,66 @@ func readManifests(t *testing.T, files ...string) []*unstructured.Unstructured {
 		}
 	}
 	return objs
+}
+
+// syncKeyCommand is the documented step that creates a namespace's fleet key.
+var syncKeyCommand = regexp.MustCompile(`kubectl -n (\S+) create secret generic (\S+) --from-literal=([^=]+)="\$\((.+)\)"`)
+
+// syncKeyStep returns the Secret name, the key and the shell command generating the value of
+// the first fleet-key step in text.
+func syncKeyStep(t *testing.T, file string) (name, key, gen string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := syncKeyCommand.FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatalf("%s does not say how to create the fleet key (no line matching %s)", file, syncKeyCommand)
+	}
+	return m[2], m[3], m[4]
+}
+
+// TestManifests_SyncKeyStep: the namespace manifests and the README give the one command that
+// creates the Secret the injector mounts by default, it makes a key the sidecar accepts, and
+// no key is shipped in the manifests.
+func TestManifests_SyncKeyStep(t *testing.T) {
+	config := filepath.Join("manifests", "namespace", "ctxprop-config.yaml")
+	name, key, gen := syncKeyStep(t, config)
+	if name != DefaultSyncKeySecret || key != SyncKeySecretKey {
+		t.Errorf("%s creates Secret %s key %s; the injector mounts %s key %s", config, name, key, DefaultSyncKeySecret, SyncKeySecretKey)
+	}
+	readme := filepath.Join("..", "README.md")
+	if rn, rk, rg := syncKeyStep(t, readme); rn != name || rk != key || rg != gen {
+		t.Errorf("README creates Secret %s key %s from $(%s), the manifests %s key %s from $(%s)", rn, rk, rg, name, key, gen)
+	}
+
+	out, err := exec.Command("sh", "-c", gen).Output()
+	if err != nil {
+		t.Fatalf("sh -c %q: %v", gen, err)
+	}
+	file := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(file, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := peersync.LoadKeyFile(file)
+	if err != nil {
+		t.Fatalf("the documented command makes a key the sidecar refuses: %v", err)
+	}
+	if got, want := len(keys[0]), 32; got != want {
+		t.Errorf("documented key is %d bytes, want %d (AES-256)", got, want)
+	}
+
+	dir := filepath.Join("manifests", "namespace")
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests in %s: %v", dir, err)
+	}
+	for _, obj := range readManifests(t, files...) {
+		if obj.GetKind() == "Secret" {
+			t.Errorf("%s ships Secret %s: a key in git is everybody's key; document its creation instead", dir, obj.GetName())
+		}
+	}
 }
 
 // TestAPIServer_Manifests creates every object of k8s/manifests in the API server, with strict
@@ -104,8 +170,22 @@ func TestAPIServer_Manifests(t *testing.T) {
 		create(t, obj)
 	}
 
+	// The fleet key, as the documented step makes it.
+	name, key, _ := syncKeyStep(t, filepath.Join("manifests", "namespace", "ctxprop-config.yaml"))
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		StringData: map[string]string{key: base64.StdEncoding.EncodeToString(raw) + "\n"},
+	}
+	if err := c.Create(ctx, secret, client.FieldValidation("Strict")); err != nil {
+		t.Fatal(err)
+	}
+
 	// The example app, through a live webhook, gets a sidecar whose ports the example
-	// Service and the peer Service can reach by name.
+	// Service and the peer Service can reach by name, and the fleet key of the namespace.
 	srv, ca := startWebhook(t)
 	registerWebhook(t, c, srv, ca, ns, admissionregistrationv1.Fail)
 	waitInjecting(t, c, ns)
@@ -140,5 +220,22 @@ func TestAPIServer_Manifests(t *testing.T) {
 	}
 	if got, want := envValue(sidecar.Env, "CTXPROP_INBOUND_APP"), "127.0.0.1:8080"; got != want {
 		t.Errorf("CTXPROP_INBOUND_APP = %q, want %q", got, want)
+	}
+	vi := volumeIndex(pod.Spec.Volumes, SyncKeyVolume)
+	if vi < 0 {
+		t.Fatalf("the example pod mounts no fleet key; volumes %+v", pod.Spec.Volumes)
+	}
+	v := pod.Spec.Volumes[vi].Secret
+	if v == nil || v.SecretName != secret.Name {
+		t.Fatalf("the example pod's key volume %+v, want the Secret %s the namespace step creates", pod.Spec.Volumes[vi].VolumeSource, secret.Name)
+	}
+	var stored corev1.Secret
+	if err := c.Get(ctx, client.ObjectKeyFromObject(secret), &stored); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range v.Items {
+		if _, ok := stored.Data[it.Key]; !ok {
+			t.Errorf("the pod mounts key %q of Secret %s, which has %v", it.Key, stored.Name, stored.Data)
+		}
 	}
 }

@@ -145,6 +145,11 @@ func (s *Server) Open() error {
 		}
 	}()
 	s.logger.Info("serving", "address", ln.Addr().String(), "path", MutatePath)
+	if s.cfg.Inject.SyncKeySecret == SyncKeyNone {
+		s.logger.Warn("injecting pods without a fleet key unless they name a Secret in "+AnnotationSyncKeySecret, "sync_key_secret", SyncKeyNone)
+	} else {
+		s.logger.Info("pods mount the fleet key from a Secret of their namespace", "sync_key_secret", s.cfg.Inject.SyncKeySecret)
+	}
 	return nil
 }
 
@@ -259,6 +264,10 @@ func (s *Server) Review(req *admissionv1.AdmissionRequest) *admissionv1.Admissio
 		allow.Warnings = []string{"ctxprop sidecar not injected: " + res.Reason}
 	case Injected, AlreadyInjected:
 		logger.Info(res.Outcome.String(), "patch_ops", len(ops))
+		if res.Outcome == Injected && pod.Annotations[AnnotationSyncKey] == SyncKeyNone {
+			// kubectl prints it: whoever creates an unkeyed pod hears about it (SPEC §4a).
+			allow.Warnings = []string{"ctxprop sidecar injected without a fleet key (" + AnnotationSyncKey + ": " + SyncKeyNone + "): its peer traffic is neither encrypted nor authenticated, and context from other pods cannot be authenticated"}
+		}
 	}
 	if len(ops) == 0 {
 		return allow

@@ -176,6 +176,49 @@ func TestServer_Review(t *testing.T) {
 	})
 }
 
+// TestServer_Review_SyncKey: through the webhook, pods mount the fleet key by default; a pod
+// or a webhook that says "none" gets an unkeyed pod, marked so, and the creator a warning.
+func TestServer_Review_SyncKey(t *testing.T) {
+	tests := []struct {
+		name        string
+		webhook     string // ServerConfig.Inject.SyncKeySecret; empty: the default
+		ann         map[string]string
+		wantKey     string
+		wantWarning bool
+	}{
+		{name: "default", wantKey: DefaultSyncKeySecret},
+		{name: "pod opts out", ann: map[string]string{AnnotationSyncKeySecret: SyncKeyNone}, wantKey: SyncKeyNone, wantWarning: true},
+		{name: "webhook opts out", webhook: SyncKeyNone, wantKey: SyncKeyNone, wantWarning: true},
+		{name: "pod names its secret under an unkeyed webhook", webhook: SyncKeyNone, ann: map[string]string{AnnotationSyncKeySecret: "orders-key"}, wantKey: "orders-key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, ts := handlerServer(t)
+			if tt.webhook != "" {
+				s.cfg.Inject.SyncKeySecret = tt.webhook
+			}
+			req := podRequest(t, annotatedPod(tt.ann))
+			resp := review(t, ts.URL, req)
+			if !resp.Allowed {
+				t.Fatalf("response %+v, want allowed", resp)
+			}
+			pod := applyPatch(t, req, resp)
+			checkInjected(t, &pod.ObjectMeta, &pod.Spec)
+			if got, want := pod.Annotations[AnnotationSyncKey], tt.wantKey; got != want {
+				t.Errorf("annotation %s = %q, want %q", AnnotationSyncKey, got, want)
+			}
+			warned := len(resp.Warnings) == 1 && strings.Contains(resp.Warnings[0], "without a fleet key")
+			if warned != tt.wantWarning || !tt.wantWarning && len(resp.Warnings) != 0 {
+				t.Errorf("warnings = %q, want a warning about the missing key: %v", resp.Warnings, tt.wantWarning)
+			}
+			again := review(t, ts.URL, podRequest(t, pod))
+			if !again.Allowed || len(again.Patch) != 0 || len(again.Warnings) != 0 {
+				t.Errorf("second review = %+v, want allowed, no patch, no warning", again)
+			}
+		})
+	}
+}
+
 func TestServer_BadRequests(t *testing.T) {
 	_, ts := handlerServer(t)
 	tests := []struct {

@@ -29,7 +29,7 @@ func injectFlags(fs *flag.FlagSet, cfg *k8s.Config) {
 	})
 	fs.StringVar(&cfg.ConfigMap, "configmap", cfg.ConfigMap, "ConfigMap with config.hcl, mounted optionally at /etc/ctxprop")
 	fs.StringVar(&cfg.PeerService, "peer-service", cfg.PeerService, "headless Service for peer discovery in each pod's namespace (empty: none)")
-	fs.StringVar(&cfg.SyncKeySecret, "sync-key-secret", cfg.SyncKeySecret, "Secret (key \"key\") with the peer keyring secret, mounted for sync.key_file (empty: none)")
+	fs.StringVar(&cfg.SyncKeySecret, "sync-key-secret", cfg.SyncKeySecret, "Secret (key \"key\") in each pod's namespace with the fleet key, mounted for sync.key_file; a pod waits for it to exist (none: pods run unkeyed)")
 	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "cluster DNS domain")
 	fs.Func("no-proxy", "app containers' NO_PROXY, comma-separated (default "+strings.Join(cfg.NoProxy, ",")+")", func(s string) error {
 		cfg.NoProxy = nil
