@@ -200,13 +200,10 @@ func (c *Config) ApplyEnv(environ []string) error {
 			env[name] = v
 		}
 	}
-	var (
-		errs  []error
-		known []string // in the order of settings, so the suggestion among equals is stable
-	)
-	for _, s := range c.settings() {
+	var errs []error
+	known := c.settings()
+	for _, s := range known {
 		name := EnvVar(s.block, s.attr)
-		known = append(known, name)
 		v, ok := env[name]
 		if !ok {
 			continue
@@ -227,8 +224,8 @@ func (c *Config) ApplyEnv(environ []string) error {
 	slices.Sort(unknown)
 	for _, name := range unknown {
 		// The value is left out: it may be a secret meant for something else.
-		if guess := closest(name, known); guess != "" {
-			errs = append(errs, fmt.Errorf("%s is not a ctxprop setting; did you mean %s? (config attributes are %s<BLOCK>_<ATTRIBUTE>)", name, guess, EnvPrefix))
+		if guess, ok := closest(name, known); ok {
+			errs = append(errs, fmt.Errorf("%s is not a ctxprop setting; did you mean %s? (config attributes are %s<BLOCK>_<ATTRIBUTE>)", name, EnvVar(guess.block, guess.attr), EnvPrefix))
 		} else {
 			errs = append(errs, fmt.Errorf("%s is not a ctxprop setting; unset it (config attributes are %s<BLOCK>_<ATTRIBUTE>, as in config.hcl)", name, EnvPrefix))
 		}
@@ -236,18 +233,37 @@ func (c *Config) ApplyEnv(environ []string) error {
 	return errors.Join(errs...)
 }
 
-// closest returns the name in known nearest to name, ignoring case and the common prefix,
-// or "" when none is near enough to be a plausible misspelling: within two edits, or half
-// the length of what follows the prefix (a missing block name, "CTXPROP_COMMIT_WINDOW").
-func closest(name string, known []string) string {
+// closest returns the setting in known whose variable is nearest to name, ignoring case and
+// the common prefix; ok is false when none is near enough to be a plausible misspelling:
+// within two edits, or half the length of what follows the prefix (a missing block name,
+// "CTXPROP_COMMIT_WINDOW"). known is in the order of settings, so a tie is stable.
+func closest(name string, known []setting) (best setting, ok bool) {
 	rest := strings.ToUpper(strings.TrimPrefix(name, EnvPrefix))
-	best, bestDist := "", max(2, len(rest)/2)+1
+	bestDist := max(2, len(rest)/2) + 1
 	for _, k := range known {
-		if d := editDistance(rest, strings.TrimPrefix(k, EnvPrefix)); d < bestDist {
-			best, bestDist = k, d
+		if d := editDistance(rest, strings.TrimPrefix(EnvVar(k.block, k.attr), EnvPrefix)); d < bestDist {
+			best, bestDist, ok = k, d, true
 		}
 	}
-	return best
+	return best, ok
+}
+
+// LookupEnv reports whether name is the variable of a setting (CTXPROP_<BLOCK>_<ATTRIBUTE>).
+// When it is not, block and attr name the setting it was probably meant to be, or are
+// empty when none is close. The Kubernetes injector uses it to refuse a misspelt
+// ctxprop.io/config-<block>-<attr> annotation before the pod starts.
+func LookupEnv(name string) (ok bool, block, attr string) {
+	c := DefaultConfig()
+	known := c.settings()
+	for _, s := range known {
+		if EnvVar(s.block, s.attr) == name {
+			return true, "", ""
+		}
+	}
+	if s, near := closest(name, known); near {
+		return false, s.block, s.attr
+	}
+	return false, "", ""
 }
 
 // editDistance is the optimal string alignment distance between a and b: the number of

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/ctxprop/ctxprop/config"
 )
 
 // Pod annotations read and written by the injector. All are optional except Inject, which the
@@ -401,6 +403,15 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 		if err != nil {
 			return p, &AnnotationError{k, ann[k], err.Error()}
 		}
+		// A misspelt override would stop the sidecar at start-up (config refuses unknown
+		// CTXPROP_ variables); refusing the pod here says so where the pod is created.
+		if ok, block, attr := config.LookupEnv(name); !ok {
+			problem := fmt.Sprintf("%s is not a ctxprop setting (%s<block>-<attribute>, as in config.hcl)", name, AnnotationConfigPrefix)
+			if block != "" {
+				problem = fmt.Sprintf("%s is not a ctxprop setting; did you mean %s%s-%s?", name, AnnotationConfigPrefix, block, attr)
+			}
+			return p, &AnnotationError{k, ann[k], problem}
+		}
 		v := ann[k]
 		switch name {
 		case "CTXPROP_ADMIN_ADDRESS":
@@ -410,19 +421,33 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 		}
 		env = setEnv(env, name, v)
 	}
-	for _, a := range []struct{ key, addr string }{
-		{AnnotationConfigPrefix + "admin-address", p.adminAddr},
-		{AnnotationConfigPrefix + "outbound-address", p.outbound},
+	for _, a := range []struct{ key, addr, optIn string }{
+		{AnnotationConfigPrefix + "admin-address", p.adminAddr, "admin-allow_non_loopback"},
+		{AnnotationConfigPrefix + "outbound-address", p.outbound, "outbound-allow_non_loopback"},
 	} {
 		if _, err := loopbackURL(a.addr); err != nil {
 			return p, &AnnotationError{a.key, a.addr, err.Error()}
+		}
+		// The sidecar refuses to start on a non-loopback admin or outbound address without
+		// the opt-in (SPEC §4a): say so now, not in a crash loop.
+		if host, _, _ := net.SplitHostPort(a.addr); !isLoopbackHost(host) && ann[AnnotationConfigPrefix+a.optIn] != "true" {
+			return p, &AnnotationError{a.key, a.addr, fmt.Sprintf("a non-loopback address is reachable from other pods; set %s%s: \"true\" as well if that is meant", AnnotationConfigPrefix, a.optIn)}
 		}
 	}
 	p.env = env
 	return p, nil
 }
 
-// overrideEnvName maps ctxprop.io/config-sync-tls-ca_file to CTXPROP_SYNC_TLS_CA_FILE.
+// isLoopbackHost reports whether a listener on host is reachable from the pod only.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// overrideEnvName maps ctxprop.io/config-store-commit_window to CTXPROP_STORE_COMMIT_WINDOW.
 func overrideEnvName(key string) (string, error) {
 	rest := strings.TrimPrefix(key, AnnotationConfigPrefix)
 	parts := strings.FieldsFunc(rest, func(r rune) bool { return r == '-' || r == '.' })

@@ -208,7 +208,8 @@ func TestInjectPod_Annotations(t *testing.T) {
 			name: "admin and outbound addresses move probes and proxy",
 			ann: map[string]string{
 				AnnotationConfigPrefix + "admin-address":    "127.0.0.1:17400",
-				AnnotationConfigPrefix + "outbound-address": "0.0.0.0:17402",
+				AnnotationConfigPrefix + "outbound-address":            "0.0.0.0:17402",
+				AnnotationConfigPrefix + "outbound-allow_non_loopback": "true",
 			},
 			check: func(t *testing.T, s corev1.Container, spec *corev1.PodSpec) {
 				if got, want := s.StartupProbe.Exec.Command[3], "http://127.0.0.1:17400/readyz"; got != want {
@@ -316,6 +317,10 @@ func TestInjectPod_BadAnnotations(t *testing.T) {
 		{AnnotationConfigPrefix + "inbound", "x", "name a block and an attribute"},
 		{AnnotationConfigPrefix + "Inbound-App", "x", "lowercase"},
 		{AnnotationConfigPrefix + "admin-address", "localhost", "not host:port"},
+		{AnnotationConfigPrefix + "sync-gossip_interval", "200ms", "CTXPROP_SYNC_GOSSIP_INTERVAL is not a ctxprop setting; did you mean ctxprop.io/config-sync-interval?"},
+		{AnnotationConfigPrefix + "zzz-qqq", "1", "CTXPROP_ZZZ_QQQ is not a ctxprop setting (ctxprop.io/config-<block>-<attribute>"},
+		{AnnotationConfigPrefix + "outbound-address", "0.0.0.0:7402", "set ctxprop.io/config-outbound-allow_non_loopback: \"true\""},
+		{AnnotationConfigPrefix + "admin-address", "10.0.0.5:7400", "set ctxprop.io/config-admin-allow_non_loopback: \"true\""},
 		{AnnotationDataClaim, "Bad_Name", "lower case"},
 		{AnnotationImage, "", "not an image reference"},
 		{AnnotationSyncKeySecret, "a/b", "lower case"},
