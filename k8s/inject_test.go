@@ -207,7 +207,7 @@ func TestInjectPod_Annotations(t *testing.T) {
 		{
 			name: "admin and outbound addresses move probes and proxy",
 			ann: map[string]string{
-				AnnotationConfigPrefix + "admin-address":    "127.0.0.1:17400",
+				AnnotationConfigPrefix + "admin-address":               "127.0.0.1:17400",
 				AnnotationConfigPrefix + "outbound-address":            "0.0.0.0:17402",
 				AnnotationConfigPrefix + "outbound-allow_non_loopback": "true",
 			},
