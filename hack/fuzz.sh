@@ -5,6 +5,7 @@
 #   bash hack/fuzz.sh            # every target, 5 minutes each
 #   bash hack/fuzz.sh 30s        # a quick pass
 #   bash hack/fuzz.sh 5m ./headers/   # the targets of some packages only
+#   FUZZFLAGS=-parallel=1 bash hack/fuzz.sh   # one worker, leaving a core free
 #
 # -fuzzminimizetime=0: minimizing a slow input (a config file, a manifest) can stall a
 # run for longer than the fuzzing itself. A failing input is written under the package's
@@ -24,7 +25,8 @@ for pkg in "${pkgs[@]}"; do
 	mapfile -t targets < <(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u)
 	for target in "${targets[@]}"; do
 		echo "== $pkg $target ($fuzztime)"
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime=0 "$pkg"
+		# shellcheck disable=SC2086 # FUZZFLAGS is a list of flags
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime=0 ${FUZZFLAGS:-} "$pkg"
 		n=$((n + 1))
 	done
 done
