@@ -385,3 +385,41 @@ func ExampleContext_Absorb() {
 	// requests: 42 replicas: 2
 	// after pruning: 42 replicas: 1
 }
+
+// TestCodec_Folds: folds and pruned records survive an encoding round trip, and a state
+// without them encodes as before they existed (no retired section).
+func TestCodec_Folds(t *testing.T) {
+	var c Context
+	c.Join(c.Incr(Write{Replica: 1, At: base + 1}, "k", 4, 0))
+	plain, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.Absorb(Write{Replica: 2, At: base + 2}, 1)
+	if err != nil || d == nil {
+		t.Fatalf("Absorb = %v, %v", d, err)
+	}
+	c.Join(d)
+	c.Pruned = map[ReplicaID]Timestamp{7: base + 3}
+	b, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Context
+	if err := back.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if !Equal(&c, &back) {
+		t.Fatalf("round trip changed the state:\n%+v\n%+v", c.Counters, back.Counters)
+	}
+	if got := back.Counters["k"].Folds[FoldKey{From: 1, Into: 2}]; got.P != 4 {
+		t.Errorf("fold after the round trip = %+v, want P 4", got)
+	}
+	if back.Pruned[7] != base+3 {
+		t.Errorf("pruned after the round trip = %v", back.Pruned)
+	}
+	var old Context
+	if err := old.UnmarshalBinary(plain); err != nil {
+		t.Fatalf("a state encoded without folds: %v", err)
+	}
+}
