@@ -488,6 +488,22 @@ func (c *Context) CounterReplicas(f func(ReplicaID)) {
 	}
 }
 
+// Retires reports whether c says that replica r was retired: a fold of it, or its id
+// pruned. A replica that learns so of itself was cut off longer than the fleet waits.
+func (c *Context) Retires(r ReplicaID) bool {
+	if _, ok := c.Pruned[r]; ok {
+		return true
+	}
+	for _, ct := range c.Counters {
+		for k := range ct.Folds {
+			if k.From == r {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // HasFolds reports whether a counter of c records a fold, which Settle may have work for.
 func (c *Context) HasFolds() bool {
 	for _, ct := range c.Counters {

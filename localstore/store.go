@@ -137,6 +137,7 @@ type Store struct {
 	waiting, peak int
 
 	kick      chan struct{}
+	retired   chan struct{} // closed when the fleet retired this replica (see ErrRetired)
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -188,6 +189,7 @@ func New(opt Options) *Store {
 		contexts: make(map[string]*crdt.Context),
 		dirty:    make(map[string]struct{}),
 		kick:     make(chan struct{}, 1),
+		retired:  make(chan struct{}),
 	}
 }
 
@@ -215,6 +217,11 @@ func (s *Store) Open() error {
 	}
 	s.db = db
 	if err := s.openWAL(); err != nil {
+		s.db = nil
+		return errors.Join(err, db.Close())
+	}
+	if err := s.rotateIfRetired(); err != nil {
+		s.wal.close()
 		s.db = nil
 		return errors.Join(err, db.Close())
 	}
@@ -654,6 +661,7 @@ func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, ori
 		s.mu.Unlock()
 		return err
 	}
+	retired := s.retiredBy(delta)
 	c, ok := s.contexts[name]
 	if !ok {
 		c = &crdt.Context{}
@@ -665,7 +673,14 @@ func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, ori
 	s.recount(counted, c)
 	b := s.enqueue(Event{Context: name, Origin: origin, Delta: delta, Touched: touched}, Durable)
 	s.mu.Unlock()
-	return s.wait(ctx, b, Durable)
+	if err := s.wait(ctx, b, Durable); err != nil {
+		return err
+	}
+	if retired {
+		s.stopRetired()
+		return s.Ready()
+	}
+	return nil
 }
 
 // observeClock moves the local clock past the newest timestamp a peer's delta carries.
@@ -1069,6 +1084,11 @@ func (s *Store) sweepLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			// Settle first, so that Sweep finds the folds this replica made complete
+			// and can prune them once their grace period has passed.
+			if _, err := s.settleFolds(s.ctx); err != nil && s.ctx.Err() == nil {
+				s.log.Warn("settling folds of retired replicas failed; retrying at the next sweep", "error", err)
+			}
 			s.Sweep()
 		}
 	}
