@@ -166,6 +166,13 @@ sync {
   # fleet's size. Without key_file it bounds what hosts that are not sidecars can make
   # a sidecar remember; peers that never answer are forgotten after 30s.
   max_peers = 1024
+  # How long a replica must be gone (neither alive in membership nor heard from) before
+  # its counter slots are folded into a live replica's and, store.tombstone_ttl later,
+  # dropped from every context: each replaced pod is a new replica, and without this
+  # every pod that ever lived would keep a slot in every counter it touched. Longer than
+  # any partition you expect: a sidecar cut off longer is retired, and when it returns
+  # it restarts under a new replica id, keeping what it wrote. More than 0.
+  retire_after = "1h"
 }
 
 tracing {

@@ -110,6 +110,9 @@ type Sync struct {
 	Fanout   int           // peers per gossip round; default 3
 	KeyFile  string        // memberlist keyring secret; default "", no encryption
 	MaxPeers int           // peers tracked and members listed at most; default 1024
+	// RetireAfter is how long a replica must be gone (neither alive in membership nor
+	// heard from) before its state is folded into a live replica's; default 1h.
+	RetireAfter time.Duration
 }
 
 // Tracing configures OpenTelemetry traces.
@@ -169,10 +172,11 @@ func DefaultConfig() Config {
 			DialTimeout:         5 * time.Second,
 		},
 		Sync: Sync{
-			Address:  "0.0.0.0:7403",
-			Interval: 200 * time.Millisecond,
-			Fanout:   3,
-			MaxPeers: 1024,
+			Address:     "0.0.0.0:7403",
+			Interval:    200 * time.Millisecond,
+			Fanout:      3,
+			MaxPeers:    1024,
+			RetireAfter: time.Hour,
 		},
 		Tracing: Tracing{SampleRatio: 1},
 		Flags:   Flags{PollInterval: 2 * time.Second, ContextHeaders: map[string]string{}, ContextBaggage: map[string]string{}},
@@ -243,6 +247,7 @@ func (c *Config) settings() []setting {
 		{"sync", "fanout", &c.Sync.Fanout},
 		{"sync", "key_file", &c.Sync.KeyFile},
 		{"sync", "max_peers", &c.Sync.MaxPeers},
+		{"sync", "retire_after", &c.Sync.RetireAfter},
 
 		{"tracing", "enabled", &c.Tracing.Enabled},
 		{"tracing", "otlp_endpoint", &c.Tracing.OTLPEndpoint},

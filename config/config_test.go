@@ -69,6 +69,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"sync.fanout", c.Sync.Fanout, 3},
 		{"sync.key_file", c.Sync.KeyFile, ""},
 		{"sync.max_peers", c.Sync.MaxPeers, 1024},
+		{"sync.retire_after", c.Sync.RetireAfter, time.Hour},
 		{"tracing.enabled", c.Tracing.Enabled, false},
 		{"tracing.otlp_endpoint", c.Tracing.OTLPEndpoint, ""},
 		{"tracing.sample_ratio", c.Tracing.SampleRatio, 1.0},
@@ -89,7 +90,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 53; got != want {
+	if got, want := len(c.settings()), 54; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -172,6 +173,7 @@ sync {
   fanout   = 5
   key_file = "/etc/ctxprop/keyring"
   max_peers = 64
+  retire_after = "3h"
 }
 tracing {
   enabled       = true
@@ -211,7 +213,7 @@ func everyAttributeConfig() Config {
 			Address: "0.0.0.0:9003", Peers: []string{"10.0.0.7:7403", "peer-b.example:7403"},
 			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
 			Interval: 100 * time.Millisecond, Fanout: 5, KeyFile: "/etc/ctxprop/keyring",
-			MaxPeers: 64,
+			MaxPeers: 64, RetireAfter: 3 * time.Hour,
 		},
 		Tracing: Tracing{Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25},
 		Flags: Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"},
@@ -299,6 +301,7 @@ func TestParse_Errors(t *testing.T) {
 		{"dns url", "sync {\n  dns = \"http://peers\"\n}\n", []string{"bad.hcl:2: sync.dns \"http://peers\" is not a DNS name"}},
 		{"fanout", "sync {\n  fanout = 0\n}\n", []string{"bad.hcl:2: sync.fanout is 0"}},
 		{"max_peers", "sync {\n  max_peers = 0\n}\n", []string{"bad.hcl:2: sync.max_peers is 0; want a positive number"}},
+		{"retire_after", "sync {\n  retire_after = \"0\"\n}\n", []string{"bad.hcl:2: sync.retire_after is 0s; want a positive duration"}},
 		{"sample ratio", "tracing {\n  sample_ratio = 1.5\n}\n", []string{"bad.hcl:2: tracing.sample_ratio is 1.5; want a number from 0 to 1"}},
 		{"tracing without endpoint", "tracing {\n  enabled = true\n}\n", []string{"tracing.otlp_endpoint is empty but tracing.enabled is true"}},
 		{"pinned flag name", "flags {\n  pinned = [\"ok\", \"not ok\"]\n}\n", []string{"bad.hcl:2: flags.pinned entry 2 \"not ok\""}},

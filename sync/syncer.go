@@ -68,6 +68,11 @@ type Options struct {
 	// means DefaultMaxPeers. A peer past it is refused, counted in
 	// ctxprop_sync_refused_peers_total and logged (once a second at most).
 	MaxPeers int
+	// Retirer folds replicas gone from the fleet into this one; nil means no replica is
+	// ever retired. RetireAfter is how long a replica must have been neither alive in
+	// membership nor heard from (sync.retire_after); 0 means 1h.
+	Retirer     Retirer
+	RetireAfter time.Duration
 	// UnprovenTTL is how long a peer that has not completed an exchange with this node
 	// is kept (Engine.Established); 0 means 30s.
 	UnprovenTTL time.Duration
@@ -103,6 +108,8 @@ type Syncer struct {
 	loops    context.CancelFunc // stops the timers only, before the final flush
 	wg       sync.WaitGroup
 
+	retiring retirement
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -128,6 +135,9 @@ func New(opt Options) (*Syncer, error) {
 	}
 	if opt.DiscoverInterval <= 0 {
 		opt.DiscoverInterval = 5 * time.Second
+	}
+	if opt.RetireAfter <= 0 {
+		opt.RetireAfter = time.Hour
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -263,6 +273,11 @@ func (s *Syncer) Open() error {
 	if err != nil {
 		s.cancel()
 		return errors.Join(fmt.Errorf("peersync: watch the store: %w", err), ml.Shutdown())
+	}
+	s.retiring = retirement{started: s.opt.Now(), lastSign: map[crdt.ReplicaID]time.Time{}}
+	if s.opt.Retirer != nil {
+		s.wg.Add(1)
+		go s.retireLoop(loops)
 	}
 	s.wg.Add(4 + verifiers)
 	go s.watchLoop(sub)
@@ -684,11 +699,12 @@ var (
 	// The per-peer series above are bounded by sync.max_peers, like the peers.
 	descRefusedPeers = prometheus.NewDesc("ctxprop_sync_refused_peers_total", "New peers refused because sync.max_peers were known already, by where: membership (memberlist's node list, fed by alive messages and joins) or engine (the peers replication tracks; mostly senders that membership does not name).", []string{"source"}, nil)
 	descForgotten    = prometheus.NewDesc("ctxprop_sync_forgotten_peers_total", "Peers forgotten because they completed no exchange with this node in time.", nil, nil)
+	descRetired      = prometheus.NewDesc("ctxprop_sync_retired_replicas_total", "Replicas gone from the fleet for sync.retire_after that this sidecar folded into its own (SPEC §7).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (s *Syncer) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten} {
+	for _, d := range []*prometheus.Desc{descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten, descRetired} {
 		ch <- d
 	}
 }
@@ -714,4 +730,5 @@ func (s *Syncer) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRefusedPeers, prometheus.CounterValue, float64(s.members.refusedCount()), "membership")
 	ch <- prometheus.MustNewConstMetric(descRefusedPeers, prometheus.CounterValue, float64(st.RefusedPeers), "engine")
 	ch <- prometheus.MustNewConstMetric(descForgotten, prometheus.CounterValue, float64(st.Forgotten))
+	ch <- prometheus.MustNewConstMetric(descRetired, prometheus.CounterValue, float64(s.retiring.retired.Load()))
 }

@@ -39,6 +39,9 @@ func startSync(n *node) (*syncPart, error) {
 		Fanout:   cfg.Sync.Fanout,
 		Keyring:  n.keyring,
 		MaxPeers: cfg.Sync.MaxPeers,
+		// Replicas gone for sync.retire_after are folded into this one (SPEC §7).
+		Retirer:     n.store,
+		RetireAfter: cfg.Sync.RetireAfter,
 		// Spans of rounds that sent deltas and of push-pull exchanges.
 		TracerProvider: n.tp,
 	})

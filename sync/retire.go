@@ -1,0 +1,136 @@
+package peersync
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ctxprop/ctxprop/crdt"
+)
+
+// Retirer folds replicas gone from the fleet into this one, so that the state of every
+// context follows the live replicas rather than every pod that ever lived (SPEC §7; the
+// argument is in the crdt package doc). *localstore.Store implements it. Both methods
+// are called from the retire loop only, never concurrently with each other; Retire
+// blocks until the folds are in the store's log and replicate like any write.
+type Retirer interface {
+	// CounterReplicas returns the replica ids that hold counter state, with how many
+	// contexts each holds it in.
+	CounterReplicas() map[crdt.ReplicaID]int
+	// Retire folds replica from into this one everywhere and returns how many contexts
+	// changed.
+	Retire(ctx context.Context, from crdt.ReplicaID) (int, error)
+}
+
+// retirement is the syncer's bookkeeping of who is gone: when each replica that holds
+// state in the store was last alive in membership or heard from. Bounded by the replicas
+// the store holds state for.
+type retirement struct {
+	mu       sync.Mutex
+	started  time.Time
+	lastSign map[crdt.ReplicaID]time.Time
+	retired  atomic.Uint64 // replicas retired (each counted once per Retire that changed something)
+}
+
+// activity returns the replica ids of the peers membership says are alive or suspect,
+// and when each known peer was last heard from.
+func (e *Engine) activity() (alive map[crdt.ReplicaID]bool, heard map[crdt.ReplicaID]time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	alive = make(map[crdt.ReplicaID]bool, len(e.peers))
+	heard = make(map[crdt.ReplicaID]time.Time, len(e.peers))
+	for _, p := range e.peers {
+		if p.replica == 0 {
+			continue
+		}
+		if p.member && (p.state == StateAlive || p.state == StateSuspect) {
+			alive[p.replica] = true
+		}
+		if !p.lastContact.IsZero() {
+			heard[p.replica] = p.lastContact
+		}
+	}
+	return alive, heard
+}
+
+// retireLoop retires, every so often, the replicas gone for RetireAfter.
+func (s *Syncer) retireLoop(ctx context.Context) {
+	defer s.wg.Done()
+	every := min(max(s.opt.RetireAfter/8, time.Second), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.retireGone(ctx, s.opt.Now())
+		}
+	}
+}
+
+// retireGone retires the replicas that hold state in the store and have been neither
+// alive in membership nor heard from for RetireAfter. One replica does it, to keep two
+// from folding the same replica at once (which is exact, but costs a settle): the live
+// member with the smallest replica id. Any other steps in after twice RetireAfter, in case
+// that one cannot.
+func (s *Syncer) retireGone(ctx context.Context, now time.Time) {
+	r := &s.retiring
+	alive, heard := s.engine.activity()
+	holders := s.opt.Retirer.CounterReplicas()
+	self := s.opt.Store.Replica()
+
+	r.mu.Lock()
+	for id, t := range heard {
+		if _, ok := holders[id]; ok && t.After(r.lastSign[id]) {
+			r.lastSign[id] = t
+		}
+	}
+	for id := range alive {
+		if _, ok := holders[id]; ok {
+			r.lastSign[id] = now
+		}
+	}
+	for id := range r.lastSign {
+		if _, ok := holders[id]; !ok {
+			delete(r.lastSign, id) // nothing left to retire: forget it
+		}
+	}
+	designated := true
+	for id := range alive {
+		if id < self {
+			designated = false
+		}
+	}
+	var gone []crdt.ReplicaID
+	for id := range holders {
+		if id == self || alive[id] {
+			continue
+		}
+		last, ok := r.lastSign[id]
+		if !ok {
+			last = r.started // never seen since this sidecar started
+		}
+		quiet := now.Sub(last)
+		if quiet >= s.opt.RetireAfter && (designated || quiet >= 2*s.opt.RetireAfter) {
+			gone = append(gone, id)
+		}
+	}
+	r.mu.Unlock()
+	slices.Sort(gone)
+	for _, id := range gone {
+		n, err := s.opt.Retirer.Retire(ctx, id)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("retiring a replica gone from the fleet failed; retrying later", "replica", id, "error", err)
+			}
+			return
+		}
+		if n > 0 {
+			r.retired.Add(1)
+			s.log.Info("retired a replica gone for sync.retire_after", "replica", id, "contexts", n, "retire_after", s.opt.RetireAfter)
+		}
+	}
+}
