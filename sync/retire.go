@@ -72,17 +72,35 @@ func (s *Syncer) retireLoop(ctx context.Context) {
 }
 
 // retireGone retires the replicas that hold state in the store and have been neither
-// alive in membership nor heard from for RetireAfter. One replica does it, to keep two
-// from folding the same replica at once (which is exact, but costs a settle): the live
-// member with the smallest replica id. Any other steps in after twice RetireAfter, in case
-// that one cannot.
+// alive in membership nor heard from for RetireAfter (see retirement.gone).
 func (s *Syncer) retireGone(ctx context.Context, now time.Time) {
-	r := &s.retiring
 	alive, heard := s.engine.activity()
 	holders := s.opt.Retirer.CounterReplicas()
-	self := s.opt.Store.Replica()
+	for _, id := range s.retiring.gone(s.opt.Store.Replica(), alive, heard, holders, now, s.opt.RetireAfter) {
+		n, err := s.opt.Retirer.Retire(ctx, id)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("retiring a replica gone from the fleet failed; retrying later", "replica", id, "error", err)
+			}
+			return
+		}
+		if n > 0 {
+			s.retiring.retired.Add(1)
+			s.log.Info("retired a replica gone for sync.retire_after", "replica", id, "contexts", n, "retire_after", s.opt.RetireAfter)
+		}
+	}
+}
 
+// gone returns, sorted, the replicas of holders (those that hold state in the store) that
+// replica self should retire at now: neither alive in membership nor heard from for
+// after. One replica does it, to keep two from folding the same replica at once (which
+// is exact, but costs a settle): the live member with the smallest replica id. Any other
+// steps in after twice that long, in case that one cannot. It updates r's record of when
+// each holder was last alive or heard from.
+func (r *retirement) gone(self crdt.ReplicaID, alive map[crdt.ReplicaID]bool, heard map[crdt.ReplicaID]time.Time,
+	holders map[crdt.ReplicaID]int, now time.Time, after time.Duration) []crdt.ReplicaID {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	for id, t := range heard {
 		if _, ok := holders[id]; ok && t.After(r.lastSign[id]) {
 			r.lastSign[id] = t
@@ -114,23 +132,10 @@ func (s *Syncer) retireGone(ctx context.Context, now time.Time) {
 			last = r.started // never seen since this sidecar started
 		}
 		quiet := now.Sub(last)
-		if quiet >= s.opt.RetireAfter && (designated || quiet >= 2*s.opt.RetireAfter) {
+		if quiet >= after && (designated || quiet >= 2*after) {
 			gone = append(gone, id)
 		}
 	}
-	r.mu.Unlock()
 	slices.Sort(gone)
-	for _, id := range gone {
-		n, err := s.opt.Retirer.Retire(ctx, id)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("retiring a replica gone from the fleet failed; retrying later", "replica", id, "error", err)
-			}
-			return
-		}
-		if n > 0 {
-			r.retired.Add(1)
-			s.log.Info("retired a replica gone for sync.retire_after", "replica", id, "contexts", n, "retire_after", s.opt.RetireAfter)
-		}
-	}
+	return gone
 }
