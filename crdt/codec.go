@@ -21,7 +21,8 @@ import (
 //	counters: n×(key floor n×(replica gen p n expires))
 //	maps:     n×(name n×(key ts replica expires kind:1 [value]))   kind 0 tombstone, 1 value
 //	sets:     n×(name n×(member n×(replica seq born expires)))
-//	retired:  n×(key n×(from into gen p n at undone:1))  n×(replica ts)   (folds, pruned)
+//	retired:  n×(key n×(from into gen p n at undone:1))  n×(replica ts)  forgotten
+//	          (folds, pruned, and how far pruned entries were forgotten)
 //
 // The retired section is written only when a counter records a fold or a replica was
 // pruned (see "Retiring replicas" in the package doc), so states without retirements
@@ -143,7 +144,7 @@ func (c *Context) AppendBinary(b []byte) ([]byte, error) {
 			folded = append(folded, k)
 		}
 	}
-	if len(folded) == 0 && len(c.Pruned) == 0 {
+	if len(folded) == 0 && len(c.Pruned) == 0 && c.Forgotten == 0 {
 		return b, nil
 	}
 	b = binary.AppendUvarint(b, uint64(len(folded)))
@@ -168,6 +169,7 @@ func (c *Context) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.LittleEndian.AppendUint64(b, uint64(r))
 		b = ts(b, c.Pruned[r])
 	}
+	b = ts(b, c.Forgotten)
 	return b, nil
 }
 
@@ -370,6 +372,7 @@ func (d *decoder) retired(o *Context) {
 		}
 		o.Pruned[r] = t
 	}
+	o.Forgotten = d.timestamp()
 }
 
 type decoder struct {
@@ -425,6 +428,7 @@ func (c *Context) minTimestamp() Timestamp {
 	for _, t := range c.Pruned {
 		see(t)
 	}
+	see(c.Forgotten)
 	for _, m := range c.Maps {
 		for _, r := range m {
 			see(r.TS)

@@ -27,6 +27,10 @@ type Context struct {
 	// slots and folds are dropped on sight, so a late delta of theirs is not counted
 	// again. Joined by max; Compact forgets an entry a grace period later.
 	Pruned map[ReplicaID]Timestamp
+	// Forgotten is how far Compact has forgotten Pruned entries: an entry with a time at
+	// or before it is dropped wherever it comes from, so that replicas that forgot an
+	// entry do not get it back from one that has not yet. Joined by max.
+	Forgotten Timestamp
 }
 
 // Meta is the context's time to live. The zero value (TS 0) means "never set".
@@ -101,7 +105,14 @@ func (c *Context) Join(o *Context) (changed bool) {
 	cleared := c.Cleared
 	c.Cleared = max(c.Cleared, o.Cleared)
 	pruned := false
+	if o.Forgotten > c.Forgotten {
+		c.Forgotten = o.Forgotten
+		pruned = true
+	}
 	for r, at := range o.Pruned {
+		if at <= c.Forgotten {
+			continue
+		}
 		if cur, ok := c.Pruned[r]; !ok || at > cur {
 			if c.Pruned == nil {
 				c.Pruned = make(map[ReplicaID]Timestamp)
@@ -311,6 +322,11 @@ func (c *Context) normalizeTouched(o *Context) {
 func (c *Context) normalize() {
 	for k := range c.Counters {
 		c.normalizeCounter(k)
+	}
+	for r, at := range c.Pruned {
+		if at <= c.Forgotten {
+			delete(c.Pruned, r)
+		}
 	}
 	if len(c.Pruned) == 0 {
 		c.Pruned = nil
@@ -842,7 +858,11 @@ func (c *Context) Compact(now Timestamp, grace time.Duration) bool {
 			}
 		}
 	}
-	if c.compactRetired(now, horizon) {
+	forget := Timestamp(0)
+	if horizon > now-horizon {
+		forget = horizon - (now - horizon) // two grace periods back
+	}
+	if c.compactRetired(horizon, forget) {
 		changed = true
 	}
 	c.normalize()
@@ -869,7 +889,7 @@ func (c *Context) Size() int {
 
 // Clone returns a deep copy.
 func (c *Context) Clone() *Context {
-	o := &Context{Meta: c.Meta, Cleared: c.Cleared, CC: c.CC.Clone(), Pruned: maps.Clone(c.Pruned)}
+	o := &Context{Meta: c.Meta, Cleared: c.Cleared, CC: c.CC.Clone(), Pruned: maps.Clone(c.Pruned), Forgotten: c.Forgotten}
 	if c.Counters != nil {
 		o.Counters = make(map[string]Counter, len(c.Counters))
 		for k, ct := range c.Counters {

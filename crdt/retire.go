@@ -311,9 +311,11 @@ func satAdd(a, b uint64) uint64 {
 
 // prune drops, a grace period after it was folded, every trace of replica from in the
 // counters of c, once every counter's fold of it is settled: one fold stands and covers
-// all that from holds. It records from in Pruned so that a late delta of it is ignored.
-// It reports whether it pruned.
-func (c *Context) prune(from ReplicaID, horizon, now Timestamp) bool {
+// all that from holds. It records from in Pruned, with the time of its latest fold (the
+// same on every replica, so that every replica forgets the record at the same time), so
+// that a late delta of it is ignored. It reports whether it pruned.
+func (c *Context) prune(from ReplicaID, horizon Timestamp) bool {
+	var latest Timestamp
 	for _, ct := range c.Counters {
 		gen := ct.newestGen()
 		if _, ok := ct.Slots[from]; !ok && !ct.folded(from, gen) {
@@ -345,12 +347,13 @@ func (c *Context) prune(from ReplicaID, horizon, now Timestamp) bool {
 			if (k.Into != into && !g.Undone && (g.P != 0 || g.N != 0)) || g.At == 0 || g.At > horizon {
 				return false
 			}
+			latest = max(latest, g.At)
 		}
 	}
 	if c.Pruned == nil {
 		c.Pruned = make(map[ReplicaID]Timestamp)
 	}
-	c.Pruned[from] = max(c.Pruned[from], now)
+	c.Pruned[from] = max(c.Pruned[from], latest)
 	c.dropPruned()
 	return true
 }
@@ -397,9 +400,10 @@ func (c *Context) holdsDotOf(r ReplicaID) bool {
 }
 
 // compactRetired is Compact's part for retirement: it prunes the replicas whose folds
-// are settled and older than horizon, and forgets Pruned records older than horizon
-// themselves, a second grace period later, when no late delta is expected any more.
-func (c *Context) compactRetired(now, horizon Timestamp) bool {
+// are settled and older than horizon, and forgets the Pruned records whose folds are
+// older than forget, a second grace period later, when no late delta is expected any
+// more.
+func (c *Context) compactRetired(horizon, forget Timestamp) bool {
 	changed := false
 	var froms []ReplicaID
 	for _, ct := range c.Counters {
@@ -411,13 +415,14 @@ func (c *Context) compactRetired(now, horizon Timestamp) bool {
 	}
 	slices.Sort(froms)
 	for _, from := range froms {
-		if c.prune(from, horizon, now) {
+		if c.prune(from, horizon) {
 			changed = true
 		}
 	}
 	for r, at := range c.Pruned {
-		if at <= horizon {
+		if at <= forget {
 			delete(c.Pruned, r)
+			c.Forgotten = max(c.Forgotten, forget)
 			changed = true
 		}
 	}

@@ -314,7 +314,7 @@ func TestRetire_LateDeltaNotCountedTwice(t *testing.T) {
 		t.Fatalf("after the fold k = %d, want 8", got)
 	}
 	grace := time.Second
-	later := base + Timestamp(uint64(5*time.Second.Milliseconds())<<logicalBits)
+	later := base + Timestamp(uint64(1500)<<logicalBits) // 1.5 grace periods after the fold
 	b.Compact(later, grace)
 	if b.HoldsReplica(dead) {
 		t.Fatalf("not pruned: %+v", b.Counters["k"])
@@ -325,6 +325,14 @@ func TestRetire_LateDeltaNotCountedTwice(t *testing.T) {
 	}
 	if got := b.Replicas(); got != 1 {
 		t.Errorf("Replicas() = %d, want 1", got)
+	}
+	if _, ok := b.Pruned[dead]; !ok {
+		t.Fatal("no record of the pruned replica")
+	}
+	// Two grace periods after the fold, no late delta is expected: the record goes.
+	b.Compact(later+Timestamp(uint64(1000)<<logicalBits), grace)
+	if len(b.Pruned) != 0 {
+		t.Errorf("the pruned record stays after two grace periods: %v", b.Pruned)
 	}
 }
 

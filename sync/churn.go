@@ -37,6 +37,9 @@ type ChurnSample struct {
 	At       time.Duration
 	Replaced int     // replacements so far
 	Replicas float64 // replica ids a context holds state for
+	// Slots, Folds and Pruned count a context's counter slots, fold records and pruned
+	// replicas (see crdt's "Retiring replicas").
+	Slots, Folds, Pruned float64
 	// BytesPerContext is the encoded size of a context; BytesPerNode that of all the
 	// contexts a node holds.
 	BytesPerContext, BytesPerNode float64
@@ -300,6 +303,11 @@ func sample(net *simNet, live []*churnNode, replaced int) ChurnSample {
 			data, _ := c.MarshalBinary()
 			s.BytesPerNode += float64(len(data))
 			s.Replicas += float64(c.Replicas())
+			for _, ct := range c.Counters {
+				s.Slots += float64(len(ct.Slots))
+				s.Folds += float64(len(ct.Folds))
+			}
+			s.Pruned += float64(len(c.Pruned))
 			contexts++
 		}
 		n.store.mu.Unlock()
@@ -307,6 +315,9 @@ func sample(net *simNet, live []*churnNode, replaced int) ChurnSample {
 	if contexts > 0 {
 		s.BytesPerContext = s.BytesPerNode / float64(contexts)
 		s.Replicas /= float64(contexts)
+		s.Slots /= float64(contexts)
+		s.Folds /= float64(contexts)
+		s.Pruned /= float64(contexts)
 	}
 	if len(live) > 0 {
 		s.BytesPerNode /= float64(len(live))

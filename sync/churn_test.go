@@ -9,7 +9,7 @@ import (
 // bounded by the live fleet when retirement is on, and growing with every pod that ever
 // lived when it is off; in both, every counter reads every increment exactly once.
 func TestSimulateChurn(t *testing.T) {
-	opt := ChurnOptions{Nodes: 5, Generations: 8, Seed: 1, Every: time.Second, RetireAfter: 5 * time.Second,
+	opt := ChurnOptions{Nodes: 5, Generations: 16, Seed: 1, Every: time.Second, RetireAfter: 5 * time.Second,
 		Grace: 5 * time.Second, SweepEvery: time.Second, Contexts: 4, Samples: 5}
 	on := opt
 	on.Retire = true
@@ -24,7 +24,8 @@ func TestSimulateChurn(t *testing.T) {
 	for _, r := range []ChurnResult{with, without} {
 		t.Logf("replaced %d, replica ids %d, retired %d, increments %d, wrong %d", r.Replaced, r.ReplicaIDs, r.Retired, r.Increments, r.Wrong)
 		for _, s := range r.Samples {
-			t.Logf("  %6s replaced %3d: %5.1f replicas/context, %6.0f B/context, %7.0f B/node", s.At, s.Replaced, s.Replicas, s.BytesPerContext, s.BytesPerNode)
+			t.Logf("  %6s replaced %3d: %5.1f replicas/context (%.1f slots, %.1f folds, %.1f pruned), %6.0f B/context, %7.0f B/node",
+				s.At, s.Replaced, s.Replicas, s.Slots, s.Folds, s.Pruned, s.BytesPerContext, s.BytesPerNode)
 		}
 		if r.Wrong != 0 {
 			t.Errorf("%d counters read wrong after the run settled", r.Wrong)
