@@ -71,6 +71,10 @@ type Options struct {
 	// UnprovenTTL is how long a peer that has not completed an exchange with this node
 	// is kept (Engine.Established); 0 means 30s.
 	UnprovenTTL time.Duration
+	// TCPTimeout bounds a TCP dial to a peer and the stream written after it (memberlist's
+	// TCPTimeout): messages over one UDP packet, memberlist's state exchanges and its
+	// fallback probes. Close ends the dials in progress. 0 means 2s.
+	TCPTimeout time.Duration
 	// DeadMemberHold is how long a dead or departed member keeps its place among
 	// MaxPeers, and memberlist gossips about it (its GossipToTheDeadTime); 0 means 30s.
 	DeadMemberHold time.Duration
@@ -134,6 +138,9 @@ func New(opt Options) (*Syncer, error) {
 	}
 	if opt.MaxPeers <= 0 {
 		opt.MaxPeers = DefaultMaxPeers
+	}
+	if opt.TCPTimeout <= 0 {
+		opt.TCPTimeout = 2 * time.Second
 	}
 	if opt.DeadMemberHold <= 0 {
 		opt.DeadMemberHold = 30 * time.Second
@@ -233,12 +240,22 @@ func (s *Syncer) Open() error {
 	mc.Ping = (*events)(s)
 	mc.GossipToTheDeadTime = s.opt.DeadMemberHold
 	mc.EnableCompression = false // messages are deflated when it pays (wire.go)
-	mc.TCPTimeout = 2 * time.Second
+	mc.TCPTimeout = s.opt.TCPTimeout
 	mc.Logger = log.New((*logWriter)(s), "", 0)
+	nt, err := newNetTransport(host, port, mc.Logger)
+	if err != nil {
+		return fmt.Errorf("peersync: listen on sync.address %s: %w", s.opt.Address, err)
+	}
+	mc.Transport = nt
+	if port == 0 {
+		// As memberlist does when it makes the transport itself.
+		mc.BindPort = nt.GetAutoBindPort()
+		mc.AdvertisePort = mc.BindPort
+	}
 	if len(s.keys) > 0 {
 		kr, err := memberlist.NewKeyring(s.keys, s.keys[0])
 		if err != nil {
-			return fmt.Errorf("peersync: keyring: %w", err)
+			return errors.Join(fmt.Errorf("peersync: keyring: %w", err), nt.Shutdown())
 		}
 		mc.Keyring = kr
 	} else {
@@ -247,7 +264,7 @@ func (s *Syncer) Open() error {
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		return fmt.Errorf("peersync: listen on sync.address %s: %w", s.opt.Address, err)
+		return errors.Join(fmt.Errorf("peersync: start memberlist on sync.address %s: %w", s.opt.Address, err), nt.Shutdown())
 	}
 	s.mu.Lock()
 	s.ml = ml
