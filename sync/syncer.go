@@ -269,6 +269,7 @@ func (s *Syncer) Open() error {
 	s.mu.Lock()
 	s.ml = ml
 	s.mu.Unlock()
+	s.engine.Open(s.opt.Now)
 
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var loops context.Context
@@ -279,7 +280,9 @@ func (s *Syncer) Open() error {
 	sub, err := s.opt.Store.Watch(s.ctx, "", 0)
 	if err != nil {
 		s.cancel()
-		return errors.Join(fmt.Errorf("peersync: watch the store: %w", err), ml.Shutdown())
+		err = errors.Join(fmt.Errorf("peersync: watch the store: %w", err), ml.Shutdown())
+		s.engine.Close()
+		return err
 	}
 	s.wg.Add(4 + verifiers)
 	go s.watchLoop(sub)
@@ -341,9 +344,10 @@ func (s *Syncer) Close(ctx context.Context) error {
 		if err := ml.Leave(time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("peersync: leave: %w", err))
 		}
-		errs = append(errs, ml.Shutdown())
+		errs = append(errs, ml.Shutdown()) // ends the dials in progress (netTransport)
 		s.cancel()
 		s.wg.Wait()
+		s.engine.Close() // after the loops: nothing is queued any more
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
@@ -701,11 +705,18 @@ var (
 	// The per-peer series above are bounded by sync.max_peers, like the peers.
 	descRefusedPeers = prometheus.NewDesc("ctxprop_sync_refused_peers_total", "New peers refused because sync.max_peers were known already, by where: membership (memberlist's node list, fed by alive messages and joins) or engine (the peers replication tracks; mostly senders that membership does not name).", []string{"source"}, nil)
 	descForgotten    = prometheus.NewDesc("ctxprop_sync_forgotten_peers_total", "Peers forgotten because they completed no exchange with this node in time.", nil, nil)
+	// The per-peer send queues (issue 11), as fleet-wide sums: no series per peer.
+	descQueued    = prometheus.NewDesc("ctxprop_sync_send_queue_messages", "Messages waiting in the per-peer send queues.", nil, nil)
+	descQueuedB   = prometheus.NewDesc("ctxprop_sync_send_queue_bytes", "Bytes waiting in the per-peer send queues or being sent.", nil, nil)
+	descSending   = prometheus.NewDesc("ctxprop_sync_send_queue_senders", "Peers with a send in progress or waiting.", nil, nil)
+	descDropped   = prometheus.NewDesc("ctxprop_sync_send_dropped_messages_total", "Messages dropped because a slow or unreachable peer's send queue was full, by kind; deltas are sent again, the rest repaired by acknowledgement timeouts and anti-entropy.", []string{"kind"}, nil)
+	descCoalesced = prometheus.NewDesc("ctxprop_sync_send_coalesced_deltas_total", "Deltas joined into one already waiting in the send queue of the same peer.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (s *Syncer) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten} {
+	for _, d := range []*prometheus.Desc{descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten,
+		descQueued, descQueuedB, descSending, descDropped, descCoalesced} {
 		ch <- d
 	}
 }
@@ -731,4 +742,11 @@ func (s *Syncer) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRefusedPeers, prometheus.CounterValue, float64(s.members.refusedCount()), "membership")
 	ch <- prometheus.MustNewConstMetric(descRefusedPeers, prometheus.CounterValue, float64(st.RefusedPeers), "engine")
 	ch <- prometheus.MustNewConstMetric(descForgotten, prometheus.CounterValue, float64(st.Forgotten))
+	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.Queued))
+	ch <- prometheus.MustNewConstMetric(descQueuedB, prometheus.GaugeValue, float64(st.QueuedBytes))
+	ch <- prometheus.MustNewConstMetric(descSending, prometheus.GaugeValue, float64(st.Sending))
+	for _, k := range []kind{kindDelta, kindAck, kindRoot, kindList, kindDigests, kindStates} {
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped[k.String()]), k.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descCoalesced, prometheus.CounterValue, float64(st.Coalesced))
 }
