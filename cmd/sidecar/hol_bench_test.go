@@ -10,6 +10,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,7 +41,8 @@ import (
 //	go test -run '^$' -bench 'BenchmarkSync_HeadOfLine' -benchtime 1x -v ./cmd/sidecar/
 //
 // It reports p50/p90/p99/max of node 0 → node 1 ("pair") and of node 0 → every healthy
-// node (the last of nodes 1–3, "all") for both phases, and the ratios cut/uncut.
+// node (the last of nodes 1–3, "all") for both phases, and the ratios cut/uncut, and
+// node 0's send-queue metrics at the end.
 func BenchmarkSync_HeadOfLine(b *testing.B) {
 	const (
 		n        = 5
@@ -210,6 +213,16 @@ func BenchmarkSync_HeadOfLine(b *testing.B) {
 		lat[phase[name]+"/all"] = append(lat[phase[name]+"/all"], last)
 	}
 	b.Logf("cut windows (cut until node 0 declared node %d dead): %v", cutNode, windows)
+	// What node 0's send queues did (absent before issue 11's send queues).
+	if resp, err := http.Get("http://" + lab.ip(0) + ":7400/metrics"); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "ctxprop_sync_send_") {
+				b.Logf("node 0: %s", line)
+			}
+		}
+	}
 	b.Logf("%-12s %6s %8s %8s %8s %8s", "latency", "probes", "p50", "p90", "p99", "max")
 	for _, to := range []string{"pair", "all"} {
 		var base []time.Duration
