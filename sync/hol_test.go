@@ -18,6 +18,7 @@ import (
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // blackHole is a memberlist transport for a peer that is reachable by UDP, so it answers
@@ -215,9 +216,26 @@ func TestSyncer_UnreachablePeerDelaysNoOther(t *testing.T) {
 		t.Fatalf("black-holed peer: alive %v, %d failed sends, send in progress %v; want alive with its first send pending",
 			alive, errs, nodes[0].sync.engine.out.Load().busy(ghost))
 	}
-	// Its deltas meanwhile wait joined in one message, not one per round.
-	st := nodes[0].sync.Stats()
-	if st.Coalesced == 0 || st.Dropped["delta"] != 0 {
-		t.Errorf("deltas for the black-holed peer: %d coalesced, %d dropped; want them joined, none dropped", st.Coalesced, st.Dropped["delta"])
+	// Its deltas meanwhile wait joined in one message, not one per round, as a scrape
+	// of the metrics shows.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(nodes[0].sync)
+	coalesced, dropped := -1.0, -1.0
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case mf.GetName() == "ctxprop_sync_send_coalesced_deltas_total":
+				coalesced = m.GetCounter().GetValue()
+			case mf.GetName() == "ctxprop_sync_send_dropped_messages_total" && m.GetLabel()[0].GetValue() == "delta":
+				dropped = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if coalesced <= 0 || dropped != 0 {
+		t.Errorf("deltas for the black-holed peer: %v coalesced, %v dropped; want them joined, none dropped", coalesced, dropped)
 	}
 }

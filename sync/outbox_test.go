@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -262,7 +263,6 @@ func TestOutbox_DroppedDeltaIsPushedAgain(t *testing.T) {
 // TestOutbox_CloseStopsSenders: Close waits for a send in progress and drops what waits;
 // afterwards nothing is sent and no sender goroutine is left.
 func TestOutbox_CloseStopsSenders(t *testing.T) {
-	before := runtime.NumGoroutine()
 	st := newMemStore(1, func() time.Time { return testNow })
 	g := newGated()
 	e, err := NewEngine(EngineOptions{Name: "a", Store: st, Transport: g})
@@ -293,7 +293,20 @@ func TestOutbox_CloseStopsSenders(t *testing.T) {
 	if started, done := g.sends("b"); started != 1 || done != 1 {
 		t.Errorf("sends to b: %d started, %d done; want only the one in progress at Close", started, done)
 	}
-	poll(t, "the senders to exit", func() bool { return runtime.NumGoroutine() <= before })
+	// Close waited for them; their goroutines end just after.
+	poll(t, "no sender goroutine left", func() bool { return senders() == 0 })
+}
+
+// senders counts the goroutines running an outbox's sender.
+func senders() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "peersync.(*outbox).run(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 // TestJoinDeltas: the join of two deltas for one peer covers both intervals and joins
@@ -324,5 +337,55 @@ func TestJoinDeltas(t *testing.T) {
 	}
 	if v, _ := x1.Counter("hits", at); v != 1 {
 		t.Errorf("the buffer's delta x1 changed: hits=%d, want 1", v)
+	}
+}
+
+// TestOutbox_PeersBounded: at most maxQueues peers have a queue (and a sender); a message
+// for one more is dropped until a queue drains, and a drained queue is given up.
+func TestOutbox_PeersBounded(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var sent, dropped []string
+	o := newOutbox(func(to string, _ *item) {
+		<-release
+		mu.Lock()
+		sent = append(sent, to)
+		mu.Unlock()
+	}, func(to string, _ *item) {
+		mu.Lock()
+		dropped = append(dropped, to)
+		mu.Unlock()
+	}, 64, 1<<20, 1<<20, 2, 1<<20)
+	root := func() *item {
+		m := &message{kind: kindRoot, replica: 1}
+		data := m.encode()
+		return &item{msg: m, data: data, size: len(data)}
+	}
+	o.put("b", root())
+	o.put("c", root())
+	o.put("d", root())
+	mu.Lock()
+	if got, want := fmt.Sprint(dropped), "[d]"; got != want {
+		t.Errorf("dropped %s, want %s: two queues are the bound", got, want)
+	}
+	mu.Unlock()
+	if got := o.stats().senders; got != 2 {
+		t.Errorf("%d senders, want 2", got)
+	}
+	close(release)
+	poll(t, "the queues to drain and be given up", func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return len(o.queues) == 0
+	})
+	o.put("d", root())
+	poll(t, "d to get its message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(sent) == 3
+	})
+	o.close()
+	if got := o.stats().dropped[kindRoot]; got != 1 {
+		t.Errorf("dropped roots counted %d, want 1", got)
 	}
 }
