@@ -44,8 +44,8 @@
 // FLAG_NOT_FOUND is 404; PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING and GENERAL
 // are 400. Every success carries an ETag covering the flag configuration, the context and
 // the answer; If-None-Match with it gives 304. GET /ofrep/v1/events is a Server-Sent Events
-// stream with a {"type":"refetchEvaluation"} message on each change (OFREP ADR-0008); the
-// bulk answer points to it in refreshConnections.
+// stream with a {"type":"refetchEvaluation"} message on each change (OFREP ADR-0008); both
+// evaluation answers point to it in eventStreams.
 //
 // # Pinning
 //

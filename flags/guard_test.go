@@ -156,8 +156,8 @@ func TestOFREP_EventsURL(t *testing.T) {
 			}
 			var bulk BulkAnswer
 			a.json(t, &bulk)
-			if want := e.base + PathEvents; len(bulk.RefreshConnections) != 1 || bulk.RefreshConnections[0].URL != want {
-				t.Errorf("refreshConnections %+v, want the stream at %s", bulk.RefreshConnections, want)
+			if want := e.base + PathEvents; len(bulk.EventStreams) != 1 || bulk.EventStreams[0].URL != want {
+				t.Errorf("eventStreams %+v, want the stream at %s", bulk.EventStreams, want)
 			}
 		})
 	}

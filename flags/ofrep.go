@@ -23,13 +23,14 @@ import (
 // BulkAnswer is the body of a successful bulk evaluation.
 type BulkAnswer struct {
 	Flags []Result `json:"flags"`
-	// RefreshConnections points static-context providers at the change stream (OFREP
-	// ADR-0008).
-	RefreshConnections []RefreshConnection `json:"refreshConnections,omitempty"`
+	// EventStreams points static-context providers at the change stream (OFREP ADR-0008,
+	// which named it refreshConnections in its first draft: no published provider read that
+	// name, so it is not sent).
+	EventStreams []EventStream `json:"eventStreams,omitempty"`
 }
 
-// RefreshConnection is an OFREP refresh connection: type "sse" and the stream's URL.
-type RefreshConnection struct {
+// EventStream is an OFREP event stream: type "sse" and the stream's URL.
+type EventStream struct {
 	Type string `json:"type"`
 	URL  string `json:"url"`
 }
@@ -103,7 +104,19 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, http.StatusBadRequest, res)
 		return
 	}
-	f.writeEvaluation(w, r, res, digestOf(map[string]*Flag{key: fl}, []string{key}), canonical)
+	f.writeEvaluation(w, r, withEventStreams(res, r), digestOf(map[string]*Flag{key: fl}, []string{key}), canonical)
+}
+
+// withEventStreams is a single evaluation's answer with the change stream in eventStreams
+// (OFREP ADR-0008 puts it in both evaluation answers). It adds the field to the encoded
+// Result rather than embedding the type, so that it holds whatever JSON Result writes.
+func withEventStreams(res Result, r *http.Request) any {
+	var a map[string]json.RawMessage
+	if b, err := json.Marshal(res); err != nil || json.Unmarshal(b, &a) != nil {
+		return res
+	}
+	a["eventStreams"], _ = json.Marshal([]EventStream{{Type: "sse", URL: eventsURL(r)}})
+	return a
 }
 
 // evaluateAll serves POST /ofrep/v1/evaluate/flags: every flag for one context. Flags
@@ -123,7 +136,7 @@ func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
 		f.counters.count(viaOFREP, res)
 		a.Flags = append(a.Flags, res)
 	}
-	a.RefreshConnections = []RefreshConnection{{Type: "sse", URL: eventsURL(r)}}
+	a.EventStreams = []EventStream{{Type: "sse", URL: eventsURL(r)}}
 	f.writeEvaluation(w, r, a, s.digest, canonical)
 }
 
@@ -169,7 +182,7 @@ func matchETag(values []string, etag string) bool {
 	return false
 }
 
-// eventsURL is the absolute URL of the change stream (OFREP's refreshConnections url is a
+// eventsURL is the absolute URL of the change stream (OFREP's eventStreams url is a
 // URI) at the address the connection arrived on: the listener's own, never the client's
 // Host header, which a client chooses and the answer must not echo back (SPEC §4a). Served
 // without net/http's server, there is no such address: the path alone then.
@@ -208,6 +221,9 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 		}
 		last = n
 	}
+	// The configuration before the stream is open to the client: a change after that is
+	// told, even one made as soon as the client sees the stream open.
+	s := f.snap.Load()
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -220,7 +236,6 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 	}
 	keepAlive := time.NewTicker(f.opt.KeepAlive)
 	defer keepAlive.Stop()
-	s := f.snap.Load()
 	send := last != 0 && last < s.version
 	for {
 		if send {

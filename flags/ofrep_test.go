@@ -67,6 +67,11 @@ func TestOFREP_Single(t *testing.T) {
 			if tt.want.Reason == ReasonDisabled && strings.Contains(string(a.body), `"value"`) {
 				t.Errorf("a disabled flag answers %s; want no value, so the caller uses its code default", a.body)
 			}
+			var streams struct{ EventStreams []EventStream }
+			a.json(t, &streams)
+			if ok := len(streams.EventStreams) == 1 && streams.EventStreams[0] == (EventStream{Type: "sse", URL: e.base + PathEvents}); ok != (tt.status == 200) {
+				t.Errorf("eventStreams in %s; want the sse stream %s in a success (OFREP ADR-0008), none in a failure", a.body, e.base+PathEvents)
+			}
 		})
 	}
 }
@@ -95,8 +100,8 @@ func TestOFREP_Bulk(t *testing.T) {
 	if r := byKey["disabled"]; r.Reason != ReasonDisabled || r.Value != nil {
 		t.Errorf("disabled = %+v", r)
 	}
-	if len(bulk.RefreshConnections) != 1 || bulk.RefreshConnections[0].Type != "sse" || bulk.RefreshConnections[0].URL != e.base+PathEvents {
-		t.Errorf("refreshConnections = %+v, want the sse stream %s", bulk.RefreshConnections, e.base+PathEvents)
+	if len(bulk.EventStreams) != 1 || bulk.EventStreams[0].Type != "sse" || bulk.EventStreams[0].URL != e.base+PathEvents {
+		t.Errorf("eventStreams = %+v, want the sse stream %s (OFREP ADR-0008)", bulk.EventStreams, e.base+PathEvents)
 	}
 
 	for _, body := range []string{`nope`, `{"context":"x"}`} {
