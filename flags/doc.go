@@ -42,10 +42,13 @@
 // every flag for {"context": {...}}. Success is 200 with {"key","value","variant","reason",
 // "metadata"} (bulk: {"flags": [...]}, failed flags in the list with their errorCode);
 // FLAG_NOT_FOUND is 404; PARSE_ERROR, INVALID_CONTEXT, TARGETING_KEY_MISSING and GENERAL
-// are 400. Every success carries an ETag covering the flag configuration, the context and
-// the answer; If-None-Match with it gives 304. GET /ofrep/v1/events is a Server-Sent Events
-// stream with a {"type":"refetchEvaluation"} message on each change (OFREP ADR-0008); both
-// evaluation answers point to it in eventStreams.
+// are 400. A DISABLED flag is reason DISABLED without a value in the bulk list (OFREP
+// ADR-0006: the caller's default), and 404 FLAG_NOT_FOUND "flag is DISABLED" for a single
+// evaluation, as flagd answers it, since the published server provider refuses a success
+// without a value. Every success carries an ETag covering the flag configuration, the
+// context and the answer; If-None-Match with it gives 304. GET /ofrep/v1/events is a
+// Server-Sent Events stream with a {"type":"refetchEvaluation"} message on each change
+// (OFREP ADR-0008); both answers point to it in eventStreams.
 //
 // # Pinning
 //

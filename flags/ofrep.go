@@ -104,6 +104,15 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, http.StatusBadRequest, res)
 		return
 	}
+	if res.Reason == ReasonDisabled {
+		// The caller's default, as flagd's OFREP service answers a disabled flag: the
+		// published server provider (@openfeature/ofrep-provider) refuses a 200 without a
+		// value as malformed, and any value would replace the caller's default.
+		a := failure(key, CodeFlagNotFound, "flag %q is DISABLED: use the default in your code, or set its state to ENABLED", key)
+		a.Metadata = res.Metadata
+		admin.WriteJSON(w, http.StatusNotFound, a)
+		return
+	}
 	f.writeEvaluation(w, r, withEventStreams(res, r), digestOf(map[string]*Flag{key: fl}, []string{key}), canonical)
 }
 

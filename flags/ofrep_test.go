@@ -37,7 +37,8 @@ func TestOFREP_Single(t *testing.T) {
 		{"targeting match with metadata", "tiered", `{"context":{"tier":"gold"}}`, 200, Result{Key: "tiered", Value: []byte(`{"limit":100}`), Variant: "gold", Reason: ReasonTargetingMatch, Metadata: map[string]any{"owner": "billing"}}},
 		{"default", "tiered", `{"context":{"tier":"silver"}}`, 200, Result{Key: "tiered", Value: []byte(`{"limit":10}`), Variant: "basic", Reason: ReasonDefault, Metadata: map[string]any{"owner": "billing"}}},
 		{"split", "rollout", `{"context":{"targetingKey":"user-1"}}`, 200, Result{Key: "rollout", Reason: ReasonSplit}},
-		{"disabled", "disabled", `{"context":{}}`, 200, Result{Key: "disabled", Reason: ReasonDisabled}},
+		// As flagd answers it: the published server provider refuses a 200 without a value.
+		{"disabled", "disabled", `{"context":{}}`, 404, Result{Key: "disabled", ErrorCode: CodeFlagNotFound}},
 		{"not found", "nope", `{"context":{}}`, 404, Result{Key: "nope", ErrorCode: CodeFlagNotFound}},
 		{"parse error", "banner", `{"context":`, 400, Result{Key: "banner", ErrorCode: CodeParseError}},
 		{"context not an object", "banner", `{"context":[1]}`, 400, Result{Key: "banner", ErrorCode: CodeInvalidContext}},
@@ -64,8 +65,8 @@ func TestOFREP_Single(t *testing.T) {
 			if tt.status == 200 && a.header.Get("ETag") == "" {
 				t.Error("a success without an ETag")
 			}
-			if tt.want.Reason == ReasonDisabled && strings.Contains(string(a.body), `"value"`) {
-				t.Errorf("a disabled flag answers %s; want no value, so the caller uses its code default", a.body)
+			if tt.key == "disabled" && (strings.Contains(string(a.body), `"value"`) || !strings.Contains(got.ErrorDetails, "DISABLED")) {
+				t.Errorf("a disabled flag answers %s; want no value, so the caller uses its code default, and details that say why", a.body)
 			}
 			var streams struct{ EventStreams []EventStream }
 			a.json(t, &streams)

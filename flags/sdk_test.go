@@ -220,10 +220,12 @@ func TestOpenFeatureSDK(t *testing.T) {
 	if err != nil || sd.Reason != openfeature.SplitReason || (sd.Value != "a" && sd.Value != "b") {
 		t.Errorf("rollout = %+v, %v", sd, err)
 	}
-	// Disabled: the SDK returns the code default with reason DISABLED, and no error.
+	// Disabled: the SDK returns the code default. A single evaluation answers it as flagd
+	// does, 404 FLAG_NOT_FOUND saying it is DISABLED (the published server providers refuse
+	// a success without a value), so the reason is ERROR.
 	bd, err := client.BooleanValueDetails(ctx, "retired", false, staff)
-	if err != nil || bd.Value || bd.Reason != openfeature.DisabledReason {
-		t.Errorf("retired = %+v, %v; want the code default false, reason DISABLED", bd, err)
+	if bd.Value || bd.ErrorCode != openfeature.FlagNotFoundCode || !strings.Contains(bd.ErrorMessage, "DISABLED") {
+		t.Errorf("retired = %+v, %v; want the code default false, FLAG_NOT_FOUND saying it is DISABLED", bd, err)
 	}
 	// Errors reach the application as OpenFeature error codes, with the default value.
 	if d, err := client.BooleanValueDetails(ctx, "no-such-flag", true, staff); err == nil || !d.Value || d.ErrorCode != openfeature.FlagNotFoundCode {
