@@ -6,18 +6,22 @@ TESTFLAGS ?= -race -timeout 25m
 
 include hack/kube/kube.mk
 
-.PHONY: test tools apt-tools lint build
+.PHONY: test tools apt-tools ofrep-js-tools lint build
 test: tools lint
 	$(GO) test $(TESTFLAGS) ./...
 	cd bench/slowdisk && $(GO) test $(TESTFLAGS) ./...
 
 # tools installs what the tests use beyond Go: Debian packages (chromium for the web page,
-# iproute2 and iptables for partition tests) and kube-apiserver and etcd for the webhook
-# tests (built once into .bin/, reused).
-tools: apt-tools kube-tools
+# iproute2 and iptables for partition tests), kube-apiserver and etcd for the webhook
+# tests (built once into .bin/, reused), and the OpenFeature npm packages the OFREP tests
+# drive (npm ci into hack/ofrep-js/node_modules, reused).
+tools: apt-tools kube-tools ofrep-js-tools
 
 apt-tools:
 	bash hack/apt.sh
+
+ofrep-js-tools:
+	bash hack/ofrep-js.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
