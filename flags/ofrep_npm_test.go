@@ -371,6 +371,21 @@ func TestOFREP_JSWebSDK(t *testing.T) {
 	})
 }
 
+// TestOFREP_JSWebSDKContext: a new evaluation context is evaluated anew: a rule that no
+// longer matches gives the default variant, and a split without a targeting key is
+// TARGETING_KEY_MISSING with the caller's default.
+func TestOFREP_JSWebSDKContext(t *testing.T) {
+	e := jsEnv(t)
+	js := startWeb(t, e, map[string]any{})
+	var ok struct{ OK bool }
+	js.call(t, map[string]any{"op": "context", "context": guest}, &ok)
+	js.webEval(t, jsCase{name: "guest", typ: "string", key: "color", def: "none", value: []string{`"red"`}, reason: ReasonDefault, variant: "red"})
+	js.webEval(t, jsCase{name: "guest", typ: "number", key: "limit", def: 0, value: []string{"10"}, reason: ReasonDefault, variant: "few"})
+	js.call(t, map[string]any{"op": "context", "context": map[string]any{"email": "ann@example.com"}}, &ok)
+	js.webEval(t, jsCase{name: "no targeting key", typ: "string", key: "rollout", def: "none", value: []string{`"none"`}, reason: "ERROR", errorCode: CodeTargetingKeyMissing})
+	js.webEval(t, jsCase{name: "no targeting key", typ: "string", key: "color", def: "none", value: []string{`"blue"`}, reason: ReasonTargetingMatch, variant: "blue"})
+}
+
 // TestOFREP_JSWebSDKPolling: the web provider set to poll sends If-None-Match with the
 // ETag it holds and gets 304 while nothing changed, then 200 and a ConfigurationChanged
 // event after a change.

@@ -12,6 +12,7 @@
 //       changeDetection, ...) on top of baseUrl; answers {"ready":true} once ready
 //   {"op":"eval","type":"boolean"|"string"|"number"|"object","key":"...","default":...}
 //       -> the SDK's evaluation details {value, variant, reason, errorCode, errorMessage, flagMetadata}
+//   {"op":"context","context":{...}}   sets the evaluation context (the provider re-fetches)
 //   {"op":"wait","key":"...","timeoutMs":N}   the next ConfigurationChanged event naming key
 //       -> {"event":{...}}, or {"timeout":true,"events":[...]} with the events seen instead
 //   {"op":"wire"}   -> {"requests":[...],"streams":[...]}: each bulk request's url,
@@ -132,12 +133,15 @@ async function run(cmd, baseUrl) {
         flagMetadata: d.flagMetadata,
       };
     }
+    case 'context':
+      await OpenFeature.setContext(cmd.context || {});
+      return { ok: true };
     case 'wait':
       return wait(cmd.key, cmd.timeoutMs || 10000);
     case 'wire':
       return { requests: requests.splice(0), streams };
     default:
-      throw new Error(`unknown op ${JSON.stringify(cmd.op)}: use init, eval, wait or wire`);
+      throw new Error(`unknown op ${JSON.stringify(cmd.op)}: use init, eval, context, wait or wire`);
   }
 }
 
