@@ -344,3 +344,40 @@ func TestParseFile_ArrayAndFlagSets(t *testing.T) {
 		t.Errorf("duplicate problem = %v", p)
 	}
 }
+
+// TestFlagSets_List: GET /v1/flags shows, besides the definition serving per key, every
+// definition with its flag set, so that one only a selector reaches can be found.
+func TestFlagSets_List(t *testing.T) {
+	e, payments, web := flagSetEnv(t)
+	var list struct {
+		Flags map[string]json.RawMessage `json:"flags"`
+		All   []struct {
+			Key, Source, FlagSetID string
+		} `json:"all"`
+	}
+	e.do(t, "GET", "/v1/flags", "").json(t, &list)
+	type entry struct{ key, set, source string }
+	var got []entry
+	for _, a := range list.All {
+		got = append(got, entry{a.Key, a.FlagSetID, a.Source})
+	}
+	want := []entry{
+		{"banner", "", "file:" + web},
+		{"checkout", "payments", "file:" + payments},
+		{"color", "payments", "file:" + payments},
+		{"color", "", "file:" + web},
+		{"color", "webshop", "file:" + web},
+		{"trial", "experiments", "file:" + payments},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("all = %v, want %v", got, want)
+	}
+	if got, want := len(list.Flags), 4; got != want {
+		t.Errorf("%d flags serving without a selector, want %d", got, want)
+	}
+	var one struct{ FlagSetID string }
+	e.do(t, "GET", "/v1/flags/color", "").json(t, &one)
+	if got, want := one.FlagSetID, "webshop"; got != want {
+		t.Errorf("GET /v1/flags/color: flagSetId %q, want %q", got, want)
+	}
+}
