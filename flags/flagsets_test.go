@@ -381,3 +381,47 @@ func TestFlagSets_List(t *testing.T) {
 		t.Errorf("GET /v1/flags/color: flagSetId %q, want %q", got, want)
 	}
 }
+
+// FuzzSelector: any Flagd-Selector value is either refused with the header named or read
+// as flagd reads it: split at the first "=", a value without "=" being a source.
+func FuzzSelector(f *testing.F) {
+	for _, s := range []string{"flagSetId=payments", "flagSetId=", "source=a.json", "a.json", "x=y", "flagSetId=a=b", "=", " "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, value string) {
+		req, err := http.NewRequest("POST", "http://127.0.0.1/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set(HeaderSelector, value)
+		sel, err := parseSelector(req)
+		if err != nil {
+			if !strings.Contains(err.Error(), HeaderSelector) {
+				t.Fatalf("error %q does not name the header", err)
+			}
+			return
+		}
+		expr := strings.TrimSpace(req.Header.Get(HeaderSelector))
+		key, v, ok := strings.Cut(expr, "=")
+		switch {
+		case expr == "":
+			if !sel.empty() {
+				t.Fatalf("%q selects %+v", value, sel)
+			}
+		case !ok:
+			if !sel.hasSource || sel.source != expr || sel.hasSet {
+				t.Fatalf("%q read as %+v, want the source %q", value, sel, expr)
+			}
+		case key == "flagSetId":
+			if !sel.hasSet || sel.set != v || sel.hasSource {
+				t.Fatalf("%q read as %+v, want the flag set %q", value, sel, v)
+			}
+		case key == "source":
+			if !sel.hasSource || sel.source != v || sel.hasSet {
+				t.Fatalf("%q read as %+v, want the source %q", value, sel, v)
+			}
+		default:
+			t.Fatalf("%q accepted as %+v", value, sel)
+		}
+	})
+}
