@@ -47,12 +47,16 @@ type ListAnswer struct {
 	Flags    map[string]json.RawMessage `json:"flags"`
 	Sources  map[string]string          `json:"sources"` // "api" or "file:<path>"
 	Problems []Problem                  `json:"problems"`
+	// All is every definition serving, in every flag set: Flags has, per key, the one that
+	// serves without a Flagd-Selector; the others serve only under a selector.
+	All []FlagAnswer `json:"all"`
 }
 
 // FlagAnswer is the body of GET /v1/flags/{key}.
 type FlagAnswer struct {
 	Key        string          `json:"key"`
 	Source     string          `json:"source"`
+	FlagSetID  string          `json:"flagSetId,omitempty"` // the flag set, "" for none
 	Definition json.RawMessage `json:"definition"`
 }
 
@@ -66,6 +70,10 @@ func (f *Flags) list(w http.ResponseWriter, r *http.Request) {
 	if a.Problems == nil {
 		a.Problems = []Problem{}
 	}
+	a.All = make([]FlagAnswer, 0, len(s.all))
+	for _, r := range s.all {
+		a.All = append(a.All, FlagAnswer{Key: r.Key, Source: r.Source, FlagSetID: r.FlagSetID, Definition: r.definition})
+	}
 	admin.WriteJSON(w, http.StatusOK, a)
 }
 
@@ -76,7 +84,7 @@ func (f *Flags) get(w http.ResponseWriter, r *http.Request) {
 		admin.WriteError(w, &admin.Error{Status: http.StatusNotFound, Code: admin.CodeNotFound, Message: fmt.Sprintf("no flag %q; GET /v1/flags lists them", key)})
 		return
 	}
-	admin.WriteJSON(w, http.StatusOK, FlagAnswer{Key: key, Source: fl.Source, Definition: fl.definition})
+	admin.WriteJSON(w, http.StatusOK, FlagAnswer{Key: key, Source: fl.Source, FlagSetID: fl.FlagSetID, Definition: fl.definition})
 }
 
 func (f *Flags) putHandler(w http.ResponseWriter, r *http.Request) {

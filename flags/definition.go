@@ -36,6 +36,10 @@ type Flag struct {
 	DefaultVariant string
 	Kind           string         // KindBoolean, KindString, KindNumber or KindObject
 	Metadata       map[string]any // flag metadata (file metadata under flag metadata); nil if none
+	// FlagSetID is the flag set the flag belongs to: Metadata["flagSetId"], the flag's own
+	// or inherited from its file's metadata (flagd's flag sets). "" is no flag set. A flag is
+	// identified by its flag set and key, so one key may have a definition in several sets.
+	FlagSetID string
 	// Source says where the definition comes from: "api" or "file:<path>".
 	Source string
 
@@ -241,6 +245,11 @@ func parseDefinition(key string, data []byte, evaluators map[string]any, fileMet
 	if len(meta) > 0 {
 		f.Metadata = meta
 	}
+	setID, err := flagSetID("metadata.flagSetId", meta)
+	if err != nil {
+		return nil, err
+	}
+	f.FlagSetID = setID
 	def, err := json.Marshal(fields)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the definition: %w", err)
@@ -271,6 +280,20 @@ func checkMetadata(field string, m map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// flagSetID returns meta's flagSetId, which flagd's schema makes a string; field names it in
+// the error.
+func flagSetID(field string, meta map[string]any) (string, error) {
+	v, ok := meta["flagSetId"]
+	if !ok {
+		return "", nil
+	}
+	id, ok := v.(string)
+	if !ok {
+		return "", fieldErr(field, "is %s; a flag set ID is a string", kindOf(v))
+	}
+	return id, nil
 }
 
 // resolveRefs replaces {"$ref": "name"} by the evaluator it names, recursively.
@@ -310,24 +333,47 @@ func resolveRefs(v any, evaluators map[string]any, depth int) (any, error) {
 	return v, nil
 }
 
+// flagID identifies a flag as flagd does since flag sets: its flag set and its key.
+type flagID struct{ set, key string }
+
+func (f *Flag) id() flagID { return flagID{f.FlagSetID, f.Key} }
+
 // fileFlags is what a flag file defines.
 type fileFlags struct {
-	flags map[string]*Flag
-	// problems are the flags refused, by key; the caller keeps their last good version.
+	flags map[flagID]*Flag
+	// problems are the flags refused, by key; the caller keeps their last good versions.
 	problems map[string]error
+	// meta is the file's own metadata, flagd's flag set metadata: every flag of the file
+	// inherits it, and the bulk OFREP answer carries it.
+	meta map[string]any
 }
 
-// ParseFile parses a flagd flag file: {"$schema"?, "flags": {key: definition},
-// "$evaluators"?: {name: rule}, "metadata"?: {...}}. source names the file in errors
-// ("file:<path>"). A file that is not such an object is an error; a flag that is invalid is
-// reported in the returned map and left out, so that the caller can keep its last good
-// definition while the file's other flags apply.
+// ParseFile parses a flagd flag file: {"$schema"?, "flags": {key: definition} or
+// [{"key": key, ...definition}], "$evaluators"?: {name: rule}, "metadata"?: {...}}. source
+// names the file in errors ("file:<path>"). A file that is not such an object is an error;
+// a flag that is invalid is reported in the returned map and left out, so that the caller
+// can keep its last good definition while the file's other flags apply. A key defined in
+// several flag sets (the array form allows it) gives the definition that serves without a
+// selector: the one whose flag set ID sorts last.
 func ParseFile(source string, data []byte) (flags map[string]*Flag, problems map[string]error, err error) {
 	ff, err := parseFile(source, data)
 	if err != nil {
 		return nil, nil, err
 	}
-	return ff.flags, ff.problems, nil
+	flags = make(map[string]*Flag, len(ff.flags))
+	for _, fl := range ff.flags {
+		if old, ok := flags[fl.Key]; !ok || old.FlagSetID < fl.FlagSetID {
+			flags[fl.Key] = fl
+		}
+	}
+	return flags, ff.problems, nil
+}
+
+// fileDef is one flag definition of a file, with where it stands in the file.
+type fileDef struct {
+	key   string
+	raw   json.RawMessage
+	field string // "flags.<key>" or "flags[<i>]", for errors
 }
 
 func parseFile(source string, data []byte) (*fileFlags, error) {
@@ -346,11 +392,14 @@ func parseFile(source string, data []byte) (*fileFlags, error) {
 			return nil, &DefinitionError{Source: source, Field: name, Msg: `unknown field; a flag file has "flags", "$evaluators", "metadata" and "$schema"`}
 		}
 	}
-	var defs map[string]json.RawMessage
-	if raw, ok := top["flags"]; !ok {
+	raw, ok := top["flags"]
+	if !ok {
 		return nil, &DefinitionError{Source: source, Field: "flags", Msg: "missing; want an object of flag key to definition"}
-	} else if err := strictUnmarshal(raw, &defs); err != nil {
-		return nil, &DefinitionError{Source: source, Field: "flags", Msg: "not an object of flag key to definition"}
+	}
+	defs, err := fileDefs(raw)
+	if err != nil {
+		err.Source = source
+		return nil, err
 	}
 	var evaluators map[string]any
 	if raw, ok := top["$evaluators"]; ok {
@@ -370,19 +419,84 @@ func parseFile(source string, data []byte) (*fileFlags, error) {
 			err.(*DefinitionError).Source = source
 			return nil, err
 		}
+		if _, err := flagSetID("metadata.flagSetId", meta); err != nil {
+			err.(*DefinitionError).Source = source
+			return nil, err
+		}
 	}
-	ff := &fileFlags{flags: make(map[string]*Flag, len(defs)), problems: map[string]error{}}
-	for _, key := range sortedKeys(defs) {
-		f, err := parseFlag(key, defs[key], evaluators, meta)
+	ff := &fileFlags{flags: make(map[flagID]*Flag, len(defs)), problems: map[string]error{}, meta: meta}
+	where := map[flagID]string{}
+	refuse := func(key string, err error) {
+		ff.problems[key] = errors.Join(ff.problems[key], err)
+	}
+	for _, d := range defs {
+		f, err := parseFlag(d.key, d.raw, evaluators, meta)
 		if err != nil {
 			err.(*DefinitionError).Source = source
-			ff.problems[key] = err
+			refuse(d.key, err)
 			continue
 		}
+		// flagd refuses a configuration with two flags of one key in one flag set
+		// (ADR "Support for Duplicate Flag Keys"); ctxprop refuses the second only.
+		if first, dup := where[f.id()]; dup {
+			refuse(d.key, &DefinitionError{Source: source, Flag: d.key, Field: d.field, Msg: fmt.Sprintf("%s already defines this key in %s; a key is defined once per flag set: remove one, or give one another metadata.flagSetId", first, setName(f.FlagSetID))})
+			continue
+		}
+		where[f.id()] = d.field
 		f.Source = source
-		ff.flags[key] = f
+		ff.flags[f.id()] = f
 	}
 	return ff, nil
+}
+
+// fileDefs reads a file's "flags": an object of key to definition, or (flagd 0.13 and
+// later) an array of definitions that carry their key, where one key may appear in several
+// flag sets.
+func fileDefs(raw json.RawMessage) ([]fileDef, *DefinitionError) {
+	if b := bytes.TrimSpace(raw); len(b) > 0 && b[0] == '[' {
+		var list []json.RawMessage
+		if err := strictUnmarshal(raw, &list); err != nil {
+			return nil, &DefinitionError{Field: "flags", Msg: "not an array of flag definitions"}
+		}
+		defs := make([]fileDef, 0, len(list))
+		for i, e := range list {
+			field := fmt.Sprintf("flags[%d]", i)
+			var fields map[string]json.RawMessage
+			if err := strictUnmarshal(e, &fields); err != nil || fields == nil {
+				return nil, &DefinitionError{Field: field, Msg: `not a flag definition; want {"key":"...","state":"ENABLED",...}`}
+			}
+			var key *string
+			if k, ok := fields["key"]; !ok {
+				return nil, &DefinitionError{Field: field + ".key", Msg: "missing; in the array form every flag names its key"}
+			} else if err := json.Unmarshal(k, &key); err != nil || key == nil {
+				return nil, &DefinitionError{Field: field + ".key", Msg: "not a string"}
+			}
+			delete(fields, "key")
+			def, err := json.Marshal(fields)
+			if err != nil {
+				return nil, &DefinitionError{Field: field, Msg: err.Error()}
+			}
+			defs = append(defs, fileDef{key: *key, raw: def, field: field})
+		}
+		return defs, nil
+	}
+	var m map[string]json.RawMessage
+	if err := strictUnmarshal(raw, &m); err != nil {
+		return nil, &DefinitionError{Field: "flags", Msg: "not an object of flag key to definition (or an array of definitions with their key)"}
+	}
+	defs := make([]fileDef, 0, len(m))
+	for _, key := range sortedKeys(m) {
+		defs = append(defs, fileDef{key: key, raw: m[key], field: "flags." + key})
+	}
+	return defs, nil
+}
+
+// setName names a flag set in messages.
+func setName(id string) string {
+	if id == "" {
+		return "no flag set"
+	}
+	return fmt.Sprintf("flag set %q", id)
 }
 
 // strictUnmarshal decodes one JSON value and refuses trailing data.

@@ -16,6 +16,19 @@
 // definition of that flag keeps serving. A file that is not a flag file at all keeps its
 // last good flags. GET /v1/flags lists what was refused.
 //
+// # Flag sets
+//
+// As in flagd since 0.13, a flag belongs to the flag set its metadata.flagSetId names (its
+// own, or inherited from its file's metadata) and is identified by set and key; a file's
+// "flags" may be an array of definitions with their "key", so one key can be defined in
+// several sets. The Flagd-Selector request header narrows an OFREP evaluation to a flag set
+// ("flagSetId=payments"; "flagSetId=" for the flags of no set) or a source ("source=path",
+// or the bare path older providers send). Without one, a key evaluates to its definition of
+// highest precedence, as above; within one source, the set ID that sorts last. A flag's
+// metadata is its file's under its own, with the selector reflected; the bulk answer's
+// top-level metadata is the flag set metadata of the files answered, the set its flags
+// share and the selector. See flagsets.go.
+//
 // # Evaluation
 //
 // Targeting is JsonLogic (evaluated by this package: the standard operations plus flagd's

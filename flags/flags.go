@@ -115,19 +115,26 @@ type fileState struct {
 	size     int64
 	sum      [32]byte
 	read     bool
-	flags    map[string]*Flag // the last good definitions
+	flags    map[flagID]*Flag // the last good definitions
+	meta     map[string]any   // the last good file's metadata (flag set metadata)
 	err      error            // why the file itself was refused, if it was
-	problems map[string]error // flags of the file that were refused
+	problems map[string]error // flags of the file that were refused, by key
 }
 
 // snapshot is one merged configuration. It is never modified once published.
 type snapshot struct {
-	flags   map[string]*Flag
-	keys    []string // sorted
-	digest  string   // covers every key, source and definition
+	flags   map[string]*Flag // by key, the definition serving without a selector
+	keys    []string         // sorted
+	digest  string           // covers every definition, its source, flag set and metadata
 	version uint64
 	built   time.Time
 	changed chan struct{} // closed when a newer snapshot replaces this one
+
+	// all is every definition serving, in every flag set, from every source, sorted by
+	// key (Flagd-Selector chooses among them; see flagsets.go).
+	all []ranked
+	// setMeta is each file's own metadata (flagd's flag set metadata), by source.
+	setMeta map[string]map[string]any
 }
 
 // New returns Flags for opt. It reads nothing and starts nothing: call Open.
@@ -316,12 +323,16 @@ func (f *Flags) reloadFile(path string, st *fileState) error {
 	}
 	st.err = nil
 	for key, perr := range ff.problems {
-		if old, ok := st.flags[key]; ok {
-			ff.flags[key] = old // the last good definition keeps serving
+		// The last good definitions of the key keep serving, in every flag set the new
+		// content does not define anew.
+		for id, old := range st.flags {
+			if _, ok := ff.flags[id]; id.key == key && !ok {
+				ff.flags[id] = old
+			}
 		}
 		f.log.Error("flag definition refused", "source", source, "flag", key, "error", perr)
 	}
-	st.flags, st.problems = ff.flags, ff.problems
+	st.flags, st.problems, st.meta = ff.flags, ff.problems, ff.meta
 	f.log.Info("flag file loaded", "path", path, "flags", len(ff.flags), "refused", len(ff.problems))
 	return nil
 }
@@ -412,24 +423,33 @@ func (f *Flags) loadAPI() error {
 // rebuild merges the layers and publishes a new snapshot if the configuration changed.
 // Called with f.mu.
 func (f *Flags) rebuild() {
-	merged := map[string]*Flag{}
-	for _, path := range f.opt.Files {
+	var all []ranked
+	setMeta := map[string]map[string]any{}
+	for i, path := range f.opt.Files {
 		if st := f.files[path]; st != nil {
-			for k, fl := range st.flags {
-				merged[k] = fl
+			for _, fl := range st.flags {
+				all = append(all, ranked{fl, i})
+			}
+			if len(st.meta) > 0 {
+				setMeta["file:"+path] = st.meta
 			}
 		}
 	}
-	for k, fl := range f.api {
-		merged[k] = fl
+	for _, fl := range f.api {
+		all = append(all, ranked{fl, len(f.opt.Files)})
+	}
+	sortRanked(all)
+	merged := map[string]*Flag{}
+	for _, r := range all {
+		merged[r.Key] = r.Flag // sorted: the last of a key wins
 	}
 	keys := sortedKeys(merged)
-	digest := digestOf(merged, keys)
+	digest := digestOfAll(all)
 	old := f.snap.Load()
 	if digest == old.digest {
 		return
 	}
-	f.snap.Store(&snapshot{flags: merged, keys: keys, digest: digest, version: old.version + 1, built: f.opt.Now(), changed: make(chan struct{})})
+	f.snap.Store(&snapshot{flags: merged, keys: keys, all: all, setMeta: setMeta, digest: digest, version: old.version + 1, built: f.opt.Now(), changed: make(chan struct{})})
 	close(old.changed)
 	f.counters.changes.Add(1)
 }

@@ -55,6 +55,7 @@ func FuzzParseFile(f *testing.F) {
 	f.Add(`{"flags":{"a":` + fuzzDefinitions[0] + `},"$evaluators":{"e":{"in":["x",{"var":"y"}]}}}`)
 	f.Add(`{"flags":{"a":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a","targeting":{"$ref":"e"}}},"$evaluators":{"e":{"$ref":"e"}}}`)
 	f.Add(`{"flags":{},"metadata":{"a":1}}`)
+	f.Add(`{"flags":[{"key":"a","state":"ENABLED","variants":{"a":1},"defaultVariant":"a","metadata":{"flagSetId":"s"}},{"key":"a","state":"ENABLED","variants":{"a":1},"defaultVariant":"a"}],"metadata":{"flagSetId":"t"}}`)
 	f.Fuzz(func(t *testing.T, file string) {
 		flags, problems, err := ParseFile("file:f", []byte(file))
 		if err != nil {

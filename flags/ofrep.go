@@ -23,6 +23,9 @@ import (
 // BulkAnswer is the body of a successful bulk evaluation.
 type BulkAnswer struct {
 	Flags []Result `json:"flags"`
+	// Metadata is the flag set metadata of the answer (OFREP's bulk metadata): see
+	// bulkMetadata in flagsets.go. Always an object, as flagd answers it.
+	Metadata map[string]any `json:"metadata"`
 	// EventStreams points static-context providers at the change stream (OFREP ADR-0008,
 	// which named it refreshConnections in its first draft: no published provider read that
 	// name, so it is not sent).
@@ -92,13 +95,24 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, status, failure(key, code, "%s", details))
 		return
 	}
-	fl := f.Flag(key)
-	if fl == nil {
-		f.counters.count(viaOFREP, Result{ErrorCode: CodeFlagNotFound})
-		admin.WriteJSON(w, http.StatusNotFound, failure(key, CodeFlagNotFound, "no flag %q; define it in a flag file or with PUT /v1/flags/{key}", key))
+	sel, err := parseSelector(r)
+	if err != nil {
+		f.counters.count(viaOFREP, Result{ErrorCode: CodeParseError})
+		admin.WriteJSON(w, http.StatusBadRequest, failure(key, CodeParseError, "%v", err))
 		return
 	}
-	res := fl.Evaluate(ectx, f.opt.Now())
+	fl := f.snap.Load().lookup(key, sel)
+	if fl == nil {
+		f.counters.count(viaOFREP, Result{ErrorCode: CodeFlagNotFound})
+		res := failure(key, CodeFlagNotFound, "no flag %q; define it in a flag file or with PUT /v1/flags/{key}", key)
+		if !sel.empty() {
+			res = failure(key, CodeFlagNotFound, "no flag %q in %s (%s %s); check the selector, or the flag's metadata.flagSetId", key, sel, HeaderSelector, r.Header.Get(HeaderSelector))
+			res.Metadata = sel.reflect()
+		}
+		admin.WriteJSON(w, http.StatusNotFound, res)
+		return
+	}
+	res := withSelector(fl.Evaluate(ectx, f.opt.Now()), sel)
 	f.counters.count(viaOFREP, res)
 	if !res.OK() {
 		admin.WriteJSON(w, http.StatusBadRequest, res)
@@ -137,11 +151,18 @@ func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
 		admin.WriteJSON(w, status, bulkFailure{ErrorCode: code, ErrorDetails: details})
 		return
 	}
+	sel, err := parseSelector(r)
+	if err != nil {
+		f.counters.count(viaOFREP, Result{ErrorCode: CodeParseError})
+		admin.WriteJSON(w, http.StatusBadRequest, bulkFailure{ErrorCode: CodeParseError, ErrorDetails: err.Error()})
+		return
+	}
 	s := f.snap.Load()
 	now := f.opt.Now()
-	a := BulkAnswer{Flags: make([]Result, 0, len(s.keys))}
-	for _, k := range s.keys {
-		res := s.flags[k].Evaluate(ectx, now)
+	selected := s.selected(sel)
+	a := BulkAnswer{Flags: make([]Result, 0, len(selected)), Metadata: s.bulkMetadata(selected, sel)}
+	for _, fl := range selected {
+		res := withSelector(fl.Evaluate(ectx, now), sel)
 		f.counters.count(viaOFREP, res)
 		a.Flags = append(a.Flags, res)
 	}
