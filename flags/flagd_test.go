@@ -108,3 +108,86 @@ func TestFlagd_NoDefaultVariant(t *testing.T) {
 		}
 	}
 }
+
+const semverFlags = `{"flags": {
+	"equal-greater-lesser-version-flag": {"state": "ENABLED",
+		"variants": {"equal": "equal", "greater": "greater", "lesser": "lesser", "none": "none"}, "defaultVariant": "none",
+		"targeting": {"if": [{"sem_ver": [{"var": "version"}, "=", "2.0.0"]}, "equal",
+			{"if": [{"sem_ver": [{"var": "version"}, ">", "2.0.0"]}, "greater",
+				{"if": [{"sem_ver": [{"var": "version"}, "<", "2.0.0"]}, "lesser", "none"]}]}]}},
+	"major-minor-version-flag": {"state": "ENABLED", "variants": {"minor": "minor", "major": "major", "none": "none"},
+		"defaultVariant": "none",
+		"targeting": {"if": [{"sem_ver": [{"var": "version"}, "~", "3.0.0"]}, "minor",
+			{"if": [{"sem_ver": [{"var": "version"}, "^", "3.0.0"]}, "major", "none"]}]}},
+	"semver-v-prefix-flag": {"state": "ENABLED", "variants": {"match": "match", "no-match": "no-match"},
+		"defaultVariant": "no-match",
+		"targeting": {"if": [{"sem_ver": [{"var": "version"}, "=", "v1.0.0"]}, "match", "no-match"]}},
+	"semver-partial-version-flag": {"state": "ENABLED", "variants": {"match": "match", "no-match": "no-match"},
+		"defaultVariant": "no-match",
+		"targeting": {"if": [{"sem_ver": [{"var": "version"}, "^", "1"]}, "match", "no-match"]}},
+	"semver-numeric-target-flag": {"state": "ENABLED", "variants": {"match": "match", "no-match": "no-match"},
+		"defaultVariant": "no-match",
+		"targeting": {"if": [{"sem_ver": [{"var": "version"}, ">=", 1.5]}, "match", "no-match"]}},
+	"semver-build-metadata-flag": {"state": "ENABLED", "variants": {"match": "match", "no-match": "no-match"},
+		"defaultVariant": "no-match",
+		"targeting": {"if": [{"sem_ver": [{"var": "version"}, "=", "1.0.0+build"]}, "match", "no-match"]}}
+}}`
+
+// sem_ver normalises versions as flagd does: a leading "v" or "V", numbers (an attribute
+// {"version": 1}, a literal 1.5), partial versions, build metadata ignored. The table is
+// flagd-testbed's targeting.feature @semver, plus numeric targets.
+func TestFlagd_SemVer(t *testing.T) {
+	e := flagdFile(t, semverFlags)
+	tests := []struct {
+		key     string
+		version any
+		want    string
+	}{
+		{"equal-greater-lesser-version-flag", "2.0.0", "equal"},
+		{"equal-greater-lesser-version-flag", "2.1.0", "greater"},
+		{"equal-greater-lesser-version-flag", "1.9.0", "lesser"},
+		{"equal-greater-lesser-version-flag", "2.0.0-alpha", "lesser"},
+		{"equal-greater-lesser-version-flag", "2.0.0.0", "none"},
+		{"major-minor-version-flag", "3.0.1", "minor"},
+		{"major-minor-version-flag", "3.1.0", "major"},
+		{"major-minor-version-flag", "4.0.0", "none"},
+		{"semver-v-prefix-flag", "1.0.0", "match"},
+		{"semver-v-prefix-flag", "v1.0.0", "match"},
+		{"semver-v-prefix-flag", "V1.0.0", "match"},
+		{"semver-v-prefix-flag", "2.0.0", "no-match"},
+		{"semver-partial-version-flag", "1.5.0", "match"},
+		{"semver-partial-version-flag", "1.0.0", "match"},
+		{"semver-partial-version-flag", "1.0", "match"},
+		{"semver-partial-version-flag", "1", "match"},
+		{"semver-partial-version-flag", 1.0, "match"},
+		{"semver-partial-version-flag", "V1", "match"},
+		{"semver-partial-version-flag", "2.0.0", "no-match"},
+		{"semver-partial-version-flag", 2.0, "no-match"},
+		{"semver-numeric-target-flag", 2.0, "match"},
+		{"semver-numeric-target-flag", "1.5.0", "match"},
+		{"semver-numeric-target-flag", "1.4.9", "no-match"},
+		{"semver-build-metadata-flag", "1.0.0", "match"},
+		{"semver-build-metadata-flag", "1.0.0+other", "match"},
+		{"semver-build-metadata-flag", "2.0.0", "no-match"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key+"/"+str(mustJSON(t, tt.version)), func(t *testing.T) {
+			status, m := e.ofrepOne(t, tt.key, map[string]any{"version": tt.version})
+			if status != http.StatusOK {
+				t.Fatalf("status %d %s", status, mustJSON(t, m))
+			}
+			if got, want := str(m["value"]), tt.want; got != want {
+				t.Errorf("value = %q, want %q (%s)", got, want, mustJSON(t, m))
+			}
+		})
+	}
+}
+
+func mustJSON(t testing.TB, v any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

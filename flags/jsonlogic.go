@@ -510,10 +510,12 @@ func missing(data any, keys []any) []any {
 	return out
 }
 
-// semVer is flagd's sem_ver: [version, operator, version]. Versions are strings, with or
-// without a leading "v", compared as golang.org/x/mod/semver does (as flagd does). "^" is
-// true when the major versions are equal, "~" when major and minor are. Anything
-// malformed gives null, as in flagd.
+// semVer is flagd's sem_ver: [version, operator, version]. Versions are strings or
+// numbers, with or without a leading "v" or "V", normalised as flagd does (a number is
+// read as its text, so 1 is "1"; a partial "1" or "1.2" is 1.0.0 or 1.2.0) and compared as
+// golang.org/x/mod/semver does (as flagd does: build metadata is ignored). "^" is true
+// when the major versions are equal, "~" when major and minor are. Anything malformed
+// gives null, as in flagd.
 func semVer(args []any) any {
 	if len(args) != 3 {
 		return nil
@@ -547,11 +549,19 @@ func semVer(args []any) any {
 }
 
 func semverOf(v any) (string, bool) {
-	s, ok := v.(string)
-	if !ok {
+	var s string
+	switch v := v.(type) {
+	case string:
+		s = v
+	case float64:
+		s = formatNumber(v) // a context attribute {"version": 2} or a rule's literal 1.5
+	default:
 		return "", false
 	}
-	if !strings.HasPrefix(s, "v") {
+	switch {
+	case strings.HasPrefix(s, "V"):
+		s = "v" + s[1:]
+	case !strings.HasPrefix(s, "v"):
 		s = "v" + s
 	}
 	return s, semver.IsValid(s)
