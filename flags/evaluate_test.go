@@ -20,34 +20,6 @@ var timeZero = time.Unix(0, 0)
 
 const colors = `"variants": {"red": "#FF0000", "blue": "#0000FF", "green": "#00FF00", "yellow": "#FFFF00"}`
 
-// flagd's own fractional vectors (flagd core, java-sdk-contrib and dotnet-sdk-contrib
-// tests): bucketing by $flagd.flagKey + email into four quarters.
-func TestFractional_FlagdVectors(t *testing.T) {
-	def := `{"state": "ENABLED", ` + colors + `, "defaultVariant": "red",
-		"targeting": {"fractional": [
-			{"cat": [{"var": "$flagd.flagKey"}, {"var": "email"}]},
-			["red", 25], ["blue", 25], ["green", 25], ["yellow", 25]]}}`
-	tests := []struct{ email, flag, want string }{
-		{"rachel@faas.com", "headerColor", "yellow"},
-		{"monica@faas.com", "headerColor", "blue"},
-		{"joey@faas.com", "headerColor", "red"},
-		{"ross@faas.com", "headerColor", "green"},
-		{"ross@faas.com", "footerColor", "red"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.flag+"/"+tt.email, func(t *testing.T) {
-			f := mustFlag(t, tt.flag, def)
-			res := f.Evaluate(map[string]any{"email": tt.email}, time.Now())
-			if got, want := res.Variant, tt.want; got != want {
-				t.Errorf("variant = %q, want %q (%+v)", got, want, res)
-			}
-			if got, want := res.Reason, ReasonSplit; got != want {
-				t.Errorf("reason = %q, want %q", got, want)
-			}
-		})
-	}
-}
-
 func TestMurmur3(t *testing.T) {
 	tests := []struct {
 		in   string

@@ -191,3 +191,149 @@ func mustJSON(t testing.TB, v any) json.RawMessage {
 	}
 	return b
 }
+
+const fractionalFlags = `{"flags": {
+	"fractional-flag": {"state": "ENABLED", "defaultVariant": "wild",
+		"variants": {"clubs": "clubs", "diamonds": "diamonds", "hearts": "hearts", "spades": "spades", "wild": "wild"},
+		"targeting": {"fractional": [{"cat": [{"var": "$flagd.flagKey"}, {"var": "user.name"}]},
+			["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]}},
+	"fractional-flag-shorthand": {"state": "ENABLED", "variants": {"heads": "heads", "tails": "tails", "draw": "draw"},
+		"defaultVariant": "draw", "targeting": {"fractional": [["heads"], ["tails", 1]]}},
+	"fractional-flag-A-shared-seed": {"state": "ENABLED", "defaultVariant": "wild",
+		"variants": {"clubs": "clubs", "diamonds": "diamonds", "hearts": "hearts", "spades": "spades", "wild": "wild"},
+		"targeting": {"fractional": [{"cat": ["shared-seed", {"var": "user.name"}]},
+			["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]}},
+	"fractional-flag-B-shared-seed": {"state": "ENABLED", "defaultVariant": "wild",
+		"variants": {"clubs": "ace-of-clubs", "diamonds": "ace-of-diamonds", "hearts": "ace-of-hearts", "spades": "ace-of-spades", "wild": "wild"},
+		"targeting": {"fractional": [{"cat": ["shared-seed", {"var": "user.name"}]},
+			["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]}},
+	"fractional-hash-edge-flag": {"state": "ENABLED", "variants": {"lower": "lower", "upper": "upper"}, "defaultVariant": "lower",
+		"targeting": {"fractional": [{"var": "targetingKey"}, ["lower", 50], ["upper", 50]]}},
+	"fractional-nested-if-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"premium": "premium", "standard": "standard", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "targetingKey"},
+			[{"if": [{"==": [{"var": "tier"}, "premium"]}, "premium", "standard"]}, 50], ["standard", 50]]}},
+	"fractional-nested-var-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"red": "red", "green": "green", "blue": "blue", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "targetingKey"}, [{"var": "color"}, 50], ["blue", 50]]}},
+	"fractional-nested-weight-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"red": "red", "blue": "blue", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "targetingKey"},
+			["red", {"if": [{"==": [{"var": "tier"}, "premium"]}, 100, 0]}], ["blue", 10]]}},
+	"fractional-as-condition-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"big": "hundreds", "small": "ones", "fallback": "zero"},
+		"targeting": {"if": [{"fractional": [[false, 0], [true, 100]]}, "big", "small"]}},
+	"fractional-as-condition-false-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"big": "hundreds", "small": "ones", "fallback": "zero"},
+		"targeting": {"if": [{"fractional": [[false, 100], [true, 0]]}, "big", "small"]}},
+	"fractional-number-names-flag": {"state": "ENABLED", "defaultVariant": "7", "variants": {"7": 7, "8": 8},
+		"targeting": {"fractional": [[7, 0], [8, 1]]}},
+	"fractional-null-bucket-key-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"true": "true", "false": "false", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "missing_key"}, ["true", 50], ["false", 50]]}},
+	"fractional-zero-weights-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"one": "one", "two": "two", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "targetingKey"}, ["one", 0], ["two", 0]]}},
+	"fractional-negative-weight-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"one": "one", "two": "two", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "targetingKey"}, ["one", -50], ["two", 100]]}},
+	"fractional-precision-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"rare": "rare", "common": "common", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "targetingKey"}, ["rare", 1], ["common", 2147483646]]}},
+	"fractional-over-max-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"a": "a", "b": "b", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "targetingKey"}, ["a", 2147483647], ["b", 1]]}},
+	"fractional-fraction-weight-flag": {"state": "ENABLED", "defaultVariant": "fallback",
+		"variants": {"a": "a", "b": "b", "fallback": "fallback"},
+		"targeting": {"fractional": [{"var": "targetingKey"}, ["a", 0.5], ["b", 1]]}}
+}}`
+
+// fractional buckets as flagd ≥ 0.15 does. The vectors are flagd-testbed's
+// @fractional-v2 and @fractional-nested examples and its edge-case flags (the hash-edge
+// keys are murmur3 preimages of 0, 1, 0x7FFFFFFF, 0x80000000 and 0xFFFFFFFF); the
+// precision rows follow from the ADR's formula: with weights 1 and MaxInt32−1 the rare
+// variant gets the hashes h for which h × (2³¹−1) >> 32 is 0, that is h ≤ 2.
+func TestFlagd_Fractional(t *testing.T) {
+	e := flagdFile(t, fractionalFlags)
+	user := func(name string) map[string]any { return map[string]any{"user": map[string]any{"name": name}} }
+	tk := func(key string, kv ...string) map[string]any {
+		m := map[string]any{"targetingKey": key}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		key        string
+		ctx        map[string]any
+		want       string // the value; "" for an error
+		wantReason string
+	}{
+		{"fractional-flag", user("jack"), "hearts", ReasonSplit},
+		{"fractional-flag", user("queen"), "spades", ReasonSplit},
+		{"fractional-flag", user("ten"), "clubs", ReasonSplit},
+		{"fractional-flag", user("nine"), "diamonds", ReasonSplit},
+		{"fractional-flag", user("3"), "clubs", ReasonSplit},
+		{"fractional-flag-shorthand", tk("jon@company.com"), "heads", ReasonSplit},
+		{"fractional-flag-shorthand", tk("jane@company.com"), "tails", ReasonSplit},
+		{"fractional-flag-A-shared-seed", user("seven"), "hearts", ReasonSplit},
+		{"fractional-flag-A-shared-seed", user("eight"), "diamonds", ReasonSplit},
+		{"fractional-flag-A-shared-seed", user("nine"), "clubs", ReasonSplit},
+		{"fractional-flag-A-shared-seed", user("two"), "spades", ReasonSplit},
+		{"fractional-flag-B-shared-seed", user("seven"), "ace-of-hearts", ReasonSplit},
+		{"fractional-flag-B-shared-seed", user("eight"), "ace-of-diamonds", ReasonSplit},
+		{"fractional-flag-B-shared-seed", user("nine"), "ace-of-clubs", ReasonSplit},
+		{"fractional-flag-B-shared-seed", user("two"), "ace-of-spades", ReasonSplit},
+		{"fractional-hash-edge-flag", tk("ejOoVL"), "lower", ReasonSplit},
+		{"fractional-hash-edge-flag", tk("bY9fO-"), "lower", ReasonSplit},
+		{"fractional-hash-edge-flag", tk("SI7p-"), "lower", ReasonSplit},
+		{"fractional-hash-edge-flag", tk("6LvT0"), "upper", ReasonSplit},
+		{"fractional-hash-edge-flag", tk("ceQdGm"), "upper", ReasonSplit},
+		{"fractional-nested-if-flag", tk("jon@company.com", "tier", "premium"), "premium", ReasonSplit},
+		{"fractional-nested-if-flag", tk("jon@company.com", "tier", "basic"), "standard", ReasonSplit},
+		{"fractional-nested-if-flag", tk("user1", "tier", "premium"), "standard", ReasonSplit},
+		{"fractional-nested-if-flag", tk("user1", "tier", "basic"), "standard", ReasonSplit},
+		{"fractional-nested-var-flag", tk("jon@company.com", "color", "red"), "red", ReasonSplit},
+		{"fractional-nested-var-flag", tk("jon@company.com", "color", "green"), "green", ReasonSplit},
+		{"fractional-nested-var-flag", tk("user1", "color", "red"), "blue", ReasonSplit},
+		{"fractional-nested-var-flag", tk("jon@company.com", "color", "yellow"), "", ""}, // not a variant: GENERAL
+		{"fractional-nested-var-flag", tk("jon@company.com", "color", ""), "", ""},
+		{"fractional-nested-weight-flag", tk("jon@company.com", "tier", "premium"), "red", ReasonSplit},
+		{"fractional-nested-weight-flag", tk("jon@company.com", "tier", "basic"), "blue", ReasonSplit},
+		{"fractional-nested-weight-flag", tk("user1", "tier", "premium"), "red", ReasonSplit},
+		{"fractional-nested-weight-flag", tk("user1", "tier", "basic"), "blue", ReasonSplit},
+		{"fractional-as-condition-flag", tk("some-targeting-key"), "hundreds", ReasonTargetingMatch},
+		{"fractional-as-condition-false-flag", tk("some-targeting-key"), "ones", ReasonTargetingMatch},
+		{"fractional-number-names-flag", tk("any-user"), "8", ReasonSplit},
+		{"fractional-null-bucket-key-flag", map[string]any{}, "fallback", ReasonDefault},
+		{"fractional-zero-weights-flag", tk("any-user"), "fallback", ReasonDefault},
+		{"fractional-negative-weight-flag", tk("any-user"), "two", ReasonSplit},
+		{"fractional-negative-weight-flag", tk("ejOoVL"), "two", ReasonSplit},
+		{"fractional-precision-flag", tk("ejOoVL"), "rare", ReasonSplit},   // h = 0
+		{"fractional-precision-flag", tk("bY9fO-"), "rare", ReasonSplit},   // h = 1
+		{"fractional-precision-flag", tk("SI7p-"), "common", ReasonSplit},  // h = 0x7FFFFFFF
+		{"fractional-precision-flag", tk("ceQdGm"), "common", ReasonSplit}, // h = 0xFFFFFFFF
+		{"fractional-over-max-flag", tk("any-user"), "fallback", ReasonDefault},
+		{"fractional-fraction-weight-flag", tk("any-user"), "fallback", ReasonDefault},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key+"/"+string(mustJSON(t, tt.ctx)), func(t *testing.T) {
+			status, m := e.ofrepOne(t, tt.key, tt.ctx)
+			if tt.want == "" {
+				if status != http.StatusBadRequest || str(m["errorCode"]) != CodeGeneral {
+					t.Errorf("= %d %s, want 400 GENERAL", status, mustJSON(t, m))
+				}
+				return
+			}
+			if status != http.StatusOK {
+				t.Fatalf("status %d %s", status, mustJSON(t, m))
+			}
+			if got, want := str(m["value"]), tt.want; got != want {
+				t.Errorf("value = %q, want %q (%s)", got, want, mustJSON(t, m))
+			}
+			if got, want := str(m["reason"]), tt.wantReason; got != want {
+				t.Errorf("reason = %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -377,75 +377,91 @@ func (e *evaluation) iterate(r *rule, data any) (any, error) {
 	}
 }
 
-// fractional is flagd's pseudorandom split: [bucketBy?, [variant, weight?]...]. The
-// bucketing key is the first argument when it is a string, else $flagd.flagKey followed by
-// the targetingKey. Its murmur3 hash, as a signed 32-bit integer, scaled to [0, 100], picks
-// the variant whose share of 100 (weight over the sum of weights) covers it. This is
-// flagd's algorithm (core/pkg/evaluator/fractional.go before its integer rewrite), so a
-// user lands on the same variant here as in flagd. Malformed arguments give null.
+// fractional is flagd's pseudorandom split, as flagd ≥ 0.15 buckets ("fractional bucketing
+// improvements", flagd's high-precision fractional bucketing ADR): [bucketBy?, [variant,
+// weight?]...].
+//
+// The bucketing value is the first argument when it is a string. When the first argument
+// is a bucket (the shorthand), or an expression that gave null (a missing attribute), it is
+// $flagd.flagKey followed by the targetingKey; without a targetingKey the shorthand is
+// TARGETING_KEY_MISSING and the null expression is null, the default. Variant names are
+// strings, booleans, numbers or null (arguments are evaluated first, so a name or a weight
+// may be computed by nested JsonLogic). A weight is a whole number, 1 when absent; a
+// negative one counts as 0; the weights sum to at most math.MaxInt32.
+//
+// The murmur3 hash h of the bucketing value, unsigned, picks the bucket
+// (h × total) >> 32 in [0, total), and the variant whose run of weights covers it wins:
+// integer arithmetic, so every hash, 0x7FFFFFFF and 0x80000000 included, lands in a
+// bucket. Malformed arguments, or weights that are all 0, give null.
 func (e *evaluation) fractional(args []any) any {
 	if len(args) < 1 {
 		return nil
 	}
-	bucketBy, ok := args[0].(string)
-	if ok {
-		args = args[1:]
-	} else {
-		if _, ok := args[0].([]any); !ok {
-			return nil // a bucketing expression that gave no string (e.g. a missing var)
+	var bucketBy string
+	switch first := args[0].(type) {
+	case string:
+		bucketBy, args = first, args[1:]
+	case []any, nil:
+		if first == nil {
+			args = args[1:]
 		}
 		tk, present := e.root["targetingKey"]
 		if !present || tk == nil {
-			e.noTargetingKey = true
+			e.noTargetingKey = first != nil
 			return nil
 		}
 		flagd, _ := e.root["$flagd"].(map[string]any)
 		key, _ := flagd["flagKey"].(string)
 		bucketBy = key + toString(tk)
+	default:
+		return nil // a bucketing expression that gave a number, a boolean or an object
 	}
 	if len(args) == 0 {
 		return nil
 	}
 	type share struct {
-		variant string
-		weight  int
+		variant any
+		weight  uint64
 	}
 	shares := make([]share, 0, len(args))
-	total := 0
+	var total uint64
 	for _, a := range args {
 		d, ok := a.([]any)
 		if !ok || len(d) == 0 {
 			return nil
 		}
-		v, ok := d[0].(string)
-		if !ok {
+		switch d[0].(type) {
+		case string, bool, float64, nil:
+		default:
 			return nil
 		}
 		w := 1.0
-		if len(d) >= 2 {
-			if f, ok := d[1].(float64); ok {
-				w = f
+		if len(d) >= 2 && d[1] != nil {
+			if w, ok = d[1].(float64); !ok || w != math.Trunc(w) || w > math.MaxInt32 {
+				return nil
 			}
 		}
-		if w < 0 || w > math.MaxInt32 {
+		total += uint64(max(w, 0))
+		if total > math.MaxInt32 {
 			return nil
 		}
-		shares = append(shares, share{v, int(w)})
-		total += int(w)
+		shares = append(shares, share{d[0], uint64(max(w, 0))})
 	}
-	if total <= 0 {
+	if total == 0 {
 		return nil
 	}
-	bucket := math.Abs(float64(int32(murmur3(bucketBy)))) / math.MaxInt32 * 100
-	end := 0.0
+	bucket := uint64(murmur3(bucketBy)) * total >> 32
+	var end uint64
 	for _, s := range shares {
-		end += 100 * float64(s.weight) / float64(total)
+		end += s.weight
 		if bucket < end {
-			e.split, e.hasSplit = s.variant, true
+			if s.variant != nil {
+				e.split, e.hasSplit = toString(s.variant), true
+			}
 			return s.variant
 		}
 	}
-	return nil
+	return nil // unreachable: bucket < total
 }
 
 // lookup is JsonLogic's var: a dotted path into data, or def when absent.
