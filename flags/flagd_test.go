@@ -128,6 +128,9 @@ const semverFlags = `{"flags": {
 	"semver-numeric-target-flag": {"state": "ENABLED", "variants": {"match": "match", "no-match": "no-match"},
 		"defaultVariant": "no-match",
 		"targeting": {"if": [{"sem_ver": [{"var": "version"}, ">=", 1.5]}, "match", "no-match"]}},
+	"semver-invalid-version-flag": {"state": "ENABLED", "variants": {"true": "true", "false": "false", "fallback": "fallback"},
+		"defaultVariant": "fallback",
+		"targeting": {"if": [{"sem_ver": [{"var": "version"}, "=", "1.0.0"]}, "true", "false"]}},
 	"semver-build-metadata-flag": {"state": "ENABLED", "variants": {"match": "match", "no-match": "no-match"},
 		"defaultVariant": "no-match",
 		"targeting": {"if": [{"sem_ver": [{"var": "version"}, "=", "1.0.0+build"]}, "match", "no-match"]}}
@@ -169,6 +172,9 @@ func TestFlagd_SemVer(t *testing.T) {
 		{"semver-build-metadata-flag", "1.0.0", "match"},
 		{"semver-build-metadata-flag", "1.0.0+other", "match"},
 		{"semver-build-metadata-flag", "2.0.0", "no-match"},
+		// Bad input gives null, which if reads as false, as flagd's own evaluator does
+		// (README: flagd-testbed's @operator-errors, which expects "fallback", is not matched).
+		{"semver-invalid-version-flag", "not-a-version", "false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"/"+str(mustJSON(t, tt.version)), func(t *testing.T) {
