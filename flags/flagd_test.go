@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -341,5 +342,64 @@ func TestFlagd_Fractional(t *testing.T) {
 				t.Errorf("reason = %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// Targeting that reads JsonLogic's corners, served over OFREP on a loopback socket, picks
+// the variant that flagd's JsonLogic picks for the same rule and context.
+func TestFlagd_JsonLogicOverOFREP(t *testing.T) {
+	rules := map[string]string{
+		"missing-empty": `{"if": [{"missing": ["email"]}, "absent", "present"]}`,
+		"var-default":   `{"var": ["plan", "free"]}`,
+		"cat-trim":      `{"cat": [" ", {"var": "plan"}, " "]}`,
+		"in-number":     `{"if": [{"in": [{"var": "id"}, ["7", "8"]]}, "present", "absent"]}`,
+		"compare-null":  `{"if": [{"<=": [{"var": "n"}, 0]}, "present", "absent"]}`,
+		"arith-text":    `{"if": [{"==": [{"+": [{"var": ["plan", "x"]}, 1]}, 1]}, "present", "absent"]}`,
+		"empty-object":  `{"if": [{"var": "o"}, "present", "absent"]}`,
+	}
+	contexts := []map[string]any{
+		{"email": "", "plan": "pro", "id": 7.0, "n": nil, "o": map[string]any{}},
+		{"plan": nil, "id": 9.0, "n": 0.0, "o": map[string]any{"k": 1.0}},
+		{"email": "a@b", "id": "7", "plan": "free"},
+	}
+	var file strings.Builder
+	file.WriteString(`{"flags": {`)
+	first := true
+	for key, rule := range rules {
+		if !first {
+			file.WriteString(",")
+		}
+		first = false
+		file.WriteString(`"` + key + `": {"state": "ENABLED", "defaultVariant": "none", "targeting": ` + rule +
+			`, "variants": {"absent": "absent", "present": "present", "free": "free", "pro": "pro", "none": "none"}}`)
+	}
+	file.WriteString(`}}`)
+	e := flagdFile(t, file.String())
+	for key, rule := range rules {
+		for _, ctx := range contexts {
+			t.Run(key+"/"+string(mustJSON(t, ctx)), func(t *testing.T) {
+				withFlagd := map[string]any{"$flagd": map[string]any{"flagKey": key, "timestamp": 0.0}}
+				for k, v := range ctx {
+					withFlagd[k] = v
+				}
+				want, err := flagdApply(rule, string(mustJSON(t, withFlagd)))
+				if err != nil {
+					t.Fatalf("flagd's JsonLogic fails: %v", err)
+				}
+				status, m := e.ofrepOne(t, key, ctx)
+				var got string
+				switch name := str(json.RawMessage(want)); {
+				case want == "null": // the default variant, reason DEFAULT
+					got, want = str(m["reason"]), ReasonDefault
+				case strings.Contains("absent present free pro none", name) && name != "":
+					got, want = str(m["variant"]), name
+				default: // not a variant: an error in flagd too
+					got, want = str(m["errorCode"]), CodeGeneral
+				}
+				if got != want {
+					t.Errorf("= %d %s, want %s as flagd's JsonLogic gives", status, mustJSON(t, m), want)
+				}
+			})
+		}
 	}
 }
