@@ -163,8 +163,9 @@ func TestEvaluate_MetadataJSON(t *testing.T) {
 	}
 }
 
-// A bucketing expression that gives nothing is a malformed split (null, the default), not
-// a missing targeting key.
+// A bucketing expression that gives null buckets on $flagd.flagKey and the targetingKey,
+// as the shorthand does (flagd's fractional); without a targetingKey it is null, the
+// default (flagd-testbed's fractional-null-bucket-key-flag), not TARGETING_KEY_MISSING.
 func TestFractional_MissingBucketingValue(t *testing.T) {
 	f := mustFlag(t, "f", `{"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a",
 		"targeting":{"fractional":[{"var":"email"},["a",50],["b",50]]}}`)
@@ -175,5 +176,19 @@ func TestFractional_MissingBucketingValue(t *testing.T) {
 	res = f.Evaluate(map[string]any{"email": "x@y"}, time.Now())
 	if res.Reason != ReasonSplit {
 		t.Errorf("with an email = %+v, want SPLIT", res)
+	}
+	short := mustFlag(t, "f", `{"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a",
+		"targeting":{"fractional":[["a",50],["b",50]]}}`)
+	seen := map[string]bool{}
+	for i := range 64 {
+		ctx := map[string]any{"targetingKey": fmt.Sprintf("user-%d", i)}
+		got, want := f.Evaluate(ctx, time.Now()), short.Evaluate(ctx, time.Now())
+		if got.Variant != want.Variant || got.Reason != ReasonSplit {
+			t.Fatalf("%v: %+v, want %+v as the shorthand buckets", ctx, got, want)
+		}
+		seen[got.Variant] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("64 keys all landed on %v", seen)
 	}
 }
