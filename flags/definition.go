@@ -190,10 +190,18 @@ func parseDefinition(key string, data []byte, evaluators map[string]any, fileMet
 		f.Variants[name] = compact(f.Variants[name])
 	}
 
-	if err := requiredString(fields, "defaultVariant", &f.DefaultVariant); err != nil {
-		return nil, err
+	// defaultVariant may be null or absent: the flag then defers to the caller's code
+	// default (flagd ≥ 0.14, ADR "support code default"); "" means the same, as in flagd.
+	if raw, ok := fields["defaultVariant"]; ok {
+		var s *string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, fieldErr("defaultVariant", "not a string or null")
+		}
+		if s != nil {
+			f.DefaultVariant = *s
+		}
 	}
-	if _, ok := f.Variants[f.DefaultVariant]; !ok {
+	if _, ok := f.Variants[f.DefaultVariant]; !ok && f.DefaultVariant != "" {
 		return nil, fieldErr("defaultVariant", "%q is not one of the variants (%s)", f.DefaultVariant, strings.Join(sortedKeys(f.Variants), ", "))
 	}
 

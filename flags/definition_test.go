@@ -22,7 +22,7 @@ func TestParseFlag_Refused(t *testing.T) {
 		{"variants not an object", `{"state":"ENABLED","variants":[1],"defaultVariant":"a"}`, "variants", "not an object"},
 		{"mixed kinds", `{"state":"ENABLED","variants":{"a":true,"b":"x"},"defaultVariant":"a"}`, "variants.b", "is a string but other variants are booleans"},
 		{"null variant", `{"state":"ENABLED","variants":{"a":null},"defaultVariant":"a"}`, "variants.a", "null is not a flag value"},
-		{"missing defaultVariant", `{"state":"ENABLED","variants":{"a":1}}`, "defaultVariant", "missing"},
+		{"defaultVariant not a string", `{"state":"ENABLED","variants":{"a":1},"defaultVariant":1}`, "defaultVariant", "not a string or null"},
 		{"defaultVariant not a variant", `{"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"c"}`, "defaultVariant", `"c" is not one of the variants (a, b)`},
 		{"targeting not an object", `{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a","targeting":"a"}`, "targeting", "is a string"},
 		{"unknown operator", `{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a","targeting":{"if":[{"starts_wth":["a","b"]},"a"]}}`, "targeting.if[0]", `unknown operator "starts_wth"`},

@@ -35,11 +35,18 @@
 // fractional, sem_ver, starts_with and ends_with). The rule sees the evaluation context
 // and "$flagd": {"flagKey", "timestamp"}. Rules are bounded: nesting to 64 levels, an
 // evaluation to 100 000 operations. See Flag.Evaluate for the reasons and error codes.
+// The operations give what flagd's JsonLogic (github.com/diegoholiveira/jsonlogic/v3)
+// gives, not jsonlogic.com's JavaScript where the two differ; the tests compare them
+// (jsonlogic_flagd_test.go) and pin the few deliberate differences.
 //
-// fractional follows flagd: the bucketing key (its first argument when it is a string,
-// else $flagd.flagKey followed by the targetingKey) is hashed with 32-bit murmur3 and
-// scaled to [0, 100]; each variant covers its weight's share of 100, in order. The same key
-// gets the same variant on every sidecar and in flagd.
+// fractional follows flagd ≥ 0.15: the bucketing key (its first argument when it is a
+// string, else $flagd.flagKey followed by the targetingKey) is hashed with 32-bit murmur3,
+// and the hash h, unsigned, picks bucket (h × total weight) >> 32; each variant covers its
+// weight's run of buckets, in order. The same key gets the same variant on every sidecar
+// and in flagd (assignments changed with flagd 0.15, which is when ctxprop followed).
+//
+// A flag whose defaultVariant is null or absent answers, where the default would apply,
+// reason DEFAULT without a value: the caller uses its code default (flagd ≥ 0.14).
 //
 // A DISABLED flag evaluates to reason DISABLED with no value: OpenFeature's DISABLED means
 // the caller uses its code default, and OFREP (ADR-0006) lets a success carry no value for

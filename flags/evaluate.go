@@ -29,8 +29,9 @@ const (
 // ErrorCode and ErrorDetails.
 type Result struct {
 	Key string `json:"key"`
-	// Value is the variant's value; nil for a failure and for a DISABLED flag, whose
-	// caller uses its code default (OFREP ADR-0006, the OpenFeature meaning of DISABLED).
+	// Value is the variant's value; nil for a failure, for a DISABLED flag and for a
+	// DEFAULT result of a flag without a default variant, whose caller uses its code
+	// default (OFREP ADR-0006, the OpenFeature meaning of DISABLED).
 	Value        json.RawMessage `json:"value,omitempty"`
 	Variant      string          `json:"variant,omitempty"`
 	Reason       string          `json:"reason,omitempty"`
@@ -51,6 +52,8 @@ func failure(key, code, format string, args ...any) Result {
 //
 //   - a DISABLED flag gives reason DISABLED and no value;
 //   - no targeting gives the default variant, reason STATIC;
+//   - where the default variant applies but the flag has none (defaultVariant null or
+//     absent), the result is reason DEFAULT without value or variant: the caller's default;
 //   - targeting that gives null gives the default variant, reason DEFAULT — unless it
 //     gave null because fractional needed a targetingKey the context lacks, which is
 //     TARGETING_KEY_MISSING;
@@ -70,7 +73,7 @@ func (f *Flag) Evaluate(ectx map[string]any, now time.Time) Result {
 		return Result{Key: f.Key, Reason: ReasonDisabled, Metadata: f.Metadata}
 	}
 	if f.targeting == nil {
-		return f.variant(f.DefaultVariant, ReasonStatic)
+		return f.byDefault(ReasonStatic)
 	}
 	data := make(map[string]any, len(ectx)+1)
 	for k, v := range ectx {
@@ -88,7 +91,7 @@ func (f *Flag) Evaluate(ectx map[string]any, now time.Time) Result {
 		if e.noTargetingKey {
 			return failure(f.Key, CodeTargetingKeyMissing, "the flag's targeting splits by fractional on the targeting key; send targetingKey in the evaluation context")
 		}
-		return f.variant(f.DefaultVariant, ReasonDefault)
+		return f.byDefault(ReasonDefault)
 	case string:
 		name = v
 	case bool, float64:
@@ -104,6 +107,17 @@ func (f *Flag) Evaluate(ectx map[string]any, now time.Time) Result {
 		reason = ReasonSplit
 	}
 	return f.variant(name, reason)
+}
+
+// byDefault is the result when the default variant applies. A flag without one (its
+// defaultVariant null or absent) defers to the caller's code default: reason DEFAULT with
+// no value and no variant, which OFREP and flagd's providers read as "use your default"
+// (flagd ≥ 0.14, OFREP ADR-0006).
+func (f *Flag) byDefault(reason string) Result {
+	if f.DefaultVariant == "" {
+		return Result{Key: f.Key, Reason: ReasonDefault, Metadata: f.Metadata}
+	}
+	return f.variant(f.DefaultVariant, reason)
 }
 
 func (f *Flag) variant(name, reason string) Result {

@@ -20,34 +20,6 @@ var timeZero = time.Unix(0, 0)
 
 const colors = `"variants": {"red": "#FF0000", "blue": "#0000FF", "green": "#00FF00", "yellow": "#FFFF00"}`
 
-// flagd's own fractional vectors (flagd core, java-sdk-contrib and dotnet-sdk-contrib
-// tests): bucketing by $flagd.flagKey + email into four quarters.
-func TestFractional_FlagdVectors(t *testing.T) {
-	def := `{"state": "ENABLED", ` + colors + `, "defaultVariant": "red",
-		"targeting": {"fractional": [
-			{"cat": [{"var": "$flagd.flagKey"}, {"var": "email"}]},
-			["red", 25], ["blue", 25], ["green", 25], ["yellow", 25]]}}`
-	tests := []struct{ email, flag, want string }{
-		{"rachel@faas.com", "headerColor", "yellow"},
-		{"monica@faas.com", "headerColor", "blue"},
-		{"joey@faas.com", "headerColor", "red"},
-		{"ross@faas.com", "headerColor", "green"},
-		{"ross@faas.com", "footerColor", "red"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.flag+"/"+tt.email, func(t *testing.T) {
-			f := mustFlag(t, tt.flag, def)
-			res := f.Evaluate(map[string]any{"email": tt.email}, time.Now())
-			if got, want := res.Variant, tt.want; got != want {
-				t.Errorf("variant = %q, want %q (%+v)", got, want, res)
-			}
-			if got, want := res.Reason, ReasonSplit; got != want {
-				t.Errorf("reason = %q, want %q", got, want)
-			}
-		})
-	}
-}
-
 func TestMurmur3(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -191,8 +163,9 @@ func TestEvaluate_MetadataJSON(t *testing.T) {
 	}
 }
 
-// A bucketing expression that gives nothing is a malformed split (null, the default), not
-// a missing targeting key.
+// A bucketing expression that gives null buckets on $flagd.flagKey and the targetingKey,
+// as the shorthand does (flagd's fractional); without a targetingKey it is null, the
+// default (flagd-testbed's fractional-null-bucket-key-flag), not TARGETING_KEY_MISSING.
 func TestFractional_MissingBucketingValue(t *testing.T) {
 	f := mustFlag(t, "f", `{"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a",
 		"targeting":{"fractional":[{"var":"email"},["a",50],["b",50]]}}`)
@@ -203,5 +176,19 @@ func TestFractional_MissingBucketingValue(t *testing.T) {
 	res = f.Evaluate(map[string]any{"email": "x@y"}, time.Now())
 	if res.Reason != ReasonSplit {
 		t.Errorf("with an email = %+v, want SPLIT", res)
+	}
+	short := mustFlag(t, "f", `{"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a",
+		"targeting":{"fractional":[["a",50],["b",50]]}}`)
+	seen := map[string]bool{}
+	for i := range 64 {
+		ctx := map[string]any{"targetingKey": fmt.Sprintf("user-%d", i)}
+		got, want := f.Evaluate(ctx, time.Now()), short.Evaluate(ctx, time.Now())
+		if got.Variant != want.Variant || got.Reason != ReasonSplit {
+			t.Fatalf("%v: %+v, want %+v as the shorthand buckets", ctx, got, want)
+		}
+		seen[got.Variant] = true
+	}
+	if len(seen) != 2 {
+		t.Errorf("64 keys all landed on %v", seen)
 	}
 }

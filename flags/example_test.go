@@ -39,7 +39,7 @@ func ExampleFlag_Evaluate_fractional() {
 		"defaultVariant": "red",
 		"targeting": {"fractional": [["red", 25], ["blue", 25], ["green", 25], ["yellow", 25]]}
 	}`))
-	// The same targetingKey lands on the same variant on every sidecar, as in flagd.
+	// The same targetingKey lands on the same variant on every sidecar, as in flagd ≥ 0.15.
 	for _, user := range []string{"rachel", "monica", "rachel"} {
 		r := f.Evaluate(map[string]any{"targetingKey": user}, time.Now())
 		fmt.Println(user, r.Variant, r.Reason)
@@ -47,8 +47,8 @@ func ExampleFlag_Evaluate_fractional() {
 	r := f.Evaluate(map[string]any{}, time.Now())
 	fmt.Println(r.ErrorCode)
 	// Output:
-	// rachel red SPLIT
-	// monica yellow SPLIT
-	// rachel red SPLIT
+	// rachel yellow SPLIT
+	// monica blue SPLIT
+	// rachel yellow SPLIT
 	// TARGETING_KEY_MISSING
 }

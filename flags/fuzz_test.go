@@ -39,7 +39,8 @@ func FuzzParseFlag(f *testing.F) {
 		var ectx map[string]any
 		json.Unmarshal([]byte(ctx), &ectx)
 		res := fl.Evaluate(ectx, time.Unix(1_800_000_000, 0))
-		if res.OK() && res.Reason != ReasonDisabled {
+		codeDefault := res.Reason == ReasonDefault && fl.DefaultVariant == "" && res.Value == nil && res.Variant == ""
+		if res.OK() && res.Reason != ReasonDisabled && !codeDefault {
 			if _, ok := fl.Variants[res.Variant]; !ok {
 				t.Fatalf("result variant %q is not a variant", res.Variant)
 			}

@@ -44,6 +44,8 @@ var operators = map[string]bool{
 	"+": true, "-": true, "*": true, "/": true, "%": true,
 	"map": true, "filter": true, "reduce": true, "all": true, "none": true, "some": true, "merge": true,
 	"in": true, "cat": true, "substr": true, "log": true,
+	// Not on jsonlogic.com, but flagd's JsonLogic has them, so flag files may use them.
+	"abs": true, "set": true, "contains_all": true, "contains_any": true, "contains_none": true,
 	"fractional": true, "sem_ver": true, "starts_with": true, "ends_with": true,
 }
 
@@ -184,47 +186,50 @@ func (e *evaluation) eval(r *rule, data any) (any, error) {
 	}
 	switch r.op {
 	case "var":
-		return lookup(data, arg(0), arg(1), len(args) > 1), nil
+		return lookup(data, args), nil
 	case "missing":
-		return missing(data, args), nil
+		keys := args
+		if len(r.args) == 1 && r.args[0].op != "[]" {
+			if l, ok := args[0].([]any); ok {
+				keys = l // {"missing": {"merge": [...]}}: the list it gives
+			}
+		}
+		return missing(data, keys), nil
 	case "missing_some":
-		need := toNumber(arg(0))
+		need := int(libNumber(arg(0)))
 		keys, _ := arg(1).([]any)
-		miss := missing(data, keys)
-		if float64(len(keys)-len(miss)) >= need {
+		if len(keys) == 0 {
 			return []any{}, nil
 		}
-		return miss, nil
-	case "==":
-		return looseEqual(arg(0), arg(1)), nil
-	case "!=":
-		return !looseEqual(arg(0), arg(1)), nil
-	case "===":
-		return strictEqual(arg(0), arg(1)), nil
-	case "!==":
-		return !strictEqual(arg(0), arg(1)), nil
+		miss := missing(data, keys)
+		if need > len(keys)-len(miss) {
+			return miss, nil
+		}
+		return []any{}, nil
+	case "==", "!=":
+		return (len(args) >= 2 && looseEqual(args[0], args[1])) == (r.op == "=="), nil
+	case "===", "!==":
+		return (len(args) >= 2 && strictEqual(args[0], args[1])) == (r.op == "==="), nil
 	case "!":
 		return !truthy(arg(0)), nil
 	case "!!":
 		return truthy(arg(0)), nil
-	case "<", "<=":
-		ok := compare(r.op, arg(0), arg(1))
-		if len(args) >= 3 { // between: a < b < c
-			ok = ok && compare(r.op, arg(1), arg(2))
+	case "<", "<=", ">", ">=":
+		if len(args) < 2 {
+			return false, nil
+		}
+		ok := compare(r.op, args[0], args[1])
+		if len(args) == 3 { // between: a < b < c, and c < b < a for ">"
+			ok = ok && compare(r.op, args[1], args[2])
 		}
 		return ok, nil
-	case ">", ">=":
-		return compare(r.op, arg(0), arg(1)), nil
 	case "max", "min":
 		if len(args) == 0 {
 			return nil, nil
 		}
-		best := toNumber(args[0])
+		best := libNumber(args[0])
 		for _, a := range args[1:] {
-			n := toNumber(a)
-			if math.IsNaN(n) || math.IsNaN(best) {
-				best = math.NaN()
-			} else if (r.op == "max") == (n > best) {
+			if n := libNumber(a); (r.op == "max" && n > best) || (r.op == "min" && n < best) {
 				best = n
 			}
 		}
@@ -232,27 +237,40 @@ func (e *evaluation) eval(r *rule, data any) (any, error) {
 	case "+":
 		sum := 0.0
 		for _, a := range args {
-			sum += toNumber(a)
+			sum += libNumber(a)
 		}
 		return number(sum), nil
 	case "*":
-		if len(args) == 0 {
-			return nil, nil
-		}
 		p := 1.0
 		for _, a := range args {
-			p *= toNumber(a)
+			p *= libNumber(a)
 		}
 		return number(p), nil
-	case "-":
-		if len(args) == 1 {
-			return number(-toNumber(args[0])), nil
+	case "-", "/":
+		switch len(args) {
+		case 0:
+			return 0.0, nil
+		case 1:
+			if r.op == "-" {
+				return number(-libNumber(args[0])), nil
+			}
 		}
-		return number(toNumber(arg(0)) - toNumber(arg(1))), nil
-	case "/":
-		return number(toNumber(arg(0)) / toNumber(arg(1))), nil
+		acc := libNumber(args[0])
+		for _, a := range args[1:] {
+			if r.op == "-" {
+				acc -= libNumber(a)
+			} else {
+				acc /= libNumber(a)
+			}
+		}
+		return number(acc), nil
 	case "%":
-		return number(math.Mod(toNumber(arg(0)), toNumber(arg(1)))), nil
+		return number(math.Mod(libNumber(arg(0)), libNumber(arg(1)))), nil
+	case "abs":
+		if len(args) == 0 {
+			return 0.0, nil
+		}
+		return number(math.Abs(libNumber(args[0]))), nil
 	case "merge":
 		out := []any{}
 		for _, a := range args {
@@ -264,25 +282,35 @@ func (e *evaluation) eval(r *rule, data any) (any, error) {
 		}
 		return out, nil
 	case "in":
-		switch hay := arg(1).(type) {
-		case string:
-			return strings.Contains(hay, toString(arg(0))), nil
-		case []any:
-			for _, x := range hay {
-				if strictEqual(arg(0), x) {
-					return true, nil
-				}
-			}
-		}
-		return false, nil
+		return in(arg(0), arg(1)), nil
+	case "contains_all", "contains_any", "contains_none":
+		return contains(r.op, args), nil
 	case "cat":
+		switch len(args) {
+		case 0:
+			return "", nil
+		case 1:
+			return libString(args[0]), nil
+		}
 		var b strings.Builder
 		for _, a := range args {
-			b.WriteString(toString(a))
+			b.WriteString(libString(a))
 		}
-		return b.String(), nil
+		return strings.TrimSpace(b.String()), nil // as flagd's JsonLogic does
 	case "substr":
-		return substr(toString(arg(0)), toNumber(arg(1)), arg(2), len(args) > 2), nil
+		return substr(libString(arg(0)), libNumber(arg(1)), arg(2), len(args) > 2), nil
+	case "set":
+		obj, ok := arg(0).(map[string]any)
+		prop, ok2 := arg(1).(string)
+		if len(args) < 3 || !ok || !ok2 {
+			return arg(0), nil
+		}
+		out := make(map[string]any, len(obj)+1)
+		for k, v := range obj {
+			out[k] = v
+		}
+		out[prop] = args[2]
+		return out, nil
 	case "log":
 		return arg(0), nil
 	case "starts_with", "ends_with":
@@ -316,204 +344,262 @@ func (e *evaluation) evalArgs(list []*rule, data any) ([]any, error) {
 }
 
 // iterate runs the array operations, whose second argument is evaluated once per element
-// with the element as data.
+// with the element as data. Their edge cases are those of flagd's JsonLogic
+// (github.com/diegoholiveira/jsonlogic/v3): missing arguments give [] (map, filter), 0
+// (reduce), false (all, some) or true (none); reduce over what is not a list is 0, keeps its
+// accumulator of the initial value's type and skips null elements.
 func (e *evaluation) iterate(r *rule, data any) (any, error) {
-	if len(r.args) < 2 {
-		return nil, nil
+	if r.op == "reduce" && len(r.args) < 3 {
+		return 0.0, nil
 	}
-	v, err := e.eval(r.args[0], data)
-	if err != nil {
-		return nil, err
+	var subject any
+	if len(r.args) > 0 {
+		var err error
+		if subject, err = e.eval(r.args[0], data); err != nil {
+			return nil, err
+		}
 	}
-	list, _ := v.([]any)
+	list, _ := subject.([]any)
 	switch r.op {
-	case "reduce":
-		var acc any
-		if len(r.args) > 2 {
-			if acc, err = e.eval(r.args[2], data); err != nil {
-				return nil, err
-			}
+	case "map", "filter":
+		out := []any{}
+		if len(r.args) < 2 {
+			return out, nil
 		}
-		for _, x := range list {
-			if acc, err = e.eval(r.args[1], map[string]any{"current": x, "accumulator": acc}); err != nil {
-				return nil, err
-			}
-		}
-		return acc, nil
-	case "map":
-		out := make([]any, 0, len(list))
 		for _, x := range list {
 			y, err := e.eval(r.args[1], x)
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, y)
+			if r.op == "map" {
+				out = append(out, y)
+			} else if truthy(y) {
+				out = append(out, x)
+			}
 		}
 		return out, nil
+	case "reduce":
+		acc, err := e.eval(r.args[2], data)
+		if err != nil {
+			return nil, err
+		}
+		if list == nil {
+			return 0.0, nil
+		}
+		for _, x := range list {
+			if x == nil {
+				continue
+			}
+			v, err := e.eval(r.args[1], map[string]any{"current": x, "accumulator": acc})
+			if err != nil {
+				return nil, err
+			}
+			switch acc.(type) {
+			case float64:
+				acc = number(libNumber(v))
+			case string:
+				acc = libString(v)
+			case bool:
+				acc = truthy(v)
+			default:
+				acc = v
+			}
+		}
+		return acc, nil
 	}
-	out := []any{}
-	matched := 0
+	// all, none, some
+	if !truthy(subject) || len(r.args) < 2 {
+		return r.op == "none", nil
+	}
 	for _, x := range list {
 		y, err := e.eval(r.args[1], x)
 		if err != nil {
 			return nil, err
 		}
-		if truthy(y) {
-			matched++
-			if r.op == "filter" {
-				out = append(out, x)
-			}
+		switch {
+		case r.op == "all" && !truthy(y):
+			return false, nil
+		case r.op == "none" && truthy(y):
+			return false, nil
+		case r.op == "some" && truthy(y):
+			return true, nil
 		}
 	}
-	switch r.op {
-	case "filter":
-		return out, nil
-	case "all":
-		return len(list) > 0 && matched == len(list), nil
-	case "none":
-		return matched == 0, nil
-	default: // some
-		return matched > 0, nil
-	}
+	return r.op != "some" && len(list) > 0 || r.op == "none", nil
 }
 
-// fractional is flagd's pseudorandom split: [bucketBy?, [variant, weight?]...]. The
-// bucketing key is the first argument when it is a string, else $flagd.flagKey followed by
-// the targetingKey. Its murmur3 hash, as a signed 32-bit integer, scaled to [0, 100], picks
-// the variant whose share of 100 (weight over the sum of weights) covers it. This is
-// flagd's algorithm (core/pkg/evaluator/fractional.go before its integer rewrite), so a
-// user lands on the same variant here as in flagd. Malformed arguments give null.
+// fractional is flagd's pseudorandom split, as flagd ≥ 0.15 buckets ("fractional bucketing
+// improvements", flagd's high-precision fractional bucketing ADR): [bucketBy?, [variant,
+// weight?]...].
+//
+// The bucketing value is the first argument when it is a string. When the first argument
+// is a bucket (the shorthand), or an expression that gave null (a missing attribute), it is
+// $flagd.flagKey followed by the targetingKey; without a targetingKey the shorthand is
+// TARGETING_KEY_MISSING and the null expression is null, the default. Variant names are
+// strings, booleans, numbers or null (arguments are evaluated first, so a name or a weight
+// may be computed by nested JsonLogic). A weight is a whole number, 1 when absent; a
+// negative one counts as 0; the weights sum to at most math.MaxInt32.
+//
+// The murmur3 hash h of the bucketing value, unsigned, picks the bucket
+// (h × total) >> 32 in [0, total), and the variant whose run of weights covers it wins:
+// integer arithmetic, so every hash, 0x7FFFFFFF and 0x80000000 included, lands in a
+// bucket. Malformed arguments, or weights that are all 0, give null.
 func (e *evaluation) fractional(args []any) any {
 	if len(args) < 1 {
 		return nil
 	}
-	bucketBy, ok := args[0].(string)
-	if ok {
-		args = args[1:]
-	} else {
-		if _, ok := args[0].([]any); !ok {
-			return nil // a bucketing expression that gave no string (e.g. a missing var)
+	var bucketBy string
+	switch first := args[0].(type) {
+	case string:
+		bucketBy, args = first, args[1:]
+	case []any, nil:
+		if first == nil {
+			args = args[1:]
 		}
 		tk, present := e.root["targetingKey"]
 		if !present || tk == nil {
-			e.noTargetingKey = true
+			e.noTargetingKey = first != nil
 			return nil
 		}
 		flagd, _ := e.root["$flagd"].(map[string]any)
 		key, _ := flagd["flagKey"].(string)
 		bucketBy = key + toString(tk)
+	default:
+		return nil // a bucketing expression that gave a number, a boolean or an object
 	}
 	if len(args) == 0 {
 		return nil
 	}
 	type share struct {
-		variant string
-		weight  int
+		variant any
+		weight  uint64
 	}
 	shares := make([]share, 0, len(args))
-	total := 0
+	var total uint64
 	for _, a := range args {
 		d, ok := a.([]any)
 		if !ok || len(d) == 0 {
 			return nil
 		}
-		v, ok := d[0].(string)
-		if !ok {
+		switch d[0].(type) {
+		case string, bool, float64, nil:
+		default:
 			return nil
 		}
 		w := 1.0
-		if len(d) >= 2 {
-			if f, ok := d[1].(float64); ok {
-				w = f
+		if len(d) >= 2 && d[1] != nil {
+			if w, ok = d[1].(float64); !ok || w != math.Trunc(w) || w > math.MaxInt32 {
+				return nil
 			}
 		}
-		if w < 0 || w > math.MaxInt32 {
+		total += uint64(max(w, 0))
+		if total > math.MaxInt32 {
 			return nil
 		}
-		shares = append(shares, share{v, int(w)})
-		total += int(w)
+		shares = append(shares, share{d[0], uint64(max(w, 0))})
 	}
-	if total <= 0 {
+	if total == 0 {
 		return nil
 	}
-	bucket := math.Abs(float64(int32(murmur3(bucketBy)))) / math.MaxInt32 * 100
-	end := 0.0
+	bucket := uint64(murmur3(bucketBy)) * total >> 32
+	var end uint64
 	for _, s := range shares {
-		end += 100 * float64(s.weight) / float64(total)
+		end += s.weight
 		if bucket < end {
-			e.split, e.hasSplit = s.variant, true
+			if s.variant != nil {
+				e.split, e.hasSplit = toString(s.variant), true
+			}
 			return s.variant
 		}
 	}
-	return nil
+	return nil // unreachable: bucket < total
 }
 
-// lookup is JsonLogic's var: a dotted path into data, or def when absent.
-func lookup(data, path, def any, hasDef bool) any {
-	var p string
-	switch k := path.(type) {
-	case nil:
+// lookup is JsonLogic's var as flagd's JsonLogic reads it: args are [path] or [path,
+// default]; the path is dotted, its empty parts skipped, array elements addressed by
+// number; an absent or null value gives the default.
+func lookup(data any, args []any) any {
+	if len(args) == 0 {
 		return data
+	}
+	var def any
+	if len(args) == 2 {
+		def = args[1]
+	}
+	var p string
+	switch k := args[0].(type) {
+	case nil:
+		if isPrimitive(data) {
+			return data
+		}
+		return nil
 	case string:
 		p = k
 	case float64:
-		p = toString(k)
+		p = strconv.FormatFloat(k, 'f', -1, 64)
 	default:
 		return def
 	}
 	if p == "" {
 		return data
 	}
+	if data == nil {
+		return def
+	}
 	cur := data
 	for part := range strings.SplitSeq(p, ".") {
+		if part == "" {
+			continue
+		}
 		switch c := cur.(type) {
 		case map[string]any:
-			v, ok := c[part]
-			if !ok {
-				return defaultOf(def, hasDef)
-			}
-			cur = v
+			cur = c[part]
 		case []any:
-			i, err := strconv.Atoi(part)
-			if err != nil || i < 0 || i >= len(c) {
-				return defaultOf(def, hasDef)
+			f, err := strconv.ParseFloat(part, 64)
+			if err != nil || !(f >= 0 && f < float64(len(c))) {
+				return def
 			}
-			cur = c[i]
+			cur = c[int(f)]
 		default:
-			return defaultOf(def, hasDef)
+			return def
+		}
+		if cur == nil {
+			return def
 		}
 	}
 	return cur
 }
 
-func defaultOf(def any, has bool) any {
-	if has {
-		return def
+func isPrimitive(v any) bool {
+	switch v.(type) {
+	case bool, string, float64:
+		return true
 	}
-	return nil
+	return false
 }
 
-// missing returns the keys whose value in data is absent, null or "".
+// missing returns the keys whose value in data is absent or null (flagd's JsonLogic counts
+// "" as present). A key that is a list is a var: [path, default].
 func missing(data any, keys []any) []any {
-	if len(keys) > 0 {
-		if l, ok := keys[0].([]any); ok {
-			keys = l // {"missing": [["a", "b"]]}, as produced by merge
-		}
-	}
 	out := []any{}
 	for _, k := range keys {
-		v := lookup(data, k, nil, false)
-		if v == nil || v == "" {
+		spec, ok := k.([]any)
+		if !ok {
+			spec = []any{k}
+		}
+		if lookup(data, spec) == nil {
 			out = append(out, k)
 		}
 	}
 	return out
 }
 
-// semVer is flagd's sem_ver: [version, operator, version]. Versions are strings, with or
-// without a leading "v", compared as golang.org/x/mod/semver does (as flagd does). "^" is
-// true when the major versions are equal, "~" when major and minor are. Anything
-// malformed gives null, as in flagd.
+// semVer is flagd's sem_ver: [version, operator, version]. Versions are strings or
+// numbers, with or without a leading "v" or "V", normalised as flagd does (a number is
+// read as its text, so 1 is "1"; a partial "1" or "1.2" is 1.0.0 or 1.2.0) and compared as
+// golang.org/x/mod/semver does (as flagd does: build metadata is ignored). "^" is true
+// when the major versions are equal, "~" when major and minor are. Anything malformed
+// gives null, as in flagd.
 func semVer(args []any) any {
 	if len(args) != 3 {
 		return nil
@@ -547,17 +633,25 @@ func semVer(args []any) any {
 }
 
 func semverOf(v any) (string, bool) {
-	s, ok := v.(string)
-	if !ok {
+	var s string
+	switch v := v.(type) {
+	case string:
+		s = v
+	case float64:
+		s = formatNumber(v) // a context attribute {"version": 2} or a rule's literal 1.5
+	default:
 		return "", false
 	}
-	if !strings.HasPrefix(s, "v") {
+	switch {
+	case strings.HasPrefix(s, "V"):
+		s = "v" + s[1:]
+	case !strings.HasPrefix(s, "v"):
 		s = "v" + s
 	}
 	return s, semver.IsValid(s)
 }
 
-// truthy is JavaScript's truthiness, which JsonLogic uses (and [] is false).
+// truthy is JsonLogic's truthiness: JavaScript's, except that [] is false.
 func truthy(v any) bool {
 	switch v := v.(type) {
 	case nil:
@@ -570,6 +664,8 @@ func truthy(v any) bool {
 		return v != ""
 	case []any:
 		return len(v) > 0
+	case map[string]any:
+		return len(v) > 0 // flagd's JsonLogic: {} is false (JavaScript has it true)
 	}
 	return true
 }
@@ -662,127 +758,208 @@ func formatNumber(f float64) string {
 	return strconv.FormatFloat(f, 'f', -1, 64)
 }
 
-// primitive is JavaScript's ToPrimitive for the values JSON has.
-func primitive(v any) any {
-	switch v.(type) {
-	case []any, map[string]any:
-		return toString(v)
+// libNumber is the number flagd's JsonLogic reads for arithmetic, min, max and substr: a
+// string is parsed as Go parses a float, and 0 when it is not one (JavaScript has NaN).
+// Other kinds, where flagd's evaluation fails, read as JavaScript's Number().
+func libNumber(v any) float64 {
+	if s, ok := v.(string); ok {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return 0
+		}
+		return f
 	}
-	return v
+	return toNumber(v)
 }
 
-// looseEqual is JavaScript's ==.
+// jsNumber is the number flagd's JsonLogic compares with (==, <, ...): a string that is
+// blank is 0, one that Go cannot parse as a float is NaN, and so are arrays and objects.
+func jsNumber(v any) float64 {
+	switch v := v.(type) {
+	case string:
+		if strings.TrimSpace(v) == "" {
+			return 0
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return math.NaN()
+		}
+		return f
+	case []any, map[string]any:
+		return math.NaN()
+	}
+	return toNumber(v)
+}
+
+// libString is the text flagd's JsonLogic makes of a value for cat and substr: null is "",
+// a number has no exponent. Booleans, arrays and objects, where flagd's evaluation fails,
+// read as JavaScript's String().
+func libString(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return toString(v)
+}
+
+// looseEqual is == as flagd's JsonLogic has it: null equals only null, two strings compare
+// as strings, anything else as numbers (jsNumber).
 func looseEqual(a, b any) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
-	_, ca := a.([]any)
-	_, ma := a.(map[string]any)
-	_, cb := b.([]any)
-	_, mb := b.(map[string]any)
-	if (ca || ma) && (cb || mb) {
-		return false // two objects are == only when they are the same object
-	}
-	a, b = primitive(a), primitive(b)
-	switch x := a.(type) {
-	case string:
+	if x, ok := a.(string); ok {
 		if y, ok := b.(string); ok {
 			return x == y
 		}
-	case bool:
-		if y, ok := b.(bool); ok {
-			return x == y
-		}
-	case float64:
-		if y, ok := b.(float64); ok {
-			return x == y
-		}
 	}
-	return toNumber(a) == toNumber(b)
+	return jsNumber(a) == jsNumber(b)
 }
 
-// strictEqual is JavaScript's ===.
+// strictEqual is === as flagd's JsonLogic has it: == between values of one kind.
 func strictEqual(a, b any) bool {
-	switch x := a.(type) {
-	case nil:
-		return b == nil
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	if kindOf(a) != kindOf(b) {
+		return false
+	}
+	return looseEqual(a, b)
+}
+
+// less is flagd's JsonLogic <: strings compare as strings, anything else as numbers (NaN
+// compares false).
+func less(a, b any) bool {
+	if x, ok := a.(string); ok {
+		if y, ok := b.(string); ok {
+			return x < y
+		}
+	}
+	return jsNumber(a) < jsNumber(b)
+}
+
+// compare is op between a and b: <= is < or ==, and > and >= read their arguments right to
+// left, as flagd's JsonLogic does (so null <= 0 is false there, unlike JavaScript).
+func compare(op string, a, b any) bool {
+	switch op {
+	case "<":
+		return less(a, b)
+	case "<=":
+		return less(a, b) || looseEqual(a, b)
+	case ">":
+		return less(b, a)
+	}
+	return less(b, a) || looseEqual(b, a)
+}
+
+// in is flagd's JsonLogic in: a substring of a string, or an element of a list, where a
+// number matches an element that reads as that number and an element that is a list
+// [low, high] is the range between them.
+func in(needle, hay any) bool {
+	switch hay := hay.(type) {
 	case string:
-		y, ok := b.(string)
-		return ok && x == y
-	case bool:
-		y, ok := b.(bool)
-		return ok && x == y
-	case float64:
-		y, ok := b.(float64)
-		return ok && x == y
+		return strings.Contains(hay, toString(needle))
+	case []any:
+		for _, x := range hay {
+			if r, ok := x.([]any); ok {
+				if len(r) >= 2 {
+					v := libNumber(needle)
+					if v >= libNumber(r[0]) && libNumber(r[1]) >= v {
+						return true
+					}
+				}
+				continue
+			}
+			if n, ok := needle.(float64); ok {
+				if libNumber(x) == n {
+					return true
+				}
+				continue
+			}
+			if isPrimitive(x) || x == nil {
+				if x == needle {
+					return true
+				}
+			}
+		}
 	}
 	return false
 }
 
-// compare is JavaScript's relational comparison: strings compare as strings, anything
-// else as numbers (NaN compares false).
-func compare(op string, a, b any) bool {
-	a, b = primitive(a), primitive(b)
-	if x, ok := a.(string); ok {
-		if y, ok := b.(string); ok {
-			c := strings.Compare(x, y)
-			return cmpOK(op, c)
-		}
+// contains is flagd's JsonLogic contains_all, contains_any and contains_none: [list,
+// elements].
+func contains(op string, args []any) bool {
+	list, ok1 := argList(args, 0)
+	elems, ok2 := argList(args, 1)
+	if len(args) != 2 || !ok1 || !ok2 {
+		return op == "contains_none"
 	}
-	x, y := toNumber(a), toNumber(b)
-	if math.IsNaN(x) || math.IsNaN(y) {
+	has := func(e any) bool {
+		for _, x := range list {
+			if (isPrimitive(x) || x == nil) && (isPrimitive(e) || e == nil) && x == e {
+				return true
+			}
+		}
 		return false
 	}
-	switch {
-	case x < y:
-		return cmpOK(op, -1)
-	case x > y:
-		return cmpOK(op, 1)
+	for _, e := range elems {
+		switch found := has(e); {
+		case op == "contains_all" && !found:
+			return false
+		case op == "contains_any" && found:
+			return true
+		case op == "contains_none" && found:
+			return false
+		}
 	}
-	return cmpOK(op, 0)
+	return op != "contains_any"
 }
 
-func cmpOK(op string, c int) bool {
-	switch op {
-	case "<":
-		return c < 0
-	case "<=":
-		return c <= 0
-	case ">":
-		return c > 0
+func argList(args []any, i int) ([]any, bool) {
+	if i >= len(args) {
+		return nil, false
 	}
-	return c >= 0
+	l, ok := args[i].([]any)
+	return l, ok && l != nil
 }
 
-// substr is JsonLogic's substr on characters: a negative start counts from the end, a
-// negative length leaves that many characters off the end.
+// substr is flagd's JsonLogic substr on characters: a negative start counts from the end,
+// a start outside the string gives all of it, a negative length ends that many characters
+// before the end (counted from the start of the string, as flagd does).
 func substr(s string, start float64, length any, hasLength bool) string {
 	r := []rune(s)
 	if !utf8.ValidString(s) {
 		r = []rune(strings.ToValidUTF8(s, "\uFFFD"))
 	}
 	n := len(r)
-	clamp := func(f float64) int {
-		if math.IsNaN(f) {
-			return 0
+	toInt := func(f float64) int {
+		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1<<53 {
+			return math.MinInt32 // what Go makes of them on amd64, within range
 		}
-		if f < 0 {
-			f = max(float64(n)+f, 0)
-		}
-		return int(min(f, float64(n)))
+		return int(f)
 	}
-	from := clamp(math.Trunc(start))
-	to := n
+	from := toInt(start)
+	if from < 0 {
+		from = n + from
+	}
+	if from < 0 || from > n {
+		return string(r)
+	}
+	l := n
 	if hasLength {
-		l := math.Trunc(toNumber(length))
-		if l < 0 {
-			to = clamp(l)
-		} else {
-			to = int(min(float64(from)+l, float64(n)))
-		}
+		l = toInt(libNumber(length))
 	}
+	var to int
+	if l < 0 {
+		to = n + l
+	} else {
+		to = from + min(l, n)
+	}
+	to = min(to, n)
 	if to < from {
-		return ""
+		return "" // flagd's evaluation fails here
 	}
 	return string(r[from:to])
 }

@@ -38,7 +38,8 @@ func TestJsonLogic(t *testing.T) {
 		{`{"var":""}`, `7`, `7`},
 		{`{"var":"a"}`, `{"a":null}`, `null`},
 		{`{"missing":["a","b"]}`, `{"a":"apple","c":"carrot"}`, `["b"]`},
-		{`{"missing":["a","b"]}`, `{"a":"apple","b":""}`, `["b"]`},
+		{`{"missing":["a","b"]}`, `{"a":"apple","b":""}`, `[]`}, // flagd: "" is present
+		{`{"missing":["a","b"]}`, `{"a":"apple","b":null}`, `["b"]`},
 		{`{"missing_some":[1,["a","b","c"]]}`, `{"a":"apple"}`, `[]`},
 		{`{"missing_some":[2,["a","b","c"]]}`, `{"a":"apple"}`, `["b","c"]`},
 		{`{"if":[true,"yes","no"]}`, ``, `"yes"`},
@@ -51,7 +52,7 @@ func TestJsonLogic(t *testing.T) {
 		{`{"==":[0,false]}`, ``, `true`},
 		{`{"==":[null,0]}`, ``, `false`},
 		{`{"==":[null,null]}`, ``, `true`},
-		{`{"==":[[1,2],"1,2"]}`, ``, `true`},
+		{`{"==":[[1,2],"1,2"]}`, ``, `false`}, // flagd: a list is not a number
 		{`{"===":[1,"1"]}`, ``, `false`},
 		{`{"!=":[1,2]}`, ``, `true`},
 		{`{"!==":[1,1]}`, ``, `false`},
@@ -98,7 +99,8 @@ func TestJsonLogic(t *testing.T) {
 		{`{"in":["Spring","Springfield"]}`, ``, `true`},
 		{`{"in":["x",null]}`, ``, `false`},
 		{`{"cat":["I love"," pie"]}`, ``, `"I love pie"`},
-		{`{"cat":["a",1,true,null,2.5]}`, ``, `"a1truenull2.5"`},
+		{`{"cat":["a",1,null,2.5]}`, ``, `"a12.5"`}, // flagd: null is ""
+		{`{"cat":[" a","b "]}`, ``, `"ab"`},         // flagd trims the result
 		{`{"substr":["jsonlogic",4]}`, ``, `"logic"`},
 		{`{"substr":["jsonlogic",-5]}`, ``, `"logic"`},
 		{`{"substr":["jsonlogic",1,3]}`, ``, `"son"`},
