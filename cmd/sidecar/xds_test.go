@@ -396,3 +396,30 @@ func TestXDSTLSConfig_Errors(t *testing.T) {
 		}
 	})
 }
+
+// TestSync_XDSDownStaticPeersJoined: a failing source hides no other source's peers. With
+// sync.peers and a sync.xds that does not answer (the control plane not up yet), the
+// static peer is joined and replicates.
+func TestSync_XDSDownStaticPeersJoined(t *testing.T) {
+	bin := buildSidecar(t)
+	dir := t.TempDir()
+	// A loopback port nothing listens on: the xDS stream fails and is retried.
+	down := freePort(t)
+	a, b := freePort(t), freePort(t)
+	pa := startSidecar(t, bin, map[string]string{
+		"CTXPROP_NODE_NAME":    "pod-a",
+		"CTXPROP_STORE_PATH":   filepath.Join(dir, "pod-a.db"),
+		"CTXPROP_SYNC_ADDRESS": a,
+		"CTXPROP_SYNC_PEERS":   b,
+		"CTXPROP_SYNC_XDS":     down,
+	})
+	pb := startSidecar(t, bin, map[string]string{
+		"CTXPROP_NODE_NAME":    "pod-b",
+		"CTXPROP_STORE_PATH":   filepath.Join(dir, "pod-b.db"),
+		"CTXPROP_SYNC_ADDRESS": b,
+	})
+	if _, err := admin.NewClient(pa.admin, nil).Incr(context.Background(), "order-static", "items", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitCounter(t, []*admin.Client{admin.NewClient(pb.admin, nil)}, "order-static", "items", 1)
+}
