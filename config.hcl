@@ -152,8 +152,26 @@ sync {
   # Or: a Kubernetes headless Service whose DNS records are the peers, such as
   # "ctxprop-peers.default.svc.cluster.local". Empty: not used.
   dns = ""
-  # Or: an xDS server (host:port) whose EDS endpoints are the peers. Empty: not used.
+  # Or: an xDS server (host:port) whose EDS endpoints are the peers (cluster
+  # "ctxprop-peers", over ADS; this sidecar's node id is node.name). Empty: not used.
+  # The xDS server chooses the peers, so the connection is plaintext only to a loopback
+  # address (a control plane in the pod) or with xds_insecure; otherwise set xds_ca_file.
   xds = ""
+  # PEM file of the CA that signs the xDS server's certificate; set, the connection to xds
+  # is TLS (1.2 or later) and the server's certificate must name xds_server_name, or the
+  # host of xds. Read at start-up. Empty: no TLS.
+  xds_ca_file = ""
+  # PEM client certificate and its private key, for mTLS to the xDS server: both or
+  # neither, and only with xds_ca_file. Read at start-up: restart to rotate them.
+  xds_cert_file = ""
+  xds_key_file  = "" # the private key of xds_cert_file
+  # Name the xDS server's certificate must hold, when it is not the host of xds (such
+  # as "istiod.istio-system.svc" for xds = "10.0.0.9:15012"). Empty: the host of xds.
+  xds_server_name = ""
+  # Set to true to connect to an xds that is not on loopback in plaintext, such as a
+  # control plane reached through a mesh that already encrypts: whoever can change the
+  # answers on the way could make this sidecar sync with hosts of their choosing.
+  xds_insecure = false
   # Time between gossip rounds.
   interval = "200ms"
   # Peers sent to in each gossip round.

@@ -113,6 +113,17 @@ type Sync struct {
 	// RetireAfter is how long a replica must be gone (neither alive in membership nor
 	// heard from) before its state is folded into a live replica's; default 1h.
 	RetireAfter time.Duration
+
+	// XDSCAFile is the PEM file of the CA that signs the xDS server's certificate; set,
+	// the connection to XDS is TLS. Default "": plaintext, which Validate allows only to a
+	// loopback XDS or with XDSInsecure, since the xDS server chooses this sidecar's peers.
+	XDSCAFile     string
+	XDSCertFile   string // PEM client certificate for mTLS to the xDS server; default "", none
+	XDSKeyFile    string // PEM private key of XDSCertFile; default "", none
+	XDSServerName string // name the xDS server's certificate must hold; default "", the host of XDS
+	// XDSInsecure allows plaintext to an XDS that is not on loopback (a control plane
+	// behind a mesh that already encrypts); default false.
+	XDSInsecure bool
 }
 
 // Tracing configures OpenTelemetry traces.
@@ -243,6 +254,11 @@ func (c *Config) settings() []setting {
 		{"sync", "peers", &c.Sync.Peers},
 		{"sync", "dns", &c.Sync.DNS},
 		{"sync", "xds", &c.Sync.XDS},
+		{"sync", "xds_ca_file", &c.Sync.XDSCAFile},
+		{"sync", "xds_cert_file", &c.Sync.XDSCertFile},
+		{"sync", "xds_key_file", &c.Sync.XDSKeyFile},
+		{"sync", "xds_server_name", &c.Sync.XDSServerName},
+		{"sync", "xds_insecure", &c.Sync.XDSInsecure},
 		{"sync", "interval", &c.Sync.Interval},
 		{"sync", "fanout", &c.Sync.Fanout},
 		{"sync", "key_file", &c.Sync.KeyFile},

@@ -65,6 +65,11 @@ func TestDefaultConfig(t *testing.T) {
 		{"sync.peers", len(c.Sync.Peers), 0},
 		{"sync.dns", c.Sync.DNS, ""},
 		{"sync.xds", c.Sync.XDS, ""},
+		{"sync.xds_ca_file", c.Sync.XDSCAFile, ""},
+		{"sync.xds_cert_file", c.Sync.XDSCertFile, ""},
+		{"sync.xds_key_file", c.Sync.XDSKeyFile, ""},
+		{"sync.xds_server_name", c.Sync.XDSServerName, ""},
+		{"sync.xds_insecure", c.Sync.XDSInsecure, false},
 		{"sync.interval", c.Sync.Interval, 200 * time.Millisecond},
 		{"sync.fanout", c.Sync.Fanout, 3},
 		{"sync.key_file", c.Sync.KeyFile, ""},
@@ -90,7 +95,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 54; got != want {
+	if got, want := len(c.settings()), 59; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -169,6 +174,11 @@ sync {
   peers    = ["10.0.0.7:7403", "peer-b.example:7403"]
   dns      = "ctxprop-peers.default.svc.cluster.local"
   xds      = "xds.example:18000"
+  xds_ca_file     = "/etc/ctxprop/xds/ca.pem"
+  xds_cert_file   = "/etc/ctxprop/xds/tls.crt"
+  xds_key_file    = "/etc/ctxprop/xds/tls.key"
+  xds_server_name = "control-plane.example"
+  xds_insecure    = false
   interval = "100ms"
   fanout   = 5
   key_file = "/etc/ctxprop/keyring"
@@ -214,6 +224,8 @@ func everyAttributeConfig() Config {
 			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
 			Interval: 100 * time.Millisecond, Fanout: 5, KeyFile: "/etc/ctxprop/keyring",
 			MaxPeers: 64, RetireAfter: 3 * time.Hour,
+			XDSCAFile: "/etc/ctxprop/xds/ca.pem", XDSCertFile: "/etc/ctxprop/xds/tls.crt", XDSKeyFile: "/etc/ctxprop/xds/tls.key",
+			XDSServerName: "control-plane.example",
 		},
 		Tracing: Tracing{Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25},
 		Flags: Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"},
@@ -298,6 +310,16 @@ func TestParse_Errors(t *testing.T) {
 		{"bad port", "outbound {\n  address = \"127.0.0.1:http\"\n}\n", []string{"bad.hcl:2: outbound.address \"127.0.0.1:http\" has port \"http\""}},
 		{"peer", "sync {\n  peers = [\"10.0.0.7:7403\", \"10.0.0.8\"]\n}\n", []string{"bad.hcl:2: sync.peers entry 2 \"10.0.0.8\" is not host:port"}},
 		{"xds", "sync {\n  xds = \"xds\"\n}\n", []string{"bad.hcl:2: sync.xds \"xds\" is not host:port"}},
+		// An xDS server chooses the peers: plaintext only on loopback or when asked for.
+		{"xds plaintext off loopback", "sync {\n  xds = \"xds.example:18000\"\n}\n", []string{"bad.hcl:2: sync.xds xds.example:18000 is not a loopback address and no TLS is set", "set sync.xds_ca_file", "sync.xds_insecure = true"}},
+		{"xds plaintext on all interfaces", "sync {\n  xds = \"0.0.0.0:18000\"\n}\n", []string{"bad.hcl:2: sync.xds 0.0.0.0:18000 is not a loopback address"}},
+		{"xds insecure and tls", "sync {\n  xds = \"xds.example:18000\"\n  xds_ca_file = \"ca.pem\"\n  xds_insecure = true\n}\n", []string{"bad.hcl:4: sync.xds_insecure is true but sync.xds_ca_file is set too"}},
+		{"xds cert without key", "sync {\n  xds = \"xds.example:18000\"\n  xds_ca_file = \"ca.pem\"\n  xds_cert_file = \"tls.crt\"\n}\n", []string{"bad.hcl:4: sync.xds_cert_file is set but sync.xds_key_file is not"}},
+		{"xds key without cert", "sync {\n  xds = \"xds.example:18000\"\n  xds_ca_file = \"ca.pem\"\n  xds_key_file = \"tls.key\"\n}\n", []string{"bad.hcl:4: sync.xds_key_file is set but sync.xds_cert_file is not"}},
+		{"xds client cert without ca", "sync {\n  xds = \"xds.example:18000\"\n  xds_cert_file = \"tls.crt\"\n  xds_key_file = \"tls.key\"\n}\n", []string{"sync.xds_ca_file is empty but sync.xds_cert_file, sync.xds_key_file is set"}},
+		{"xds server name without ca", "sync {\n  xds = \"127.0.0.1:18000\"\n  xds_server_name = \"cp.example\"\n}\n", []string{"sync.xds_ca_file is empty but sync.xds_server_name is set"}},
+		{"xds tls without xds", "sync {\n  xds_ca_file = \"ca.pem\"\n}\n", []string{"bad.hcl:2: sync.xds_ca_file is set but sync.xds is empty"}},
+		{"xds insecure without xds", "sync {\n  xds_insecure = true\n}\n", []string{"bad.hcl:2: sync.xds_insecure is true but sync.xds is empty"}},
 		{"dns url", "sync {\n  dns = \"http://peers\"\n}\n", []string{"bad.hcl:2: sync.dns \"http://peers\" is not a DNS name"}},
 		{"fanout", "sync {\n  fanout = 0\n}\n", []string{"bad.hcl:2: sync.fanout is 0"}},
 		{"max_peers", "sync {\n  max_peers = 0\n}\n", []string{"bad.hcl:2: sync.max_peers is 0; want a positive number"}},
@@ -350,6 +372,15 @@ func TestValidate_AcceptsEdgeValues(t *testing.T) {
 		}},
 		{"commit window at the limit", func(c *Config) { c.Store.CommitWindow = 10 * time.Second }},
 		{"sample ratio zero", func(c *Config) { c.Tracing.SampleRatio = 0 }},
+		{"xds plaintext on 127.0.0.1", func(c *Config) { c.Sync.XDS = "127.0.0.1:18000" }},
+		{"xds plaintext on localhost", func(c *Config) { c.Sync.XDS = "localhost:18000" }},
+		{"xds plaintext on ::1", func(c *Config) { c.Sync.XDS = "[::1]:18000" }},
+		{"xds plaintext off loopback, asked for", func(c *Config) { c.Sync.XDS, c.Sync.XDSInsecure = "xds.example:18000", true }},
+		{"xds tls", func(c *Config) { c.Sync.XDS, c.Sync.XDSCAFile = "xds.example:18000", "ca.pem" }},
+		{"xds mtls", func(c *Config) {
+			c.Sync.XDS, c.Sync.XDSCAFile, c.Sync.XDSCertFile, c.Sync.XDSKeyFile = "10.0.0.9:18000", "ca.pem", "tls.crt", "tls.key"
+			c.Sync.XDSServerName = "control-plane.example"
+		}},
 		{"inbound and sync on different hosts, same port", func(c *Config) {
 			c.Inbound.Address, c.Sync.Address = "10.0.0.1:7000", "10.0.0.2:7000"
 		}},

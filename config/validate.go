@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -143,6 +144,42 @@ func (c *Config) Validate() error {
 	}
 	if c.Sync.XDS != "" {
 		address("sync.xds", c.Sync.XDS, false)
+	}
+	// The xDS server chooses this sidecar's peers: whoever can rewrite its answers on the
+	// way can add peers of their own. Plaintext is therefore allowed on loopback (inside
+	// the pod, where the admin API is trusted too) and elsewhere only when asked for.
+	xdsTLS := map[string]string{
+		"sync.xds_ca_file": c.Sync.XDSCAFile, "sync.xds_cert_file": c.Sync.XDSCertFile,
+		"sync.xds_key_file": c.Sync.XDSKeyFile, "sync.xds_server_name": c.Sync.XDSServerName,
+	}
+	var xdsTLSSet []string
+	for _, path := range slices.Sorted(maps.Keys(xdsTLS)) {
+		if xdsTLS[path] != "" {
+			xdsTLSSet = append(xdsTLSSet, path)
+		}
+	}
+	switch host, _, _ := net.SplitHostPort(c.Sync.XDS); {
+	case c.Sync.XDS == "":
+		for _, path := range xdsTLSSet {
+			bad(path, "is set but sync.xds is empty; set sync.xds to the xDS server's host:port, or remove %s", path)
+		}
+		if c.Sync.XDSInsecure {
+			bad("sync.xds_insecure", "is true but sync.xds is empty; set sync.xds to the xDS server's host:port, or remove sync.xds_insecure")
+		}
+	case c.Sync.XDSInsecure && len(xdsTLSSet) > 0:
+		bad("sync.xds_insecure", "is true but %s is set too; remove sync.xds_insecure to connect to sync.xds by TLS, or the TLS settings for plaintext", strings.Join(xdsTLSSet, ", "))
+	case len(xdsTLSSet) > 0:
+		if c.Sync.XDSCAFile == "" {
+			bad("sync.xds_ca_file", "is empty but %s is set; set it to the PEM file of the CA that signs the xDS server's certificate", strings.Join(xdsTLSSet, ", "))
+		}
+		switch cert, key := c.Sync.XDSCertFile != "", c.Sync.XDSKeyFile != ""; {
+		case cert && !key:
+			bad("sync.xds_cert_file", "is set but sync.xds_key_file is not; mTLS to the xDS server needs the client certificate and its private key: set both, or neither")
+		case key && !cert:
+			bad("sync.xds_key_file", "is set but sync.xds_cert_file is not; mTLS to the xDS server needs the client certificate and its private key: set both, or neither")
+		}
+	case !c.Sync.XDSInsecure && checkHostPort(c.Sync.XDS, false) == nil && !isLoopback(host):
+		bad("sync.xds", "%s is not a loopback address and no TLS is set; the xDS server chooses this sidecar's peers, so set sync.xds_ca_file to the PEM file of the CA that signs its certificate (and sync.xds_cert_file and sync.xds_key_file for mTLS), or set sync.xds_insecure = true for a plaintext control plane behind a mesh that already encrypts", c.Sync.XDS)
 	}
 	positiveDuration("sync.interval", c.Sync.Interval)
 	positiveDuration("sync.retire_after", c.Sync.RetireAfter)

@@ -10,6 +10,8 @@ import (
 // Source tells the sync layer where other sidecars may be. Peers returns host:port
 // addresses of peer sync listeners (may include this node's own address; the caller
 // filters it). It must be safe for concurrent use and must not block longer than ctx.
+// Peers listed together with an error are joined too (a stale list, or the peers of the
+// sources that did not fail); the error is logged.
 type Source interface {
 	Peers(ctx context.Context) ([]string, error)
 }

@@ -476,8 +476,13 @@ func (s *Syncer) discover(ctx context.Context) {
 	addrs, err := s.opt.Source.Peers(qctx)
 	cancel()
 	if err != nil {
-		s.log.Warn("peer discovery failed; retrying", "error", err, "in", s.opt.DiscoverInterval)
-		return
+		s.log.Warn("peer discovery failed; retrying", "error", err, "in", s.opt.DiscoverInterval, "peers_still_listed", len(addrs))
+		// The peers listed with an error are still worth joining: the other sources' when
+		// one of several fails, and a source's last good list when it is stale (the xDS
+		// server unreachable, a DNS hiccup; discovery.ErrStale).
+		if len(addrs) == 0 {
+			return
+		}
 	}
 	// Not under s.mu: memberlist calls the delegates with its node lock held.
 	s.mu.Lock()

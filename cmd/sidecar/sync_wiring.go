@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	peersync "github.com/ctxprop/ctxprop/sync"
 	"github.com/ctxprop/ctxprop/sync/discovery"
@@ -19,9 +20,20 @@ type syncPart struct {
 // the store is open and before admin.New: the syncer is admin.Options.Peers.
 func startSync(n *node) (*syncPart, error) {
 	cfg := n.cfg
+	xdsTLS, err := xdsTLSConfig(cfg.Sync, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Sync.XDS != "" && cfg.Sync.XDSInsecure {
+		n.log.Warn("sync.xds_insecure is true: the connection to the xDS server is plaintext, and whoever can change its answers on the way chooses this sidecar's peers; set sync.xds_ca_file unless a mesh encrypts it", "xds", cfg.Sync.XDS)
+	}
 	src, err := discovery.FromConfig(cfg.Sync.Peers, cfg.Sync.DNS, cfg.Sync.XDS, discovery.Options{
 		NodeID: cfg.Node.Name,
 		Logger: n.log.Named("discovery"),
+		XDSTLS: xdsTLS,
+		// Without TLS, config.Validate has checked that sync.xds is on loopback or that
+		// sync.xds_insecure allows plaintext.
+		XDSInsecure: xdsTLS == nil,
 	})
 	if err != nil {
 		return nil, err
