@@ -110,6 +110,9 @@ type Sync struct {
 	Fanout   int           // peers per gossip round; default 3
 	KeyFile  string        // memberlist keyring secret; default "", no encryption
 	MaxPeers int           // peers tracked and members listed at most; default 1024
+	// PeerMetrics exports replication metrics per peer too (a "peer" label); default
+	// false: fleet-wide ones only, so that N sidecars export O(N) series, not O(N²).
+	PeerMetrics bool
 }
 
 // Tracing configures OpenTelemetry traces.
@@ -243,6 +246,7 @@ func (c *Config) settings() []setting {
 		{"sync", "fanout", &c.Sync.Fanout},
 		{"sync", "key_file", &c.Sync.KeyFile},
 		{"sync", "max_peers", &c.Sync.MaxPeers},
+		{"sync", "peer_metrics", &c.Sync.PeerMetrics},
 
 		{"tracing", "enabled", &c.Tracing.Enabled},
 		{"tracing", "otlp_endpoint", &c.Tracing.OTLPEndpoint},

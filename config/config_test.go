@@ -69,6 +69,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"sync.fanout", c.Sync.Fanout, 3},
 		{"sync.key_file", c.Sync.KeyFile, ""},
 		{"sync.max_peers", c.Sync.MaxPeers, 1024},
+		{"sync.peer_metrics", c.Sync.PeerMetrics, false},
 		{"tracing.enabled", c.Tracing.Enabled, false},
 		{"tracing.otlp_endpoint", c.Tracing.OTLPEndpoint, ""},
 		{"tracing.sample_ratio", c.Tracing.SampleRatio, 1.0},
@@ -89,7 +90,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 53; got != want {
+	if got, want := len(c.settings()), 54; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -172,6 +173,7 @@ sync {
   fanout   = 5
   key_file = "/etc/ctxprop/keyring"
   max_peers = 64
+  peer_metrics = true
 }
 tracing {
   enabled       = true
@@ -211,7 +213,7 @@ func everyAttributeConfig() Config {
 			Address: "0.0.0.0:9003", Peers: []string{"10.0.0.7:7403", "peer-b.example:7403"},
 			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
 			Interval: 100 * time.Millisecond, Fanout: 5, KeyFile: "/etc/ctxprop/keyring",
-			MaxPeers: 64,
+			MaxPeers: 64, PeerMetrics: true,
 		},
 		Tracing: Tracing{Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25},
 		Flags: Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"},

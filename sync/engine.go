@@ -100,6 +100,9 @@ type Engine struct {
 	// refusedPeers counts peers refused at MaxPeers, forgotten those dropped by Expire.
 	refusedPeers, forgotten uint64
 	logs                    throttle
+	// gone sums the traffic and errors of the peers forgotten, so that the fleet-wide
+	// totals of Stats never go down (drop).
+	gone traffic
 }
 
 // entry is one delta group in the buffer: the join of one context's deltas of one round
@@ -324,6 +327,7 @@ func (e *Engine) drop(name string) {
 	if p == nil {
 		return
 	}
+	e.gone.add(p)
 	delete(e.peers, name)
 	if e.names[p.replica] == name {
 		delete(e.names, p.replica)
@@ -1084,6 +1088,19 @@ type Stats struct {
 	Buffered int
 	// Seq is the last buffer sequence number.
 	Seq uint64
+	// BytesIn, BytesOut and Errors are the peers' traffic and failed exchanges summed
+	// over every peer tracked since the engine started, those forgotten included: they
+	// only grow, as counters must.
+	BytesIn, BytesOut, Errors uint64
+}
+
+// traffic is what Stats sums over peers.
+type traffic struct{ in, out, errors uint64 }
+
+func (t *traffic) add(p *peer) {
+	t.in += p.bytesIn
+	t.out += p.bytesOut
+	t.errors += p.errors
 }
 
 // Stats returns a copy of the engine's counters.
@@ -1094,8 +1111,13 @@ func (e *Engine) Stats() Stats {
 	for k, v := range e.refused {
 		refused[k] = v
 	}
+	sum := e.gone
+	for _, p := range e.peers {
+		sum.add(p)
+	}
 	return Stats{Refused: refused, Buffered: len(e.buf), Seq: e.seq,
-		RefusedPeers: e.refusedPeers, Forgotten: e.forgotten}
+		RefusedPeers: e.refusedPeers, Forgotten: e.forgotten,
+		BytesIn: sum.in, BytesOut: sum.out, Errors: sum.errors}
 }
 
 // PeerStatuses returns every known peer, sorted by name, as GET /v1/peers shows them.

@@ -39,6 +39,8 @@ func startSync(n *node) (*syncPart, error) {
 		Fanout:   cfg.Sync.Fanout,
 		Keyring:  n.keyring,
 		MaxPeers: cfg.Sync.MaxPeers,
+		// Per-peer metric series only when asked for (issue 11).
+		PeerMetrics: cfg.Sync.PeerMetrics,
 		// Spans of rounds that sent deltas and of push-pull exchanges.
 		TracerProvider: n.tp,
 	})
