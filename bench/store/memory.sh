@@ -112,7 +112,7 @@ loaded_anon=$(field "$pid" RssAnon) loaded_file=$(field "$pid" RssFile)
 got=$(curl -s "http://$addr/metrics" | awk '$1 == "ctxprop_store_contexts" {print $2}')
 stop
 
-echo "sidecar $(git describe --always --dirty), $n one-counter contexts, settle ${settle}s, store file $(du -k "$work/data/ctxprop.db" | cut -f1) kB, contexts loaded: $got"
+echo "sidecar $(git describe --always --dirty 2>/dev/null || echo "(no git)"), $n one-counter contexts, settle ${settle}s, store file $(du -k "$work/data/ctxprop.db" | cut -f1) kB, contexts loaded: $got"
 printf "%-34s %7.1f MB  (RssAnon %.1f MB, RssFile %.1f MB)\n" "baseline (empty store)" "$(awk -v b="$base" 'BEGIN {print b/1024}')" "$(awk -v b="$base_anon" 'BEGIN {print b/1024}')" "$(awk -v b="$base_file" 'BEGIN {print b/1024}')"
 report "while written (peak)" "$written_peak"
 report "written, checkpointed, idle" "$written" "$written_anon" "$written_file"
