@@ -171,6 +171,13 @@ sync {
   # N sidecars exports N times a few series rather than N × N; GET /v1/peers and
   # `sidecar ctl peers` show each peer either way.
   peer_metrics = false
+  # How long a replica must be gone (neither alive in membership nor heard from) before
+  # its counter slots are folded into a live replica's and, store.tombstone_ttl later,
+  # dropped from every context: each replaced pod is a new replica, and without this
+  # every pod that ever lived would keep a slot in every counter it touched. Longer than
+  # any partition you expect: a sidecar cut off longer is retired, and when it returns
+  # it restarts under a new replica id, keeping what it wrote. More than 0.
+  retire_after = "1h"
 }
 
 tracing {

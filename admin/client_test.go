@@ -76,6 +76,7 @@ func TestClient_AgainstServer(t *testing.T) {
 		Counters: map[string]int64{"orders": 20},
 		Maps:     map[string]map[string]json.RawMessage{"steps": {"ship": json.RawMessage(`[1,2]`)}},
 		Sets:     map[string][]string{"regions": {"sa", "us"}},
+		Replicas: 1,
 	}
 	if snap.ExpiresAt == nil || time.Until(*snap.ExpiresAt) < 59*time.Minute {
 		t.Errorf("ExpiresAt = %v, want about an hour from now", snap.ExpiresAt)

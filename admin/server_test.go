@@ -167,7 +167,7 @@ func TestServer_Routes(t *testing.T) {
 		{"ttl zero", "PUT", "/v1/contexts/wf-1/ttl", j, `{"ttl":"0"}`, 204, ``},
 		{"ttl missing", "PUT", "/v1/contexts/wf-1/ttl", j, `{"fixed":true}`, 400, CodeBadRequest},
 		{"ttl bad", "PUT", "/v1/contexts/wf-1/ttl", j, `{"ttl":"1 hour"}`, 400, CodeBadRequest},
-		{"get", "GET", "/v1/contexts/wf-1", "", "", 200, `{"name":"wf-1","expires_at":null,"counters":{"orders":16},"maps":{"steps":{"pay":"retry","ship":"done"}},"sets":{"regions":["eu-west","sa","us-east"]}}`},
+		{"get", "GET", "/v1/contexts/wf-1", "", "", 200, `{"name":"wf-1","expires_at":null,"counters":{"orders":16},"maps":{"steps":{"pay":"retry","ship":"done"}},"sets":{"regions":["eu-west","sa","us-east"]},"replicas":1}`},
 		{"list", "GET", "/v1/contexts", "", "", 200, `{"contexts":[{"name":"wf-1","expires_at":null,"counters":1,"maps":1,"sets":1}]}`},
 		{"bad context name", "GET", "/v1/contexts/wf%20one", "", "", 400, CodeBadRequest},
 		{"context name with encoded slash", "GET", "/v1/contexts/wf%2F1", "", "", 400, CodeBadRequest},

@@ -66,7 +66,7 @@ func TestServer_CounterRange(t *testing.T) {
 		// more would wrap it, although the value would fit.
 		{"slot total full", "POST", path, j, `{"by":1}`, 422, "out_of_range"},
 		{"the refused lists left nothing", "GET", "/v1/contexts/c", "", "", 200,
-			`{"name":"c","expires_at":null,"counters":{"k":9223372036854775806,"other":1},"maps":{},"sets":{}}`},
+			`{"name":"c","expires_at":null,"counters":{"k":9223372036854775806,"other":1},"maps":{},"sets":{},"replicas":1}`},
 	}
 	for _, st := range steps {
 		a := e.call(t, st.method, st.path, st.ctype, st.body)

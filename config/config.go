@@ -113,6 +113,9 @@ type Sync struct {
 	// PeerMetrics exports replication metrics per peer too (a "peer" label); default
 	// false: fleet-wide ones only, so that N sidecars export O(N) series, not O(N²).
 	PeerMetrics bool
+	// RetireAfter is how long a replica must be gone (neither alive in membership nor
+	// heard from) before its state is folded into a live replica's; default 1h.
+	RetireAfter time.Duration
 }
 
 // Tracing configures OpenTelemetry traces.
@@ -172,10 +175,11 @@ func DefaultConfig() Config {
 			DialTimeout:         5 * time.Second,
 		},
 		Sync: Sync{
-			Address:  "0.0.0.0:7403",
-			Interval: 200 * time.Millisecond,
-			Fanout:   3,
-			MaxPeers: 1024,
+			Address:     "0.0.0.0:7403",
+			Interval:    200 * time.Millisecond,
+			Fanout:      3,
+			MaxPeers:    1024,
+			RetireAfter: time.Hour,
 		},
 		Tracing: Tracing{SampleRatio: 1},
 		Flags:   Flags{PollInterval: 2 * time.Second, ContextHeaders: map[string]string{}, ContextBaggage: map[string]string{}},
@@ -247,6 +251,7 @@ func (c *Config) settings() []setting {
 		{"sync", "key_file", &c.Sync.KeyFile},
 		{"sync", "max_peers", &c.Sync.MaxPeers},
 		{"sync", "peer_metrics", &c.Sync.PeerMetrics},
+		{"sync", "retire_after", &c.Sync.RetireAfter},
 
 		{"tracing", "enabled", &c.Tracing.Enabled},
 		{"tracing", "otlp_endpoint", &c.Tracing.OTLPEndpoint},

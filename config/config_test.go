@@ -70,6 +70,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"sync.key_file", c.Sync.KeyFile, ""},
 		{"sync.max_peers", c.Sync.MaxPeers, 1024},
 		{"sync.peer_metrics", c.Sync.PeerMetrics, false},
+		{"sync.retire_after", c.Sync.RetireAfter, time.Hour},
 		{"tracing.enabled", c.Tracing.Enabled, false},
 		{"tracing.otlp_endpoint", c.Tracing.OTLPEndpoint, ""},
 		{"tracing.sample_ratio", c.Tracing.SampleRatio, 1.0},
@@ -90,7 +91,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 54; got != want {
+	if got, want := len(c.settings()), 55; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -174,6 +175,7 @@ sync {
   key_file = "/etc/ctxprop/keyring"
   max_peers = 64
   peer_metrics = true
+  retire_after = "3h"
 }
 tracing {
   enabled       = true
@@ -213,7 +215,7 @@ func everyAttributeConfig() Config {
 			Address: "0.0.0.0:9003", Peers: []string{"10.0.0.7:7403", "peer-b.example:7403"},
 			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
 			Interval: 100 * time.Millisecond, Fanout: 5, KeyFile: "/etc/ctxprop/keyring",
-			MaxPeers: 64, PeerMetrics: true,
+			MaxPeers: 64, PeerMetrics: true, RetireAfter: 3 * time.Hour,
 		},
 		Tracing: Tracing{Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25},
 		Flags: Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"},
@@ -301,6 +303,7 @@ func TestParse_Errors(t *testing.T) {
 		{"dns url", "sync {\n  dns = \"http://peers\"\n}\n", []string{"bad.hcl:2: sync.dns \"http://peers\" is not a DNS name"}},
 		{"fanout", "sync {\n  fanout = 0\n}\n", []string{"bad.hcl:2: sync.fanout is 0"}},
 		{"max_peers", "sync {\n  max_peers = 0\n}\n", []string{"bad.hcl:2: sync.max_peers is 0; want a positive number"}},
+		{"retire_after", "sync {\n  retire_after = \"0\"\n}\n", []string{"bad.hcl:2: sync.retire_after is 0s; want a positive duration"}},
 		{"sample ratio", "tracing {\n  sample_ratio = 1.5\n}\n", []string{"bad.hcl:2: tracing.sample_ratio is 1.5; want a number from 0 to 1"}},
 		{"tracing without endpoint", "tracing {\n  enabled = true\n}\n", []string{"tracing.otlp_endpoint is empty but tracing.enabled is true"}},
 		{"pinned flag name", "flags {\n  pinned = [\"ok\", \"not ok\"]\n}\n", []string{"bad.hcl:2: flags.pinned entry 2 \"not ok\""}},

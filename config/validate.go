@@ -145,6 +145,7 @@ func (c *Config) Validate() error {
 		address("sync.xds", c.Sync.XDS, false)
 	}
 	positiveDuration("sync.interval", c.Sync.Interval)
+	positiveDuration("sync.retire_after", c.Sync.RetireAfter)
 	positive("sync.fanout", int64(c.Sync.Fanout))
 	positive("sync.max_peers", int64(c.Sync.MaxPeers))
 

@@ -21,7 +21,12 @@ import (
 //	counters: n×(key floor n×(replica gen p n expires))
 //	maps:     n×(name n×(key ts replica expires kind:1 [value]))   kind 0 tombstone, 1 value
 //	sets:     n×(name n×(member n×(replica seq born expires)))
+//	retired:  n×(key n×(from into gen p n at undone:1))  n×(replica ts)  forgotten
+//	          (folds, pruned, and how far pruned entries were forgotten)
 //
+// The retired section is written only when a counter records a fold or a replica was
+// pruned (see "Retiring replicas" in the package doc), so states without retirements
+// encode as before it existed.
 // Strings and values are a varint length and the bytes. Timestamps other than base are
 // written relative to base, the smallest timestamp in the state, as 0 for "never" or
 // 1+zigzag(ts-base): the timestamps of one delta lie close together, so a counter
@@ -132,7 +137,57 @@ func (c *Context) AppendBinary(b []byte) ([]byte, error) {
 			}
 		}
 	}
+
+	var folded []string
+	for _, k := range sortedKeys(c.Counters) {
+		if len(c.Counters[k].Folds) > 0 {
+			folded = append(folded, k)
+		}
+	}
+	if len(folded) == 0 && len(c.Pruned) == 0 && c.Forgotten == 0 {
+		return b, nil
+	}
+	b = binary.AppendUvarint(b, uint64(len(folded)))
+	for _, k := range folded {
+		fs := c.Counters[k].Folds
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, uint64(len(fs)))
+		keys := slices.SortedFunc(maps.Keys(fs), compareFoldKeys)
+		for _, fk := range keys {
+			f := fs[fk]
+			b = binary.LittleEndian.AppendUint64(b, uint64(fk.From))
+			b = binary.LittleEndian.AppendUint64(b, uint64(fk.Into))
+			b = ts(b, f.Gen)
+			b = binary.AppendUvarint(b, f.P)
+			b = binary.AppendUvarint(b, f.N)
+			b = ts(b, f.At)
+			b = appendBool(b, f.Undone)
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(c.Pruned)))
+	for _, r := range sortedKeys(c.Pruned) {
+		b = binary.LittleEndian.AppendUint64(b, uint64(r))
+		b = ts(b, c.Pruned[r])
+	}
+	b = ts(b, c.Forgotten)
 	return b, nil
+}
+
+func compareFoldKeys(a, b FoldKey) int {
+	if a.From != b.From {
+		return cmpReplica(a.From, b.From)
+	}
+	return cmpReplica(a.Into, b.Into)
+}
+
+func cmpReplica(a, b ReplicaID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // UnmarshalBinary decodes data into c, replacing its contents. It never panics and
@@ -267,6 +322,9 @@ func (c *Context) UnmarshalBinary(data []byte) error {
 		o.Sets[name] = s
 	}
 	if d.err == nil && len(d.b) != 0 {
+		d.retired(&o)
+	}
+	if d.err == nil && len(d.b) != 0 {
 		d.fail(fmt.Sprintf("%d trailing bytes", len(d.b)))
 	}
 	if d.err != nil {
@@ -275,6 +333,46 @@ func (c *Context) UnmarshalBinary(data []byte) error {
 	o.normalize()
 	*c = o
 	return nil
+}
+
+// retired reads the optional retired section into o.
+func (d *decoder) retired(o *Context) {
+	for i, n := 0, d.count(3); i < n && d.err == nil; i++ {
+		k := d.string()
+		ct := o.Counters[k]
+		if ct.Folds != nil {
+			d.fail("duplicate folded counter")
+		}
+		for j, m := 0, d.count(21); j < m && d.err == nil; j++ {
+			fk := FoldKey{From: d.replica(), Into: d.replica()}
+			f := Fold{Gen: d.timestamp(), P: d.uvarint(), N: d.uvarint(), At: d.timestamp(), Undone: d.bool()}
+			if d.err == nil && fk.From == fk.Into {
+				d.fail("fold of a replica into itself")
+			}
+			if ct.Folds == nil {
+				ct.Folds = make(map[FoldKey]Fold, m)
+			}
+			if _, dup := ct.Folds[fk]; dup {
+				d.fail("duplicate fold")
+			}
+			ct.Folds[fk] = f
+		}
+		if o.Counters == nil {
+			o.Counters = make(map[string]Counter, n)
+		}
+		o.Counters[k] = ct
+	}
+	for i, n := 0, d.count(9); i < n && d.err == nil; i++ {
+		r, t := d.replica(), d.timestamp()
+		if o.Pruned == nil {
+			o.Pruned = make(map[ReplicaID]Timestamp, n)
+		}
+		if _, dup := o.Pruned[r]; dup {
+			d.fail("duplicate pruned replica")
+		}
+		o.Pruned[r] = t
+	}
+	o.Forgotten = d.timestamp()
 }
 
 type decoder struct {
@@ -322,7 +420,15 @@ func (c *Context) minTimestamp() Timestamp {
 			see(s.Gen)
 			see(s.Expires)
 		}
+		for _, f := range ct.Folds {
+			see(f.Gen)
+			see(f.At)
+		}
 	}
+	for _, t := range c.Pruned {
+		see(t)
+	}
+	see(c.Forgotten)
 	for _, m := range c.Maps {
 		for _, r := range m {
 			see(r.TS)

@@ -23,6 +23,14 @@ type Context struct {
 	Maps map[string]map[string]Register
 	// Sets maps a set name to its members, each with the dots that added it.
 	Sets map[string]map[string]Member
+	// Pruned lists the retired replicas whose folds were pruned, with when: their counter
+	// slots and folds are dropped on sight, so a late delta of theirs is not counted
+	// again. Joined by max; Compact forgets an entry a grace period later.
+	Pruned map[ReplicaID]Timestamp
+	// Forgotten is how far Compact has forgotten Pruned entries: an entry with a time at
+	// or before it is dropped wherever it comes from, so that replicas that forgot an
+	// entry do not get it back from one that has not yet. Joined by max.
+	Forgotten Timestamp
 }
 
 // Meta is the context's time to live. The zero value (TS 0) means "never set".
@@ -45,6 +53,9 @@ type Counter struct {
 	Floor Timestamp
 	// Slots holds each replica's contribution to the newest generation it wrote.
 	Slots map[ReplicaID]Slot
+	// Folds records the slots of retired replicas added into live replicas' slots (see
+	// "Retiring replicas" in the package doc). Nil for nearly every counter.
+	Folds map[FoldKey]Fold
 }
 
 // Slot is one replica's contribution to a counter. Only its replica writes it, so a later
@@ -93,6 +104,23 @@ func (c *Context) Join(o *Context) (changed bool) {
 	}
 	cleared := c.Cleared
 	c.Cleared = max(c.Cleared, o.Cleared)
+	pruned := false
+	if o.Forgotten > c.Forgotten {
+		c.Forgotten = o.Forgotten
+		pruned = true
+	}
+	for r, at := range o.Pruned {
+		if at <= c.Forgotten {
+			continue
+		}
+		if cur, ok := c.Pruned[r]; !ok || at > cur {
+			if c.Pruned == nil {
+				c.Pruned = make(map[ReplicaID]Timestamp)
+			}
+			c.Pruned[r] = at
+			pruned = pruned || !ok
+		}
+	}
 
 	// Normalizing can drop what the join just brought in (a slot of an old generation),
 	// so the counters o names are compared afterwards: their floors and the slots o
@@ -111,15 +139,26 @@ func (c *Context) Join(o *Context) (changed bool) {
 	}
 	// Buffers on the stack: a request's delta names a handful of counters, and a join on
 	// the request path should not allocate to tell its change.
+	type foldBefore struct {
+		key  string
+		k    FoldKey
+		fold Fold
+		ok   bool
+	}
 	var counterBuf [8]counterBefore
 	var slotBuf [8]slotBefore
 	counters, slots := counterBuf[:0], slotBuf[:0]
+	var folds []foldBefore // retirement only: rare
 	for k, oc := range o.Counters {
 		cc, ok := c.Counters[k]
 		counters = append(counters, counterBefore{k, cc.Floor, ok})
 		for r := range oc.Slots {
 			s, ok := cc.Slots[r]
 			slots = append(slots, slotBefore{k, r, s, ok})
+		}
+		for fk := range oc.Folds {
+			f, ok := cc.Folds[fk]
+			folds = append(folds, foldBefore{k, fk, f, ok})
 		}
 		cc.join(oc)
 		if c.Counters == nil {
@@ -152,9 +191,10 @@ func (c *Context) Join(o *Context) (changed bool) {
 	if c.CC.Join(&o.CC) {
 		changed = true
 	}
-	// A join costs the size of the delta, not of the state: only a new Cleared can change
-	// entries that o does not name (the set removals are normalized in joinSets).
-	if c.Cleared != cleared {
+	// A join costs the size of the delta, not of the state: only a new Cleared or a newly
+	// pruned replica can change entries that o does not name (the set removals are
+	// normalized in joinSets).
+	if c.Cleared != cleared || pruned {
 		c.normalize()
 		return true
 	}
@@ -166,6 +206,10 @@ func (c *Context) Join(o *Context) (changed bool) {
 	for _, b := range slots {
 		after, ok := c.Counters[b.key].Slots[b.r]
 		changed = changed || ok != b.ok || after != b.slot
+	}
+	for _, b := range folds {
+		after, ok := c.Counters[b.key].Folds[b.k]
+		changed = changed || ok != b.ok || after != b.fold
 	}
 	return changed
 }
@@ -240,17 +284,7 @@ func maxBirth(a, b Birth) Birth {
 // move Cleared into a state that was normal before it.
 func (c *Context) normalizeTouched(o *Context) {
 	for k := range o.Counters {
-		ct := c.Counters[k]
-		floor := max(ct.Floor, c.Cleared)
-		gen := ct.newestGen()
-		for r, s := range ct.Slots {
-			if s.Gen < floor || s.Gen < gen {
-				delete(ct.Slots, r)
-			}
-		}
-		if len(ct.Slots) == 0 && ct.Floor == 0 {
-			delete(c.Counters, k)
-		}
+		c.normalizeCounter(k)
 	}
 	for name, om := range o.Maps {
 		m := c.Maps[name]
@@ -286,17 +320,18 @@ func (c *Context) normalizeTouched(o *Context) {
 // before Cleared, dots that add nothing, counter slots of superseded generations and empty
 // containers. It keeps states canonical so equal states encode to equal bytes.
 func (c *Context) normalize() {
-	for k, ct := range c.Counters {
-		floor := max(ct.Floor, c.Cleared)
-		gen := ct.newestGen()
-		for r, s := range ct.Slots {
-			if s.Gen < floor || s.Gen < gen {
-				delete(ct.Slots, r)
-			}
+	for k := range c.Counters {
+		c.normalizeCounter(k)
+	}
+	for r, at := range c.Pruned {
+		if at <= c.Forgotten {
+			delete(c.Pruned, r)
 		}
-		if len(ct.Slots) == 0 && ct.Floor == 0 {
-			delete(c.Counters, k)
-		}
+	}
+	if len(c.Pruned) == 0 {
+		c.Pruned = nil
+	} else {
+		c.dropPruned()
 	}
 	for name, m := range c.Maps {
 		for k, r := range m {
@@ -322,6 +357,36 @@ func (c *Context) normalize() {
 		if len(s) == 0 {
 			delete(c.Sets, name)
 		}
+	}
+}
+
+// normalizeCounter drops counter k's slots and folds of superseded generations and those
+// of pruned replicas, and the counter itself when nothing is left.
+func (c *Context) normalizeCounter(k string) {
+	ct, ok := c.Counters[k]
+	if !ok {
+		return
+	}
+	floor := max(ct.Floor, c.Cleared)
+	gen := ct.newestGen()
+	for r, s := range ct.Slots {
+		_, pruned := c.Pruned[r]
+		if s.Gen < floor || s.Gen < gen || pruned {
+			delete(ct.Slots, r)
+		}
+	}
+	for fk, f := range ct.Folds {
+		_, pruned := c.Pruned[fk.From]
+		if f.Gen < floor || f.Gen < gen || pruned {
+			delete(ct.Folds, fk)
+		}
+	}
+	if len(ct.Folds) == 0 && ct.Folds != nil {
+		ct.Folds = nil
+		c.Counters[k] = ct
+	}
+	if len(ct.Slots) == 0 && ct.Floor == 0 {
+		delete(c.Counters, k)
 	}
 }
 
@@ -360,6 +425,16 @@ func (r Register) after(o Register) bool {
 
 func (ct *Counter) join(o Counter) {
 	ct.Floor = max(ct.Floor, o.Floor)
+	for k, of := range o.Folds {
+		if ct.Folds == nil {
+			ct.Folds = make(map[FoldKey]Fold, len(o.Folds))
+		}
+		if cf, ok := ct.Folds[k]; ok {
+			ct.Folds[k] = cf.join(of)
+		} else {
+			ct.Folds[k] = of
+		}
+	}
 	for r, os := range o.Slots {
 		cs, ok := ct.Slots[r]
 		switch {
@@ -482,13 +557,7 @@ func (c *Context) Counter(key string, now Timestamp) (int64, bool) {
 		return 0, false
 	}
 	// Summed in 128 bits and saturated, never wrapped (see RangeError).
-	var sum wide
-	for _, s := range ct.Slots {
-		if s.Gen == gen {
-			sum = sum.add(slotValue(s))
-		}
-	}
-	v, _ := sum.int64()
+	v, _ := ct.value(gen).int64()
 	return v, true
 }
 
@@ -655,7 +724,14 @@ func (c *Context) incrAll(w Write, incs []Inc, check bool) (*Context, error) {
 		if in.TTL > 0 {
 			next.Expires = max(next.Expires, w.At.Add(in.TTL))
 		}
-		d.Counters[in.Key] = Counter{Slots: map[ReplicaID]Slot{w.Replica: next}}
+		dc := Counter{Slots: map[ReplicaID]Slot{w.Replica: next}}
+		if len(ct.Folds) > 0 {
+			// What this slot holds of retired replicas goes with it (see foldsInto).
+			if f := ct.foldsInto(w.Replica, next.Gen); len(f) > 0 {
+				dc.Folds = f
+			}
+		}
+		d.Counters[in.Key] = dc
 	}
 	return d, nil
 }
@@ -782,6 +858,13 @@ func (c *Context) Compact(now Timestamp, grace time.Duration) bool {
 			}
 		}
 	}
+	forget := Timestamp(0)
+	if horizon > now-horizon {
+		forget = horizon - (now - horizon) // two grace periods back
+	}
+	if c.compactRetired(horizon, forget) {
+		changed = true
+	}
 	c.normalize()
 	return changed || c.Size() != before
 }
@@ -789,9 +872,9 @@ func (c *Context) Compact(now Timestamp, grace time.Duration) bool {
 // Size returns the number of entries the state holds, visible or not: counter slots, map
 // registers (tombstones included) and set dots.
 func (c *Context) Size() int {
-	n := 0
+	n := len(c.Pruned)
 	for _, ct := range c.Counters {
-		n += len(ct.Slots)
+		n += len(ct.Slots) + len(ct.Folds)
 	}
 	for _, m := range c.Maps {
 		n += len(m)
@@ -806,11 +889,11 @@ func (c *Context) Size() int {
 
 // Clone returns a deep copy.
 func (c *Context) Clone() *Context {
-	o := &Context{Meta: c.Meta, Cleared: c.Cleared, CC: c.CC.Clone()}
+	o := &Context{Meta: c.Meta, Cleared: c.Cleared, CC: c.CC.Clone(), Pruned: maps.Clone(c.Pruned), Forgotten: c.Forgotten}
 	if c.Counters != nil {
 		o.Counters = make(map[string]Counter, len(c.Counters))
 		for k, ct := range c.Counters {
-			o.Counters[k] = Counter{Floor: ct.Floor, Slots: maps.Clone(ct.Slots)}
+			o.Counters[k] = ct.clone()
 		}
 	}
 	if c.Maps != nil {
@@ -848,7 +931,7 @@ func (c *Context) Project(counters []string, members map[string][]string) *Conte
 			if p.Counters == nil {
 				p.Counters = make(map[string]Counter, len(counters))
 			}
-			p.Counters[k] = Counter{Floor: ct.Floor, Slots: maps.Clone(ct.Slots)}
+			p.Counters[k] = ct.clone()
 		}
 	}
 	for set, ms := range members {

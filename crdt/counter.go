@@ -126,6 +126,10 @@ func (ct *Counter) incrView(r ReplicaID, cleared, at Timestamp) (mine Slot, othe
 		// has reached yet (a slot that had would be the newest generation).
 		gen, exp, sum = exp, 0, wide{}
 	}
+	if len(ct.Folds) > 0 {
+		// Retired replicas' parts count through their folds (see Counter.value).
+		sum = ct.value(gen)
+	}
 	if !hasOwn || own.Gen != gen {
 		return Slot{Gen: gen, Expires: exp}, sum
 	}

@@ -33,6 +33,46 @@
 //   - An expiry only moves later for a counter (slots join by max), while a map entry's
 //     expiry is that of its latest write.
 //
+// # Retiring replicas
+//
+// Every replica that ever incremented a counter owns a slot in it, and every replica
+// that ever added a set member has an entry in the causal context. Pods come and go, so
+// without retirement a long-lived context grows by a slot per pod that ever lived. A
+// replica gone for good (the sync layer decides: dead or left for sync.retire_after, with
+// no delta from it since) is retired in three steps, in the spirit of Akka Distributed
+// Data's removed-node pruning, adapted to delta-state counters:
+//
+//  1. Fold. A live replica L absorbs the gone replica R (Context.Absorb): in each counter
+//     where R holds something, L adds what R holds (its P and its N) to L's own slot
+//     and records a Fold {From: R, Into: L} with those amounts, in one delta that also
+//     carries R's slot. Every later delta of L's slot carries L's folds, so no state
+//     ever holds L's grown slot without knowing of the fold.
+//  2. Settle. The value of a counter is the sum of the slots of the replicas no fold
+//     names, plus, for each folded replica, what it holds (its slot joined with every
+//     fold of it: each fold is a copy of its slot at some moment) less every fold of it
+//     not taken back. The amount folded sits in L's slot, so it is counted exactly once
+//     whatever state a replica has seen: the folds and the slots join by max, and the
+//     formula subtracts exactly what each Into slot added. Two replicas that fold R at
+//     once are both counted right, and the one with the larger id takes its fold back
+//     (Context.Settle: its slot gains the fold's P in N and its N in P, and the fold is
+//     marked Undone), so that one fold stands. A late delta of R that brings more than
+//     was folded is counted through R's slot until the standing folder, settling, folds
+//     the rest too.
+//  3. Prune. A grace period (store.tombstone_ttl) after the fold, once in every counter
+//     one fold stands and covers all that R holds, Compact drops R's slots and folds and
+//     records R in Pruned, so that a delta of R still in flight is ignored rather than
+//     counted again; the value is unchanged, since the standing fold's amount is in L's
+//     slot. Pruned entries are forgotten after another grace period. The causal context
+//     forgets R too when no set member holds a dot of R.
+//
+// What stays: a member added by R keeps its dot (its birth) and with it R's entry in the
+// causal context, until it is removed; a delta of R delayed by more than two grace
+// periods may be counted again, as an older delta may bring back deleted data; and when
+// a replica that folded R dies before it could settle (a losing fold not taken back, or
+// a standing fold that a late delta of R outgrew), R is not pruned from that counter:
+// the value stays exact and a few entries stay. Map entries name a replica only to break
+// ties between writes, which costs nothing per replica.
+//
 // # Counter range
 //
 // A counter's value is an int64 and never wraps: IncrAll refuses an increment that would

@@ -110,6 +110,18 @@ func (cc *CausalContext) compact() {
 	}
 }
 
+// forget drops replica r from the causal context: its vector entry and its dots in the
+// cloud. Only for a retired replica none of whose dots a set member holds (see
+// Context.dropPruned).
+func (cc *CausalContext) forget(r ReplicaID) {
+	delete(cc.vv, r)
+	for d := range cc.cloud {
+		if d.Replica == r {
+			delete(cc.cloud, d)
+		}
+	}
+}
+
 // Empty reports whether no dot has been seen.
 func (cc *CausalContext) Empty() bool { return len(cc.vv) == 0 && len(cc.cloud) == 0 }
 

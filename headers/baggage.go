@@ -253,13 +253,14 @@ func (lb *lineBuilder) put(member string) {
 	lb.members++
 }
 
-// memberKey returns the key of a raw baggage member (before '=' or ';'), trimmed.
+// memberKey returns the key of a raw baggage member (before '=' or ';'), trimmed as otel
+// trims it (strings.TrimSpace), so that a member otel reads under a key is found by it.
 func memberKey(raw string) string {
 	end := strings.IndexAny(raw, "=;")
 	if end < 0 {
 		end = len(raw)
 	}
-	return strings.Trim(raw[:end], " \t")
+	return strings.TrimSpace(raw[:end])
 }
 
 // joinLines combines the lines of a list header (RFC 9110 §5.3).

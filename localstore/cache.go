@@ -215,7 +215,9 @@ func (s *Store) encodeState(c *crdt.Context) (string, crdt.Timestamp) {
 //
 //   - an entry, set addition, counter or the context expires (Expires);
 //   - a tombstone, an expired counter's floor or a context holding nothing is older
-//     than grace (TS, Floor, Cleared + grace).
+//     than grace (TS, Floor, Cleared + grace);
+//   - a retired replica's fold is older than grace, or its Pruned record older than
+//     twice that (crdt's compactRetired).
 //
 // The zero Timestamp means c is due now; a state with nothing that ever expires or ages
 // gets the largest Timestamp. TestSweepDue holds it to Compact.
@@ -238,6 +240,14 @@ func sweepDue(c *crdt.Context, grace time.Duration) crdt.Timestamp {
 		for _, sl := range ct.Slots {
 			at(sl.Expires)
 		}
+		for _, f := range ct.Folds {
+			if f.At != 0 {
+				at(f.At + g) // a settled fold is pruned then
+			}
+		}
+	}
+	for _, t := range c.Pruned {
+		at(max(t, 1) + 2*g) // a pruned replica's record is forgotten a second grace later
 	}
 	for _, m := range c.Maps {
 		for _, r := range m {

@@ -55,7 +55,8 @@ func TestSweepDue(t *testing.T) {
 
 // drawState draws the state of a context two replicas wrote at instants from start, up
 // to a minute apart, each joining the other's deltas or not: counters, map entries,
-// tombstones, set members, TTLs of all of them, deletes, compactions. It returns the
+// tombstones, set members, TTLs of all of them, deletes, folds of the other replica
+// (retirement) and their settling, compactions. It returns the
 // state and the instant of the last write.
 func drawState(rt *rapid.T, start crdt.Timestamp, grace time.Duration) (*crdt.Context, crdt.Timestamp) {
 	c := &crdt.Context{}
@@ -71,7 +72,8 @@ func drawState(rt *rapid.T, start crdt.Timestamp, grace time.Duration) (*crdt.Co
 		w := crdt.Write{Replica: r, At: at}
 		ttl := time.Duration(rapid.SampledFrom([]int{0, 0, 1, 3, 10}).Draw(rt, "ttl s")) * time.Second
 		var d *crdt.Context
-		switch rapid.IntRange(0, 7).Draw(rt, "op") {
+		var err error
+		switch rapid.IntRange(0, 9).Draw(rt, "op") {
 		case 0:
 			d = target.Incr(w, rapid.SampledFrom([]string{"a", "b"}).Draw(rt, "key"), 1, ttl)
 		case 1:
@@ -86,9 +88,20 @@ func drawState(rt *rapid.T, start crdt.Timestamp, grace time.Duration) (*crdt.Co
 			d = target.SetTTL(w, ttl, rapid.Bool().Draw(rt, "fixed"))
 		case 6:
 			d = target.Clear(w)
+		case 7:
+			// Retirement: r folds the other replica's counter slots into its own.
+			d, err = target.Absorb(w, 3-r)
+		case 8:
+			d, err = target.Settle(w)
 		default:
 			// A compaction, as the sweeper of the writing replica makes.
 			target.Compact(at, grace)
+			continue
+		}
+		if err != nil {
+			rt.Fatal(err)
+		}
+		if d == nil {
 			continue
 		}
 		target.Join(d)

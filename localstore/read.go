@@ -26,6 +26,10 @@ type Snapshot struct {
 	Counters  map[string]int64                      `json:"counters"`
 	Maps      map[string]map[string]json.RawMessage `json:"maps"`
 	Sets      map[string][]string                   `json:"sets"`
+	// Replicas is how many replica ids the context holds state for (counter slots,
+	// causal-context entries, set dots): the live replicas that wrote to it plus those
+	// gone but not retired yet (sync.retire_after, then store.tombstone_ttl).
+	Replicas int `json:"replicas"`
 }
 
 // List returns a summary of every live context, sorted by name. The contexts out of the
@@ -116,6 +120,7 @@ func (s *Store) Get(name string) (Snapshot, error) {
 			Counters:  map[string]int64{},
 			Maps:      map[string]map[string]json.RawMessage{},
 			Sets:      map[string][]string{},
+			Replicas:  c.Replicas(),
 		}
 		for _, k := range c.CounterKeys(now) {
 			snap.Counters[k], _ = c.Counter(k, now)

@@ -134,8 +134,15 @@ type Store struct {
 	// commit the log holds the Durable changes.
 	dirty      map[string]struct{}
 	dirtySince time.Time
-	failed     error
-	closed     bool
+	// unsettled names the contexts holding folds that changed since the sweeper last
+	// settled them (settleFolds): only a change can unsettle a fold, so the sweeper need
+	// not decode every context to find the few that need it.
+	unsettled map[string]struct{}
+	failed    error
+	closed    bool
+	// retiredAtLoad: a context loaded or replayed at Open says the fleet retired this
+	// replica id (see rotateIfRetired).
+	retiredAtLoad bool
 
 	stats Stats
 	// counted is the number of contexts that are not markers, what Limits.MaxContexts
@@ -147,6 +154,7 @@ type Store struct {
 	waiting, peak int
 
 	kick      chan struct{}
+	retired   chan struct{} // closed when the fleet retired this replica (see ErrRetired)
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -197,13 +205,15 @@ func New(opt Options) *Store {
 		opt.Now = time.Now
 	}
 	s := &Store{
-		opt:      opt,
-		log:      opt.Logger,
-		clock:    crdt.Clock{Now: opt.Now},
-		events:   newEventLog(4096),
-		contexts: make(map[string]slot),
-		dirty:    make(map[string]struct{}),
-		kick:     make(chan struct{}, 1),
+		opt:       opt,
+		log:       opt.Logger,
+		clock:     crdt.Clock{Now: opt.Now},
+		events:    newEventLog(4096),
+		contexts:  make(map[string]slot),
+		dirty:     make(map[string]struct{}),
+		unsettled: make(map[string]struct{}),
+		kick:      make(chan struct{}, 1),
+		retired:   make(chan struct{}),
 	}
 	s.cache.init(opt.CacheContexts, opt.CacheBytes)
 	return s
@@ -233,6 +243,11 @@ func (s *Store) Open() error {
 	}
 	s.db = db
 	if err := s.openWAL(); err != nil {
+		s.db = nil
+		return errors.Join(err, db.Close())
+	}
+	if err := s.rotateIfRetired(); err != nil {
+		s.wal.close()
 		s.db = nil
 		return errors.Join(err, db.Close())
 	}
@@ -286,6 +301,12 @@ func (s *Store) load(db *bolt.DB) error {
 			if !c.Marker() {
 				s.counted++
 			}
+			if c.HasFolds() {
+				s.unsettled[string(k)] = struct{}{}
+			}
+			if c.Retires(s.replica) {
+				s.retiredAtLoad = true
+			}
 			data, due := s.encodeState(c)
 			s.contexts[string(k)] = slot{data: data, due: due}
 			return nil
@@ -329,6 +350,10 @@ func (s *Store) openWAL() error {
 			s.changed(name)
 			s.recount(counted, c)
 			s.markDirty(name)
+			s.noteFolds(name, c)
+			if c.Retires(s.replica) {
+				s.retiredAtLoad = true
+			}
 			return nil
 		})
 		if err != nil {
@@ -687,6 +712,7 @@ func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, ori
 		s.mu.Unlock()
 		return err
 	}
+	retired := s.retiredBy(delta)
 	c, ok, err := s.state(name)
 	if err != nil {
 		s.mu.Unlock()
@@ -704,9 +730,17 @@ func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, ori
 		name = s.create(name, c)
 	}
 	s.recount(counted, c)
+	s.noteFolds(name, c)
 	b := s.enqueue(Event{Context: name, Origin: origin, Delta: delta, Touched: touched}, Durable)
 	s.mu.Unlock()
-	return s.wait(ctx, b, Durable)
+	if err := s.wait(ctx, b, Durable); err != nil {
+		return err
+	}
+	if retired {
+		s.stopRetired()
+		return s.Ready()
+	}
+	return nil
 }
 
 // observeClock moves the local clock past the newest timestamp a peer's delta carries.
@@ -1101,6 +1135,11 @@ func (s *Store) sweepLoop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			// Settle first, so that Sweep finds the folds this replica made complete
+			// and can prune them once their grace period has passed.
+			if _, err := s.settleFolds(s.ctx); err != nil && s.ctx.Err() == nil {
+				s.log.Warn("settling folds of retired replicas failed; retrying at the next sweep", "error", err)
+			}
 			s.Sweep()
 		}
 	}

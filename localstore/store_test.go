@@ -110,7 +110,7 @@ func TestStore_ApplyAndRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(snap)
-	if got, want := string(b), `{"name":"order-1","expires_at":null,"counters":{"items":2},"maps":{"steps":{"pay":"done"}},"sets":{"regions":["eu"]}}`; got != want {
+	if got, want := string(b), `{"name":"order-1","expires_at":null,"counters":{"items":2},"maps":{"steps":{"pay":"done"}},"sets":{"regions":["eu"]},"replicas":1}`; got != want {
 		t.Errorf("snapshot\n got %s\nwant %s", got, want)
 	}
 	apply(t, s, "order-1", ops.Op{Kind: ops.Del, Map: "steps", Key: "pay"})

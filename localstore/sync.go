@@ -62,11 +62,13 @@ func (s *Store) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []str
 		s.mu.Unlock()
 		return nil, err
 	}
+	retired := false
 	for _, d := range deltas {
 		if err := s.observeClock(d); err != nil {
 			s.mu.Unlock()
 			return nil, err
 		}
+		retired = retired || s.retiredBy(d)
 	}
 	changed = make([]bool, len(deltas))
 	var b *batch
@@ -98,8 +100,14 @@ func (s *Store) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []str
 		b = s.enqueue(Event{Context: name, Origin: origin, Delta: d, Touched: touched}, Durable)
 	}
 	s.mu.Unlock()
-	if b == nil {
-		return changed, nil
+	if b != nil {
+		if err := s.wait(ctx, b, Durable); err != nil {
+			return changed, err
+		}
 	}
-	return changed, s.wait(ctx, b, Durable)
+	if retired {
+		s.stopRetired()
+		return changed, s.Ready()
+	}
+	return changed, nil
 }

@@ -33,6 +33,20 @@
 // (after a partition or a restart) triggers one at once. Full states are merged, never
 // forwarded.
 //
+// # Sending
+//
+// Sends to one slow or unreachable peer never delay sends to others (SPEC §7, issue 11).
+// A message over one UDP packet goes by a TCP stream, and a dial to a peer that is cut
+// off but not yet declared dead waits out the dial timeout. Once open, the engine queues
+// every message for its peer and each peer with something to send has its own sender
+// goroutine (outbox): a round, an ack or a push-pull answer never waits on a send, and a
+// hanging dial holds only that peer's queue. Queues are bounded per peer and in all;
+// deltas for a peer that has one waiting are joined into it, and what still does not fit
+// is dropped and counted: deltas are pushed again from the last acknowledged point,
+// acks and push-pull steps are repeated by the protocol's own timeouts, and anti-entropy
+// repairs the rest. The digests and states a push-pull sends wait as names, read from the
+// store and split into messages when they are sent.
+//
 // Messages are versioned, size-checked and decoded in full before anything is merged; a
 // malformed or oversized message is refused and counted. Bodies are deflated when that
 // makes them smaller.

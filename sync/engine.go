@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ctxprop/ctxprop/admin"
@@ -19,9 +20,10 @@ import (
 )
 
 // Transport carries engine messages to peers named by their node name. Send must be safe
-// for concurrent use; it may block up to the transport's own timeout. An error means the
-// message was not delivered; no error does not promise delivery (the engine relies on
-// acknowledgements, not on the transport).
+// for concurrent use; it may block up to the transport's own timeout (once the engine is
+// open, only the sender of that one peer waits). An error means the message was not
+// delivered; no error does not promise delivery (the engine relies on acknowledgements,
+// not on the transport).
 type Transport interface {
 	Send(peer string, msg []byte) error
 }
@@ -68,6 +70,12 @@ type EngineOptions struct {
 	TriggerGap time.Duration
 	// Rand picks peers; nil means a random seed. The simulator passes a seeded one.
 	Rand *rand.Rand
+	// QueueMessages and QueueBytes bound the messages waiting to be sent to one peer once
+	// the engine is open (a queue with none waiting takes one message of any size);
+	// QueueTotalBytes bounds the bytes waiting or being sent to every peer. What does not
+	// fit is joined (deltas) or dropped, and counted (Stats.Dropped). 0 means 64, 1 MiB
+	// and 32 MiB, and at least MaxMessageBytes and 8×MaxMessageBytes for the bytes.
+	QueueMessages, QueueBytes, QueueTotalBytes int
 }
 
 // DefaultMaxPeers is sync.max_peers's default: a fleet of a thousand sidecars, and a bound
@@ -75,8 +83,10 @@ type EngineOptions struct {
 const DefaultMaxPeers = 1024
 
 // Engine is the dissemination logic: what to send to whom, and what to do with what
-// arrives. It has no goroutines and reads no clock: every method takes the current
-// instant. It is safe for concurrent use; store I/O and sends happen outside its lock.
+// arrives. It reads no clock: every method takes the current instant. Until Open it has
+// no goroutines and sends in the calling goroutine (the simulator); once open, every peer
+// has its own send queue and sender, so that no call waits on a send (issue 11). It is
+// safe for concurrent use; store I/O and sends happen outside its lock.
 type Engine struct {
 	opt     EngineOptions
 	log     hclog.Logger
@@ -103,6 +113,10 @@ type Engine struct {
 	// gone sums the traffic and errors of the peers forgotten, so that the fleet-wide
 	// totals of Stats never go down (drop).
 	gone traffic
+	// out holds the per-peer send queues from Open; nil before: sends are made by the
+	// caller. now is Open's clock, for the log lines of the senders.
+	out atomic.Pointer[outbox]
+	now func() time.Time
 }
 
 // entry is one delta group in the buffer: the join of one context's deltas of one round
@@ -198,6 +212,15 @@ func NewEngine(opt EngineOptions) (*Engine, error) {
 	}
 	if opt.UnprovenTTL <= 0 {
 		opt.UnprovenTTL = 30 * time.Second
+	}
+	if opt.QueueMessages <= 0 {
+		opt.QueueMessages = 64
+	}
+	if opt.QueueBytes <= 0 {
+		opt.QueueBytes = max(1<<20, opt.MaxMessageBytes)
+	}
+	if opt.QueueTotalBytes <= 0 {
+		opt.QueueTotalBytes = max(32<<20, 8*opt.MaxMessageBytes)
 	}
 	rng := opt.Rand
 	if rng == nil {
@@ -850,8 +873,7 @@ func (e *Engine) add(g group, from string) {
 }
 
 // handleList answers the bucket digests of a peer that found our roots differ with the
-// digests of our contexts in the buckets that differ, in messages well under the size
-// limit.
+// digests of our contexts in the buckets that differ (digestPieces).
 func (e *Engine) handleList(m *message, p *peer) error {
 	e.mu.Lock()
 	if m.equal {
@@ -860,46 +882,57 @@ func (e *Engine) handleList(m *message, p *peer) error {
 		return nil
 	}
 	count := len(m.sums)
-	mine := e.digestsLocked()
-	ours := e.buckets(mine, count)
-	byBucket := make(map[int][]digest)
 	var differ []int
-	for i, sum := range ours {
+	for i, sum := range e.buckets(e.digestsLocked(), count) {
 		if sum != m.sums[i] {
 			differ = append(differ, i)
-			byBucket[i] = nil
-		}
-	}
-	for _, d := range mine {
-		b := bucketOf(d.name, count)
-		if list, ok := byBucket[b]; ok {
-			byBucket[b] = append(list, d)
 		}
 	}
 	e.mu.Unlock()
 	if len(differ) == 0 {
 		return nil // changed since the root was sent: the next push-pull looks again
 	}
+	e.sendAll([]outgoing{{m.from, &message{kind: kindDigests, seq: m.seq, count: count, bucketIDs: differ, lazy: true}}})
+	return nil
+}
+
+// digestPieces sends, through send, the digests of our contexts in the buckets of m (a
+// lazy digests message), in messages well under the size limit, read when they are sent:
+// there may be a hundred thousand of them, and a slow peer's queue holds only the bucket
+// numbers. It stops when send reports false.
+func (e *Engine) digestPieces(m *message, send func(*message) bool) {
+	count := m.count
+	byBucket := make(map[int][]digest, len(m.bucketIDs))
+	for _, b := range m.bucketIDs {
+		byBucket[b] = nil
+	}
+	e.mu.Lock()
+	for _, d := range e.digestsLocked() {
+		b := bucketOf(d.name, count)
+		if list, ok := byBucket[b]; ok {
+			byBucket[b] = append(list, d)
+		}
+	}
+	e.mu.Unlock()
 	// A bucket too big for one message (the peer chose few buckets for many contexts)
 	// is split too: the peer then sends a few states we hold already, never too few.
-	var out []outgoing
-	cur := &message{kind: kindDigests, seq: m.seq, count: count}
+	cur := &message{kind: kindDigests, replica: m.replica, seq: m.seq, count: count}
 	size := 0
-	for _, b := range differ {
+	for _, b := range m.bucketIDs {
 		cur.bucketIDs = append(cur.bucketIDs, b)
 		size += 3
 		for _, d := range byBucket[b] {
 			if n := len(d.name) + 10; size+n > e.opt.MaxMessageBytes/2 {
-				out = append(out, outgoing{m.from, cur})
-				cur, size = &message{kind: kindDigests, seq: m.seq, count: count, bucketIDs: []int{b}}, 3
+				if !send(cur) {
+					return
+				}
+				cur, size = &message{kind: kindDigests, replica: m.replica, seq: m.seq, count: count, bucketIDs: []int{b}}, 3
 			}
 			cur.digests = append(cur.digests, d)
 			size += len(d.name) + 10
 		}
 	}
-	out = append(out, outgoing{m.from, cur})
-	e.sendAll(out)
-	return nil
+	send(cur)
 }
 
 // handleDigests compares a peer's contexts in some buckets with ours: it sends the states
@@ -939,35 +972,49 @@ func (e *Engine) handleDigests(m *message) {
 	e.sendAll(e.states(m.from, m.seq, want, send))
 }
 
-// states builds the messages asking for the states of want and carrying the full state
-// of names, split to stay well under the size limit.
+// states is the message asking for the states of want and carrying the full state of
+// names; it is lazy: statePieces reads the states and splits it when it is sent.
 func (e *Engine) states(to string, seq uint64, want, names []string) []outgoing {
-	var out []outgoing
-	cur := &message{kind: kindStates, seq: seq}
-	size := 0
-	add := func(n int) {
+	return []outgoing{{to, &message{kind: kindStates, seq: seq, want: want, fill: names, lazy: true}}}
+}
+
+// statePieces sends, through send, the states message m stands for: the names it wants,
+// then the full state of every context of m.fill still held, read now and split to stay
+// well under the size limit; at least one message, for an answer with nothing in it still
+// completes the exchange. It stops when send reports false.
+func (e *Engine) statePieces(m *message, send func(*message) bool) {
+	cur := &message{kind: kindStates, replica: m.replica, seq: m.seq}
+	size, sent := 0, false
+	add := func(n int) bool {
 		if size > 0 && size+n > e.opt.MaxMessageBytes/2 {
-			out = append(out, outgoing{to, cur})
-			cur, size = &message{kind: kindStates, seq: seq}, 0
+			sent = true
+			if !send(cur) {
+				return false
+			}
+			cur, size = &message{kind: kindStates, replica: m.replica, seq: m.seq}, 0
 		}
 		size += n
+		return true
 	}
-	for _, name := range want {
-		add(len(name) + 2)
+	for _, name := range m.want {
+		if !add(len(name) + 2) {
+			return
+		}
 		cur.want = append(cur.want, name)
 	}
-	for _, name := range names {
+	for _, name := range m.fill {
 		data, ok := e.opt.Store.Encoded(name)
 		if !ok {
 			continue
 		}
-		add(len(data) + len(name) + 8)
+		if !add(len(data) + len(name) + 8) {
+			return
+		}
 		cur.groups = append(cur.groups, group{name: name, data: data})
 	}
-	if len(cur.groups) > 0 || len(cur.want) > 0 || len(out) == 0 {
-		out = append(out, outgoing{to, cur})
+	if len(cur.groups) > 0 || len(cur.want) > 0 || !sent {
+		send(cur)
 	}
-	return out
 }
 
 func (e *Engine) handleStates(ctx context.Context, m *message) error {
@@ -1002,30 +1049,110 @@ func (e *Engine) fail(name string, err error) {
 	}
 }
 
+// sendAll sends out: once the engine is open, through each peer's send queue, returning
+// at once; before, in the calling goroutine.
 func (e *Engine) sendAll(out []outgoing) {
+	ob := e.out.Load()
 	for _, o := range out {
-		msg := o.msg
-		msg.replica = e.replica
-		data := msg.encode()
-		err := e.opt.Transport.Send(o.to, data)
-		e.mu.Lock()
-		if p := e.peers[o.to]; p != nil {
-			if err != nil {
-				e.fail(o.to, err)
-				if msg.kind == kindDelta {
-					p.sent = p.acked // resend next time
-				}
-			} else {
-				p.bytesOut += uint64(len(data))
-				if a := answer(msg.kind); a != 0 && p.member {
-					p.awaiting |= 1 << a
-				}
+		o.msg.replica = e.replica
+		it := &item{msg: o.msg}
+		if o.msg.lazy {
+			it.size = o.msg.lazySize()
+		} else {
+			it.data = o.msg.encode()
+			it.size = len(it.data)
+		}
+		if ob != nil {
+			ob.put(o.to, it)
+		} else {
+			e.transmit(o.to, it)
+		}
+	}
+}
+
+// transmit sends one item to peer to and records the outcome. A lazy push-pull step is
+// read and sent one message at a time and given up at the first failure: the next
+// push-pull starts over.
+func (e *Engine) transmit(to string, it *item) {
+	if !it.msg.lazy {
+		e.record(to, it.msg, len(it.data), e.opt.Transport.Send(to, it.data))
+		return
+	}
+	send := func(m *message) bool {
+		data := m.encode()
+		err := e.opt.Transport.Send(to, data)
+		e.record(to, m, len(data), err)
+		return err == nil
+	}
+	switch it.msg.kind {
+	case kindDigests:
+		e.digestPieces(it.msg, send)
+	case kindStates:
+		e.statePieces(it.msg, send)
+	}
+}
+
+// record notes the outcome of a send of n bytes.
+func (e *Engine) record(to string, msg *message, n int, err error) {
+	e.mu.Lock()
+	if p := e.peers[to]; p != nil {
+		if err != nil {
+			e.fail(to, err)
+			if msg.kind == kindDelta {
+				p.sent = p.acked // resend next time
+			}
+		} else {
+			p.bytesOut += uint64(n)
+			if a := answer(msg.kind); a != 0 && p.member {
+				p.awaiting |= 1 << a
 			}
 		}
-		e.mu.Unlock()
-		if err != nil {
-			e.log.Debug("send failed", "peer", o.to, "kind", msg.kind, "error", err)
+	}
+	e.mu.Unlock()
+	if err != nil {
+		e.log.Debug("send failed", "peer", to, "kind", msg.kind, "error", err)
+	}
+}
+
+// unsent notes a message the peer's send queue had no room for (see outbox): a delta is
+// pushed again from the last acknowledged point; the rest is repeated by acknowledgement
+// timeouts and push-pulls.
+func (e *Engine) unsent(to string, it *item) {
+	e.mu.Lock()
+	if p := e.peers[to]; p != nil {
+		e.fail(to, errQueueFull)
+		if it.msg.kind == kindDelta {
+			p.sent = p.acked
 		}
+	}
+	e.mu.Unlock()
+	e.logs.log(e.log, hclog.Warn, "send_queue", e.now(),
+		"message to a peer dropped: its send queue is full because the peer is slow or unreachable; it is sent again or repaired by anti-entropy, other peers are not held up",
+		"peer", to, "kind", it.msg.kind)
+}
+
+// Open starts sending through per-peer queues (SPEC §7, issue 11): from then on Round,
+// PushPull, Handle and Flush queue their messages and return, and every peer with
+// something to send has its own sender goroutine, so a send that hangs (a dial to a peer
+// that is cut off waits out the transport's timeout) delays that peer only. now is the
+// clock of the senders' log lines. Close stops the senders.
+func (e *Engine) Open(now func() time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.out.Load() != nil {
+		return
+	}
+	e.now = now
+	e.out.Store(newOutbox(e.transmit, e.unsent, e.opt.QueueMessages, e.opt.QueueBytes, e.opt.QueueTotalBytes,
+		e.opt.MaxPeers, e.opt.MaxMessageBytes))
+}
+
+// Close stops the senders Open started: messages waiting are dropped, sends in progress
+// are waited for (the transport bounds them), and later messages are dropped. Safe to
+// call twice.
+func (e *Engine) Close() {
+	if ob := e.out.Load(); ob != nil {
+		ob.close()
 	}
 }
 
@@ -1092,6 +1219,15 @@ type Stats struct {
 	// over every peer tracked since the engine started, those forgotten included: they
 	// only grow, as counters must.
 	BytesIn, BytesOut, Errors uint64
+	// Queued is the number of messages waiting in the peers' send queues; QueuedBytes,
+	// the bytes waiting or being sent; Sending, the peers whose sender runs. Zero until
+	// Open.
+	Queued, QueuedBytes, Sending int
+	// Dropped counts the messages dropped because a peer's send queue was full, by kind
+	// (delta, ack, root, list, digests, states); Coalesced, the deltas joined into one
+	// already waiting for the same peer.
+	Dropped   map[string]uint64
+	Coalesced uint64
 }
 
 // traffic is what Stats sums over peers.
@@ -1115,9 +1251,17 @@ func (e *Engine) Stats() Stats {
 	for _, p := range e.peers {
 		sum.add(p)
 	}
-	return Stats{Refused: refused, Buffered: len(e.buf), Seq: e.seq,
-		RefusedPeers: e.refusedPeers, Forgotten: e.forgotten,
+	st := Stats{Refused: refused, Buffered: len(e.buf), Seq: e.seq,
+		RefusedPeers: e.refusedPeers, Forgotten: e.forgotten, Dropped: map[string]uint64{},
 		BytesIn: sum.in, BytesOut: sum.out, Errors: sum.errors}
+	if ob := e.out.Load(); ob != nil {
+		q := ob.stats()
+		st.Queued, st.QueuedBytes, st.Sending, st.Coalesced = q.waiting, q.bytes, q.senders, q.coalesced
+		for k, n := range q.dropped {
+			st.Dropped[k.String()] = n
+		}
+	}
+	return st
 }
 
 // PeerStatuses returns every known peer, sorted by name, as GET /v1/peers shows them.

@@ -70,9 +70,18 @@ type Options struct {
 	// means DefaultMaxPeers. A peer past it is refused, counted in
 	// ctxprop_sync_refused_peers_total and logged (once a second at most).
 	MaxPeers int
+	// Retirer folds replicas gone from the fleet into this one; nil means no replica is
+	// ever retired. RetireAfter is how long a replica must have been neither alive in
+	// membership nor heard from (sync.retire_after); 0 means 1h.
+	Retirer     Retirer
+	RetireAfter time.Duration
 	// UnprovenTTL is how long a peer that has not completed an exchange with this node
 	// is kept (Engine.Established); 0 means 30s.
 	UnprovenTTL time.Duration
+	// TCPTimeout bounds a TCP dial to a peer and the stream written after it (memberlist's
+	// TCPTimeout): messages over one UDP packet, memberlist's state exchanges and its
+	// fallback probes. Close ends the dials in progress. 0 means 2s.
+	TCPTimeout time.Duration
 	// DeadMemberHold is how long a dead or departed member keeps its place among
 	// MaxPeers, and memberlist gossips about it (its GossipToTheDeadTime); 0 means 30s.
 	DeadMemberHold time.Duration
@@ -109,6 +118,8 @@ type Syncer struct {
 	loops    context.CancelFunc // stops the timers only, before the final flush
 	wg       sync.WaitGroup
 
+	retiring retirement
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -135,11 +146,17 @@ func New(opt Options) (*Syncer, error) {
 	if opt.DiscoverInterval <= 0 {
 		opt.DiscoverInterval = 5 * time.Second
 	}
+	if opt.RetireAfter <= 0 {
+		opt.RetireAfter = time.Hour
+	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
 	if opt.MaxPeers <= 0 {
 		opt.MaxPeers = DefaultMaxPeers
+	}
+	if opt.TCPTimeout <= 0 {
+		opt.TCPTimeout = 2 * time.Second
 	}
 	if opt.DeadMemberHold <= 0 {
 		opt.DeadMemberHold = 30 * time.Second
@@ -239,12 +256,22 @@ func (s *Syncer) Open() error {
 	mc.Ping = (*events)(s)
 	mc.GossipToTheDeadTime = s.opt.DeadMemberHold
 	mc.EnableCompression = false // messages are deflated when it pays (wire.go)
-	mc.TCPTimeout = 2 * time.Second
+	mc.TCPTimeout = s.opt.TCPTimeout
 	mc.Logger = log.New((*logWriter)(s), "", 0)
+	nt, err := newNetTransport(host, port, mc.Logger)
+	if err != nil {
+		return fmt.Errorf("peersync: listen on sync.address %s: %w", s.opt.Address, err)
+	}
+	mc.Transport = nt
+	if port == 0 {
+		// As memberlist does when it makes the transport itself.
+		mc.BindPort = nt.GetAutoBindPort()
+		mc.AdvertisePort = mc.BindPort
+	}
 	if len(s.keys) > 0 {
 		kr, err := memberlist.NewKeyring(s.keys, s.keys[0])
 		if err != nil {
-			return fmt.Errorf("peersync: keyring: %w", err)
+			return errors.Join(fmt.Errorf("peersync: keyring: %w", err), nt.Shutdown())
 		}
 		mc.Keyring = kr
 	} else {
@@ -253,11 +280,12 @@ func (s *Syncer) Open() error {
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		return fmt.Errorf("peersync: listen on sync.address %s: %w", s.opt.Address, err)
+		return errors.Join(fmt.Errorf("peersync: start memberlist on sync.address %s: %w", s.opt.Address, err), nt.Shutdown())
 	}
 	s.mu.Lock()
 	s.ml = ml
 	s.mu.Unlock()
+	s.engine.Open(s.opt.Now)
 
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var loops context.Context
@@ -268,7 +296,14 @@ func (s *Syncer) Open() error {
 	sub, err := s.opt.Store.Watch(s.ctx, "", 0)
 	if err != nil {
 		s.cancel()
-		return errors.Join(fmt.Errorf("peersync: watch the store: %w", err), ml.Shutdown())
+		err = errors.Join(fmt.Errorf("peersync: watch the store: %w", err), ml.Shutdown())
+		s.engine.Close()
+		return err
+	}
+	s.retiring = retirement{started: s.opt.Now(), lastSign: map[crdt.ReplicaID]time.Time{}}
+	if s.opt.Retirer != nil {
+		s.wg.Add(1)
+		go s.retireLoop(loops)
 	}
 	s.wg.Add(4 + verifiers)
 	go s.watchLoop(sub)
@@ -330,9 +365,10 @@ func (s *Syncer) Close(ctx context.Context) error {
 		if err := ml.Leave(time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("peersync: leave: %w", err))
 		}
-		errs = append(errs, ml.Shutdown())
+		errs = append(errs, ml.Shutdown()) // ends the dials in progress (netTransport)
 		s.cancel()
 		s.wg.Wait()
+		s.engine.Close() // after the loops: nothing is queued any more
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
@@ -697,6 +733,13 @@ var (
 	descBuffered     = prometheus.NewDesc("ctxprop_sync_buffered_groups", "Delta groups waiting in the gossip buffer.", nil, nil)
 	descRefusedPeers = prometheus.NewDesc("ctxprop_sync_refused_peers_total", "New peers refused because sync.max_peers were known already, by where: membership (memberlist's node list, fed by alive messages and joins) or engine (the peers replication tracks; mostly senders that membership does not name).", []string{"source"}, nil)
 	descForgotten    = prometheus.NewDesc("ctxprop_sync_forgotten_peers_total", "Peers forgotten because they completed no exchange with this node in time.", nil, nil)
+	descRetired      = prometheus.NewDesc("ctxprop_sync_retired_replicas_total", "Replicas gone from the fleet for sync.retire_after that this sidecar folded into its own (SPEC §7).", nil, nil)
+	// The per-peer send queues (issue 11), as fleet-wide sums: no series per peer.
+	descQueued    = prometheus.NewDesc("ctxprop_sync_send_queue_messages", "Messages waiting in the per-peer send queues.", nil, nil)
+	descQueuedB   = prometheus.NewDesc("ctxprop_sync_send_queue_bytes", "Bytes waiting in the per-peer send queues or being sent.", nil, nil)
+	descSending   = prometheus.NewDesc("ctxprop_sync_send_queue_senders", "Peers with a send in progress or waiting.", nil, nil)
+	descDropped   = prometheus.NewDesc("ctxprop_sync_send_dropped_messages_total", "Messages dropped because a slow or unreachable peer's send queue was full, by kind; deltas are sent again, the rest repaired by acknowledgement timeouts and anti-entropy.", []string{"kind"}, nil)
+	descCoalesced = prometheus.NewDesc("ctxprop_sync_send_coalesced_deltas_total", "Deltas joined into one already waiting in the send queue of the same peer.", nil, nil)
 )
 
 // lagQuantiles are the quantiles of ctxprop_sync_lag_seconds.
@@ -705,7 +748,8 @@ var lagQuantiles = []float64{0.5, 0.9, 0.99}
 // Describe implements prometheus.Collector.
 func (s *Syncer) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descSent, descFailed, descLagPeers, descLagMax,
-		descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten} {
+		descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten, descRetired,
+		descQueued, descQueuedB, descSending, descDropped, descCoalesced} {
 		ch <- d
 	}
 }
@@ -757,4 +801,12 @@ func (s *Syncer) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRefusedPeers, prometheus.CounterValue, float64(s.members.refusedCount()), "membership")
 	ch <- prometheus.MustNewConstMetric(descRefusedPeers, prometheus.CounterValue, float64(st.RefusedPeers), "engine")
 	ch <- prometheus.MustNewConstMetric(descForgotten, prometheus.CounterValue, float64(st.Forgotten))
+	ch <- prometheus.MustNewConstMetric(descRetired, prometheus.CounterValue, float64(s.retiring.retired.Load()))
+	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(st.Queued))
+	ch <- prometheus.MustNewConstMetric(descQueuedB, prometheus.GaugeValue, float64(st.QueuedBytes))
+	ch <- prometheus.MustNewConstMetric(descSending, prometheus.GaugeValue, float64(st.Sending))
+	for _, k := range []kind{kindDelta, kindAck, kindRoot, kindList, kindDigests, kindStates} {
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped[k.String()]), k.String())
+	}
+	ch <- prometheus.MustNewConstMetric(descCoalesced, prometheus.CounterValue, float64(st.Coalesced))
 }

@@ -82,6 +82,8 @@ var (
 	// errPeerLimit is wrapped by the error about a message from a new peer past
 	// sync.max_peers; the engine logs that one itself, rate limited.
 	errPeerLimit = errors.New("peer refused: sync.max_peers reached; raise it if the fleet is that large, else set sync.key_file")
+	// errQueueFull is recorded as a peer's error when its send queue drops a message.
+	errQueueFull = errors.New("send queue full: the peer is slow or unreachable; a message to it was dropped (sent again or repaired by anti-entropy)")
 	// errMemberLimit is what NotifyAlive tells memberlist when it refuses a member.
 	errMemberLimit = errors.New("sync.max_peers members listed already; raise it if the fleet is that large, else set sync.key_file")
 )
@@ -117,6 +119,23 @@ type message struct {
 	digests   []digest
 	want      []string
 	groups    []group
+	// lazy marks a digests or states message to send that is read and split into
+	// messages when it is sent (Engine.digestPieces, statePieces): it names the buckets
+	// (bucketIDs) or the contexts (fill, and want) only. Not sent.
+	lazy bool
+	fill []string
+}
+
+// lazySize is what a lazy message holds while it waits: its names.
+func (m *message) lazySize() int {
+	n := 3 * len(m.bucketIDs)
+	for _, s := range m.want {
+		n += len(s) + 2
+	}
+	for _, s := range m.fill {
+		n += len(s) + 2
+	}
+	return n
 }
 
 var flaters = sync.Pool{New: func() any {

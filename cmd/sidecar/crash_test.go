@@ -29,7 +29,7 @@ var buildOnce struct {
 	err  error
 }
 
-func buildSidecar(t *testing.T) string {
+func buildSidecar(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "sidecar-bin")

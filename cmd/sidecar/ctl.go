@@ -254,7 +254,8 @@ func (c *ctl) get(args []string) error {
 
 func printSnapshot(w io.Writer, snap localstore.Snapshot) {
 	fmt.Fprintf(w, "CONTEXT\t%s\n", snap.Name)
-	fmt.Fprintf(w, "EXPIRES\t%s\n\n", expires(snap.ExpiresAt))
+	fmt.Fprintf(w, "EXPIRES\t%s\n", expires(snap.ExpiresAt))
+	fmt.Fprintf(w, "REPLICAS\t%d\n\n", snap.Replicas)
 	fmt.Fprintln(w, "TYPE\tNAME\tKEY\tVALUE")
 	for _, k := range sortedKeys(snap.Counters) {
 		fmt.Fprintf(w, "counter\t%s\t\t%d\n", k, snap.Counters[k])

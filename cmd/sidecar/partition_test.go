@@ -24,21 +24,21 @@ import (
 // joined to the bridge by a veth pair. The test process reaches every node through the
 // bridge's own address. Everything is named after a random id and removed in Cleanup.
 type netLab struct {
-	t      *testing.T
+	t      testing.TB
 	id     string
 	bridge string
 	subnet string // "10.R.S."
 	ns     []string
 }
 
-func sh(t *testing.T, args ...string) {
+func sh(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 
-func newNetLab(t *testing.T, nodes int) *netLab {
+func newNetLab(t testing.TB, nodes int) *netLab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("network namespaces need root")
@@ -102,7 +102,7 @@ func (l *netLab) remove() {
 
 // startInNamespace runs `sidecar run` inside a namespace, admin on the node's bridge
 // address so that the test reaches it.
-func startInNamespace(t *testing.T, bin, ns, ip string, env map[string]string) (*admin.Client, *exec.Cmd) {
+func startInNamespace(t testing.TB, bin, ns, ip string, env map[string]string) (*admin.Client, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, bin, "run", "-config", "-")
 	cmd.Env = append(os.Environ(),

@@ -64,12 +64,22 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if mp != nil {
 		defer mp.Shutdown(context.Background())
 	}
-	<-ctx.Done()
+	var retired error
+	select {
+	case <-ctx.Done():
+	case <-n.store.Retired():
+		// The fleet retired this replica while it was away: exit, so that the restart
+		// (Kubernetes restarts the sidecar) continues under a new replica id.
+		retired = n.store.Ready()
+	}
 	log.Info("shutting down", "timeout", cfg.Admin.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Admin.ShutdownTimeout)
 	defer cancel()
-	if err := n.close(sctx); err != nil {
+	if err := n.close(sctx); err != nil && retired == nil {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if retired != nil {
+		return retired
 	}
 	log.Info("stopped")
 	return nil

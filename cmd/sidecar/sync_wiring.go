@@ -41,6 +41,9 @@ func startSync(n *node) (*syncPart, error) {
 		MaxPeers: cfg.Sync.MaxPeers,
 		// Per-peer metric series only when asked for (issue 11).
 		PeerMetrics: cfg.Sync.PeerMetrics,
+		// Replicas gone for sync.retire_after are folded into this one (SPEC §7).
+		Retirer:     n.store,
+		RetireAfter: cfg.Sync.RetireAfter,
 		// Spans of rounds that sent deltas and of push-pull exchanges.
 		TracerProvider: n.tp,
 	})
