@@ -184,6 +184,11 @@ sync {
   # fleet's size. Without key_file it bounds what hosts that are not sidecars can make
   # a sidecar remember; peers that never answer are forgotten after 30s.
   max_peers = 1024
+  # Also export replication metrics per peer (ctxprop_sync_peer_*{peer=...}). Off, /metrics
+  # has fleet-wide ones only (bytes in and out, errors, lag over peers), so that a fleet of
+  # N sidecars exports N times a few series rather than N × N; GET /v1/peers and
+  # `sidecar ctl peers` show each peer either way.
+  peer_metrics = false
   # How long a replica must be gone (neither alive in membership nor heard from) before
   # its counter slots are folded into a live replica's and, store.tombstone_ttl later,
   # dropped from every context: each replaced pod is a new replica, and without this

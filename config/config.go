@@ -110,6 +110,9 @@ type Sync struct {
 	Fanout   int           // peers per gossip round; default 3
 	KeyFile  string        // memberlist keyring secret; default "", no encryption
 	MaxPeers int           // peers tracked and members listed at most; default 1024
+	// PeerMetrics exports replication metrics per peer too (a "peer" label); default
+	// false: fleet-wide ones only, so that N sidecars export O(N) series, not O(N²).
+	PeerMetrics bool
 	// RetireAfter is how long a replica must be gone (neither alive in membership nor
 	// heard from) before its state is folded into a live replica's; default 1h.
 	RetireAfter time.Duration
@@ -263,6 +266,7 @@ func (c *Config) settings() []setting {
 		{"sync", "fanout", &c.Sync.Fanout},
 		{"sync", "key_file", &c.Sync.KeyFile},
 		{"sync", "max_peers", &c.Sync.MaxPeers},
+		{"sync", "peer_metrics", &c.Sync.PeerMetrics},
 		{"sync", "retire_after", &c.Sync.RetireAfter},
 
 		{"tracing", "enabled", &c.Tracing.Enabled},

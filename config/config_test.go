@@ -74,6 +74,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"sync.fanout", c.Sync.Fanout, 3},
 		{"sync.key_file", c.Sync.KeyFile, ""},
 		{"sync.max_peers", c.Sync.MaxPeers, 1024},
+		{"sync.peer_metrics", c.Sync.PeerMetrics, false},
 		{"sync.retire_after", c.Sync.RetireAfter, time.Hour},
 		{"tracing.enabled", c.Tracing.Enabled, false},
 		{"tracing.otlp_endpoint", c.Tracing.OTLPEndpoint, ""},
@@ -95,7 +96,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 59; got != want {
+	if got, want := len(c.settings()), 60; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -183,6 +184,7 @@ sync {
   fanout   = 5
   key_file = "/etc/ctxprop/keyring"
   max_peers = 64
+  peer_metrics = true
   retire_after = "3h"
 }
 tracing {
@@ -223,7 +225,7 @@ func everyAttributeConfig() Config {
 			Address: "0.0.0.0:9003", Peers: []string{"10.0.0.7:7403", "peer-b.example:7403"},
 			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
 			Interval: 100 * time.Millisecond, Fanout: 5, KeyFile: "/etc/ctxprop/keyring",
-			MaxPeers: 64, RetireAfter: 3 * time.Hour,
+			MaxPeers: 64, PeerMetrics: true, RetireAfter: 3 * time.Hour,
 			XDSCAFile: "/etc/ctxprop/xds/ca.pem", XDSCertFile: "/etc/ctxprop/xds/tls.crt", XDSKeyFile: "/etc/ctxprop/xds/tls.key",
 			XDSServerName: "control-plane.example",
 		},

@@ -46,6 +46,7 @@ func ExampleConfig_InjectPod() {
 	// CTXPROP_SYNC_DNS=ctxprop-peers.$(POD_NAMESPACE).svc.cluster.local
 	// CTXPROP_INBOUND_APP=127.0.0.1:9000
 	// CTXPROP_SYNC_KEY_FILE=/etc/ctxprop-sync/key
+	// GOMEMLIMIT=209715KiB
 	// fleet key from Secret ctxprop-sync-key
 	// app HTTP_PROXY: http://127.0.0.1:7402
 }

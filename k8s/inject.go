@@ -391,6 +391,11 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 	if p.syncKey != SyncKeyNone {
 		env = setEnv(env, "CTXPROP_SYNC_KEY_FILE", SyncKeyDir+"/"+SyncKeySecretKey)
 	}
+	// The Go runtime collects harder as it nears this, before the kernel's OOM killer acts
+	// at the container's limit (memory.go).
+	if v, ok := goMemLimit(p.resources); ok {
+		env = setEnv(env, "GOMEMLIMIT", v)
+	}
 	overrides := make([]string, 0)
 	for k := range ann {
 		if strings.HasPrefix(k, AnnotationConfigPrefix) {

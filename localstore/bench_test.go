@@ -2,6 +2,7 @@ package localstore
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -50,5 +51,30 @@ func BenchmarkStore_Apply_Telemetry(b *testing.B) {
 		if _, err := s.Apply(ctx, "checkout", telemetryOps, Windowed); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkStore_Apply_ManyContexts is an admin API's write pattern over a store larger
+// than any cache of decoded contexts: one increment, Windowed to leave fsync out, to each
+// of 100 000 one-counter contexts in turn.
+func BenchmarkStore_Apply_ManyContexts(b *testing.B) {
+	const n = 100000
+	s := benchStore(b, Options{Limits: Limits{MaxContexts: n}})
+	ctx := context.Background()
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("ctx-%d", i)
+		if _, err := s.Apply(ctx, names[i], []ops.Op{{Kind: ops.Incr, Key: "hits", By: 1}}, Windowed); err != nil {
+			b.Fatal(err)
+		}
+	}
+	list := []ops.Op{{Kind: ops.Incr, Key: "hits", By: 1}}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := s.Apply(ctx, names[i%n], list, Windowed); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

@@ -32,26 +32,74 @@ type Snapshot struct {
 	Replicas int `json:"replicas"`
 }
 
-// List returns a summary of every live context, sorted by name.
+// List returns a summary of every live context, sorted by name. The contexts out of the
+// cache are decoded after the lock is released, so that writers do not wait for a pass
+// over every context.
 func (s *Store) List() []Summary {
+	type encoded struct {
+		name, data string
+	}
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	now := s.now()
 	out := make([]Summary, 0, len(s.contexts))
-	for name, c := range s.contexts {
-		if !c.Alive(now) {
+	var cold []encoded
+	for name, sl := range s.contexts {
+		if h := s.cache.m[name]; h == nil {
+			cold = append(cold, encoded{name, sl.data})
+		} else if h.c.Alive(now) {
+			out = append(out, summary(name, h.c, now))
+		}
+	}
+	s.mu.RUnlock()
+	for _, e := range cold {
+		c, err := decodeState(e.name, e.data)
+		if err != nil {
+			s.log.Error("list: context skipped", "context", e.name, "error", err)
 			continue
 		}
-		out = append(out, Summary{
-			Name:      name,
-			ExpiresAt: expiresAt(c),
-			Counters:  len(c.CounterKeys(now)),
-			Maps:      len(c.MapNames(now)),
-			Sets:      len(c.SetNames(now)),
-		})
+		if c.Alive(now) {
+			out = append(out, summary(e.name, c, now))
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+func summary(name string, c *crdt.Context, now crdt.Timestamp) Summary {
+	return Summary{
+		Name:      name,
+		ExpiresAt: expiresAt(c),
+		Counters:  len(c.CounterKeys(now)),
+		Maps:      len(c.MapNames(now)),
+		Sets:      len(c.SetNames(now)),
+	}
+}
+
+// read calls fn under the store's lock with the state of context name (nil if the
+// store holds none), which fn must not change or keep, and the current instant. A context
+// out of the cache is decoded into it, as a write would: a context read once is often
+// read again.
+func (s *Store) read(name string, fn func(c *crdt.Context, now crdt.Timestamp)) error {
+	s.mu.RLock()
+	if h := s.cache.m[name]; h != nil {
+		defer s.mu.RUnlock()
+		fn(h.c, s.now())
+		return nil
+	}
+	if _, ok := s.contexts[name]; !ok {
+		defer s.mu.RUnlock()
+		fn(nil, s.now())
+		return nil
+	}
+	s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, _, err := s.state(name)
+	if err != nil {
+		return err
+	}
+	fn(c, s.now())
+	return nil
 }
 
 // Get returns the content of a live context, or ErrNotFound.
@@ -59,29 +107,36 @@ func (s *Store) Get(name string) (Snapshot, error) {
 	if err := ValidName(name); err != nil {
 		return Snapshot{}, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	now := s.now()
-	c, err := s.live(name, now)
-	if err != nil {
+	var snap Snapshot
+	alive := false
+	err := s.read(name, func(c *crdt.Context, now crdt.Timestamp) {
+		if c == nil || !c.Alive(now) {
+			return
+		}
+		alive = true
+		snap = Snapshot{
+			Name:      name,
+			ExpiresAt: expiresAt(c),
+			Counters:  map[string]int64{},
+			Maps:      map[string]map[string]json.RawMessage{},
+			Sets:      map[string][]string{},
+			Replicas:  c.Replicas(),
+		}
+		for _, k := range c.CounterKeys(now) {
+			snap.Counters[k], _ = c.Counter(k, now)
+		}
+		for _, m := range c.MapNames(now) {
+			snap.Maps[m] = copyEntries(c.MapEntries(m, now))
+		}
+		for _, set := range c.SetNames(now) {
+			snap.Sets[set] = c.SetMembers(set, now)
+		}
+	})
+	switch {
+	case err != nil:
 		return Snapshot{}, err
-	}
-	snap := Snapshot{
-		Name:      name,
-		ExpiresAt: expiresAt(c),
-		Counters:  map[string]int64{},
-		Maps:      map[string]map[string]json.RawMessage{},
-		Sets:      map[string][]string{},
-		Replicas:  c.Replicas(),
-	}
-	for _, k := range c.CounterKeys(now) {
-		snap.Counters[k], _ = c.Counter(k, now)
-	}
-	for _, m := range c.MapNames(now) {
-		snap.Maps[m] = copyEntries(c.MapEntries(m, now))
-	}
-	for _, set := range c.SetNames(now) {
-		snap.Sets[set] = c.SetMembers(set, now)
+	case !alive:
+		return Snapshot{}, fmt.Errorf("%w: context %q", ErrNotFound, name)
 	}
 	return snap, nil
 }
@@ -91,14 +146,13 @@ func (s *Store) Counter(name, key string) (int64, error) {
 	if err := ValidName(name); err != nil {
 		return 0, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	c := s.contexts[name]
-	if c == nil {
-		return 0, nil
-	}
-	v, _ := c.Counter(key, s.now())
-	return v, nil
+	var v int64
+	err := s.read(name, func(c *crdt.Context, now crdt.Timestamp) {
+		if c != nil {
+			v, _ = c.Counter(key, now)
+		}
+	})
+	return v, err
 }
 
 // Map returns the live entries of a map; an absent map has none.
@@ -106,13 +160,16 @@ func (s *Store) Map(name, m string) (map[string]json.RawMessage, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	c := s.contexts[name]
-	if c == nil {
-		return map[string]json.RawMessage{}, nil
+	entries := map[string]json.RawMessage{}
+	err := s.read(name, func(c *crdt.Context, now crdt.Timestamp) {
+		if c != nil {
+			entries = copyEntries(c.MapEntries(m, now))
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
-	return copyEntries(c.MapEntries(m, s.now())), nil
+	return entries, nil
 }
 
 // MapGet returns one map entry, or ErrNotFound.
@@ -120,14 +177,23 @@ func (s *Store) MapGet(name, m, key string) (json.RawMessage, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if c := s.contexts[name]; c != nil {
-		if v, ok := c.MapGet(m, key, s.now()); ok {
-			return bytes.Clone(v), nil
+	var v json.RawMessage
+	found := false
+	err := s.read(name, func(c *crdt.Context, now crdt.Timestamp) {
+		if c != nil {
+			var raw []byte
+			if raw, found = c.MapGet(m, key, now); found {
+				v = bytes.Clone(raw)
+			}
 		}
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case !found:
+		return nil, fmt.Errorf("%w: entry %q of map %q in context %q", ErrNotFound, key, m, name)
 	}
-	return nil, fmt.Errorf("%w: entry %q of map %q in context %q", ErrNotFound, key, m, name)
+	return v, nil
 }
 
 // Set returns the members of a set, sorted; an absent set has none.
@@ -135,13 +201,15 @@ func (s *Store) Set(name, set string) ([]string, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	c := s.contexts[name]
-	if c == nil {
-		return []string{}, nil
+	var ms []string
+	err := s.read(name, func(c *crdt.Context, now crdt.Timestamp) {
+		if c != nil {
+			ms = c.SetMembers(set, now)
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
-	ms := c.SetMembers(set, s.now())
 	if ms == nil {
 		ms = []string{}
 	}
@@ -153,18 +221,20 @@ func (s *Store) Set(name, set string) ([]string, error) {
 func (s *Store) State(name string) (c *crdt.Context, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if c := s.contexts[name]; c != nil {
-		return c.Clone(), true
+	if h := s.cache.m[name]; h != nil {
+		return h.c.Clone(), true
 	}
-	return nil, false
-}
-
-func (s *Store) live(name string, now crdt.Timestamp) (*crdt.Context, error) {
-	c := s.contexts[name]
-	if c == nil || !c.Alive(now) {
-		return nil, fmt.Errorf("%w: context %q", ErrNotFound, name)
+	sl, ok := s.contexts[name]
+	if !ok {
+		return nil, false
 	}
-	return c, nil
+	// A context decoded for the caller alone is a copy already.
+	c, err := decodeState(name, sl.data)
+	if err != nil {
+		s.log.Error("state: context unreadable", "context", name, "error", err)
+		return nil, false
+	}
+	return c, true
 }
 
 func expiresAt(c *crdt.Context) *time.Time {

@@ -30,14 +30,12 @@ func (s *Store) Retire(ctx context.Context, from crdt.ReplicaID) (int, error) {
 	if from == s.replica || from == 0 {
 		return 0, fmt.Errorf("%w: cannot retire replica %s", ErrInvalid, from)
 	}
-	s.mu.RLock()
 	var names []string
-	for name, c := range s.contexts {
+	s.scan(func(name string, c *crdt.Context) {
 		if c.HoldsReplica(from) {
 			names = append(names, name)
 		}
-	}
-	s.mu.RUnlock()
+	})
 	slices.Sort(names)
 	n := 0
 	for _, name := range names {
@@ -60,22 +58,28 @@ func (s *Store) Retire(ctx context.Context, from crdt.ReplicaID) (int, error) {
 // settleFolds makes the folds of this replica exact (crdt.Context.Settle): it takes back
 // a fold another replica's outranks and completes a standing one that a late delta
 // outgrew. The sweeper runs it before each Sweep, so that pruning finds the folds settled.
+// It looks only at the contexts whose folds changed since it last ran (noteFolds): a
+// context nothing changed stays settled.
 func (s *Store) settleFolds(ctx context.Context) (int, error) {
-	s.mu.RLock()
-	var names []string
-	for name, c := range s.contexts {
-		if c.HasFolds() {
-			names = append(names, name)
-		}
+	s.mu.Lock()
+	names := make([]string, 0, len(s.unsettled))
+	for name := range s.unsettled {
+		names = append(names, name)
 	}
-	s.mu.RUnlock()
+	clear(s.unsettled)
+	s.mu.Unlock()
 	slices.Sort(names)
 	n := 0
-	for _, name := range names {
+	for i, name := range names {
 		changed, err := s.fold(ctx, name, func(c *crdt.Context, w crdt.Write) (*crdt.Context, error) {
 			return c.Settle(w)
 		})
 		if err != nil {
+			s.mu.Lock()
+			for _, name := range names[i:] {
+				s.unsettled[name] = struct{}{} // the next sweep tries again
+			}
+			s.mu.Unlock()
 			return n, fmt.Errorf("localstore: settle folds in context %q: %w", name, err)
 		}
 		if changed {
@@ -94,10 +98,10 @@ func (s *Store) fold(ctx context.Context, name string, f func(*crdt.Context, crd
 		s.mu.Unlock()
 		return false, err
 	}
-	c, ok := s.contexts[name]
-	if !ok {
+	c, ok, err := s.state(name)
+	if err != nil || !ok {
 		s.mu.Unlock()
-		return false, nil
+		return false, err
 	}
 	delta, err := f(c, crdt.Write{Replica: s.replica, At: s.clock.Read()})
 	if err != nil || delta == nil {
@@ -107,7 +111,9 @@ func (s *Store) fold(ctx context.Context, name string, f func(*crdt.Context, crd
 	counted := !c.Marker()
 	touched := c.Touches(delta)
 	c.Join(delta)
+	name = s.changed(name)
 	s.recount(counted, c)
+	s.noteFolds(name, c)
 	s.seq++
 	b := s.enqueue(Event{Context: name, Origin: s.replica, Delta: delta, Touched: touched}, Windowed)
 	s.mu.Unlock()
@@ -116,15 +122,48 @@ func (s *Store) fold(ctx context.Context, name string, f func(*crdt.Context, crd
 
 // CounterReplicas returns, for every replica id that holds a counter slot in some
 // context, how many contexts it holds one in; the sync layer picks retirement candidates
-// from it. It scans every context: call it seldom.
+// from it. It decodes every context not in the cache (see scan): call it seldom.
 func (s *Store) CounterReplicas() map[crdt.ReplicaID]int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
 	out := map[crdt.ReplicaID]int{}
-	for _, c := range s.contexts {
+	s.scan(func(_ string, c *crdt.Context) {
 		c.CounterReplicas(func(r crdt.ReplicaID) { out[r]++ })
-	}
+	})
 	return out
+}
+
+// scan calls f with the state of every context the store holds, one at a time: those in
+// the cache under the read lock, the others decoded outside it, so that writers do not
+// wait for a pass over every context. f must not change or keep c. A context a write
+// changes during the scan is seen as it was before or after; the callers (retirement)
+// look again later.
+func (s *Store) scan(f func(name string, c *crdt.Context)) {
+	type cold struct{ name, data string }
+	var cs []cold
+	s.mu.RLock()
+	for name, sl := range s.contexts {
+		if h := s.cache.m[name]; h != nil {
+			f(name, h.c)
+		} else {
+			cs = append(cs, cold{name, sl.data})
+		}
+	}
+	s.mu.RUnlock()
+	for _, e := range cs {
+		c, err := decodeState(e.name, e.data)
+		if err != nil {
+			s.log.Error("context skipped", "context", e.name, "error", err)
+			continue
+		}
+		f(e.name, c)
+	}
+}
+
+// noteFolds records that context name, just changed, holds folds the sweeper may have to
+// settle (settleFolds); s.mu must be held for writing.
+func (s *Store) noteFolds(name string, c *crdt.Context) {
+	if c.HasFolds() {
+		s.unsettled[name] = struct{}{}
+	}
 }
 
 // retiredBy reports whether delta, about to be merged, says that this replica was
@@ -155,14 +194,7 @@ func (s *Store) Retired() <-chan struct{} { return s.retired }
 // one. Everything the old id wrote stays in the contexts: the fleet folds it like any
 // retired replica's.
 func (s *Store) rotateIfRetired() error {
-	retired := false
-	for _, c := range s.contexts {
-		if c.Retires(s.replica) {
-			retired = true
-			break
-		}
-	}
-	if !retired {
+	if !s.retiredAtLoad {
 		return nil
 	}
 	old := s.replica

@@ -3,6 +3,7 @@ package localstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,13 +20,21 @@ func remoteIncrAt(r crdt.ReplicaID, key string, by int64, at time.Time) *crdt.Co
 }
 
 // TestStore_Retire: a replica gone from the fleet is folded into this one in every
-// context it wrote to, the values stay, and after TombstoneTTL its slots are gone: the
-// context holds state for the live replicas only.
+// context it wrote to, the values stay, a delta of it that arrives late is folded too
+// when the sweeper settles, and after TombstoneTTL its slots are gone: the context holds
+// state for the live replicas only. With a cache of one decoded context, the contexts are
+// retired, settled and pruned from their encoding.
 func TestStore_Retire(t *testing.T) {
+	for _, cache := range []int{0, 1} {
+		t.Run(fmt.Sprintf("cache=%d", cache), func(t *testing.T) { testStoreRetire(t, cache) })
+	}
+}
+
+func testStoreRetire(t *testing.T, cache int) {
 	ctx := context.Background()
 	clk := newFakeClock()
 	const grace = time.Hour
-	s := openStore(t, Options{Now: clk.Now, TombstoneTTL: grace})
+	s := openStore(t, Options{Now: clk.Now, TombstoneTTL: grace, CacheContexts: cache})
 	const gone crdt.ReplicaID = 0x77
 	for _, name := range []string{"checkout", "orders"} {
 		if err := s.Merge(ctx, name, remoteIncrAt(gone, "http.requests", 40, clk.Now()), gone); err != nil {
@@ -50,6 +59,22 @@ func TestStore_Retire(t *testing.T) {
 	if got := s.CounterReplicas()[gone]; got != 2 {
 		t.Errorf("before pruning the gone replica holds slots in %d contexts, want 2 (until the grace period passes)", got)
 	}
+	if n, err := s.settleFolds(ctx); err != nil || n != 0 {
+		t.Errorf("settleFolds right after Retire = %d, %v; want 0: its folds are settled", n, err)
+	}
+	// A delta the gone replica sent before it went, late: its slot in orders grew to 45.
+	late := remoteIncrAt(gone, "http.requests", 45, clk.Now().Add(-time.Minute))
+	if err := s.Merge(ctx, "orders", late, gone); err != nil {
+		t.Fatal(err)
+	}
+	windowed(t, s, "untouched", incr("x", 1)) // orders out of a cache of one
+	if n, err := s.settleFolds(ctx); err != nil || n != 1 {
+		t.Fatalf("settleFolds after the late delta = %d, %v; want the one context it outgrew", n, err)
+	}
+	if n, err := s.settleFolds(ctx); err != nil || n != 0 {
+		t.Errorf("settleFolds with nothing changed = %d, %v; want 0", n, err)
+	}
+	want := map[string]int64{"checkout": 42, "orders": 47}
 	clk.Advance(grace + time.Minute)
 	if _, err := s.settleFolds(ctx); err != nil {
 		t.Fatal(err)
@@ -60,8 +85,8 @@ func TestStore_Retire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := snap.Counters["http.requests"]; got != 42 {
-			t.Errorf("%s: http.requests = %d after pruning, want 42", name, got)
+		if got := snap.Counters["http.requests"]; got != want[name] {
+			t.Errorf("%s: http.requests = %d after pruning, want %d", name, got, want[name])
 		}
 		if snap.Replicas != 1 {
 			t.Errorf("%s: Replicas = %d after pruning, want 1", name, snap.Replicas)

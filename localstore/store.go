@@ -58,6 +58,13 @@ type Options struct {
 	LogSize int64
 	// MaxClockAhead refuses timestamps from peers further ahead of local time; 0 means 1m.
 	MaxClockAhead time.Duration
+	// CacheContexts bounds the contexts kept decoded in memory, the most recently used;
+	// the others are kept in their binary encoding, about a twentieth of the size for a
+	// small context, and decoded when used. 0 means 1024.
+	CacheContexts int
+	// CacheBytes bounds the same contexts by the size of their encodings; 0 means 16 MiB.
+	// The context in use is kept however large.
+	CacheBytes int
 	// Logger; nil discards.
 	Logger hclog.Logger
 	// Now returns wall time; nil means time.Now. Tests use a fake clock.
@@ -114,18 +121,28 @@ type Store struct {
 	clock  crdt.Clock
 	events *eventLog
 
-	mu       sync.RWMutex
-	replica  crdt.ReplicaID
-	seq      uint64
-	contexts map[string]*crdt.Context
+	mu      sync.RWMutex
+	replica crdt.ReplicaID
+	seq     uint64
+	// contexts holds every context, encoded, and the cache the decoded ones (cache.go).
+	contexts map[string]slot
+	cache    cache
+	scratch  []byte // reused by encode
 	pending  *batch
 	// dirty names the contexts changed since the last commit to bbolt, the first of them
 	// at dirtySince (a name no longer in contexts was dropped by the sweeper); until that
 	// commit the log holds the Durable changes.
 	dirty      map[string]struct{}
 	dirtySince time.Time
-	failed     error
-	closed     bool
+	// unsettled names the contexts holding folds that changed since the sweeper last
+	// settled them (settleFolds): only a change can unsettle a fold, so the sweeper need
+	// not decode every context to find the few that need it.
+	unsettled map[string]struct{}
+	failed    error
+	closed    bool
+	// retiredAtLoad: a context loaded or replayed at Open says the fleet retired this
+	// replica id (see rotateIfRetired).
+	retiredAtLoad bool
 
 	stats Stats
 	// counted is the number of contexts that are not markers, what Limits.MaxContexts
@@ -175,22 +192,31 @@ func New(opt Options) *Store {
 	if opt.MaxClockAhead <= 0 {
 		opt.MaxClockAhead = time.Minute
 	}
+	if opt.CacheContexts <= 0 {
+		opt.CacheContexts = defaultCacheContexts
+	}
+	if opt.CacheBytes <= 0 {
+		opt.CacheBytes = defaultCacheBytes
+	}
 	if opt.Logger == nil {
 		opt.Logger = hclog.NewNullLogger()
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Store{
-		opt:      opt,
-		log:      opt.Logger,
-		clock:    crdt.Clock{Now: opt.Now},
-		events:   newEventLog(4096),
-		contexts: make(map[string]*crdt.Context),
-		dirty:    make(map[string]struct{}),
-		kick:     make(chan struct{}, 1),
-		retired:  make(chan struct{}),
+	s := &Store{
+		opt:       opt,
+		log:       opt.Logger,
+		clock:     crdt.Clock{Now: opt.Now},
+		events:    newEventLog(4096),
+		contexts:  make(map[string]slot),
+		dirty:     make(map[string]struct{}),
+		unsettled: make(map[string]struct{}),
+		kick:      make(chan struct{}, 1),
+		retired:   make(chan struct{}),
 	}
+	s.cache.init(opt.CacheContexts, opt.CacheBytes)
+	return s
 }
 
 // Open opens or creates the file, loads every context, and starts the committer and the
@@ -224,12 +250,6 @@ func (s *Store) Open() error {
 		s.wal.close()
 		s.db = nil
 		return errors.Join(err, db.Close())
-	}
-	// From here on every change keeps the count (see recount).
-	for _, c := range s.contexts {
-		if !c.Marker() {
-			s.counted++
-		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(2)
@@ -270,12 +290,25 @@ func (s *Store) load(db *bolt.DB) error {
 			// wall clock went back across the restart.
 			_ = s.clock.Observe(crdt.Timestamp(binary.BigEndian.Uint64(v)), 0)
 		}
+		// Every context is decoded once, to check it and to count it (from here on every
+		// change keeps the count, see recount), and kept in its canonical encoding: the
+		// bytes v live in bbolt's memory map, and an older sidecar's encoding may differ.
 		return ctxs.ForEach(func(k, v []byte) error {
 			c := &crdt.Context{}
 			if err := c.UnmarshalBinary(v); err != nil {
 				return fmt.Errorf("localstore: %s: context %q: %w; the file is damaged or from a newer sidecar", s.opt.Path, k, err)
 			}
-			s.contexts[string(k)] = c
+			if !c.Marker() {
+				s.counted++
+			}
+			if c.HasFolds() {
+				s.unsettled[string(k)] = struct{}{}
+			}
+			if c.Retires(s.replica) {
+				s.retiredAtLoad = true
+			}
+			data, due := s.encodeState(c)
+			s.contexts[string(k)] = slot{data: data, due: due}
 			return nil
 		})
 	})
@@ -303,13 +336,24 @@ func (s *Store) openWAL() error {
 			if err := ValidName(e.name); err != nil {
 				return fmt.Errorf("localstore: write-ahead log %s: %w", path, err)
 			}
-			c := s.contexts[e.name]
-			if c == nil {
-				c = &crdt.Context{}
-				s.contexts[e.name] = c
+			c, ok, err := s.state(e.name)
+			if err != nil {
+				return err
 			}
+			name := e.name
+			if !ok {
+				c = &crdt.Context{}
+				name = s.create(name, c)
+			}
+			counted := ok && !c.Marker()
 			c.Join(e.delta)
-			s.markDirty(e.name)
+			s.changed(name)
+			s.recount(counted, c)
+			s.markDirty(name)
+			s.noteFolds(name, c)
+			if c.Retires(s.replica) {
+				s.retiredAtLoad = true
+			}
 			return nil
 		})
 		if err != nil {
@@ -557,7 +601,11 @@ func (s *Store) write(ctx context.Context, name string, d Durability, existing b
 		s.mu.Unlock()
 		return Result{}, err
 	}
-	c, exists := s.contexts[name]
+	c, exists, err := s.state(name)
+	if err != nil {
+		s.mu.Unlock()
+		return Result{}, err
+	}
 	now := s.now()
 	alive := exists && c.Alive(now)
 	if existing && !alive {
@@ -592,11 +640,14 @@ func (s *Store) write(ctx context.Context, name string, d Durability, existing b
 		s.mu.Unlock()
 		return Result{}, &LimitError{Limit: "max_contexts", Max: lim, What: fmt.Sprintf("creating context %q", name)}
 	}
-	if !exists {
-		s.contexts[name] = c
-	}
 	touched := c.Touches(delta)
 	c.Join(delta)
+	// The store's copy of the name, not the caller's: the dirty set and the event keep it.
+	if exists {
+		name = s.changed(name)
+	} else {
+		name = s.create(name, c)
+	}
 	s.recount(counted, c)
 	var res Result
 	if result != nil {
@@ -662,15 +713,24 @@ func (s *Store) merge(ctx context.Context, name string, delta *crdt.Context, ori
 		return err
 	}
 	retired := s.retiredBy(delta)
-	c, ok := s.contexts[name]
+	c, ok, err := s.state(name)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
 	if !ok {
 		c = &crdt.Context{}
-		s.contexts[name] = c
 	}
 	counted := ok && !c.Marker()
 	touched := c.Touches(delta)
 	c.Join(delta)
+	if ok {
+		name = s.changed(name)
+	} else {
+		name = s.create(name, c)
+	}
 	s.recount(counted, c)
+	s.noteFolds(name, c)
 	b := s.enqueue(Event{Context: name, Origin: origin, Delta: delta, Touched: touched}, Durable)
 	s.mu.Unlock()
 	if err := s.wait(ctx, b, Durable); err != nil {
@@ -1014,20 +1074,14 @@ func (s *Store) commit(held *batch) {
 		return
 	}
 	type record struct {
-		name string
-		data []byte
+		name, data string
+		held       bool // false: dropped by the sweeper; the record is deleted
 	}
 	recs := make([]record, 0, len(s.dirty))
-	var encErr error
 	for name := range s.dirty {
-		c := s.contexts[name]
-		if c == nil {
-			recs = append(recs, record{name: name})
-			continue
-		}
-		data, err := c.MarshalBinary()
-		encErr = errors.Join(encErr, err)
-		recs = append(recs, record{name, data})
+		// Strings: the encodings may be read after the lock is released.
+		data, held := s.encoded(name)
+		recs = append(recs, record{name, data, held})
 	}
 	clear(s.dirty)
 	seq, hlc := s.seq, s.clock.Last()
@@ -1037,31 +1091,28 @@ func (s *Store) commit(held *batch) {
 	s.mu.Unlock()
 
 	start := time.Now()
-	err := encErr
-	if err == nil {
-		err = s.db.Update(func(tx *bolt.Tx) error {
-			ctxs := tx.Bucket(bucketContexts)
-			for _, r := range recs {
-				var err error
-				if r.data == nil {
-					err = ctxs.Delete([]byte(r.name))
-				} else {
-					err = ctxs.Put([]byte(r.name), r.data)
-				}
-				if err != nil {
-					return err
-				}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		ctxs := tx.Bucket(bucketContexts)
+		for _, r := range recs {
+			var err error
+			if !r.held {
+				err = ctxs.Delete([]byte(r.name))
+			} else {
+				err = ctxs.Put([]byte(r.name), []byte(r.data))
 			}
-			meta := tx.Bucket(bucketMeta)
-			if err := meta.Put(keySeq, binary.BigEndian.AppendUint64(nil, seq)); err != nil {
+			if err != nil {
 				return err
 			}
-			if err := meta.Put(keyWALLSN, binary.BigEndian.AppendUint64(nil, lsn)); err != nil {
-				return err
-			}
-			return meta.Put(keyHLC, binary.BigEndian.AppendUint64(nil, uint64(hlc)))
-		})
-	}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keySeq, binary.BigEndian.AppendUint64(nil, seq)); err != nil {
+			return err
+		}
+		if err := meta.Put(keyWALLSN, binary.BigEndian.AppendUint64(nil, lsn)); err != nil {
+			return err
+		}
+		return meta.Put(keyHLC, binary.BigEndian.AppendUint64(nil, uint64(hlc)))
+	})
 	if err != nil {
 		err = s.fail(err)
 	} else {
@@ -1097,31 +1148,111 @@ func (s *Store) sweepLoop() {
 // Sweep compacts every context (see crdt.Context.Compact) and drops contexts left with
 // nothing to remember. It returns how many contexts it changed. The sweeper calls it;
 // it is exported for tests and tools.
+//
+// The contexts in the cache are compacted in place, under the lock. Of the others, kept
+// encoded, only those due (see sweepDue) are decoded and compacted, a batch at a time and
+// outside the lock, so that writers never wait for a pass over every context; those that
+// changed are put back under the lock, unless a write changed them meanwhile (the next
+// sweep takes them then).
 func (s *Store) Sweep() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.writable() != nil {
-		return 0
-	}
 	now := s.now()
 	horizon := crdt.TimestampOf(s.opt.Now().Add(-s.opt.TombstoneTTL))
+	// drop reports whether a compacted context has nothing left to remember.
+	drop := func(c *crdt.Context) bool {
+		return c.Size() == 0 && !c.Alive(now) && max(c.Cleared, c.Meta.TS) < horizon
+	}
+	s.mu.Lock()
+	if s.writable() != nil {
+		s.mu.Unlock()
+		return 0
+	}
 	n := 0
-	for name, c := range s.contexts {
+	var cold []string
+	for name, sl := range s.contexts {
+		if sl.due <= now && s.cache.m[name] == nil {
+			cold = append(cold, name)
+		}
+	}
+	for h := s.cache.head.next; h != &s.cache.head; {
+		name, c := h.name, h.c
+		h = h.next // before remove unlinks it
 		counted := !c.Marker()
 		changed := c.Compact(now, s.opt.TombstoneTTL)
-		if c.Size() == 0 && !c.Alive(now) && max(c.Cleared, c.Meta.TS) < horizon {
-			delete(s.contexts, name)
+		if drop(c) {
+			s.remove(name)
 			if counted {
 				s.counted--
 			}
 			changed = true
-		} else {
+		} else if changed {
+			s.changed(name)
 			s.recount(counted, c)
 		}
 		if changed {
 			n++
 			s.markDirty(name)
 		}
+	}
+	s.mu.Unlock()
+
+	type compacted struct {
+		name    string
+		data    string // the encoding compacted
+		c       *crdt.Context
+		counted bool // before
+	}
+	const batch = 256
+	for len(cold) > 0 {
+		part := cold[:min(batch, len(cold))]
+		cold = cold[len(part):]
+		var found []compacted
+		s.mu.RLock()
+		for _, name := range part {
+			if sl, ok := s.contexts[name]; ok && s.cache.m[name] == nil {
+				found = append(found, compacted{name: name, data: sl.data})
+			}
+		}
+		s.mu.RUnlock()
+		changed := found[:0]
+		for _, f := range found {
+			c, err := decodeState(f.name, f.data)
+			if err != nil {
+				s.log.Error("sweep: context skipped", "context", f.name, "error", err)
+				continue
+			}
+			f.counted = !c.Marker()
+			if c.Compact(now, s.opt.TombstoneTTL) || drop(c) {
+				f.c = c
+				changed = append(changed, f)
+			}
+		}
+		if len(changed) == 0 {
+			continue
+		}
+		s.mu.Lock()
+		if s.writable() != nil {
+			s.mu.Unlock()
+			break
+		}
+		for _, f := range changed {
+			sl, ok := s.contexts[f.name]
+			if !ok || s.cache.m[f.name] != nil || sl.data != f.data {
+				continue // changed since it was read
+			}
+			if drop(f.c) {
+				s.remove(f.name)
+				if f.counted {
+					s.counted--
+				}
+			} else {
+				sl.data, sl.due = s.encodeState(f.c)
+				s.contexts[f.name] = sl
+				s.recount(f.counted, f.c)
+			}
+			n++
+			s.markDirty(f.name)
+		}
+		s.mu.Unlock()
 	}
 	if n > 0 {
 		select {

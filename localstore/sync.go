@@ -26,20 +26,21 @@ func (s *Store) Names() []string {
 }
 
 // Encoded returns the canonical encoding of a context's state (equal states give equal
-// bytes); ok is false if the store holds nothing under that name. It encodes under the read
-// lock instead of cloning, so it costs one pass over the state.
+// bytes); ok is false if the store holds nothing under that name. The store keeps most
+// contexts encoded (cache.go): it costs a copy of the bytes, or one pass over the state of
+// a context changed since its last encoding.
 func (s *Store) Encoded(name string) (data []byte, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	c := s.contexts[name]
-	if c == nil {
+	if h := s.cache.m[name]; h != nil && h.stale {
+		data, err := h.c.MarshalBinary()
+		return data, err == nil
+	}
+	sl, ok := s.contexts[name]
+	if !ok {
 		return nil, false
 	}
-	data, err := c.MarshalBinary()
-	if err != nil {
-		return nil, false
-	}
-	return data, true
+	return []byte(sl.data), true
 }
 
 // MergeAll joins deltas received from replica origin, deltas[i] into context names[i], in
@@ -73,7 +74,12 @@ func (s *Store) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []str
 	var b *batch
 	for i, d := range deltas {
 		name := names[i]
-		c, ok := s.contexts[name]
+		c, ok, err := s.state(name)
+		if err != nil {
+			// The store failed (see state): what was joined before is not acknowledged.
+			s.mu.Unlock()
+			return nil, err
+		}
 		if !ok {
 			c = &crdt.Context{}
 		}
@@ -84,7 +90,11 @@ func (s *Store) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []str
 		if !c.Join(d) {
 			continue
 		}
-		s.contexts[name] = c
+		if ok {
+			name = s.changed(name)
+		} else {
+			name = s.create(name, c)
+		}
 		s.recount(counted, c)
 		changed[i] = true
 		b = s.enqueue(Event{Context: name, Origin: origin, Delta: d, Touched: touched}, Durable)

@@ -199,6 +199,7 @@ func TestSyncer_UnkeyedFloodIsBounded(t *testing.T) {
 	victim := startNodeWith(t, "victim", filepath.Join(t.TempDir(), "victim.db"), freeAddr(t), nil, nil, func(o *Options) {
 		o.Logger = hclog.New(&hclog.LoggerOptions{Name: "victim", Level: hclog.Info, Output: logs})
 		o.UnprovenTTL = 2 * time.Second
+		o.PeerMetrics = true // the series per peer are bounded too when asked for
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(victim.sync)

@@ -110,6 +110,9 @@ type Engine struct {
 	// refusedPeers counts peers refused at MaxPeers, forgotten those dropped by Expire.
 	refusedPeers, forgotten uint64
 	logs                    throttle
+	// gone sums the traffic and errors of the peers forgotten, so that the fleet-wide
+	// totals of Stats never go down (drop).
+	gone traffic
 	// out holds the per-peer send queues from Open; nil before: sends are made by the
 	// caller. now is Open's clock, for the log lines of the senders.
 	out atomic.Pointer[outbox]
@@ -347,6 +350,7 @@ func (e *Engine) drop(name string) {
 	if p == nil {
 		return
 	}
+	e.gone.add(p)
 	delete(e.peers, name)
 	if e.names[p.replica] == name {
 		delete(e.names, p.replica)
@@ -1211,6 +1215,10 @@ type Stats struct {
 	Buffered int
 	// Seq is the last buffer sequence number.
 	Seq uint64
+	// BytesIn, BytesOut and Errors are the peers' traffic and failed exchanges summed
+	// over every peer tracked since the engine started, those forgotten included: they
+	// only grow, as counters must.
+	BytesIn, BytesOut, Errors uint64
 	// Queued is the number of messages waiting in the peers' send queues; QueuedBytes,
 	// the bytes waiting or being sent; Sending, the peers whose sender runs. Zero until
 	// Open.
@@ -1222,6 +1230,15 @@ type Stats struct {
 	Coalesced uint64
 }
 
+// traffic is what Stats sums over peers.
+type traffic struct{ in, out, errors uint64 }
+
+func (t *traffic) add(p *peer) {
+	t.in += p.bytesIn
+	t.out += p.bytesOut
+	t.errors += p.errors
+}
+
 // Stats returns a copy of the engine's counters.
 func (e *Engine) Stats() Stats {
 	e.mu.Lock()
@@ -1230,8 +1247,13 @@ func (e *Engine) Stats() Stats {
 	for k, v := range e.refused {
 		refused[k] = v
 	}
+	sum := e.gone
+	for _, p := range e.peers {
+		sum.add(p)
+	}
 	st := Stats{Refused: refused, Buffered: len(e.buf), Seq: e.seq,
-		RefusedPeers: e.refusedPeers, Forgotten: e.forgotten, Dropped: map[string]uint64{}}
+		RefusedPeers: e.refusedPeers, Forgotten: e.forgotten, Dropped: map[string]uint64{},
+		BytesIn: sum.in, BytesOut: sum.out, Errors: sum.errors}
 	if ob := e.out.Load(); ob != nil {
 		q := ob.stats()
 		st.Queued, st.QueuedBytes, st.Sending, st.Coalesced = q.waiting, q.bytes, q.senders, q.coalesced

@@ -347,6 +347,37 @@ func TestEngine_PrunesDepartedPeers(t *testing.T) {
 	}
 }
 
+// TestEngine_TotalsOutlivePeers: the fleet-wide traffic Stats reports (the counters
+// /metrics exports by default) never goes down when a peer is forgotten.
+func TestEngine_TotalsOutlivePeers(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, as, arec := newRecorded(t, "a", 1, "b")
+	b, _, _ := newRecorded(t, "b", 2, "a")
+	d, _ := as.incr("orders", "hits")
+	a.Local("orders", d, now)
+	a.Round(now)
+	out := arec.take()
+	if len(out) != 1 {
+		t.Fatalf("a sent %d messages, want 1", len(out))
+	}
+	if err := b.Handle(context.Background(), out[0].m.encodeFrom("a", 1), now); err != nil {
+		t.Fatal(err)
+	}
+	before := b.Stats()
+	if before.BytesIn == 0 || before.BytesOut == 0 {
+		t.Fatalf("b's totals after a push and its ack: %d bytes in, %d out; want both > 0", before.BytesIn, before.BytesOut)
+	}
+	b.SetPeer("a", "a", 1, StateLeft, now)
+	b.Prune(now.Add(2 * time.Hour))
+	if got := len(b.PeerStatuses(now)); got != 0 {
+		t.Fatalf("%d peers after pruning, want 0", got)
+	}
+	after := b.Stats()
+	if after.BytesIn != before.BytesIn || after.BytesOut != before.BytesOut || after.Errors != before.Errors {
+		t.Errorf("totals went from %+v to %+v once the peer was forgotten; want them kept", before, after)
+	}
+}
+
 // pushPull runs one push-pull from a to b to the end, delivering every message, and
 // returns the bytes each kind took and how many messages of each kind were sent.
 func pushPull(t *testing.T, a, b *Engine, arec, brec *recorder) (bytes, msgs map[kind]int) {

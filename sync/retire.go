@@ -55,10 +55,12 @@ func (e *Engine) activity() (alive map[crdt.ReplicaID]bool, heard map[crdt.Repli
 	return alive, heard
 }
 
-// retireLoop retires, every so often, the replicas gone for RetireAfter.
+// retireLoop retires, every eighth of RetireAfter (at most every 10 minutes), the
+// replicas gone for RetireAfter. Not more often: finding the replicas that hold state
+// decodes every context the store keeps encoded (localstore's CounterReplicas).
 func (s *Syncer) retireLoop(ctx context.Context) {
 	defer s.wg.Done()
-	every := min(max(s.opt.RetireAfter/8, time.Second), time.Minute)
+	every := min(max(s.opt.RetireAfter/8, time.Second), 10*time.Minute)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

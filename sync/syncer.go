@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +85,10 @@ type Options struct {
 	// DeadMemberHold is how long a dead or departed member keeps its place among
 	// MaxPeers, and memberlist gossips about it (its GossipToTheDeadTime); 0 means 30s.
 	DeadMemberHold time.Duration
+	// PeerMetrics adds series per peer (a "peer" label) to the fleet-wide ones Collect
+	// gives (sync.peer_metrics). Off, a fleet of N sidecars exports O(N) replication
+	// series, not O(N²) (issue 11); /v1/peers shows each peer either way.
+	PeerMetrics bool
 	// Now returns wall time; nil means time.Now.
 	Now func() time.Time
 }
@@ -715,14 +721,21 @@ func splitHostPort(addr string) (string, int, error) {
 // Metrics
 
 var (
+	// Fleet-wide: one series each, however many peers.
+	descReceived = prometheus.NewDesc("ctxprop_sync_received_bytes_total", "Replication bytes received from peers.", nil, nil)
+	descSent     = prometheus.NewDesc("ctxprop_sync_sent_bytes_total", "Replication bytes sent to peers.", nil, nil)
+	descFailed   = prometheus.NewDesc("ctxprop_sync_errors_total", "Failed exchanges with peers.", nil, nil)
+	descLagPeers = prometheus.NewDesc("ctxprop_sync_lag_seconds", "Age of the oldest local change a peer has not acknowledged, across the alive and suspect peers at the time of the scrape: quantiles over peers, _count the peers, _sum their lags.", nil, nil)
+	descLagMax   = prometheus.NewDesc("ctxprop_sync_lag_max_seconds", "Largest age of the oldest local change a peer has not acknowledged, over the alive and suspect peers.", nil, nil)
+	// Per peer, only with sync.peer_metrics; bounded by sync.max_peers, like the peers.
 	descBytesIn  = prometheus.NewDesc("ctxprop_sync_peer_received_bytes_total", "Replication bytes received from a peer.", []string{"peer"}, nil)
 	descBytesOut = prometheus.NewDesc("ctxprop_sync_peer_sent_bytes_total", "Replication bytes sent to a peer.", []string{"peer"}, nil)
 	descErrors   = prometheus.NewDesc("ctxprop_sync_peer_errors_total", "Failed exchanges with a peer.", []string{"peer"}, nil)
 	descLag      = prometheus.NewDesc("ctxprop_sync_peer_lag_seconds", "Age of the oldest local change a peer has not acknowledged.", []string{"peer"}, nil)
-	descPeers    = prometheus.NewDesc("ctxprop_sync_peers", "Known peers by membership state.", []string{"state"}, nil)
-	descRefused  = prometheus.NewDesc("ctxprop_sync_refused_messages_total", "Peer messages refused, nothing merged, by reason.", []string{"reason"}, nil)
-	descBuffered = prometheus.NewDesc("ctxprop_sync_buffered_groups", "Delta groups waiting in the gossip buffer.", nil, nil)
-	// The per-peer series above are bounded by sync.max_peers, like the peers.
+
+	descPeers        = prometheus.NewDesc("ctxprop_sync_peers", "Known peers by membership state.", []string{"state"}, nil)
+	descRefused      = prometheus.NewDesc("ctxprop_sync_refused_messages_total", "Peer messages refused, nothing merged, by reason.", []string{"reason"}, nil)
+	descBuffered     = prometheus.NewDesc("ctxprop_sync_buffered_groups", "Delta groups waiting in the gossip buffer.", nil, nil)
 	descRefusedPeers = prometheus.NewDesc("ctxprop_sync_refused_peers_total", "New peers refused because sync.max_peers were known already, by where: membership (memberlist's node list, fed by alive messages and joins) or engine (the peers replication tracks; mostly senders that membership does not name).", []string{"source"}, nil)
 	descForgotten    = prometheus.NewDesc("ctxprop_sync_forgotten_peers_total", "Peers forgotten because they completed no exchange with this node in time.", nil, nil)
 	descRetired      = prometheus.NewDesc("ctxprop_sync_retired_replicas_total", "Replicas gone from the fleet for sync.retire_after that this sidecar folded into its own (SPEC §7).", nil, nil)
@@ -734,9 +747,13 @@ var (
 	descCoalesced = prometheus.NewDesc("ctxprop_sync_send_coalesced_deltas_total", "Deltas joined into one already waiting in the send queue of the same peer.", nil, nil)
 )
 
+// lagQuantiles are the quantiles of ctxprop_sync_lag_seconds.
+var lagQuantiles = []float64{0.5, 0.9, 0.99}
+
 // Describe implements prometheus.Collector.
 func (s *Syncer) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten, descRetired,
+	for _, d := range []*prometheus.Desc{descReceived, descSent, descFailed, descLagPeers, descLagMax,
+		descBytesIn, descBytesOut, descErrors, descLag, descPeers, descRefused, descBuffered, descRefusedPeers, descForgotten, descRetired,
 		descQueued, descQueuedB, descSending, descDropped, descCoalesced} {
 		ch <- d
 	}
@@ -745,17 +762,43 @@ func (s *Syncer) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (s *Syncer) Collect(ch chan<- prometheus.Metric) {
 	states := map[string]float64{StateAlive: 0, StateSuspect: 0, StateDead: 0, StateLeft: 0}
+	var lags []float64 // of the peers replication still reaches, or tries to
 	for _, p := range s.Peers() {
-		ch <- prometheus.MustNewConstMetric(descBytesIn, prometheus.CounterValue, float64(p.BytesIn), p.Name)
-		ch <- prometheus.MustNewConstMetric(descBytesOut, prometheus.CounterValue, float64(p.BytesOut), p.Name)
-		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(p.Errors), p.Name)
-		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, p.Lag.Seconds(), p.Name)
+		if s.opt.PeerMetrics {
+			ch <- prometheus.MustNewConstMetric(descBytesIn, prometheus.CounterValue, float64(p.BytesIn), p.Name)
+			ch <- prometheus.MustNewConstMetric(descBytesOut, prometheus.CounterValue, float64(p.BytesOut), p.Name)
+			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(p.Errors), p.Name)
+			ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, p.Lag.Seconds(), p.Name)
+		}
+		if p.State == StateAlive || p.State == StateSuspect {
+			lags = append(lags, p.Lag.Seconds())
+		}
 		states[p.State]++
 	}
 	for st, n := range states {
 		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, n, st)
 	}
+	slices.Sort(lags)
+	quantiles := make(map[float64]float64, len(lagQuantiles))
+	var sum, most float64
+	for _, l := range lags {
+		sum += l
+		most = max(most, l)
+	}
+	for _, q := range lagQuantiles {
+		if len(lags) > 0 {
+			// Nearest rank: the smallest lag at least q of the peers are within.
+			quantiles[q] = lags[max(0, int(math.Ceil(q*float64(len(lags))))-1)]
+		} else {
+			quantiles[q] = math.NaN()
+		}
+	}
+	ch <- prometheus.MustNewConstSummary(descLagPeers, uint64(len(lags)), sum, quantiles)
+	ch <- prometheus.MustNewConstMetric(descLagMax, prometheus.GaugeValue, most)
 	st := s.engine.Stats()
+	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(st.BytesIn))
+	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(st.BytesOut))
+	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(st.Errors))
 	for _, reason := range []string{"malformed", "oversized", "invalid", "unauthenticated", "overload", "max_peers"} {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.Refused[reason]), reason)
 	}

@@ -177,10 +177,18 @@ func TestSyncer_Converges(t *testing.T) {
 		}
 		return true
 	})
+	// Fleet-wide series only, unless sync.peer_metrics (issue 11).
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(nodes[0].sync)
+	if n, err := testutil.GatherAndCount(reg, "ctxprop_sync_sent_bytes_total"); err != nil || n != 1 {
+		t.Errorf("fleet-wide sent bytes series: %d (%v), want 1", n, err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "ctxprop_sync_peer_sent_bytes_total"); err != nil || n != 0 {
+		t.Errorf("sent bytes series per peer: %d (%v), want none without PeerMetrics", n, err)
+	}
+	nodes[0].sync.opt.PeerMetrics = true
 	if n, err := testutil.GatherAndCount(reg, "ctxprop_sync_peer_sent_bytes_total"); err != nil || n != 2 {
-		t.Errorf("sent bytes series: %d (%v), want 2", n, err)
+		t.Errorf("sent bytes series per peer with PeerMetrics: %d (%v), want 2", n, err)
 	}
 }
 

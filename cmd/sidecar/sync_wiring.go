@@ -51,6 +51,8 @@ func startSync(n *node) (*syncPart, error) {
 		Fanout:   cfg.Sync.Fanout,
 		Keyring:  n.keyring,
 		MaxPeers: cfg.Sync.MaxPeers,
+		// Per-peer metric series only when asked for (issue 11).
+		PeerMetrics: cfg.Sync.PeerMetrics,
 		// Replicas gone for sync.retire_after are folded into this one (SPEC §7).
 		Retirer:     n.store,
 		RetireAfter: cfg.Sync.RetireAfter,
