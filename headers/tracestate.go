@@ -168,6 +168,10 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
+// ValidTracestateKey reports whether key is a tracestate key of Level 2's grammar,
+// such as one to give Options.TracestateKey.
+func ValidTracestateKey(key string) bool { return checkTracestateKey(key) == nil }
+
 // checkTracestateKey checks key against Level 2 §3.3.2.2.1:
 //
 //	key     = ( lcalpha / DIGIT ) 0*255 ( keychar )
