@@ -563,3 +563,47 @@ func TestW3CTraceContext_TracestateKey(t *testing.T) {
 		t.Errorf("New with an invalid tracestate key: %v, want an error naming it", err)
 	}
 }
+
+// TestParticipate_CorrelatesWithoutTraceparent: a request from outside that brings a
+// context but no traceparent starts a trace at the inbound proxy, so the app's
+// outbound call, which forwards only traceparent, finds the context by trace-id. In
+// passthrough there is no trace-id to find it by.
+func TestParticipate_CorrelatesWithoutTraceparent(t *testing.T) {
+	for _, tc := range []struct {
+		mode       TraceMode
+		correlated bool
+	}{{TraceParticipate, true}, {TracePassthrough, false}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			downstream := make(chan http.Header, 1)
+			remote := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				downstream <- r.Header.Clone()
+			}))
+			defer remote.Close()
+			var client *http.Client
+			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, remote.URL, nil)
+				if v := r.Header.Get("Traceparent"); v != "" {
+					req.Header.Set("Traceparent", v) // and nothing else
+				}
+				res, err := client.Do(req)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadGateway)
+					return
+				}
+				res.Body.Close()
+			}))
+			defer app.Close()
+			p := startProxy(t, Options{App: hostOf(app.URL), TrustedSources: loopback, Trace: tc.mode, SampleRatio: 1})
+			client = proxiedClient(t, p)
+
+			res, body := get(t, http.DefaultClient, "http://"+p.InboundAddr().String()+"/", map[string]string{"Baggage": "ctx.name=checkout"})
+			if res.StatusCode != 200 {
+				t.Fatalf("status %d: %s", res.StatusCode, body)
+			}
+			h := <-downstream
+			if got := strings.Contains(h.Get("Baggage"), "ctx.name=checkout"); got != tc.correlated {
+				t.Errorf("downstream baggage %q; context found by trace-id = %v, want %v", h.Get("Baggage"), got, tc.correlated)
+			}
+		})
+	}
+}

@@ -25,7 +25,7 @@ import (
 type node struct {
 	cfg   config.Config
 	log   hclog.Logger
-	tp    trace.TracerProvider // nil: tracing off
+	tp    trace.TracerProvider // nil: no spans (tracing.mode participate or passthrough)
 	store *localstore.Store
 	admin *admin.Server
 	proxy *proxy.Proxy
