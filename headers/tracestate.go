@@ -2,6 +2,7 @@ package headers
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -130,7 +131,7 @@ func ParseTracestate(values []string) (TraceState, error) {
 	for i := 1; i < n; i++ {
 		for j := range i {
 			if keys[i] == keys[j] {
-				if !containsString(dup, keys[i]) {
+				if !slices.Contains(dup, keys[i]) {
 					dup = append(dup, keys[i])
 				}
 				break
@@ -143,7 +144,7 @@ func ParseTracestate(values []string) (TraceState, error) {
 	var sb strings.Builder
 	kept := 0
 	for i := range n {
-		if containsString(dup, keys[i]) {
+		if slices.Contains(dup, keys[i]) {
 			continue
 		}
 		if kept > 0 {
@@ -157,15 +158,6 @@ func ParseTracestate(values []string) (TraceState, error) {
 		return ts, fmt.Errorf("%w: key %s appears more than once (only one entry per key is allowed); its members were dropped, the other %d kept", ErrTracestate, strings.Join(dup, ", "), kept)
 	}
 	return ts, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ValidTracestateKey reports whether key is a tracestate key of Level 2's grammar,
