@@ -277,6 +277,8 @@ func w3cCases() []w3cCase {
 		// silent, and where this sidecar chose among what it allows.
 		{name: "level2/duplicated_key_drops_its_members_only", in: [][2]string{tp00, {"tracestate", "foo=1,bar=2,foo=3"}}, valid: true, level2: true,
 			check: all(sameTrace, stateLacks("foo"), stateHas("bar", "2"), stateLen(1))},
+		{name: "level2/sampled_with_tracestate", in: [][2]string{tp(w3cTraceID, "01"), {"tracestate", "foo=1,bar=2"}}, valid: true,
+			check: all(sameTrace, stateHas("foo", "1", "bar", "2"))},
 		{name: "level2/new_trace_is_sampled_and_random", check: func(t *testing.T, got []callback) {
 			for _, c := range got {
 				// Export's flags are the OpenTelemetry SDK's, which sets no random flag.
@@ -454,15 +456,16 @@ func sendRaw(t *testing.T, addr, target, host string, lines [][2]string) {
 	}
 }
 
-// w3cModes are the proxy options of each tracing.mode.
-func w3cModes(t *testing.T) map[string]Options {
+// w3cModes are the proxy options of each tracing.mode, and the recorder of the spans
+// that export mode exports.
+func w3cModes() (map[string]Options, *tracetest.SpanRecorder) {
 	recorder := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())), sdktrace.WithSpanProcessor(recorder))
 	return map[string]Options{
 		"participate": {Trace: TraceParticipate, SampleRatio: 1},
 		"export":      {Trace: TraceExport, TracerProvider: tp},
 		"passthrough": {Trace: TracePassthrough},
-	}
+	}, recorder
 }
 
 // TestW3CTraceContext runs the suite's level 2 cases through the chain and through
@@ -471,7 +474,8 @@ func w3cModes(t *testing.T) map[string]Options {
 // unchanged and send neither otherwise.
 func TestW3CTraceContext(t *testing.T) {
 	rec := newW3CRecorder(t)
-	for mode, opt := range w3cModes(t) {
+	modes, spans := w3cModes()
+	for mode, opt := range modes {
 		t.Run(mode, func(t *testing.T) {
 			out := startProxy(t, opt)
 			app := w3cApp(t, out.OutboundAddr().String())
@@ -512,6 +516,15 @@ func TestW3CTraceContext(t *testing.T) {
 				})
 			}
 		})
+	}
+	// Export mode exported the spans of sampled requests, with the caller's tracestate
+	// where otel's Level 1 parser can hold it.
+	var withState bool
+	for _, s := range spans.Ended() {
+		withState = withState || s.SpanContext().TraceState().String() == "foo=1,bar=2"
+	}
+	if n := len(spans.Ended()); n == 0 || !withState {
+		t.Errorf("export mode ended %d spans, one with the tracestate foo=1,bar=2: %v", n, withState)
 	}
 }
 
