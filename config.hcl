@@ -199,14 +199,27 @@ sync {
 }
 
 tracing {
-  # Start a span for each proxied request (and each sync round that sent deltas) and
-  # continue the caller's trace; export the spans, and every metric of /metrics every 30s,
-  # by OTLP/HTTP. When off, traceparent and tracestate are forwarded unchanged.
+  # How the proxy takes part in W3C Trace Context (traceparent, tracestate):
+  #   "participate": each proxied request is a hop of its trace: same trace-id, a new
+  #     parent-id, flags kept, tracestate carried; a request without a valid
+  #     traceparent starts a new trace. Nothing is recorded or exported.
+  #   "export": the same through a span per proxied request (and per sync round that
+  #     sent deltas), exported with every metric of /metrics every 30s by OTLP/HTTP to
+  #     otlp_endpoint.
+  #   "passthrough": a valid traceparent and its tracestate are forwarded byte for
+  #     byte, an invalid one is removed, and a request without one gets none.
+  mode = "participate"
+  # The older way to choose mode "export": true means export.
   enabled = false
-  # OTLP/HTTP collector host:port, such as "otel-collector:4318"; required when enabled.
+  # OTLP/HTTP collector host:port, such as "otel-collector:4318"; required in mode export.
   otlp_endpoint = ""
-  # Fraction of new traces sampled, from 0 to 1.
+  # Fraction of the traces the sidecar starts that it marks sampled, from 0 to 1
+  # (participate and export).
   sample_ratio = 1.0
+  # When set, such as "ctxprop", each hop writes "<key>=<its parent-id>" at the left of
+  # tracestate, replacing the key's older entry, so the next hop sees which system wrote
+  # the traceparent. "" adds no entry.
+  tracestate_key = ""
 }
 
 flags {

@@ -129,11 +129,33 @@ type Sync struct {
 	XDSInsecure bool
 }
 
-// Tracing configures OpenTelemetry traces.
+// Tracing configures W3C Trace Context and OpenTelemetry traces.
 type Tracing struct {
-	Enabled      bool    // default false
-	OTLPEndpoint string  // collector host:port; required when Enabled
-	SampleRatio  float64 // fraction of new traces sampled, 0 to 1; default 1
+	// Mode is how the proxy takes part in W3C Trace Context: "participate" (a new
+	// parent-id per hop, a new trace for a request without one, nothing exported),
+	// "export" (the same through spans exported by OTLP) or "passthrough" (headers
+	// forwarded byte for byte); default "participate". Use ModeInEffect to read it.
+	Mode          string
+	Enabled       bool    // default false; true is the older way to say Mode "export"
+	OTLPEndpoint  string  // collector host:port; required in mode export
+	SampleRatio   float64 // fraction of new traces sampled, 0 to 1; default 1
+	TracestateKey string  // tracestate key of each hop's own entry; default "", none
+}
+
+// The values of tracing.mode.
+const (
+	TraceParticipate = "participate"
+	TraceExport      = "export"
+	TracePassthrough = "passthrough"
+)
+
+// ModeInEffect is the trace mode the sidecar runs in: Mode, or "export" when the
+// older tracing.enabled is set.
+func (t Tracing) ModeInEffect() string {
+	if t.Enabled {
+		return TraceExport
+	}
+	return t.Mode
 }
 
 // Flags configures feature flags (SPEC §6).
@@ -192,7 +214,7 @@ func DefaultConfig() Config {
 			MaxPeers:    1024,
 			RetireAfter: time.Hour,
 		},
-		Tracing: Tracing{SampleRatio: 1},
+		Tracing: Tracing{Mode: TraceParticipate, SampleRatio: 1},
 		Flags:   Flags{PollInterval: 2 * time.Second, ContextHeaders: map[string]string{}, ContextBaggage: map[string]string{}},
 	}
 }
@@ -269,9 +291,11 @@ func (c *Config) settings() []setting {
 		{"sync", "peer_metrics", &c.Sync.PeerMetrics},
 		{"sync", "retire_after", &c.Sync.RetireAfter},
 
+		{"tracing", "mode", &c.Tracing.Mode},
 		{"tracing", "enabled", &c.Tracing.Enabled},
 		{"tracing", "otlp_endpoint", &c.Tracing.OTLPEndpoint},
 		{"tracing", "sample_ratio", &c.Tracing.SampleRatio},
+		{"tracing", "tracestate_key", &c.Tracing.TracestateKey},
 
 		{"flags", "files", &c.Flags.Files},
 		{"flags", "pinned", &c.Flags.Pinned},

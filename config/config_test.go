@@ -76,7 +76,9 @@ func TestDefaultConfig(t *testing.T) {
 		{"sync.max_peers", c.Sync.MaxPeers, 1024},
 		{"sync.peer_metrics", c.Sync.PeerMetrics, false},
 		{"sync.retire_after", c.Sync.RetireAfter, time.Hour},
+		{"tracing.mode", c.Tracing.Mode, "participate"},
 		{"tracing.enabled", c.Tracing.Enabled, false},
+		{"tracing.tracestate_key", c.Tracing.TracestateKey, ""},
 		{"tracing.otlp_endpoint", c.Tracing.OTLPEndpoint, ""},
 		{"tracing.sample_ratio", c.Tracing.SampleRatio, 1.0},
 		{"flags.files", len(c.Flags.Files), 0},
@@ -96,7 +98,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 60; got != want {
+	if got, want := len(c.settings()), 62; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -188,9 +190,11 @@ sync {
   retire_after = "3h"
 }
 tracing {
+  mode          = "export"
   enabled       = true
   otlp_endpoint = "otel-collector:4317"
   sample_ratio  = 0.25
+  tracestate_key = "ctxprop@acme"
 }
 flags {
   files  = ["flags.json", "/etc/flags/more.json"]
@@ -229,7 +233,7 @@ func everyAttributeConfig() Config {
 			XDSCAFile: "/etc/ctxprop/xds/ca.pem", XDSCertFile: "/etc/ctxprop/xds/tls.crt", XDSKeyFile: "/etc/ctxprop/xds/tls.key",
 			XDSServerName: "control-plane.example",
 		},
-		Tracing: Tracing{Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25},
+		Tracing: Tracing{Mode: "export", Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25, TracestateKey: "ctxprop@acme"},
 		Flags: Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"},
 			PollInterval: 5 * time.Second, TargetingKeyHeader: "X-User-Id",
 			ContextHeaders: map[string]string{"plan": "X-Plan"}, ContextBaggage: map[string]string{"tenant": "tenant.id"}},
@@ -761,5 +765,52 @@ func TestApplyEnv_Map(t *testing.T) {
 	err := c.ApplyEnv(environ(env))
 	if err == nil || !strings.Contains(err.Error(), "CTXPROP_FLAGS_CONTEXT_HEADERS") {
 		t.Errorf("bad map value: err = %v, want one naming the variable", err)
+	}
+}
+
+// TestValidate_TracingMode covers tracing.mode and its older form tracing.enabled:
+// the mode in effect, and the errors that name the attribute to fix.
+func TestValidate_TracingMode(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		edit    func(*Config)
+		mode    string // in effect, when valid
+		errAttr string // named by the error, when not
+	}{
+		{"default participates", func(*Config) {}, "participate", ""},
+		{"passthrough", func(c *Config) { c.Tracing.Mode = "passthrough" }, "passthrough", ""},
+		{"export", func(c *Config) { c.Tracing.Mode, c.Tracing.OTLPEndpoint = "export", "collector:4318" }, "export", ""},
+		{"enabled means export", func(c *Config) { c.Tracing.Enabled, c.Tracing.OTLPEndpoint = true, "collector:4318" }, "export", ""},
+		{"enabled with mode export", func(c *Config) {
+			c.Tracing.Enabled, c.Tracing.Mode, c.Tracing.OTLPEndpoint = true, "export", "collector:4318"
+		}, "export", ""},
+		{"tracestate key with @", func(c *Config) { c.Tracing.TracestateKey = "ctxprop@acme" }, "participate", ""},
+		{"unknown mode", func(c *Config) { c.Tracing.Mode = "on" }, "", "tracing.mode"},
+		{"export without endpoint", func(c *Config) { c.Tracing.Mode = "export" }, "", "tracing.otlp_endpoint"},
+		{"enabled without endpoint", func(c *Config) { c.Tracing.Enabled = true }, "", "tracing.otlp_endpoint"},
+		{"enabled and passthrough", func(c *Config) {
+			c.Tracing.Enabled, c.Tracing.Mode, c.Tracing.OTLPEndpoint = true, "passthrough", "collector:4318"
+		}, "", "tracing.enabled"},
+		{"tracestate key uppercase", func(c *Config) { c.Tracing.TracestateKey = "Ctxprop" }, "", "tracing.tracestate_key"},
+		{"tracestate key starting with @", func(c *Config) { c.Tracing.TracestateKey = "@ctxprop" }, "", "tracing.tracestate_key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			c.Node.Name = "pod-a"
+			tc.edit(&c)
+			err := c.Validate()
+			if tc.errAttr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errAttr) {
+					t.Fatalf("Validate = %v, want an error naming %s", err, tc.errAttr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if got, want := c.Tracing.ModeInEffect(), tc.mode; got != want {
+				t.Errorf("ModeInEffect() = %q, want %q", got, want)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/ctxprop/ctxprop/headers"
 	"github.com/ctxprop/ctxprop/ops"
 )
 
@@ -186,8 +187,20 @@ func (c *Config) Validate() error {
 	positive("sync.fanout", int64(c.Sync.Fanout))
 	positive("sync.max_peers", int64(c.Sync.MaxPeers))
 
-	if c.Tracing.Enabled && c.Tracing.OTLPEndpoint == "" {
+	switch m := c.Tracing.Mode; {
+	case !slices.Contains([]string{TraceParticipate, TraceExport, TracePassthrough}, m):
+		bad("tracing.mode", "%q is not a mode; want participate (take part in W3C Trace Context, export nothing), export (the same, and export spans to tracing.otlp_endpoint) or passthrough (forward trace headers byte for byte)", m)
+	case c.Tracing.Enabled && m == TracePassthrough:
+		bad("tracing.enabled", "is true, which asks for mode export, but tracing.mode is passthrough; remove tracing.enabled and set tracing.mode = \"export\" or \"passthrough\"")
+	}
+	switch {
+	case c.Tracing.Enabled && c.Tracing.OTLPEndpoint == "":
 		bad("tracing.otlp_endpoint", "is empty but tracing.enabled is true; set it to your collector, such as \"otel-collector:4317\"")
+	case c.Tracing.Mode == TraceExport && c.Tracing.OTLPEndpoint == "":
+		bad("tracing.otlp_endpoint", "is empty but tracing.mode is export; set it to your collector, such as \"otel-collector:4317\", or use mode participate to take part in traces without exporting")
+	}
+	if k := c.Tracing.TracestateKey; k != "" && !headers.ValidTracestateKey(k) {
+		bad("tracing.tracestate_key", "%q is not a tracestate key; want up to 256 of a-z 0-9 _ - * / @, starting with a lowercase letter or digit, such as \"ctxprop\"", k)
 	}
 	if r := c.Tracing.SampleRatio; !(r >= 0 && r <= 1) {
 		bad("tracing.sample_ratio", "is %v; want a number from 0 to 1", r)

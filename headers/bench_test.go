@@ -126,3 +126,21 @@ func BenchmarkOutbound(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNewChild measures the participate mode's own work per hop: a new
+// parent-id, or a new trace.
+func BenchmarkNewChild(b *testing.B) {
+	parent := benchChild()
+	b.Run("continue", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			NewChild(parent, 1)
+		}
+	})
+	b.Run("new trace", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			NewChild(trace.SpanContext{}, 0.5)
+		}
+	})
+}

@@ -31,8 +31,11 @@
 //
 // Trace Context follows W3C Trace Context Level 2 strictly, beyond what the otel
 // propagator checks: duplicated traceparent lines are invalid, tracestate lines are
-// combined, and the tracestate key and value grammar, the 32-member limit and
-// duplicate keys are enforced. Baggage follows W3C Baggage through
+// combined, and tracestate has a parser of its own (ParseTracestate, TraceState)
+// because otel's still enforces Level 1's key grammar: Level 2's keys (any '@' after
+// the first character, 256 characters in all), its value grammar and 32-member limit,
+// and what to drop for each fault. A sidecar that takes part without exporting makes
+// its hop with NewChild. Baggage follows W3C Baggage through
 // go.opentelemetry.io/otel/baggage with its limits (64 members, 8192 bytes); the
 // members this package adds are checked against those limits before they are added.
 package headers

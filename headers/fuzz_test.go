@@ -2,7 +2,9 @@ package headers
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -62,7 +64,7 @@ func FuzzTraceparent(f *testing.F) {
 			}
 		}
 		h := http.Header{}
-		WriteTraceparent(h, trace.NewSpanContext(scc))
+		WriteTraceparent(h, trace.NewSpanContext(scc), TraceState{})
 		again, err := parseTraceparent(h[Traceparent])
 		if err != nil {
 			t.Fatalf("written %q from %q does not re-parse: %v", h[Traceparent], s, err)
@@ -73,31 +75,105 @@ func FuzzTraceparent(f *testing.F) {
 	})
 }
 
-// FuzzTracestate checks that an accepted tracestate is within the limits and
-// re-encodes to a tracestate that parses to itself.
+// tracestateMember is the member grammar of W3C Trace Context Level 2 §3.3.2.2,
+// written out independently of the parser as the fuzzers' oracle.
+var tracestateMember = regexp.MustCompile(`^[a-z0-9][a-z0-9_\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$`)
+
+// checkTraceState fails unless ts is a list we may send: at most 32 members, each of
+// the Level 2 grammar, no key twice, and it parses to itself.
+func checkTraceState(t *testing.T, ts TraceState) {
+	t.Helper()
+	enc := ts.String()
+	if got, want := ts.Len(), countMembers(enc); got != want {
+		t.Fatalf("%q: Len() = %d, has %d members", enc, got, want)
+	}
+	if ts.Len() > MaxTracestateMembers {
+		t.Fatalf("%q: %d members", enc, ts.Len())
+	}
+	seen := map[string]bool{}
+	for m := range strings.SplitSeq(enc, ",") {
+		if enc == "" {
+			break
+		}
+		if !tracestateMember.MatchString(m) {
+			t.Fatalf("%q: member %q is not of the Level 2 grammar", enc, m)
+		}
+		k, _, _ := strings.Cut(m, "=")
+		if seen[k] {
+			t.Fatalf("%q: key %q twice", enc, k)
+		}
+		seen[k] = true
+	}
+	again, err := ParseTracestate([]string{enc})
+	if err != nil || again != ts {
+		t.Fatalf("%q re-parses to %q, %v", enc, again.String(), err)
+	}
+}
+
+// FuzzTracestate checks ParseTracestate against otel's parser where the two agree
+// (otel still has Level 1's key grammar, a subset of Level 2's, and drops a list
+// with a duplicated key whole): whatever otel accepts we accept, unchanged. Whatever
+// we keep is a list we may send (checkTraceState); a list dropped whole is reported.
 func FuzzTracestate(f *testing.F) {
 	f.Add("rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE")
 	f.Add("fw529a3039@dt=FIgPZq, ,", "a=1")
 	f.Add("a=1,a=2", "")
 	f.Add("Bad=1", "x")
+	f.Add("foo@=1,bar=2", "t@vvvvvvvvvvvvvvv=1")
+	f.Add("foo=1,bar=1, foo=2", " baz= 3 ")
 	f.Fuzz(func(t *testing.T, a, b string) {
-		ts, err := parseTracestate([]string{a, b})
+		ts, err := ParseTracestate([]string{a, b})
+		if err != nil && !errors.Is(err, ErrTracestate) {
+			t.Fatalf("error %v does not wrap ErrTracestate", err)
+		}
+		checkTraceState(t, ts)
+		if o, oerr := trace.ParseTraceState(a + "," + b); oerr == nil {
+			if err != nil {
+				t.Fatalf("otel accepts %q,%q; we report %v", a, b, err)
+			}
+			if got, want := ts.String(), o.String(); got != want {
+				t.Fatalf("%q,%q: we read %q, otel %q", a, b, got, want)
+			}
+		}
+	})
+}
+
+// FuzzTraceState_With checks the mutation for our own entry: with a valid key and
+// value the entry is left-most and once, the others keep their order (the right-most
+// dropped past 32), and the list is one we may send; otherwise nothing changes.
+func FuzzTraceState_With(f *testing.F) {
+	f.Add("rojo=1,congo=2", "ctxprop", "00f067aa0ba902b7")
+	f.Add("rojo=1,ctxprop=2", "ctxprop", "x")
+	f.Add(strings.Repeat("a=1,", 3), "a", "2")
+	f.Add("", "Bad", "v")
+	f.Fuzz(func(t *testing.T, list, key, value string) {
+		ts, _ := ParseTracestate([]string{list})
+		got, err := ts.With(key, value)
 		if err != nil {
-			if ts.Len() != 0 {
-				t.Fatalf("error %v with a non-empty tracestate %q", err, ts.String())
+			if got != ts {
+				t.Fatalf("With(%q, %q) failed (%v) and changed %q to %q", key, value, err, ts.String(), got.String())
 			}
 			return
 		}
-		if ts.Len() > 32 {
-			t.Fatalf("%d members accepted", ts.Len())
+		checkTraceState(t, got)
+		if !tracestateMember.MatchString(key + "=" + value) {
+			t.Fatalf("With accepted %q=%q, not of the Level 2 grammar", key, value)
 		}
-		enc := ts.String()
-		again, err := parseTracestate([]string{enc})
-		if err != nil {
-			t.Fatalf("re-encoded %q does not parse: %v", enc, err)
+		members := strings.Split(got.String(), ",")
+		if members[0] != key+"="+value {
+			t.Fatalf("%q: left-most is %q, want %q", got.String(), members[0], key+"="+value)
 		}
-		if again.String() != enc {
-			t.Fatalf("round trip %q → %q", enc, again.String())
+		var others []string
+		for m := range strings.SplitSeq(ts.String(), ",") {
+			if k, _, _ := strings.Cut(m, "="); m != "" && k != key {
+				others = append(others, m)
+			}
+		}
+		if len(others) > MaxTracestateMembers-1 {
+			others = others[:MaxTracestateMembers-1]
+		}
+		if got, want := strings.Join(members[1:], ","), strings.Join(others, ","); got != want {
+			t.Fatalf("With(%q, %q) on %q left %q after our entry, want %q", key, value, ts.String(), got, want)
 		}
 	})
 }
@@ -220,7 +296,7 @@ func FuzzInbound(f *testing.F) {
 				t.Fatalf("forwarded invalid traceparent %q: %v", v, err)
 			}
 			if tracing {
-				if _, err := parseTracestate(out[Tracestate]); err != nil {
+				if _, err := ParseTracestate(out[Tracestate]); err != nil {
 					t.Fatalf("forwarded invalid tracestate %q with a new traceparent: %v", out[Tracestate], err)
 				}
 			} else if strings.Join(v, "\n") != strings.Join(in[Traceparent], "\n") ||

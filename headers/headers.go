@@ -70,12 +70,19 @@ func (e *Error) Unwrap() error { return e.Err }
 // tracing off, inbound ctx-ops not trusted, no context from other pods trusted, and no
 // flag pinnable.
 type Options struct {
-	// Tracing says the proxy starts a span per request and passes its SpanContext to
-	// Apply, which then forwards the span's traceparent (same trace-id, new
-	// parent-id, flags kept) and tracestate. When false, a valid traceparent and
-	// its tracestate go through byte for byte; an invalid one is removed with its
-	// tracestate (garbage is never forwarded).
+	// Tracing says the proxy takes part in the trace (tracing.mode "participate" or
+	// "export"): it makes a child of each request's parent (NewChild, or a span) and
+	// passes it to Apply, which forwards the child's traceparent (same trace-id, new
+	// parent-id, flags kept; a new trace when there was no valid parent) and the
+	// tracestate as ParseTracestate read it. When false ("passthrough"), a valid
+	// traceparent and its tracestate go through byte for byte; an invalid one is
+	// removed with its tracestate (garbage is never forwarded).
 	Tracing bool
+	// TracestateKey, when not "" and Tracing is set, is the tracestate key under which
+	// each hop records its position: Apply puts "<key>=<the child's parent-id>" at the
+	// left of tracestate and removes the key's older member (config
+	// tracing.tracestate_key). It must be a valid tracestate key.
+	TracestateKey string
 	// TrustInboundOps keeps ctx-ops on requests from other pods (config
 	// trust_inbound_ops) and returns them in Inbound.Ops. When false, they are
 	// dropped and reported with ErrUntrustedOps.
@@ -149,6 +156,9 @@ type Inbound struct {
 	// SpanContext (not valid) when the request has no valid traceparent, in which
 	// case the proxy starts a new trace.
 	Parent trace.SpanContext
+	// TraceState is the request's tracestate when Options.Tracing is set and Parent
+	// is valid; empty otherwise (without tracing it is forwarded unread).
+	TraceState TraceState
 	// Name is the context name from baggage ctx.name; "" when absent or invalid.
 	Name string
 	// Flags are the pinned flags from baggage ctx.flag.*, in baggage order; nil
@@ -188,7 +198,7 @@ type Source struct {
 func ReadInbound(in http.Header, opt Options, from Source) (Inbound, []error) {
 	var errs []error
 	r := Inbound{opt: opt}
-	r.Parent = readTrace(in, opt, &errs)
+	r.Parent, r.TraceState = readTrace(in, opt, &errs)
 	b := readBaggage(in[Baggage], &errs)
 	if (b.name != "" || len(b.flags) > 0) && !from.Trusted {
 		if why, err := verifyMembers(in[CtxSig], r.Parent.TraceID(), &b, opt); err != nil {
@@ -278,8 +288,8 @@ func now(opt Options) time.Time {
 // and must not reach the app, which could forward them and have them applied
 // twice) and any Ctx-Flag-* header from the network, adds a Ctx-Flag-<name> header
 // per pinned flag, drops invalid ctx.* baggage members, and writes the trace
-// headers: child's traceparent and tracestate when tracing is on and child is
-// valid; otherwise the received ones when valid, none when not.
+// headers: child's traceparent and the tracestate read when the sidecar takes part
+// and child is valid; otherwise the received ones when valid, none when not.
 //
 // child is the SpanContext of the span the proxy started for this request. The app
 // sees child's trace-id (or, tracing off, the received one): that is the key to
@@ -292,7 +302,7 @@ func (in *Inbound) Apply(out http.Header, child trace.SpanContext) {
 	if in.rewrite {
 		setBaggage(out, in.baggage)
 	}
-	applyTrace(out, in.Parent, child, in.opt)
+	applyTrace(out, in.Parent, child, in.TraceState, in.opt)
 }
 
 // Entry is what the Correlator remembers of an inbound request.
@@ -304,6 +314,8 @@ type Outbound struct {
 	// Parent is the app's traceparent, the parent of the proxy's span; the zero
 	// SpanContext when the app sent none or an invalid one.
 	Parent trace.SpanContext
+	// TraceState is the app's tracestate, as Inbound.TraceState.
+	TraceState TraceState
 	// Name is the context name of the request: the app's baggage ctx.name, or the
 	// correlated inbound request's when the app's baggage has none; "" when neither.
 	Name string
@@ -331,7 +343,7 @@ type Outbound struct {
 func ReadOutbound(in http.Header, opt Options, c *Correlator) (Outbound, []error) {
 	var errs []error
 	o := Outbound{opt: opt}
-	o.Parent = readTrace(in, opt, &errs)
+	o.Parent, o.TraceState = readTrace(in, opt, &errs)
 	b := readBaggage(in[Baggage], &errs)
 	// The app is trusted (it is the pod's own), but only pinnable flags are pinned.
 	b.keepPinnable(opt.Pinnable, &o.Refused)
@@ -395,7 +407,7 @@ func (o *Outbound) Apply(out http.Header, child trace.SpanContext) {
 	if o.rewrite {
 		setBaggage(out, o.baggage)
 	}
-	traceID := applyTrace(out, o.Parent, child, o.opt)
+	traceID := applyTrace(out, o.Parent, child, o.TraceState, o.opt)
 	if o.opt.Signer != nil && (o.Name != "" || len(o.Flags) > 0) {
 		out[CtxSig] = []string{o.opt.Signer.Sign(traceID, o.Name, o.Flags, now(o.opt))}
 	}
@@ -418,36 +430,42 @@ func ResponseOps(h http.Header) ([]ops.Op, error) {
 	return got, nil
 }
 
-// readTrace returns the parent to start a span from: the request's valid traceparent
-// with, when tracing, its tracestate; the zero SpanContext otherwise. Without tracing
-// the tracestate is not read: it goes through byte for byte or not at all.
-func readTrace(in http.Header, opt Options, errs *[]error) trace.SpanContext {
+// readTrace returns the parent to start a span from, the request's valid traceparent
+// (the zero SpanContext otherwise), and, when tracing, its tracestate. Without
+// tracing the tracestate is not read: it goes through byte for byte or not at all.
+func readTrace(in http.Header, opt Options, errs *[]error) (trace.SpanContext, TraceState) {
 	scc, err := parseTraceparent(in[Traceparent])
 	if err != nil {
 		*errs = append(*errs, &Error{Header: "traceparent", Err: fmt.Errorf("%w; the trace restarts and tracestate is dropped", err)})
-		return trace.SpanContext{}
+		return trace.SpanContext{}, TraceState{}
 	}
 	if !scc.TraceID.IsValid() {
-		return trace.SpanContext{} // absent
+		return trace.SpanContext{}, TraceState{} // absent
 	}
+	var ts TraceState
 	if opt.Tracing {
-		ts, err := parseTracestate(in[Tracestate])
-		if err != nil {
+		if ts, err = ParseTracestate(in[Tracestate]); err != nil {
 			*errs = append(*errs, &Error{Header: "tracestate", Err: err})
 		}
-		scc.TraceState = ts
 	}
-	return trace.NewSpanContext(scc)
+	return trace.NewSpanContext(scc), ts
 }
 
 // applyTrace writes the trace headers of a forwarded request and returns the trace-id
 // of the traceparent forwarded (invalid when none). W3C Trace Context §3.5: a
 // tracestate goes with its traceparent, so when the traceparent is left untouched so is
 // the tracestate, and when the trace restarts the old tracestate goes.
-func applyTrace(out http.Header, parent, child trace.SpanContext, opt Options) trace.TraceID {
+func applyTrace(out http.Header, parent, child trace.SpanContext, ts TraceState, opt Options) trace.TraceID {
 	switch {
 	case opt.Tracing && child.IsValid() && !sameSpan(parent, child):
-		WriteTraceparent(out, child)
+		if child.TraceID() != parent.TraceID() {
+			ts = TraceState{} // a new trace: the old list described another one
+		}
+		if opt.TracestateKey != "" {
+			// Checked by config; a bad key leaves the list as it is.
+			ts, _ = ts.With(opt.TracestateKey, child.SpanID().String())
+		}
+		WriteTraceparent(out, child, ts)
 		return child.TraceID()
 	case parent.IsValid():
 		// Byte for byte: tracing off, no span to continue from, or a "child" that

@@ -78,53 +78,17 @@ func parseTraceparent(values []string) (trace.SpanContextConfig, error) {
 	return scc, nil
 }
 
-// parseTracestate parses the tracestate lines of a request as one list (§3.3.1.4:
-// lines are combined as RFC 9110 combines list fields). The grammar, the 32-member
-// limit and duplicate keys are checked by otel's trace.ParseTraceState; any error
-// discards the whole tracestate (§3.3.1.5 allows no partial result we could trust).
-func parseTracestate(values []string) (trace.TraceState, error) {
-	if len(values) == 0 {
-		return trace.TraceState{}, nil
-	}
-	ts, err := trace.ParseTraceState(tracestateList(values))
-	if err != nil {
-		return trace.TraceState{}, fmt.Errorf("%w: %w; it was dropped", ErrTracestate, err)
-	}
-	return ts, nil
-}
-
-// tracestateList combines tracestate lines into one list without empty or
-// whitespace-only members, which §3.3.1.2 allows (and otel's parser rejects).
-func tracestateList(values []string) string {
-	if len(values) == 1 && !strings.ContainsAny(values[0], " \t") {
-		return values[0] // the common case, left as is
-	}
-	var sb strings.Builder
-	for _, line := range values {
-		for m := range strings.SplitSeq(line, ",") {
-			if m = strings.Trim(m, " \t"); m == "" {
-				continue
-			}
-			if sb.Len() > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteString(m)
-		}
-	}
-	return sb.String()
-}
-
-// WriteTraceparent sets h's traceparent (version 00) and tracestate from sc. When sc
-// is not valid it removes both; when sc's tracestate is empty it removes tracestate.
-// Only the flags defined by W3C Trace Context Level 2 (sampled, random) are written.
-func WriteTraceparent(h http.Header, sc trace.SpanContext) {
+// WriteTraceparent sets h's traceparent (version 00) from sc and its tracestate to ts.
+// When sc is not valid it removes both; when ts is empty it removes tracestate. Only
+// the flags defined by W3C Trace Context Level 2 (sampled, random) are written.
+func WriteTraceparent(h http.Header, sc trace.SpanContext, ts TraceState) {
 	if !sc.IsValid() {
 		h.Del(Traceparent)
 		h.Del(Tracestate)
 		return
 	}
 	setOne(h, Traceparent, formatTraceparent(sc))
-	if ts := sc.TraceState(); ts.Len() > 0 {
+	if ts.Len() > 0 {
 		setOne(h, Tracestate, ts.String())
 	} else {
 		h.Del(Tracestate)

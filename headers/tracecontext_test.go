@@ -3,6 +3,7 @@ package headers
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -103,8 +104,11 @@ func TestParseTraceparent(t *testing.T) {
 	}
 }
 
-// TestParseTracestate covers W3C Trace Context Level 2 §3.3: key grammar (simple and
-// multi-tenant), value grammar, combining lines, the 32-member limit and duplicates.
+// TestParseTracestate covers W3C Trace Context Level 2 §3.3.2: the key grammar of
+// Level 2 (any '@' after the first character, 256 characters in all), the value
+// grammar, combining lines, OWS and empty members, the 32-member limit, and what is
+// dropped: the whole list for a member that does not parse or a 33rd member, only the
+// members of a duplicated key.
 func TestParseTracestate(t *testing.T) {
 	members := func(n int) string {
 		m := make([]string, n)
@@ -116,48 +120,59 @@ func TestParseTracestate(t *testing.T) {
 	tests := []struct {
 		name  string
 		lines []string
-		want  string // the re-encoded tracestate; "" with ok
-		ok    bool
+		want  string // the list kept, re-encoded
+		err   bool
 	}{
-		{name: "absent", ok: true},
-		{name: "empty line", lines: []string{""}, ok: true},
-		{name: "spec example", lines: []string{"congo=t61rcWkgMzE"}, want: "congo=t61rcWkgMzE", ok: true},
-		{name: "spec example two members", lines: []string{"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}, want: "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", ok: true},
-		{name: "multi-tenant key", lines: []string{"fw529a3039@dt=FIgPZq"}, want: "fw529a3039@dt=FIgPZq", ok: true},
-		{name: "tenant starting with a digit", lines: []string{"1tenant@sys=v"}, want: "1tenant@sys=v", ok: true},
-		{name: "lines combined in order", lines: []string{"rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"}, want: "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", ok: true},
-		{name: "OWS and empty members", lines: []string{" , rojo=1 ,\t,congo=2 ,"}, want: "rojo=1,congo=2", ok: true},
-		{name: "key special characters", lines: []string{"a_-*/b=v"}, want: "a_-*/b=v", ok: true},
-		{name: "key 256 characters", lines: []string{"a" + strings.Repeat("b", 255) + "=v"}, want: "a" + strings.Repeat("b", 255) + "=v", ok: true},
-		{name: "value 256 characters", lines: []string{"a=" + strings.Repeat("v", 256)}, want: "a=" + strings.Repeat("v", 256), ok: true},
-		{name: "value with inner space", lines: []string{"a=b c"}, want: "a=b c", ok: true},
-		{name: "32 members", lines: []string{members(32)}, want: members(32), ok: true},
-		{name: "33 members", lines: []string{members(33)}},
-		{name: "33 members over two lines", lines: []string{members(20), strings.ReplaceAll(members(13), "k", "j")}},
-		{name: "duplicate key", lines: []string{"a=1,b=2,a=3"}},
-		{name: "duplicate key across lines", lines: []string{"a=1", "a=2"}},
-		{name: "key 257 characters", lines: []string{"a" + strings.Repeat("b", 256) + "=v"}},
-		{name: "key uppercase", lines: []string{"Foo=v"}},
-		{name: "simple key starting with a digit", lines: []string{"1a=v"}},
-		{name: "key with a dot", lines: []string{"a.b=v"}},
-		{name: "system-id starting with a digit", lines: []string{"t@1s=v"}},
-		{name: "system-id 15 characters", lines: []string{"t@s" + strings.Repeat("x", 14) + "=v"}},
-		{name: "tenant-id 242 characters", lines: []string{"t" + strings.Repeat("x", 241) + "@s=v"}},
-		{name: "two @", lines: []string{"a@b@c=v"}},
-		{name: "empty tenant", lines: []string{"@s=v"}},
-		{name: "empty value", lines: []string{"a="}},
-		{name: "no equals", lines: []string{"a"}},
-		{name: "value with equals", lines: []string{"a=b=c"}},
-		{name: "value 257 characters", lines: []string{"a=" + strings.Repeat("v", 257)}},
-		{name: "value with tab", lines: []string{"a=b\tc"}},
-		{name: "value not ASCII", lines: []string{"a=café"}},
-		{name: "one bad member discards all", lines: []string{"rojo=1", "Bad=2"}},
+		{name: "absent"},
+		{name: "empty line", lines: []string{""}},
+		{name: "spec example", lines: []string{"congo=t61rcWkgMzE"}, want: "congo=t61rcWkgMzE"},
+		{name: "spec example two members", lines: []string{"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}, want: "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"},
+		{name: "multi-tenant key", lines: []string{"fw529a3039@dt=FIgPZq"}, want: "fw529a3039@dt=FIgPZq"},
+		{name: "tenant starting with a digit", lines: []string{"1tenant@sys=v"}, want: "1tenant@sys=v"},
+		{name: "simple key starting with a digit", lines: []string{"1a=v"}, want: "1a=v"},
+		{name: "key ending in @", lines: []string{"foo@=1,bar=2"}, want: "foo@=1,bar=2"},
+		{name: "key with @@", lines: []string{"foo@@bar=1,bar=2"}, want: "foo@@bar=1,bar=2"},
+		{name: "key with two @", lines: []string{"foo@bar@baz=1,bar=2"}, want: "foo@bar@baz=1,bar=2"},
+		{name: "242 characters before @", lines: []string{"foo=1", "t" + strings.Repeat("x", 241) + "@v=1"}, want: "foo=1,t" + strings.Repeat("x", 241) + "@v=1"},
+		{name: "15 characters after @", lines: []string{"foo=1", "t@" + strings.Repeat("v", 15) + "=1"}, want: "foo=1,t@" + strings.Repeat("v", 15) + "=1"},
+		{name: "system-id starting with a digit", lines: []string{"t@1s=v"}, want: "t@1s=v"},
+		{name: "lines combined in order", lines: []string{"rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"}, want: "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"},
+		{name: "OWS and empty members", lines: []string{" , rojo=1 ,\t,congo=2 ,"}, want: "rojo=1,congo=2"},
+		{name: "empty line among lines", lines: []string{"", "foo=1", ""}, want: "foo=1"},
+		{name: "value keeps its leading space", lines: []string{"a= b"}, want: "a= b"},
+		{name: "key special characters", lines: []string{"a_-*/@b=v"}, want: "a_-*/@b=v"},
+		{name: "key 256 characters", lines: []string{"a" + strings.Repeat("b", 255) + "=v"}, want: "a" + strings.Repeat("b", 255) + "=v"},
+		{name: "value 256 characters", lines: []string{"a=" + strings.Repeat("v", 256)}, want: "a=" + strings.Repeat("v", 256)},
+		{name: "value with inner space", lines: []string{"a=b c"}, want: "a=b c"},
+		{name: "32 members", lines: []string{members(32)}, want: members(32)},
+		{name: "32 members and empty ones", lines: []string{members(32) + ",,", " "}, want: members(32)},
+		{name: "33 members", lines: []string{members(33)}, err: true},
+		{name: "33 members over two lines", lines: []string{members(20), strings.ReplaceAll(members(13), "k", "j")}, err: true},
+		{name: "duplicate key: its members dropped, the rest kept", lines: []string{"a=1,b=2,a=3"}, want: "b=2", err: true},
+		{name: "duplicate key and value", lines: []string{"foo=1,foo=1"}, err: true},
+		{name: "duplicate key across lines", lines: []string{"a=1", "a=2"}, err: true},
+		{name: "two duplicated keys", lines: []string{"a=1,b=1,c=1,b=2,a=2"}, want: "c=1", err: true},
+		{name: "key 257 characters", lines: []string{"foo=1", "a" + strings.Repeat("b", 256) + "=v"}, err: true},
+		{name: "key uppercase", lines: []string{"Foo=v"}, err: true},
+		{name: "key with a dot", lines: []string{"a.b=v"}, err: true},
+		{name: "key with a space before =", lines: []string{"foo =1"}, err: true},
+		{name: "key starting with @", lines: []string{"@foo=1,bar=2"}, err: true},
+		{name: "key starting with _", lines: []string{"_foo=1"}, err: true},
+		{name: "empty key", lines: []string{"=1"}, err: true},
+		{name: "empty value", lines: []string{"a="}, err: true},
+		{name: "empty value discards the list", lines: []string{"foo=,bar=3"}, err: true},
+		{name: "no equals", lines: []string{"a"}, err: true},
+		{name: "value with equals", lines: []string{"foo=bar=baz"}, err: true},
+		{name: "value 257 characters", lines: []string{"a=" + strings.Repeat("v", 257)}, err: true},
+		{name: "value with tab", lines: []string{"a=b\tc"}, err: true},
+		{name: "value not ASCII", lines: []string{"a=café"}, err: true},
+		{name: "one bad member discards all", lines: []string{"rojo=1", "Bad=2"}, err: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ts, err := parseTracestate(tt.lines)
-			if got, want := err == nil, tt.ok; got != want {
-				t.Fatalf("parseTracestate(%q) error = %v, want ok=%v", tt.lines, err, want)
+			ts, err := ParseTracestate(tt.lines)
+			if got, want := err != nil, tt.err; got != want {
+				t.Fatalf("ParseTracestate(%q) error = %v, want error %v", tt.lines, err, want)
 			}
 			if err != nil && !errors.Is(err, ErrTracestate) {
 				t.Errorf("error %v does not wrap ErrTracestate", err)
@@ -165,12 +180,68 @@ func TestParseTracestate(t *testing.T) {
 			if got, want := ts.String(), tt.want; got != want {
 				t.Errorf("tracestate = %q, want %q", got, want)
 			}
+			if got, want := ts.Len(), countMembers(tt.want); got != want {
+				t.Errorf("Len() = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+func countMembers(list string) int {
+	if list == "" {
+		return 0
+	}
+	return strings.Count(list, ",") + 1
+}
+
+// TestTraceState_With covers the mutation of Level 2 §3.5 for our own entry: new
+// entry at the left, the old member of the key removed, the order of the others kept,
+// and the right-most member dropped when the list would pass 32 members.
+func TestTraceState_With(t *testing.T) {
+	full := make([]string, MaxTracestateMembers)
+	for i := range full {
+		full[i] = "k" + strconv.Itoa(i) + "=v"
+	}
+	tests := []struct {
+		name, list, key, value, want string
+		err                          bool
+	}{
+		{name: "into the empty list", key: "ctxprop", value: "00f067aa0ba902b7", want: "ctxprop=00f067aa0ba902b7"},
+		{name: "to the left", list: "rojo=1,congo=2", key: "ctxprop", value: "a", want: "ctxprop=a,rojo=1,congo=2"},
+		{name: "old member of the key removed", list: "rojo=1,ctxprop=old,congo=2", key: "ctxprop", value: "new", want: "ctxprop=new,rojo=1,congo=2"},
+		{name: "already left-most", list: "ctxprop=old,rojo=1", key: "ctxprop", value: "new", want: "ctxprop=new,rojo=1"},
+		{name: "full list loses its right-most member", list: strings.Join(full, ","), key: "ctxprop", value: "a", want: "ctxprop=a," + strings.Join(full[:31], ",")},
+		{name: "full list with the key keeps the others", list: strings.Join(full[:31], ",") + ",ctxprop=old", key: "ctxprop", value: "a", want: "ctxprop=a," + strings.Join(full[:31], ",")},
+		{name: "invalid key", list: "rojo=1", key: "Ctxprop", value: "a", want: "rojo=1", err: true},
+		{name: "invalid value", list: "rojo=1", key: "ctxprop", value: "a,b", want: "rojo=1", err: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts, err := ParseTracestate([]string{tt.list})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ts.With(tt.key, tt.value)
+			if (err != nil) != tt.err || err != nil && !errors.Is(err, ErrTracestate) {
+				t.Fatalf("With error = %v, want error %v wrapping ErrTracestate", err, tt.err)
+			}
+			if got.String() != tt.want {
+				t.Errorf("With(%q, %q) = %q, want %q", tt.key, tt.value, got.String(), tt.want)
+			}
+			if got, want := got.Len(), countMembers(tt.want); got != want {
+				t.Errorf("Len() = %d, want %d", got, want)
+			}
+			if !tt.err {
+				if v, ok := got.Get(tt.key); !ok || v != tt.value {
+					t.Errorf("Get(%q) = %q, %v, want %q", tt.key, v, ok, tt.value)
+				}
+			}
 		})
 	}
 }
 
 func TestWriteTraceparent(t *testing.T) {
-	ts, err := trace.ParseTraceState("rojo=1,congo=2")
+	ts, err := ParseTracestate([]string{"rojo=1,congo=2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,19 +250,21 @@ func TestWriteTraceparent(t *testing.T) {
 	tests := []struct {
 		name   string
 		sc     trace.SpanContext
+		ts     TraceState
 		before http.Header
-		tp, ts []string
+		wantTP []string
+		wantTS []string
 	}{
 		{
 			name: "flags sampled and random, tracestate",
-			sc:   trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: 0x03, TraceState: ts}),
-			tp:   []string{"00-" + specTraceID + "-" + specSpanID + "-03"}, ts: []string{"rojo=1,congo=2"},
+			sc:   trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: 0x03}), ts: ts,
+			wantTP: []string{"00-" + specTraceID + "-" + specSpanID + "-03"}, wantTS: []string{"rojo=1,congo=2"},
 		},
 		{
 			name:   "reserved flags written as zero, old tracestate removed",
 			sc:     trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: 0xfd}),
 			before: http.Header{Tracestate: {"old=1", "older=2"}},
-			tp:     []string{"00-" + specTraceID + "-" + specSpanID + "-01"},
+			wantTP: []string{"00-" + specTraceID + "-" + specSpanID + "-01"},
 		},
 		{
 			name:   "invalid span context removes both",
@@ -201,7 +274,7 @@ func TestWriteTraceparent(t *testing.T) {
 			name:   "two old lines replaced by one",
 			sc:     trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}),
 			before: http.Header{Traceparent: {"x", "y"}},
-			tp:     []string{"00-" + specTraceID + "-" + specSpanID + "-00"},
+			wantTP: []string{"00-" + specTraceID + "-" + specSpanID + "-00"},
 		},
 	}
 	for _, tt := range tests {
@@ -210,11 +283,11 @@ func TestWriteTraceparent(t *testing.T) {
 			if h == nil {
 				h = http.Header{}
 			}
-			WriteTraceparent(h, tt.sc)
-			if got, want := strings.Join(h[Traceparent], "|"), strings.Join(tt.tp, "|"); got != want {
+			WriteTraceparent(h, tt.sc, tt.ts)
+			if got, want := strings.Join(h[Traceparent], "|"), strings.Join(tt.wantTP, "|"); got != want {
 				t.Errorf("traceparent = %q, want %q", got, want)
 			}
-			if got, want := strings.Join(h[Tracestate], "|"), strings.Join(tt.ts, "|"); got != want {
+			if got, want := strings.Join(h[Tracestate], "|"), strings.Join(tt.wantTS, "|"); got != want {
 				t.Errorf("tracestate = %q, want %q", got, want)
 			}
 			if tt.sc.IsValid() {

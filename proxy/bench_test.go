@@ -77,6 +77,9 @@ func BenchmarkInbound(b *testing.B) {
 	defer edge.Close(b.Context())
 	inner := open(Options{Signer: signer})
 	defer inner.Close(b.Context())
+	// The edge again, taking part in the trace (tracing.mode participate, the default).
+	hop := open(Options{ContextBaggage: headers.NameKey, Trace: TraceParticipate, SampleRatio: 1})
+	defer hop.Close(b.Context())
 	tid, _ := trace.TraceIDFromHex(testTraceparent[3:35])
 	sig := signer.Sign(tid, "bench", nil, time.Now())
 
@@ -84,6 +87,7 @@ func BenchmarkInbound(b *testing.B) {
 		{"direct", appURL.Host, ""},
 		{"reverseproxy", hostOf(bareSrv.URL), ""},
 		{"ctxprop", edge.InboundAddr().String(), ""},
+		{"ctxprop participate", hop.InboundAddr().String(), ""},
 		{"ctxprop signed", inner.InboundAddr().String(), sig},
 	}
 	nsPerOp := map[string]float64{}
@@ -128,6 +132,9 @@ func BenchmarkInbound(b *testing.B) {
 	}
 	if c, s := nsPerOp["ctxprop"], nsPerOp["ctxprop signed"]; c > 0 && s > 0 {
 		b.Logf("time per request: ctxprop signed/ctxprop = %.2f (%+.0f ns)", s/c, s-c)
+	}
+	if c, h := nsPerOp["ctxprop"], nsPerOp["ctxprop participate"]; c > 0 && h > 0 {
+		b.Logf("time per request: ctxprop participate/ctxprop = %.2f (%+.0f ns)", h/c, h-c)
 	}
 	if store.calls.Load() == 0 {
 		b.Error("ctxprop wrote no telemetry")

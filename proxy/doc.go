@@ -11,8 +11,9 @@
 // h2c requests to the host named by their :authority.
 //
 // On each request the proxy reads and rewrites the context headers through package
-// headers (traceparent, tracestate, baggage, ctx-ops, ctx-flag-*), starts a span when
-// tracing is on, and hands two kinds of writes to a Store:
+// headers (traceparent, tracestate, baggage, ctx-ops, ctx-flag-*), makes the request a
+// hop of its trace (Options.Trace: a new parent-id, or an exported span), and hands two
+// kinds of writes to a Store:
 //
 //   - the ctx-ops of the local app (on its outbound requests and on its responses to
 //     inbound requests), and of inbound requests when Options.TrustInboundOps is set;

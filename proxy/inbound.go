@@ -92,13 +92,17 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var span trace.Span
 	traceID := ex.in.Parent.TraceID()
-	if p.tracer != nil {
+	switch {
+	case p.tracer != nil:
 		if ex.in.Parent.IsValid() {
-			ctx = trace.ContextWithRemoteSpanContext(ctx, ex.in.Parent)
+			ctx = trace.ContextWithRemoteSpanContext(ctx, withOtelState(ex.in.Parent, ex.in.TraceState))
 		}
 		ctx, span = p.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("http.request.method", r.Method)))
 		ex.child = span.SpanContext()
+		traceID = ex.child.TraceID()
+	case p.opt.Trace == TraceParticipate:
+		ex.child = headers.NewChild(ex.in.Parent, p.opt.SampleRatio)
 		traceID = ex.child.TraceID()
 	}
 	if ex.in.Name != "" || len(ex.in.Flags) > 0 {

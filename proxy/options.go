@@ -87,8 +87,19 @@ type Options struct {
 	// Flags pins the configured flags on inbound requests that arrive without them (the
 	// edge of a chain). Nil pins none; flags pinned upstream still pass.
 	Flags Flags
-	// TracerProvider gives the tracer for the span of each proxied request. Nil
-	// means tracing off: traceparent and tracestate are forwarded byte for byte.
+	// Trace is how the proxy takes part in W3C Trace Context (config tracing.mode).
+	// The zero value, TracePassthrough, forwards traceparent and tracestate byte for
+	// byte; a TracerProvider implies TraceExport.
+	Trace TraceMode
+	// SampleRatio is, with TraceParticipate, the fraction (0 to 1) of the traces the
+	// proxy starts that it marks sampled (config tracing.sample_ratio). Zero marks none.
+	SampleRatio float64
+	// TracestateKey, when not "" and the proxy takes part, is the tracestate key under
+	// which each hop records its parent-id at the left of tracestate (config
+	// tracing.tracestate_key). "" adds no entry.
+	TracestateKey string
+	// TracerProvider gives the tracer for the span of each proxied request, which is
+	// exported (TraceExport). Nil means no spans.
 	TracerProvider trace.TracerProvider
 	// Logger receives the proxy's logs. Nil means no logs.
 	Logger hclog.Logger
@@ -164,6 +175,19 @@ func DefaultOptions() Options {
 
 // Validate reports the first field that cannot work, naming it.
 func (o *Options) Validate() error {
+	switch {
+	case o.Trace > TraceExport:
+		return fmt.Errorf("trace mode %d is not one of passthrough, participate or export", o.Trace)
+	case o.Trace == TraceExport && o.TracerProvider == nil:
+		return fmt.Errorf("trace mode export needs a TracerProvider to export the spans to; set tracing.otlp_endpoint")
+	case o.TracerProvider != nil && o.Trace != TraceExport && o.Trace != TracePassthrough:
+		return fmt.Errorf("a TracerProvider is given but the trace mode is %s; spans are exported only in mode export", o.Trace)
+	case !(o.SampleRatio >= 0 && o.SampleRatio <= 1):
+		return fmt.Errorf("sample ratio %v is not from 0 to 1", o.SampleRatio)
+	}
+	if o.TracestateKey != "" && !headers.ValidTracestateKey(o.TracestateKey) {
+		return fmt.Errorf("tracestate key %q is not one; want up to 256 of a-z 0-9 _ - * / @, starting with a lowercase letter or digit, such as \"ctxprop\"", o.TracestateKey)
+	}
 	if o.InboundAddress != "" {
 		if _, _, err := net.SplitHostPort(o.InboundAddress); err != nil {
 			return fmt.Errorf("inbound address %q: %w; want host:port such as 0.0.0.0:7401", o.InboundAddress, err)
@@ -235,7 +259,39 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
+	if o.TracerProvider != nil {
+		o.Trace = TraceExport
+	}
 	return o
+}
+
+// TraceMode is how the proxy takes part in W3C Trace Context.
+type TraceMode uint8
+
+const (
+	// TracePassthrough forwards a valid traceparent and its tracestate byte for byte
+	// and removes invalid ones; a request without a traceparent gets none.
+	TracePassthrough TraceMode = iota
+	// TraceParticipate makes each proxied request a hop of its trace without
+	// recording anything: a new parent-id (headers.NewChild), a new trace for a
+	// request without a valid traceparent, the tracestate carried.
+	TraceParticipate
+	// TraceExport does what TraceParticipate does through a span of the
+	// TracerProvider, which exports it.
+	TraceExport
+)
+
+// String returns the mode's name in config (tracing.mode).
+func (m TraceMode) String() string {
+	switch m {
+	case TracePassthrough:
+		return "passthrough"
+	case TraceParticipate:
+		return "participate"
+	case TraceExport:
+		return "export"
+	}
+	return fmt.Sprintf("TraceMode(%d)", uint8(m))
 }
 
 // validHeaderName reports whether s is an HTTP field name (RFC 9110 §5.1: a token).

@@ -75,9 +75,12 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 
 	ctx := r.Context()
 	var span trace.Span
+	if p.opt.Trace == TraceParticipate {
+		ex.child = headers.NewChild(ex.out.Parent, p.opt.SampleRatio)
+	}
 	if p.tracer != nil {
 		if ex.out.Parent.IsValid() {
-			ctx = trace.ContextWithSpanContext(ctx, ex.out.Parent)
+			ctx = trace.ContextWithSpanContext(ctx, withOtelState(ex.out.Parent, ex.out.TraceState))
 		}
 		ctx, span = p.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.String("http.request.method", r.Method)))

@@ -74,7 +74,8 @@ func New(opt Options) (*Proxy, error) {
 		opt: opt,
 		log: opt.Logger.Named("proxy"),
 		hopt: headers.Options{
-			Tracing:         opt.TracerProvider != nil,
+			Tracing:         opt.Trace != TracePassthrough,
+			TracestateKey:   opt.TracestateKey,
 			TrustInboundOps: opt.TrustInboundOps,
 			Signer:          opt.Signer,
 			ContextHeader:   http.CanonicalHeaderKey(opt.ContextHeader),

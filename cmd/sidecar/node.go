@@ -25,7 +25,7 @@ import (
 type node struct {
 	cfg   config.Config
 	log   hclog.Logger
-	tp    trace.TracerProvider // nil: tracing off
+	tp    trace.TracerProvider // nil: no spans (tracing.mode participate or passthrough)
 	store *localstore.Store
 	admin *admin.Server
 	proxy *proxy.Proxy
@@ -47,8 +47,8 @@ func newLogger(cfg config.Config, w io.Writer) hclog.Logger {
 
 // startNode opens every part of a sidecar in dependency order; on error it closes what it
 // had opened.
-// tp gives the tracer for proxied requests; nil means tracing off (headers forwarded byte
-// for byte).
+// tp gives the tracer for proxied requests, whose spans it exports; nil means no spans
+// (tracing.mode participate or passthrough).
 func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n *node, err error) {
 	n = &node{cfg: cfg, log: log, tp: tp}
 	defer func() {
@@ -124,6 +124,9 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		ContextBaggage:        cfg.Inbound.ContextBaggage,
 		Store:                 requestPathStore{n.store},
 		Flags:                 n.flags,
+		Trace:                 traceMode(cfg.Tracing, tp),
+		SampleRatio:           cfg.Tracing.SampleRatio,
+		TracestateKey:         cfg.Tracing.TracestateKey,
 		TracerProvider:        tp,
 		Logger:                log.Named("proxy"),
 		MaxIdleConnsPerHost:   cfg.Outbound.MaxIdleConnsPerHost,

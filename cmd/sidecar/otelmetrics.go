@@ -21,7 +21,7 @@ const metricsExportInterval = 30 * time.Second
 // the registry /metrics serves — through the OpenTelemetry Prometheus bridge, so a
 // collector and a Prometheus scrape never disagree. Nil when tracing is off.
 func newMeterProvider(ctx context.Context, cfg config.Config, reg prometheus.Gatherer, interval time.Duration) (*sdkmetric.MeterProvider, error) {
-	if !cfg.Tracing.Enabled {
+	if cfg.Tracing.ModeInEffect() != config.TraceExport {
 		return nil, nil
 	}
 	exp, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpoint(cfg.Tracing.OTLPEndpoint), otlpmetrichttp.WithInsecure())
