@@ -191,6 +191,8 @@ var jsFlags = map[string]string{
 	"tiered":   `{"state":"ENABLED","variants":{"gold":{"limit":100,"tags":["a"]},"basic":{"limit":10}},"defaultVariant":"basic","metadata":{"owner":"billing"},"targeting":{"if":[{"==":[{"var":"tier"},"gold"]},"gold",null]}}`,
 	"rollout":  `{"state":"ENABLED","variants":{"a":"A","b":"B"},"defaultVariant":"a","targeting":{"fractional":[["a",50],["b",50]]}}`,
 	"disabled": `{"state":"DISABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}`,
+	// No defaultVariant (flagd's "code default"): the caller's default where no rule matches.
+	"nodefault": `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":null,"targeting":{"if":[{"==":[{"var":"tier"},"gold"]},"on",null]}}`,
 }
 
 func jsEnv(t *testing.T) *env {
@@ -264,6 +266,20 @@ func TestOFREP_JSServerSDK(t *testing.T) {
 				t.Errorf("disabled with default %v = %+v; want the default, FLAG_NOT_FOUND, a message saying it is DISABLED", def, d)
 			}
 		}
+	})
+	// No defaultVariant and no rule matching: flagd answers reason DEFAULT without a value
+	// (its code-default ADR), and so do we; the published provider refuses a success
+	// without a value as malformed, so the SDK gives the caller's default with a GENERAL
+	// error, as it does against flagd.
+	t.Run("no default variant", func(t *testing.T) {
+		for _, def := range []bool{true, false} {
+			var d jsDetails
+			js.call(t, map[string]any{"type": "boolean", "key": "nodefault", "default": def, "context": guest}, &d)
+			if got := string(d.Value); got != fmt.Sprint(def) || d.Reason != "ERROR" {
+				t.Errorf("nodefault with default %v = %+v; want the caller's default", def, d)
+			}
+		}
+		eval(t, jsCase{typ: "boolean", key: "nodefault", def: false, value: []string{"true"}, reason: ReasonTargetingMatch, variant: "on"}, staff)
 	})
 	t.Run("change at the next evaluation", func(t *testing.T) {
 		if a := e.do(t, "PUT", "/v1/flags/banner", def("off")); a.status != http.StatusNoContent {
@@ -339,6 +355,9 @@ func TestOFREP_JSWebSDK(t *testing.T) {
 			js.webEval(t, jsCase{name: "disabled", typ: "boolean", key: "disabled", def: def, value: []string{fmt.Sprint(def)}, reason: ReasonDisabled})
 		}
 	})
+	t.Run("no default variant, a rule matches", func(t *testing.T) {
+		js.webEval(t, jsCase{typ: "boolean", key: "nodefault", def: false, value: []string{"true"}, reason: ReasonTargetingMatch, variant: "on"})
+	})
 	t.Run("change told by the event stream", func(t *testing.T) {
 		var w jsWire
 		js.call(t, map[string]any{"op": "wire"}, &w)
@@ -381,6 +400,9 @@ func TestOFREP_JSWebSDKContext(t *testing.T) {
 	js.call(t, map[string]any{"op": "context", "context": guest}, &ok)
 	js.webEval(t, jsCase{name: "guest", typ: "string", key: "color", def: "none", value: []string{`"red"`}, reason: ReasonDefault, variant: "red"})
 	js.webEval(t, jsCase{name: "guest", typ: "number", key: "limit", def: 0, value: []string{"10"}, reason: ReasonDefault, variant: "few"})
+	for _, def := range []bool{true, false} { // no defaultVariant: the caller's default
+		js.webEval(t, jsCase{name: "guest, no default variant", typ: "boolean", key: "nodefault", def: def, value: []string{fmt.Sprint(def)}, reason: ReasonDefault})
+	}
 	js.call(t, map[string]any{"op": "context", "context": map[string]any{"email": "ann@example.com"}}, &ok)
 	js.webEval(t, jsCase{name: "no targeting key", typ: "string", key: "rollout", def: "none", value: []string{`"none"`}, reason: "ERROR", errorCode: CodeTargetingKeyMissing})
 	js.webEval(t, jsCase{name: "no targeting key", typ: "string", key: "color", def: "none", value: []string{`"blue"`}, reason: ReasonTargetingMatch, variant: "blue"})
