@@ -21,11 +21,14 @@ type CapabilityError struct {
 }
 
 func (e *CapabilityError) Error() string {
-	return fmt.Sprintf("sidecar intercept needs the %s capabilit%s to redirect the pod's traffic and this process lacks %s: "+
-		"give the init container that runs it securityContext.capabilities.add [NET_ADMIN, NET_RAW]; "+
-		"where the namespace's Pod Security level (baseline or restricted) forbids them, run the pod in HTTP_PROXY mode instead, "+
-		"without interception (README, \"How traffic reaches the sidecar\")",
-		strings.Join(e.Missing, " and "), map[bool]string{true: "ies", false: "y"}[len(e.Missing) > 1], strings.Join(e.Missing, " and "))
+	what := "the " + strings.Join(e.Missing, " and ") + " capability"
+	if len(e.Missing) > 1 {
+		what = "the " + strings.Join(e.Missing, " and ") + " capabilities"
+	}
+	return fmt.Sprintf("this process lacks %s: redirecting the pod's traffic changes its iptables rules, which needs NET_ADMIN (and NET_RAW, for iptables-legacy); "+
+		"give the init container that runs sidecar intercept securityContext.capabilities.add [NET_ADMIN, NET_RAW], "+
+		"or, where the namespace's Pod Security level (baseline or restricted) forbids them, run the pod in HTTP_PROXY mode, without interception "+
+		"(README, \"How traffic reaches the sidecar\")", what)
 }
 
 // checkCapabilities refuses to start without CAP_NET_ADMIN, and CAP_NET_RAW unless the

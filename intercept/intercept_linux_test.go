@@ -345,7 +345,7 @@ func TestInstall_NeedsNetAdmin(t *testing.T) {
 		}
 		_, err := ins.Install(context.Background(), Rules{InboundPort: 1})
 		var ce *CapabilityError
-		if !errorsAs(err, &ce) || !strings.Contains(err.Error(), "needs the "+tc.missing+" capabilit") || !strings.Contains(err.Error(), "HTTP_PROXY mode") {
+		if !errorsAs(err, &ce) || !strings.Contains(err.Error(), "lacks the "+tc.missing+" capabilit") || !strings.Contains(err.Error(), "HTTP_PROXY mode") {
 			t.Errorf("%s with caps %b: error %v, want a CapabilityError naming %s and the HTTP_PROXY mode", tc.backend, tc.caps, err, tc.missing)
 		}
 		if ran {
