@@ -248,7 +248,7 @@ flags {
 intercept {
   # Read by `sidecar intercept` only (the injected init container, which needs NET_ADMIN
   # and NET_RAW): it redirects the pod's TCP to the sidecar with iptables nat rules in its
-  # own chains CTXPROP_INBOUND and CTXPROP_OUTPUT. See README, "How traffic reaches the
+  # own chains CTXPROP_INBOUND and CTXPROP_OUTBOUND. See README, "How traffic reaches the
   # sidecar"; `sidecar intercept -dry-run` prints the rules.
   #
   # The uid the sidecar runs as: its own traffic (sync, the proxies' upstream connections)

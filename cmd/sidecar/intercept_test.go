@@ -276,3 +276,32 @@ COMMIT
 		t.Errorf("printed\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestIntercept_README keeps the rules README.md shows equal to what -dry-run prints for
+// the defaults.
+func TestIntercept_README(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const intro = "With the defaults, `-dry-run` prints (IPv6 is the same, with `::1/128`):\n\n```\n"
+	i := bytes.Index(readme, []byte(intro))
+	if i < 0 {
+		t.Fatalf("README.md has no %q", intro)
+	}
+	shown := string(readme[i+len(intro):])
+	shown = shown[:strings.Index(shown, "```")]
+	var stdout, stderr bytes.Buffer
+	if err := Run(context.Background(), []string{"intercept", "-dry-run"}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	out := stdout.String()
+	v4 := out[:strings.Index(out, "COMMIT\n")+len("COMMIT\n")]
+	if shown != v4 {
+		t.Errorf("README.md shows\n%s\nsidecar intercept -dry-run prints\n%s", shown, v4)
+	}
+	v6 := strings.ReplaceAll(strings.ReplaceAll(v4, "IPv4: iptables", "IPv6: ip6tables"), "127.0.0.0/8", "::1/128")
+	if got := out[len(v4):]; got != v6 {
+		t.Errorf("the IPv6 rules are not the IPv4 ones with ::1/128, as README.md says:\n%s", got)
+	}
+}
