@@ -91,8 +91,11 @@ func interceptRules(cfg config.Config) (intercept.Rules, error) {
 			return 0, netip.Addr{}, fmt.Errorf("%s %q has port %q; sidecar intercept redirects to a fixed port, so give it one from 1 to 65535", path, addr, p)
 		}
 		ip, _ := netip.ParseAddr(host) // a host name stays the zero Addr
-		if host == "" {
+		switch host {
+		case "":
 			ip = netip.IPv4Unspecified()
+		case "localhost":
+			ip = netip.IPv6Loopback()
 		}
 		return n, ip, nil
 	}
