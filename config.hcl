@@ -133,6 +133,9 @@ inbound {
 outbound {
   # Forward proxy for the app's own calls: the app's HTTP_PROXY is http://127.0.0.1:7402.
   address = "127.0.0.1:7402"
+  # Where the app's outbound TCP arrives when `sidecar intercept` redirects it (the
+  # transparent mode); "" for no such listener, and no outbound redirection.
+  transparent_address = "127.0.0.1:7404"
   # Set to true only to listen on a non-loopback address: the proxy has no authentication,
   # so anyone who reaches it sends requests from the pod. Even then, clients that are not
   # on loopback are refused (403) any target that is or resolves to a loopback address, so
@@ -240,4 +243,30 @@ flags {
   # Evaluation-context attributes taken from baggage members at the edge, such as
   # { tenant = "tenant.id" }.
   context_baggage = {}
+}
+
+intercept {
+  # Read by `sidecar intercept` only (the injected init container, which needs NET_ADMIN
+  # and NET_RAW): it redirects the pod's TCP to the sidecar with iptables nat rules in its
+  # own chains CTXPROP_INBOUND and CTXPROP_OUTBOUND. See README, "How traffic reaches the
+  # sidecar"; `sidecar intercept -dry-run` prints the rules.
+  #
+  # The uid the sidecar runs as: its own traffic (sync, the proxies' upstream connections)
+  # is never redirected. Not 0.
+  proxy_uid = 65532
+  # The app's ports whose inbound TCP goes to the inbound proxy; [] means every port
+  # except the sidecar's own (admin, inbound, outbound, transparent and sync).
+  inbound_ports = []
+  # Ports never redirected inbound, besides the sidecar's own, such as [9090].
+  exclude_inbound_ports = []
+  # Destination ports never redirected outbound, such as [5432].
+  exclude_outbound_ports = []
+  # Destinations never redirected outbound, CIDRs or IPs, such as ["169.254.169.254"];
+  # loopback never is.
+  exclude_outbound_cidrs = []
+  # Set up the same rules for IPv6 (ip6tables). false on a node without IPv6.
+  ipv6 = true
+  # iptables flavour: legacy (iptables-legacy), nft (iptables-nft), or auto: legacy if
+  # the pod's network namespace already holds iptables-legacy rules, else nft.
+  backend = "auto"
 }

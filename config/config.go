@@ -17,6 +17,8 @@ type Config struct {
 	Sync     Sync
 	Tracing  Tracing
 	Flags    Flags
+	// Intercept is read by `sidecar intercept` only, not by `sidecar run`.
+	Intercept Intercept
 
 	// origins maps "block.attr" to where its value came from ("config.hcl:12" or
 	// "CTXPROP_STORE_PATH"), so Validate can point at it. Absent means the default.
@@ -94,7 +96,9 @@ type Inbound struct {
 
 // Outbound configures the forward proxy the app uses as HTTP_PROXY.
 type Outbound struct {
-	Address             string        // default "127.0.0.1:7402"
+	Address string // default "127.0.0.1:7402"
+	// TransparentAddress is where redirected outbound TCP arrives (sidecar intercept); "" for none.
+	TransparentAddress  string
 	AllowNonLoopback    bool          // permit a non-loopback Address; default false, as the proxy has no authentication
 	MaxIdleConnsPerHost int           // default 256
 	DialTimeout         time.Duration // default 5s
@@ -169,6 +173,35 @@ type Flags struct {
 	ContextBaggage     map[string]string // evaluation-context attribute → baggage member; default none
 }
 
+// Intercept configures the redirection rules `sidecar intercept` installs in the pod's
+// network namespace (SPEC §5).
+type Intercept struct {
+	// ProxyUID is the uid the sidecar runs as; its traffic is never redirected, so that
+	// the sidecar's own connections reach their destination. Default 65532, the uid the
+	// injector gives the sidecar container.
+	ProxyUID int
+	// InboundPorts are the app's ports whose inbound TCP goes to the inbound proxy;
+	// default none, meaning every port but the sidecar's own.
+	InboundPorts        []int
+	ExcludeInboundPorts []int // ports never redirected inbound, besides the sidecar's own; default none
+	// ExcludeOutboundPorts are destination ports never redirected outbound; default none.
+	ExcludeOutboundPorts []int
+	// ExcludeOutboundCIDRs are destinations (CIDRs or IPs) never redirected outbound,
+	// besides loopback; default none.
+	ExcludeOutboundCIDRs []string
+	IPv6                 bool // set up ip6tables rules too; default true
+	// Backend is the iptables flavour: "legacy", "nft", or "auto" (legacy if the
+	// namespace holds legacy rules already, else nft, as Istio decides); default "auto".
+	Backend string
+}
+
+// The values of intercept.backend.
+const (
+	BackendAuto   = "auto"
+	BackendLegacy = "legacy"
+	BackendNFT    = "nft"
+)
+
 // DefaultConfig returns a new Config holding every default.
 func DefaultConfig() Config {
 	host, _ := os.Hostname() // on failure Validate reports the empty node.name
@@ -204,6 +237,7 @@ func DefaultConfig() Config {
 		},
 		Outbound: Outbound{
 			Address:             "127.0.0.1:7402",
+			TransparentAddress:  "127.0.0.1:7404",
 			MaxIdleConnsPerHost: 256,
 			DialTimeout:         5 * time.Second,
 		},
@@ -216,19 +250,28 @@ func DefaultConfig() Config {
 		},
 		Tracing: Tracing{Mode: TraceParticipate, SampleRatio: 1},
 		Flags:   Flags{PollInterval: 2 * time.Second, ContextHeaders: map[string]string{}, ContextBaggage: map[string]string{}},
+		Intercept: Intercept{
+			ProxyUID:             65532,
+			InboundPorts:         []int{},
+			ExcludeInboundPorts:  []int{},
+			ExcludeOutboundPorts: []int{},
+			ExcludeOutboundCIDRs: []string{},
+			IPv6:                 true,
+			Backend:              BackendAuto,
+		},
 	}
 }
 
 // setting binds one HCL attribute, and its environment variable, to a Config field.
 type setting struct {
 	block, attr string
-	ptr         any // *string, *bool, *int, *int64, *float64, *time.Duration, *[]string or *map[string]string
+	ptr         any // *string, *bool, *int, *int64, *float64, *time.Duration, *[]string, *[]int or *map[string]string
 }
 
 func (s setting) path() string { return s.block + "." + s.attr }
 
 // blocks lists the block names in the order of the file.
-var blocks = []string{"node", "log", "store", "admin", "inbound", "outbound", "sync", "tracing", "flags"}
+var blocks = []string{"node", "log", "store", "admin", "inbound", "outbound", "sync", "tracing", "flags", "intercept"}
 
 // settings lists every attribute; its order is the order of the blocks above.
 func (c *Config) settings() []setting {
@@ -271,6 +314,7 @@ func (c *Config) settings() []setting {
 		{"inbound", "body_timeout", &c.Inbound.BodyTimeout},
 
 		{"outbound", "address", &c.Outbound.Address},
+		{"outbound", "transparent_address", &c.Outbound.TransparentAddress},
 		{"outbound", "allow_non_loopback", &c.Outbound.AllowNonLoopback},
 		{"outbound", "max_idle_conns_per_host", &c.Outbound.MaxIdleConnsPerHost},
 		{"outbound", "dial_timeout", &c.Outbound.DialTimeout},
@@ -303,6 +347,14 @@ func (c *Config) settings() []setting {
 		{"flags", "targeting_key_header", &c.Flags.TargetingKeyHeader},
 		{"flags", "context_headers", &c.Flags.ContextHeaders},
 		{"flags", "context_baggage", &c.Flags.ContextBaggage},
+
+		{"intercept", "proxy_uid", &c.Intercept.ProxyUID},
+		{"intercept", "inbound_ports", &c.Intercept.InboundPorts},
+		{"intercept", "exclude_inbound_ports", &c.Intercept.ExcludeInboundPorts},
+		{"intercept", "exclude_outbound_ports", &c.Intercept.ExcludeOutboundPorts},
+		{"intercept", "exclude_outbound_cidrs", &c.Intercept.ExcludeOutboundCIDRs},
+		{"intercept", "ipv6", &c.Intercept.IPv6},
+		{"intercept", "backend", &c.Intercept.Backend},
 	}
 }
 

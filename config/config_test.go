@@ -98,7 +98,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 62; got != want {
+	if got, want := len(c.settings()), 70; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -168,6 +168,7 @@ inbound {
 }
 outbound {
   address                 = "127.0.0.1:9002"
+  transparent_address     = "127.0.0.1:9004"
   allow_non_loopback      = true
   max_idle_conns_per_host = 16
   dial_timeout            = "750ms"
@@ -204,6 +205,15 @@ flags {
   context_headers = { plan = "X-Plan" }
   context_baggage = { tenant = "tenant.id" }
 }
+intercept {
+  proxy_uid              = 1337
+  inbound_ports          = [3000, 3001]
+  exclude_inbound_ports  = [3002]
+  exclude_outbound_ports = [5432]
+  exclude_outbound_cidrs = ["169.254.169.254", "10.96.0.0/12"]
+  ipv6                   = false
+  backend                = "legacy"
+}
 `
 
 func everyAttributeConfig() Config {
@@ -224,7 +234,7 @@ func everyAttributeConfig() Config {
 			ResponseHeaderTimeout: 15 * time.Second, MaxHeaderBytes: 8192, BodyTimeout: 20 * time.Second,
 			TrustedSources: []string{"10.8.0.0/16", "192.168.1.7"}, ContextHeader: "X-Workflow-Id", ContextBaggage: "ctx.name",
 		},
-		Outbound: Outbound{Address: "127.0.0.1:9002", AllowNonLoopback: true, MaxIdleConnsPerHost: 16, DialTimeout: 750 * time.Millisecond},
+		Outbound: Outbound{Address: "127.0.0.1:9002", TransparentAddress: "127.0.0.1:9004", AllowNonLoopback: true, MaxIdleConnsPerHost: 16, DialTimeout: 750 * time.Millisecond},
 		Sync: Sync{
 			Address: "0.0.0.0:9003", Peers: []string{"10.0.0.7:7403", "peer-b.example:7403"},
 			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
@@ -237,6 +247,8 @@ func everyAttributeConfig() Config {
 		Flags: Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"},
 			PollInterval: 5 * time.Second, TargetingKeyHeader: "X-User-Id",
 			ContextHeaders: map[string]string{"plan": "X-Plan"}, ContextBaggage: map[string]string{"tenant": "tenant.id"}},
+		Intercept: Intercept{ProxyUID: 1337, InboundPorts: []int{3000, 3001}, ExcludeInboundPorts: []int{3002},
+			ExcludeOutboundPorts: []int{5432}, ExcludeOutboundCIDRs: []string{"169.254.169.254", "10.96.0.0/12"}, Backend: "legacy"},
 	}
 }
 
@@ -251,7 +263,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:50"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:51"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -348,6 +360,14 @@ func TestParse_Errors(t *testing.T) {
 		{"request context ttl over the ops maximum", "store {\n  request_context_ttl = \"876001h\"\n}\n", []string{"bad.hcl:2: store.request_context_ttl is 876001h0m0s", "at most 876000h0m0s"}},
 		{"port clash", "outbound {\n  address = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and outbound.address 127.0.0.1:7401 use the same port"}},
 		{"app is the inbound listener", "inbound {\n  app = \"127.0.0.1:7401\"\n}\n", []string{"bad.hcl:2: inbound.address 0.0.0.0:7401 and inbound.app 127.0.0.1:7401 are the same, so the proxy would forward to itself"}},
+		{"intercept proxy uid root", "intercept {\n  proxy_uid = 0\n}\n", []string{"bad.hcl:2: intercept.proxy_uid is 0 (root)"}},
+		{"intercept proxy uid negative", "intercept {\n  proxy_uid = -1\n}\n", []string{"bad.hcl:2: intercept.proxy_uid is -1; want the uid the sidecar runs as"}},
+		{"intercept port out of range", "intercept {\n  exclude_outbound_ports = [443, 70000]\n}\n", []string{"bad.hcl:2: intercept.exclude_outbound_ports entry 2 is 70000; want a port from 1 to 65535"}},
+		{"intercept port not a number", "intercept {\n  inbound_ports = [\"http\"]\n}\n", []string{"bad.hcl:2:", "Invalid value for intercept.inbound_ports; want a list of numbers such as [8080, 9090]"}},
+		{"intercept inbound port of the sidecar", "intercept {\n  inbound_ports = [8080, 7403]\n}\n", []string{"bad.hcl:2: intercept.inbound_ports holds 7403, the port of sync.address; the sidecar's own ports are never redirected"}},
+		{"intercept port both in and out", "intercept {\n  exclude_inbound_ports = [8080]\n  inbound_ports = [8080]\n}\n", []string{"bad.hcl:3: intercept.inbound_ports holds 8080, which intercept.exclude_inbound_ports holds too"}},
+		{"intercept cidr", "intercept {\n  exclude_outbound_cidrs = [\"10.96.0.0/33\"]\n}\n", []string{"bad.hcl:2: intercept.exclude_outbound_cidrs entry 1 \"10.96.0.0/33\" is not an IP address or CIDR"}},
+		{"intercept backend", "intercept {\n  backend = \"nftables\"\n}\n", []string{"bad.hcl:2: intercept.backend \"nftables\" is not a backend; want auto"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.src), "bad.hcl")
@@ -454,6 +474,31 @@ func TestApplyEnv(t *testing.T) {
 	}
 }
 
+func TestApplyEnv_Intercept(t *testing.T) {
+	c := DefaultConfig()
+	env := map[string]string{
+		"CTXPROP_INTERCEPT_INBOUND_PORTS":          "8080, 9090,",
+		"CTXPROP_INTERCEPT_EXCLUDE_INBOUND_PORTS":  "",
+		"CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_CIDRS": "169.254.169.254,10.96.0.0/12",
+		"CTXPROP_INTERCEPT_PROXY_UID":              "1337",
+		"CTXPROP_INTERCEPT_IPV6":                   "false",
+	}
+	if err := c.ApplyEnv(environ(env)); err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Intercept.InboundPorts = []int{8080, 9090}
+	want.Intercept.ExcludeOutboundCIDRs = []string{"169.254.169.254", "10.96.0.0/12"}
+	want.Intercept.ProxyUID = 1337
+	want.Intercept.IPv6 = false
+	if !reflect.DeepEqual(withoutOrigins(c), want) {
+		t.Fatalf("after ApplyEnv\n%+v\nwant\n%+v", withoutOrigins(c).Intercept, want.Intercept)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestApplyEnv_Errors(t *testing.T) {
 	for _, tc := range []struct {
 		name, value, want string
@@ -462,6 +507,7 @@ func TestApplyEnv_Errors(t *testing.T) {
 		{"CTXPROP_STORE_MAX_CONTEXTS", "lots", `CTXPROP_STORE_MAX_CONTEXTS="lots": not an integer`},
 		{"CTXPROP_ADMIN_ALLOW_NON_LOOPBACK", "yes", `CTXPROP_ADMIN_ALLOW_NON_LOOPBACK="yes": not a boolean`},
 		{"CTXPROP_TRACING_SAMPLE_RATIO", "half", `CTXPROP_TRACING_SAMPLE_RATIO="half": not a number`},
+		{"CTXPROP_INTERCEPT_EXCLUDE_INBOUND_PORTS", "9090,metrics", `CTXPROP_INTERCEPT_EXCLUDE_INBOUND_PORTS="9090,metrics": "metrics" is not an integer; want a comma-separated list such as 8080,9090`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()

@@ -340,6 +340,19 @@ func (s setting) setString(v string) error {
 			}
 		}
 		*p = list
+	case *[]int:
+		list := []int{}
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			n, err := strconv.Atoi(e)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer; want a comma-separated list such as 8080,9090", e)
+			}
+			list = append(list, n)
+		}
+		*p = list
 	case *map[string]string:
 		m := map[string]string{}
 		for _, e := range strings.Split(v, ",") {
@@ -418,6 +431,24 @@ func (s setting) setCty(v cty.Value) error {
 				return errors.New("the list holds null; want strings only")
 			}
 			out = append(out, e.AsString())
+		}
+		*p = out
+	case *[]int:
+		list, err := convert.Convert(v, cty.List(cty.Number))
+		if err != nil {
+			return fmt.Errorf("want a list of numbers such as [8080, 9090], got %s", v.Type().FriendlyName())
+		}
+		out := []int{}
+		for it := list.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e.IsNull() {
+				return errors.New("the list holds null; want numbers only")
+			}
+			n, err := ctyInt(e)
+			if err != nil {
+				return err
+			}
+			out = append(out, int(n))
 		}
 		*p = out
 	case *map[string]string:

@@ -222,6 +222,8 @@ func (c *Config) Validate() error {
 		bad("flags.poll_interval", "is %s; want more than 0, such as \"2s\"", d)
 	}
 
+	c.validateIntercept(bad)
+
 	errs = append(errs, c.checkPortClashes()...)
 	return errors.Join(errs...)
 }
@@ -355,4 +357,57 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(ip, ip.BitLen()), nil
+}
+
+// maxUID is the largest uid: (uid_t)-1 means "no uid" to the kernel.
+const maxUID = 1<<32 - 2
+
+// validateIntercept checks the intercept block, which `sidecar intercept` turns into
+// iptables rules: a mistake there either loops the sidecar's traffic back to itself or
+// leaves a port unintercepted without a word.
+func (c *Config) validateIntercept(bad func(path, format string, args ...any)) {
+	ic := c.Intercept
+	switch uid := ic.ProxyUID; {
+	case uid == 0:
+		bad("intercept.proxy_uid", "is 0 (root); every process running as root, often the app, would bypass the sidecar — run the sidecar as a uid of its own (65532 in an injected pod) and set that here")
+	case uid < 0 || uid > maxUID:
+		bad("intercept.proxy_uid", "is %d; want the uid the sidecar runs as, from 1 to %d", uid, maxUID)
+	}
+	ports := func(path string, list []int) {
+		for i, p := range list {
+			if p < 1 || p > 65535 {
+				bad(path, "entry %d is %d; want a port from 1 to 65535", i+1, p)
+			}
+		}
+	}
+	ports("intercept.inbound_ports", ic.InboundPorts)
+	ports("intercept.exclude_inbound_ports", ic.ExcludeInboundPorts)
+	ports("intercept.exclude_outbound_ports", ic.ExcludeOutboundPorts)
+	own := map[string]string{
+		"admin.address": c.Admin.Address, "inbound.address": c.Inbound.Address,
+		"outbound.address": c.Outbound.Address, "outbound.transparent_address": c.Outbound.TransparentAddress,
+		"sync.address": c.Sync.Address,
+	}
+	for _, path := range slices.Sorted(maps.Keys(own)) {
+		_, port, err := net.SplitHostPort(own[path])
+		if err != nil {
+			continue
+		}
+		if n, _ := strconv.Atoi(port); n != 0 && slices.Contains(ic.InboundPorts, n) {
+			bad("intercept.inbound_ports", "holds %d, the port of %s; the sidecar's own ports are never redirected — remove it", n, path)
+		}
+	}
+	for _, p := range ic.InboundPorts {
+		if slices.Contains(ic.ExcludeInboundPorts, p) {
+			bad("intercept.inbound_ports", "holds %d, which intercept.exclude_inbound_ports holds too; keep it in one of them", p)
+		}
+	}
+	for i, cidr := range ic.ExcludeOutboundCIDRs {
+		if _, err := ParsePrefix(cidr); err != nil {
+			bad("intercept.exclude_outbound_cidrs", "entry %d %q is not an IP address or CIDR; want such as \"10.96.0.0/12\" or \"169.254.169.254\"", i+1, cidr)
+		}
+	}
+	if !slices.Contains([]string{BackendAuto, BackendLegacy, BackendNFT}, ic.Backend) {
+		bad("intercept.backend", "%q is not a backend; want auto (legacy if the pod's network namespace already holds iptables-legacy rules, else nft), legacy (iptables-legacy) or nft (iptables-nft)", ic.Backend)
+	}
 }

@@ -50,6 +50,9 @@ func commands() map[string]command {
 		"webhook": {"serve the Kubernetes mutating admission webhook", runWebhook},
 		"inject":  {"add the sidecar to Kubernetes manifests: sidecar inject -f FILE|-", runInject},
 		"probe":   {"check a sidecar health URL (the injected exec probes)", runProbe},
+
+		// The injected init container runs intercept, before the app and the sidecar start.
+		"intercept": {"redirect the pod's traffic to the sidecar (iptables; the injected init container)", runIntercept},
 	}
 }
 
@@ -79,6 +82,6 @@ func usage(w io.Writer, cmds map[string]command) {
 	sort.Strings(names)
 	fmt.Fprintln(w, "usage: sidecar <command> [flags]\n\ncommands:")
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
 	}
 }
