@@ -2,7 +2,9 @@ package k8s
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -64,13 +66,93 @@ func checkInjected(t *testing.T, meta *metav1.ObjectMeta, spec *corev1.PodSpec) 
 		}
 	}
 	checkSyncKey(t, meta, spec, sidecar)
-	for _, c := range spec.Containers {
-		if got := envValue(c.Env, "HTTP_PROXY"); got == "" {
-			t.Errorf("container %s has no HTTP_PROXY", c.Name)
+	switch mode := Interception(meta.Annotations[AnnotationInterception]); mode {
+	case InterceptIPTables:
+		checkInitContainer(t, spec)
+		for _, c := range spec.Containers {
+			for _, name := range []string{"HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"} {
+				if i := envIndex(c.Env, name); i >= 0 {
+					t.Errorf("container %s has %s=%q in iptables mode, want no proxy settings", c.Name, name, c.Env[i].Value)
+				}
+			}
 		}
-		if got := envValue(c.Env, "NO_PROXY"); !strings.Contains(got, "127.0.0.1") {
-			t.Errorf("container %s NO_PROXY = %q, want loopback in it", c.Name, got)
+	case InterceptHTTPProxy:
+		if i := containerIndex(spec.InitContainers, InitContainerName); i >= 0 {
+			t.Errorf("http-proxy pod has the init container %s", InitContainerName)
 		}
+		for _, c := range spec.Containers {
+			if got := envValue(c.Env, "HTTP_PROXY"); got == "" {
+				t.Errorf("container %s has no HTTP_PROXY", c.Name)
+			}
+			if got := envValue(c.Env, "NO_PROXY"); !strings.Contains(got, "127.0.0.1") {
+				t.Errorf("container %s NO_PROXY = %q, want loopback in it", c.Name, got)
+			}
+		}
+	default:
+		t.Errorf("annotation %s = %q, want %q or %q", AnnotationInterception, mode, InterceptIPTables, InterceptHTTPProxy)
+	}
+}
+
+// checkInitContainer asserts ctxprop-init of an iptables pod: once, right before the
+// sidecar, `sidecar intercept` as root with NET_ADMIN and NET_RAW only, and the sidecar's uid
+// exempted from redirection.
+func checkInitContainer(t *testing.T, spec *corev1.PodSpec) {
+	t.Helper()
+	n, at := 0, -1
+	for i, c := range spec.InitContainers {
+		if c.Name == InitContainerName {
+			n, at = n+1, i
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d init containers named %s, want 1", n, InitContainerName)
+	}
+	if got, want := at+1, containerIndex(spec.InitContainers, ContainerName); got != want {
+		t.Errorf("%s is init container %d, the sidecar %d; want it right before the sidecar", InitContainerName, at, want)
+	}
+	ic, sidecar := spec.InitContainers[at], spec.InitContainers[at+1]
+	if ic.RestartPolicy != nil {
+		t.Errorf("%s restartPolicy = %v, want none (it runs to completion before the sidecar)", InitContainerName, *ic.RestartPolicy)
+	}
+	if got, want := ic.Image, sidecar.Image; got != want {
+		t.Errorf("%s image = %q, want the sidecar's %q", InitContainerName, got, want)
+	}
+	if got, want := strings.Join(ic.Args, " "), "intercept -config /etc/ctxprop/config.hcl -config-optional"; got != want {
+		t.Errorf("%s args = %q, want %q", InitContainerName, got, want)
+	}
+	sc := ic.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatalf("%s securityContext = %+v, want capabilities", InitContainerName, sc)
+	}
+	if got, want := fmt.Sprint(sc.Capabilities.Add), "[NET_ADMIN NET_RAW]"; got != want {
+		t.Errorf("%s adds capabilities %s, want %s", InitContainerName, got, want)
+	}
+	if got, want := fmt.Sprint(sc.Capabilities.Drop), "[ALL]"; got != want {
+		t.Errorf("%s drops capabilities %s, want %s", InitContainerName, got, want)
+	}
+	if sc.RunAsUser == nil || *sc.RunAsUser != 0 || sc.RunAsNonRoot == nil || *sc.RunAsNonRoot {
+		t.Errorf("%s runAsUser %v runAsNonRoot %v, want 0 and false (capabilities reach root's effective set only)", InitContainerName, sc.RunAsUser, sc.RunAsNonRoot)
+	}
+	if sc.Privileged != nil && *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("%s privileged %v allowPrivilegeEscalation %v, want neither", InitContainerName, sc.Privileged, sc.AllowPrivilegeEscalation)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s root file system is writable", InitContainerName)
+	}
+	if ssc := sidecar.SecurityContext; ssc == nil || ssc.RunAsUser == nil {
+		t.Errorf("sidecar has no runAsUser")
+	} else if got, want := envValue(ic.Env, "CTXPROP_INTERCEPT_PROXY_UID"), strconv.FormatInt(*ssc.RunAsUser, 10); got != want {
+		t.Errorf("CTXPROP_INTERCEPT_PROXY_UID = %q, want the sidecar's uid %s", got, want)
+	}
+	mounts := map[string]string{}
+	for _, m := range ic.VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	if got, want := mounts[ConfigDir], ConfigVolumeName; got != want {
+		t.Errorf("%s mounts %q at %s, want %q", InitContainerName, got, ConfigDir, want)
+	}
+	if i := volumeIndex(spec.Volumes, mounts["/run"]); i < 0 || spec.Volumes[i].EmptyDir == nil {
+		t.Errorf("%s has no emptyDir at /run for the xtables lock", InitContainerName)
 	}
 }
 
@@ -207,6 +289,7 @@ func TestInjectPod_Annotations(t *testing.T) {
 		{
 			name: "admin and outbound addresses move probes and proxy",
 			ann: map[string]string{
+				AnnotationInterception:                                 "http-proxy",
 				AnnotationConfigPrefix + "admin-address":               "127.0.0.1:17400",
 				AnnotationConfigPrefix + "outbound-address":            "0.0.0.0:17402",
 				AnnotationConfigPrefix + "outbound-allow_non_loopback": "true",
@@ -261,6 +344,7 @@ func TestInjectPod_Annotations(t *testing.T) {
 		{
 			name: "resources, image, no-proxy, configmap",
 			ann: map[string]string{
+				AnnotationInterception:  "http-proxy",
 				AnnotationCPURequest:    "10m",
 				AnnotationMemoryLimit:   "1Gi",
 				AnnotationImage:         "registry.example/ctxprop:2",
@@ -393,37 +477,45 @@ func TestInjectPod_SyncKey(t *testing.T) {
 }
 
 func TestInjectPod_Idempotent(t *testing.T) {
-	meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationNoProxy: ".corp"})
-	cfg := DefaultConfig()
-	if _, err := cfg.InjectPod(meta, spec); err != nil {
-		t.Fatal(err)
-	}
-	once := spec.DeepCopy()
-	res, err := cfg.InjectPod(meta, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := res.Outcome, AlreadyInjected; got != want {
-		t.Errorf("outcome = %v, want %v", got, want)
-	}
-	if !reflect.DeepEqual(spec, once) {
-		t.Errorf("second injection changed the pod")
-	}
+	for _, mode := range []Interception{InterceptIPTables, InterceptHTTPProxy} {
+		t.Run(string(mode), func(t *testing.T) {
+			meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationNoProxy: ".corp", AnnotationInterception: string(mode)})
+			cfg := DefaultConfig()
+			if _, err := cfg.InjectPod(meta, spec); err != nil {
+				t.Fatal(err)
+			}
+			once := spec.DeepCopy()
+			res, err := cfg.InjectPod(meta, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Outcome, AlreadyInjected; got != want {
+				t.Errorf("outcome = %v, want %v", got, want)
+			}
+			if got, want := res.Interception, mode; got != want {
+				t.Errorf("interception = %q, want %q", got, want)
+			}
+			if !reflect.DeepEqual(spec, once) {
+				t.Errorf("second injection changed the pod")
+			}
 
-	// A container added after the injection (by a later webhook) gets the proxy variables
-	// when the pod comes back, and still no second sidecar.
-	spec.Containers = append(spec.Containers, corev1.Container{Name: "late", Image: "late"})
-	if _, err := cfg.InjectPod(meta, spec); err != nil {
-		t.Fatal(err)
-	}
-	checkInjected(t, meta, spec)
-	if got, want := envValue(spec.Containers[1].Env, "NO_PROXY"), envValue(spec.Containers[0].Env, "NO_PROXY"); got != want {
-		t.Errorf("late container NO_PROXY = %q, want %q", got, want)
+			// A container added after the injection (by a later webhook) gets the proxy
+			// variables when the pod comes back in http-proxy mode, none in iptables mode
+			// (checkInjected checks both), and still no second sidecar.
+			spec.Containers = append(spec.Containers, corev1.Container{Name: "late", Image: "late"})
+			if _, err := cfg.InjectPod(meta, spec); err != nil {
+				t.Fatal(err)
+			}
+			checkInjected(t, meta, spec)
+			if got, want := envValue(spec.Containers[1].Env, "NO_PROXY"), envValue(spec.Containers[0].Env, "NO_PROXY"); got != want {
+				t.Errorf("late container NO_PROXY = %q, want %q", got, want)
+			}
+		})
 	}
 }
 
 func TestInjectPod_KeepsAuthorsEnv(t *testing.T) {
-	meta, spec := podWith(map[string]string{AnnotationInject: "true"})
+	meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationInterception: "http-proxy"})
 	spec.Containers[0].Env = []corev1.EnvVar{{Name: "HTTP_PROXY", Value: "http://corp-proxy:3128"}}
 	if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
 		t.Fatal(err)
