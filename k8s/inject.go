@@ -150,8 +150,10 @@ func ParseInterception(s string) (Interception, error) {
 	case InterceptIPTables, InterceptHTTPProxy:
 		return m, nil
 	}
-	return "", fmt.Errorf("%q is no interception mode; want %q (redirection rules, the default) or %q (HTTP_PROXY, for namespaces whose Pod Security level forbids NET_ADMIN)", s, InterceptIPTables, InterceptHTTPProxy)
+	return "", fmt.Errorf("%q is not an interception mode; %s", s, interceptionWant)
 }
+
+var interceptionWant = fmt.Sprintf("want %q (redirection rules, the default) or %q (HTTP_PROXY, for namespaces whose Pod Security level forbids NET_ADMIN)", InterceptIPTables, InterceptHTTPProxy)
 
 // NamespacePolicy is what the injector knows of the pod's namespace. The webhook learns it
 // from the path the API server calls: the shipped configuration sends pods of namespaces that
@@ -591,7 +593,7 @@ func (c Config) interception(ann map[string]string, ns NamespacePolicy) (mode In
 	v, explicit := ann[AnnotationInterception]
 	if explicit {
 		if mode, err = ParseInterception(v); err != nil {
-			return "", "", &AnnotationError{AnnotationInterception, v, strings.TrimPrefix(err.Error(), strconv.Quote(v)+" ")}
+			return "", "", &AnnotationError{AnnotationInterception, v, "not an interception mode; " + interceptionWant}
 		}
 	}
 	if mode != InterceptIPTables || !ns.NoNetAdmin {

@@ -410,6 +410,18 @@ func TestInjectPod_BadAnnotations(t *testing.T) {
 		{AnnotationSyncKeySecret, "a/b", "lower case"},
 		{AnnotationSyncKeySecret, "", `or "none" to run without one`},
 		{AnnotationSyncKeySecret, "None", "lower case"},
+		{AnnotationInterception, "nftables", `not an interception mode; want "iptables"`},
+		{AnnotationInterception, "", `or "http-proxy"`},
+		{AnnotationInboundPorts, "http", `"http" is not a port number 1-65535; want a comma-separated list`},
+		{AnnotationInboundPorts, "8080,7401", "7401 is a port of the sidecar"},
+		{AnnotationInboundPorts, "7403", "7403 is a port of the sidecar"},
+		{AnnotationExcludeInboundPorts, "0", `"0" is not a port number`},
+		{AnnotationExcludeOutboundPorts, "5432 6379", `"5432 6379" is not a port number`},
+		{AnnotationExcludeOutboundPorts, "8000-8080", `"8000-8080" is not a port number`},
+		{AnnotationExcludeOutboundCIDRs, "10.0.0.1", `"10.0.0.1" is not a CIDR such as 10.0.0.0/8`},
+		{AnnotationExcludeOutboundCIDRs, "10.0.0.0/8,10.0.0.0/33", `"10.0.0.0/33" is not a CIDR`},
+		{AnnotationExcludeOutboundCIDRs, "metadata.internal", "not a CIDR"},
+		{AnnotationConfigPrefix + "intercept-proxy_uid", "0", "the injector sets it to the sidecar's uid 65532"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
@@ -543,6 +555,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"empty sync key secret", func(c *Config) { c.SyncKeySecret = "" }, `or "none" to run without one (-sync-key-secret)`},
 		{"no sync key", func(c *Config) { c.SyncKeySecret = SyncKeyNone }, ""},
 		{"no peer service", func(c *Config) { c.PeerService = "" }, ""},
+		{"http-proxy", func(c *Config) { c.Interception = InterceptHTTPProxy }, ""},
+		{"unknown interception", func(c *Config) { c.Interception = "nft" }, `interception: "nft" is not an interception mode; want "iptables"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -557,6 +571,201 @@ func TestConfig_Validate(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestInjectPod_Interception: the mode a pod gets from its annotation, the injector's default
+// and its namespace's policy, the annotation that records it, and what ctxprop-init is told.
+func TestInjectPod_Interception(t *testing.T) {
+	tests := []struct {
+		name         string
+		def          Interception // Config.Interception
+		ann          map[string]string
+		noNetAdmin   bool
+		want         Interception
+		wantFallback bool
+		wantEnv      []string // ctxprop-init's environment, NAME=value, in order
+	}{
+		{name: "default", want: InterceptIPTables, wantEnv: []string{"CTXPROP_INTERCEPT_PROXY_UID=65532"}},
+		{name: "pod asks for http-proxy", ann: map[string]string{AnnotationInterception: "http-proxy"}, want: InterceptHTTPProxy},
+		{name: "injector default http-proxy", def: InterceptHTTPProxy, want: InterceptHTTPProxy},
+		{name: "pod asks for iptables under an http-proxy injector", def: InterceptHTTPProxy, ann: map[string]string{AnnotationInterception: "iptables"}, want: InterceptIPTables,
+			wantEnv: []string{"CTXPROP_INTERCEPT_PROXY_UID=65532"}},
+		{
+			name: "interception annotations and config overrides",
+			ann: map[string]string{
+				AnnotationInboundPorts:                     " 8080 , 8443,",
+				AnnotationExcludeInboundPorts:              "9090",
+				AnnotationExcludeOutboundPorts:             "5432,6379",
+				AnnotationExcludeOutboundCIDRs:             "169.254.169.254/32, 10.96.0.0/12,fd00::/8",
+				AnnotationConfigPrefix + "inbound-address": "0.0.0.0:17401",
+			},
+			want: InterceptIPTables,
+			wantEnv: []string{
+				"CTXPROP_INBOUND_ADDRESS=0.0.0.0:17401", // ctxprop-init redirects to the port the sidecar uses
+				"CTXPROP_INTERCEPT_PROXY_UID=65532",
+				"CTXPROP_INTERCEPT_INBOUND_PORTS=8080,8443",
+				"CTXPROP_INTERCEPT_EXCLUDE_INBOUND_PORTS=9090",
+				"CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_PORTS=5432,6379",
+				"CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_CIDRS=169.254.169.254/32,10.96.0.0/12,fd00::/8",
+			},
+		},
+		{name: "empty list", ann: map[string]string{AnnotationExcludeOutboundPorts: ""}, want: InterceptIPTables,
+			wantEnv: []string{"CTXPROP_INTERCEPT_PROXY_UID=65532", "CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_PORTS="}},
+		{name: "no NET_ADMIN: falls back", noNetAdmin: true, want: InterceptHTTPProxy, wantFallback: true},
+		{name: "no NET_ADMIN: pod asks for http-proxy", noNetAdmin: true, ann: map[string]string{AnnotationInterception: "http-proxy"}, want: InterceptHTTPProxy},
+		{name: "no NET_ADMIN: injector default http-proxy", noNetAdmin: true, def: InterceptHTTPProxy, want: InterceptHTTPProxy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Interception = tt.def
+			ann := map[string]string{AnnotationInject: "true"}
+			for k, v := range tt.ann {
+				ann[k] = v
+			}
+			meta, spec := podWith(ann)
+			res, err := cfg.InjectPodIn(meta, spec, NamespacePolicy{NoNetAdmin: tt.noNetAdmin})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Interception, tt.want; got != want {
+				t.Errorf("interception = %q, want %q", got, want)
+			}
+			if got, want := meta.Annotations[AnnotationInterception], string(tt.want); got != want {
+				t.Errorf("annotation %s = %q, want %q", AnnotationInterception, got, want)
+			}
+			checkInjected(t, meta, spec)
+			reason, hasReason := meta.Annotations[AnnotationInterceptionReason]
+			if hasReason != tt.wantFallback || res.Fallback != reason {
+				t.Errorf("fallback %q, annotation %s %q (set %v); want set %v and the same", res.Fallback, AnnotationInterceptionReason, reason, hasReason, tt.wantFallback)
+			}
+			if tt.wantFallback && !strings.Contains(reason, "Pod Security") || tt.wantFallback && !strings.Contains(reason, AnnotationInterception) {
+				t.Errorf("fallback reason %q, want it to name Pod Security and %s", reason, AnnotationInterception)
+			}
+			if tt.want != InterceptIPTables {
+				return
+			}
+			ic := spec.InitContainers[containerIndex(spec.InitContainers, InitContainerName)]
+			var env []string
+			for _, e := range ic.Env {
+				env = append(env, e.Name+"="+e.Value)
+			}
+			if got, want := strings.Join(env, "\n"), strings.Join(tt.wantEnv, "\n"); got != want {
+				t.Errorf("%s environment:\n%s\nwant:\n%s", InitContainerName, got, want)
+			}
+		})
+	}
+}
+
+// TestInjectPod_InterceptionRefused: where the namespace forbids NET_ADMIN, a pod that asked
+// for iptables, or was injected with ctxprop-init before, is refused with the annotation to
+// set; an interception list set twice (annotation and config override) is refused too.
+func TestInjectPod_InterceptionRefused(t *testing.T) {
+	noNetAdmin := NamespacePolicy{NoNetAdmin: true}
+	t.Run("pod asks for iptables", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationInterception: "iptables"})
+		_, err := DefaultConfig().InjectPodIn(meta, spec, noNetAdmin)
+		var ae *AnnotationError
+		if !errors.As(err, &ae) || ae.Key != AnnotationInterception {
+			t.Fatalf("err = %v, want an AnnotationError for %s", err, AnnotationInterception)
+		}
+		for _, want := range []string{"Pod Security baseline or restricted", "NET_ADMIN", InitContainerName, `ctxprop.io/interception: "http-proxy"`} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v, want it to contain %q", err, want)
+			}
+		}
+		if len(spec.InitContainers) != 0 {
+			t.Errorf("refused pod was changed")
+		}
+	})
+	t.Run("injected with ctxprop-init before", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{AnnotationInject: "true"})
+		if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
+			t.Fatal(err)
+		}
+		_, err := DefaultConfig().InjectPodIn(meta, spec, noNetAdmin)
+		if err == nil || !strings.Contains(err.Error(), `ctxprop.io/interception: "http-proxy"`) || !strings.Contains(err.Error(), "inject the pod again") {
+			t.Fatalf("err = %v, want a refusal that says to inject again with http-proxy", err)
+		}
+	})
+	t.Run("injected with http-proxy before", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationInterception: "http-proxy"})
+		if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
+			t.Fatal(err)
+		}
+		res, err := DefaultConfig().InjectPodIn(meta, spec, noNetAdmin)
+		if err != nil || res.Outcome != AlreadyInjected {
+			t.Fatalf("InjectPodIn = %v, %v; want already injected", res.Outcome, err)
+		}
+	})
+	t.Run("list set twice", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{
+			AnnotationInject:               "true",
+			AnnotationExcludeOutboundPorts: "5432",
+			AnnotationConfigPrefix + "intercept-exclude_outbound_ports": "6379",
+		})
+		_, err := DefaultConfig().InjectPod(meta, spec)
+		var ae *AnnotationError
+		if !errors.As(err, &ae) || ae.Key != AnnotationConfigPrefix+"intercept-exclude_outbound_ports" || !strings.Contains(err.Error(), "set either it or "+AnnotationExcludeOutboundPorts) {
+			t.Fatalf("err = %v, want a refusal naming both annotations", err)
+		}
+	})
+}
+
+// TestInjectPod_InitContainerOrder: the pod's own init containers run before ctxprop-init,
+// so their traffic is never redirected to a sidecar that has not started; ctxprop-init runs
+// right before the sidecar.
+func TestInjectPod_InitContainerOrder(t *testing.T) {
+	meta, spec := podWith(map[string]string{AnnotationInject: "true"})
+	spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "app"}, {Name: "fetch", Image: "app"}}
+	if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range spec.InitContainers {
+		names = append(names, c.Name)
+	}
+	if got, want := strings.Join(names, " "), "migrate fetch ctxprop-init ctxprop"; got != want {
+		t.Errorf("init containers %q, want %q", got, want)
+	}
+	checkInjected(t, meta, spec)
+}
+
+// TestInjectPod_SidecarUIDWarning: an app container running as the sidecar's uid is
+// exempted from redirection with it; the injection goes ahead and says so.
+func TestInjectPod_SidecarUIDWarning(t *testing.T) {
+	uid, other := int64(SidecarUID), int64(1000)
+	tests := []struct {
+		name       string
+		pod, ctr   *int64
+		mode       string
+		wantWarned bool
+	}{
+		{name: "container", ctr: &uid, mode: "iptables", wantWarned: true},
+		{name: "pod", pod: &uid, mode: "iptables", wantWarned: true},
+		{name: "container overrides pod", pod: &uid, ctr: &other, mode: "iptables"},
+		{name: "http-proxy mode", ctr: &uid, mode: "http-proxy"},
+		{name: "other uid", ctr: &other, mode: "iptables"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationInterception: tt.mode})
+			if tt.pod != nil {
+				spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: tt.pod}
+			}
+			if tt.ctr != nil {
+				spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: tt.ctr}
+			}
+			res, err := DefaultConfig().InjectPod(meta, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			warned := len(res.Warnings) == 1 && strings.Contains(res.Warnings[0], `container "app" runs as uid 65532`)
+			if warned != tt.wantWarned || !tt.wantWarned && len(res.Warnings) > 0 {
+				t.Errorf("warnings %q, want warned %v", res.Warnings, tt.wantWarned)
 			}
 		})
 	}
