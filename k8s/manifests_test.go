@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	peersync "github.com/ctxprop/ctxprop/sync"
@@ -257,6 +258,32 @@ func TestAPIServer_Manifests(t *testing.T) {
 	for _, it := range v.Items {
 		if _, ok := stored.Data[it.Key]; !ok {
 			t.Errorf("the pod mounts key %q of Secret %s, which has %v", it.Key, stored.Name, stored.Data)
+		}
+	}
+}
+
+// TestREADME_Annotations: every annotation the injector reads or writes is documented in the
+// README's Kubernetes section.
+func TestREADME_Annotations(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, a := range []string{
+		AnnotationInject, AnnotationStatus, AnnotationSkipReason, AnnotationAppPort, AnnotationImage,
+		AnnotationConfigMap, AnnotationDataClaim, AnnotationDataVolume, AnnotationSyncKeySecret,
+		AnnotationSyncKey, AnnotationNoProxy, AnnotationInterception, AnnotationInterceptionReason,
+		AnnotationInboundPorts, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts,
+		AnnotationExcludeOutboundCIDRs, "ctxprop.io/cpu-request", "ctxprop.io/config-<block>-<attr>",
+	} {
+		if !strings.Contains(readme, "`"+a) {
+			t.Errorf("README.md does not document the annotation %s", a)
+		}
+	}
+	for _, s := range []string{MutateNoNetAdminPath, InitContainerName, "-interception=http-proxy", "pod-security.kubernetes.io/enforce"} {
+		if !strings.Contains(readme, s) {
+			t.Errorf("README.md does not mention %s", s)
 		}
 	}
 }
