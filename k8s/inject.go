@@ -629,11 +629,15 @@ func interceptSettings(ann map[string]string) ([]interceptSetting, error) {
 		{AnnotationExcludeInboundPorts, "exclude_inbound_ports", portString},
 		{AnnotationExcludeOutboundPorts, "exclude_outbound_ports", portString},
 		{AnnotationExcludeOutboundCIDRs, "exclude_outbound_cidrs", func(e string) (string, error) {
+			// A lone address is one host, as in intercept.exclude_outbound_cidrs.
 			pfx, err := netip.ParsePrefix(e)
-			if err != nil {
-				return "", fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8, 169.254.169.254/32 or fd00::/8", e)
+			if ip, ipErr := netip.ParseAddr(e); ipErr == nil && ip.Zone() == "" {
+				pfx, err = netip.PrefixFrom(ip, ip.BitLen()), nil
 			}
-			return pfx.String(), nil
+			if err != nil {
+				return "", fmt.Errorf("%q is not an IP address or CIDR such as 10.0.0.0/8, 169.254.169.254 or fd00::/8", e)
+			}
+			return pfx.Masked().String(), nil
 		}},
 	} {
 		v, ok := ann[a.key]
@@ -652,6 +656,17 @@ func interceptSettings(ann map[string]string) ([]interceptSetting, error) {
 			list = append(list, norm)
 		}
 		out = append(out, interceptSetting{a.key, config.EnvVar("intercept", a.attr), strings.Join(list, ",")})
+	}
+	// sidecar intercept refuses a port in both lists; say so before ctxprop-init fails.
+	if in, ex := ann[AnnotationInboundPorts], ann[AnnotationExcludeInboundPorts]; in != "" && ex != "" {
+		for _, p := range strings.Split(in, ",") {
+			n, _ := strconv.Atoi(strings.TrimSpace(p)) // checked above
+			for _, q := range strings.Split(ex, ",") {
+				if m, _ := strconv.Atoi(strings.TrimSpace(q)); m == n {
+					return nil, &AnnotationError{AnnotationInboundPorts, in, fmt.Sprintf("holds %d, which %s holds too; keep it in one of them", n, AnnotationExcludeInboundPorts)}
+				}
+			}
+		}
 	}
 	return out, nil
 }

@@ -418,9 +418,9 @@ func TestInjectPod_BadAnnotations(t *testing.T) {
 		{AnnotationExcludeInboundPorts, "0", `"0" is not a port number`},
 		{AnnotationExcludeOutboundPorts, "5432 6379", `"5432 6379" is not a port number`},
 		{AnnotationExcludeOutboundPorts, "8000-8080", `"8000-8080" is not a port number`},
-		{AnnotationExcludeOutboundCIDRs, "10.0.0.1", `"10.0.0.1" is not a CIDR such as 10.0.0.0/8`},
-		{AnnotationExcludeOutboundCIDRs, "10.0.0.0/8,10.0.0.0/33", `"10.0.0.0/33" is not a CIDR`},
-		{AnnotationExcludeOutboundCIDRs, "metadata.internal", "not a CIDR"},
+		{AnnotationExcludeOutboundCIDRs, "10.0.0.0/8,10.0.0.0/33", `"10.0.0.0/33" is not an IP address or CIDR such as 10.0.0.0/8`},
+		{AnnotationExcludeOutboundCIDRs, "metadata.internal", "not an IP address or CIDR"},
+		{AnnotationExcludeOutboundCIDRs, "fe80::1%eth0", "not an IP address or CIDR"},
 		{AnnotationConfigPrefix + "intercept-proxy_uid", "0", "the injector sets it to the sidecar's uid 65532"},
 	}
 	for _, tt := range tests {
@@ -599,7 +599,7 @@ func TestInjectPod_Interception(t *testing.T) {
 				AnnotationInboundPorts:                     " 8080 , 8443,",
 				AnnotationExcludeInboundPorts:              "9090",
 				AnnotationExcludeOutboundPorts:             "5432,6379",
-				AnnotationExcludeOutboundCIDRs:             "169.254.169.254/32, 10.96.0.0/12,fd00::/8",
+				AnnotationExcludeOutboundCIDRs:             "169.254.169.254, 10.96.0.1/12,fd00::/8",
 				AnnotationConfigPrefix + "inbound-address": "0.0.0.0:17401",
 			},
 			want: InterceptIPTables,
@@ -699,6 +699,18 @@ func TestInjectPod_InterceptionRefused(t *testing.T) {
 		res, err := DefaultConfig().InjectPodIn(meta, spec, noNetAdmin)
 		if err != nil || res.Outcome != AlreadyInjected {
 			t.Fatalf("InjectPodIn = %v, %v; want already injected", res.Outcome, err)
+		}
+	})
+	t.Run("port included and excluded", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{
+			AnnotationInject:              "true",
+			AnnotationInboundPorts:        "8080, 9090",
+			AnnotationExcludeInboundPorts: "9090",
+		})
+		_, err := DefaultConfig().InjectPod(meta, spec)
+		var ae *AnnotationError
+		if !errors.As(err, &ae) || ae.Key != AnnotationInboundPorts || !strings.Contains(err.Error(), "holds 9090, which "+AnnotationExcludeInboundPorts+" holds too") {
+			t.Fatalf("err = %v, want a refusal naming both annotations", err)
 		}
 	})
 	t.Run("list set twice", func(t *testing.T) {
