@@ -117,7 +117,7 @@ func checkInitContainer(t *testing.T, spec *corev1.PodSpec) {
 	if got, want := ic.Image, sidecar.Image; got != want {
 		t.Errorf("%s image = %q, want the sidecar's %q", InitContainerName, got, want)
 	}
-	if got, want := strings.Join(ic.Args, " "), "intercept -config /etc/ctxprop/config.hcl -config-optional"; got != want {
+	if got, want := strings.Join(ic.Args, " "), "intercept"; got != want {
 		t.Errorf("%s args = %q, want %q", InitContainerName, got, want)
 	}
 	sc := ic.SecurityContext
@@ -147,9 +147,6 @@ func checkInitContainer(t *testing.T, spec *corev1.PodSpec) {
 	mounts := map[string]string{}
 	for _, m := range ic.VolumeMounts {
 		mounts[m.MountPath] = m.Name
-	}
-	if got, want := mounts[ConfigDir], ConfigVolumeName; got != want {
-		t.Errorf("%s mounts %q at %s, want %q", InitContainerName, got, ConfigDir, want)
 	}
 	if i := volumeIndex(spec.Volumes, mounts["/run"]); i < 0 || spec.Volumes[i].EmptyDir == nil {
 		t.Errorf("%s has no emptyDir at /run for the xtables lock", InitContainerName)
