@@ -12,6 +12,15 @@
 // ≥ 1.29): the kubelet starts it first, starts the app containers only once its startup probe
 // passes, and stops it after them, so Jobs still complete.
 //
+// Interception, how the pod's traffic reaches the sidecar, is iptables by default: the init
+// container ctxprop-init (`sidecar intercept`, root with NET_ADMIN and NET_RAW only) runs
+// right before the sidecar and installs redirection rules, so the app needs no proxy settings
+// and its Service no change. The other mode, http-proxy, sets HTTP_PROXY on the app
+// containers instead and needs no privilege: Pod Security baseline and restricted refuse
+// NET_ADMIN, and the webhook gives their namespaces' pods http-proxy (the API server sends
+// those to [MutateNoNetAdminPath], matching the namespace's labels) or refuses a pod that
+// asked for iptables, naming the annotation to set.
+//
 // The startup, readiness and liveness probes run `sidecar probe` inside the sidecar container
 // (an exec probe) rather than an httpGet probe: the admin API listens on 127.0.0.1 only (SPEC
 // §2), and the kubelet's httpGet probes dial the pod IP, which never reaches a loopback

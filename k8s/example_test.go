@@ -13,8 +13,9 @@ import (
 func ExampleConfig_InjectPod() {
 	pod := corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
-			k8s.AnnotationInject:  "true",
-			k8s.AnnotationAppPort: "9000",
+			k8s.AnnotationInject:               "true",
+			k8s.AnnotationAppPort:              "9000",
+			k8s.AnnotationExcludeOutboundCIDRs: "169.254.169.254/32",
 		}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "shop/orders"}}},
 	}
@@ -23,8 +24,12 @@ func ExampleConfig_InjectPod() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(res.Outcome)
-	sidecar := pod.Spec.InitContainers[0]
+	fmt.Println(res.Outcome, "interception:", res.Interception)
+	setup, sidecar := pod.Spec.InitContainers[0], pod.Spec.InitContainers[1]
+	fmt.Println(setup.Name, strings.Join(setup.Args, " "), "adds", setup.SecurityContext.Capabilities.Add)
+	for _, e := range setup.Env {
+		fmt.Printf("  %s=%s\n", e.Name, e.Value)
+	}
 	fmt.Println(sidecar.Name, "restartPolicy:", *sidecar.RestartPolicy)
 	fmt.Println("probe:", strings.Join(sidecar.StartupProbe.Exec.Command, " "))
 	for _, e := range sidecar.Env {
@@ -35,9 +40,12 @@ func ExampleConfig_InjectPod() {
 		}
 	}
 	fmt.Println("fleet key from Secret", pod.Annotations[k8s.AnnotationSyncKey])
-	fmt.Println("app HTTP_PROXY:", pod.Spec.Containers[0].Env[0].Value)
+	fmt.Println("app environment:", pod.Spec.Containers[0].Env)
 	// Output:
-	// injected
+	// injected interception: iptables
+	// ctxprop-init intercept adds [NET_ADMIN NET_RAW]
+	//   CTXPROP_INTERCEPT_PROXY_UID=65532
+	//   CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_CIDRS=169.254.169.254/32
 	// ctxprop restartPolicy: Always
 	// probe: /sidecar probe -url http://127.0.0.1:7400/readyz
 	// POD_NAMESPACE from metadata.namespace
@@ -48,7 +56,7 @@ func ExampleConfig_InjectPod() {
 	// CTXPROP_SYNC_KEY_FILE=/etc/ctxprop-sync/key
 	// GOMEMLIMIT=209715KiB
 	// fleet key from Secret ctxprop-sync-key
-	// app HTTP_PROXY: http://127.0.0.1:7402
+	// app environment: []
 }
 
 func ExampleConfig_InjectManifests() {

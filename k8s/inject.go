@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +55,24 @@ const (
 	AnnotationCPULimit      = "ctxprop.io/cpu-limit"
 	AnnotationMemoryRequest = "ctxprop.io/memory-request"
 	AnnotationMemoryLimit   = "ctxprop.io/memory-limit"
+	// AnnotationInterception chooses how the pod's traffic reaches the sidecar: InterceptIPTables
+	// (redirection rules installed by the init container ctxprop-init; the default) or
+	// InterceptHTTPProxy (HTTP_PROXY on the app containers, no extra privileges). Unset: the
+	// injector's Config.Interception. The injector writes the mode it chose here.
+	AnnotationInterception = "ctxprop.io/interception"
+	// AnnotationInterceptionReason is written by the injector when it chose http-proxy for a
+	// pod that did not ask for a mode, and says why.
+	AnnotationInterceptionReason = "ctxprop.io/interception-reason"
+	// Interception settings, comma-separated; they become the CTXPROP_INTERCEPT_* variables of
+	// ctxprop-init (the intercept block of config.hcl) and are checked in both modes.
+	// AnnotationInboundPorts lists the app ports redirected to the inbound proxy (unset: all).
+	AnnotationInboundPorts = "ctxprop.io/inbound-ports"
+	// AnnotationExcludeInboundPorts lists ports whose inbound traffic is never redirected.
+	AnnotationExcludeInboundPorts = "ctxprop.io/exclude-inbound-ports"
+	// AnnotationExcludeOutboundPorts lists destination ports the app reaches directly.
+	AnnotationExcludeOutboundPorts = "ctxprop.io/exclude-outbound-ports"
+	// AnnotationExcludeOutboundCIDRs lists destination CIDRs the app reaches directly.
+	AnnotationExcludeOutboundCIDRs = "ctxprop.io/exclude-outbound-cidrs"
 	// AnnotationConfigPrefix starts a config override: ctxprop.io/config-<block>-<attr> = value
 	// sets the sidecar's environment variable CTXPROP_<BLOCK>_<ATTR>, which overrides that
 	// config.hcl attribute (SPEC §9). Dashes become underscores, so nested blocks work too:
@@ -68,14 +88,19 @@ const (
 
 // Names and paths of what the injector adds to a pod.
 const (
-	ContainerName    = "ctxprop"
-	DataVolumeName   = "ctxprop-data"
-	ConfigVolumeName = "ctxprop-config"
-	SyncKeyVolume    = "ctxprop-sync-key"
-	SyncKeyDir       = "/etc/ctxprop-sync"
-	DataDir          = "/var/lib/ctxprop"
-	ConfigDir        = "/etc/ctxprop"
-	StoreFile        = "ctxprop.db"
+	ContainerName = "ctxprop"
+	// InitContainerName runs `sidecar intercept` before the sidecar starts (iptables mode).
+	InitContainerName = "ctxprop-init"
+	// XtablesVolumeName is an emptyDir at /run in ctxprop-init, where iptables takes its
+	// lock (/run/xtables.lock) on an otherwise read-only root file system.
+	XtablesVolumeName = "ctxprop-xtables-lock"
+	DataVolumeName    = "ctxprop-data"
+	ConfigVolumeName  = "ctxprop-config"
+	SyncKeyVolume     = "ctxprop-sync-key"
+	SyncKeyDir        = "/etc/ctxprop-sync"
+	DataDir           = "/var/lib/ctxprop"
+	ConfigDir         = "/etc/ctxprop"
+	StoreFile         = "ctxprop.db"
 
 	// SyncKeySecretKey is the key of the Secret that holds the fleet key, mounted as the
 	// file SyncKeyDir/key.
@@ -94,7 +119,49 @@ const (
 	SyncPort        = 7403
 	InboundPortName = "ctxprop-in"
 	SyncPortName    = "ctxprop-sync"
+	// The other listeners of SPEC §2 and §5: the admin API and the transparent outbound
+	// listener, which redirected app connections reach.
+	AdminPort       = 7400
+	OutboundPort    = 7402
+	TransparentPort = 7404
+
+	// SidecarUID is the user and group the sidecar runs as; ctxprop-init exempts this uid's
+	// traffic from redirection (intercept.proxy_uid), so the sidecar's own calls go out.
+	SidecarUID = 65532
 )
+
+// Interception is how a pod's traffic reaches the sidecar.
+type Interception string
+
+const (
+	// InterceptIPTables: ctxprop-init (NET_ADMIN, NET_RAW) redirects the app's outbound TCP to
+	// the transparent listener and inbound TCP for the app's ports to the inbound proxy. The
+	// app and its Service change nothing.
+	InterceptIPTables Interception = "iptables"
+	// InterceptHTTPProxy: the app containers get HTTP_PROXY; only clients that honour it are
+	// seen outbound, and Services target the sidecar's port ctxprop-in. Needs no privilege,
+	// so it is what Pod Security baseline and restricted admit.
+	InterceptHTTPProxy Interception = "http-proxy"
+)
+
+// ParseInterception accepts the two modes by name.
+func ParseInterception(s string) (Interception, error) {
+	switch m := Interception(s); m {
+	case InterceptIPTables, InterceptHTTPProxy:
+		return m, nil
+	}
+	return "", fmt.Errorf("%q is not an interception mode; %s", s, interceptionWant)
+}
+
+var interceptionWant = fmt.Sprintf("want %q (redirection rules, the default) or %q (HTTP_PROXY, for namespaces whose Pod Security level forbids NET_ADMIN)", InterceptIPTables, InterceptHTTPProxy)
+
+// NamespacePolicy is what the injector knows of the pod's namespace. The webhook learns it
+// from the path the API server calls: the shipped configuration sends pods of namespaces that
+// enforce Pod Security baseline or restricted to MutateNoNetAdminPath.
+type NamespacePolicy struct {
+	// NoNetAdmin: containers that add NET_ADMIN or NET_RAW are refused in this namespace.
+	NoNetAdmin bool
+}
 
 // Config is what the injector puts into every pod; annotations adjust it per pod.
 type Config struct {
@@ -123,6 +190,9 @@ type Config struct {
 	NoProxy []string
 	// Resources of the sidecar container.
 	Resources corev1.ResourceRequirements
+	// Interception is the mode of pods that do not choose one with AnnotationInterception;
+	// empty means InterceptIPTables.
+	Interception Interception
 	// InjectUnannotated treats pods without the inject annotation as opted in; the offline
 	// `sidecar inject` sets it, since running it is the opt-in. "false" still opts out.
 	InjectUnannotated bool
@@ -165,6 +235,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("k8s config: binary %q must be an absolute path inside the image", c.Binary)
 	case c.ConfigMap == "":
 		return errors.New("k8s config: configmap is empty; name the ConfigMap holding config.hcl")
+	}
+	if c.Interception != "" {
+		if _, err := ParseInterception(string(c.Interception)); err != nil {
+			return fmt.Errorf("k8s config: interception: %v (-interception)", err)
+		}
 	}
 	if err := checkSyncKeySecret(c.SyncKeySecret); err != nil {
 		return fmt.Errorf("k8s config: sync key secret %q: %s (-sync-key-secret)", c.SyncKeySecret, err)
@@ -215,6 +290,13 @@ type Result struct {
 	Outcome Outcome
 	// Reason is why a pod was skipped; empty otherwise.
 	Reason string
+	// Interception is the mode of an injected pod.
+	Interception Interception
+	// Fallback says why an injected pod got InterceptHTTPProxy although the injector's
+	// default is InterceptIPTables; empty otherwise.
+	Fallback string
+	// Warnings are what the pod's author should hear about an injection that went ahead.
+	Warnings []string
 }
 
 // AnnotationError is a pod annotation the injector cannot use. The webhook denies such a pod
@@ -232,6 +314,16 @@ func (e *AnnotationError) Error() string {
 // already has the sidecar container gets no second one. A pod that opted out is left alone
 // except for the status and skip-reason annotations. Only an *AnnotationError is returned.
 func (c Config) InjectPod(meta *metav1.ObjectMeta, spec *corev1.PodSpec) (Result, error) {
+	return c.InjectPodIn(meta, spec, NamespacePolicy{})
+}
+
+// noNetAdminProblem is what a pod hears when its namespace refuses ctxprop-init.
+var noNetAdminProblem = fmt.Sprintf("the namespace enforces Pod Security baseline or restricted (label pod-security.kubernetes.io/enforce), which refuses the NET_ADMIN and NET_RAW capabilities of the init container %s that installs the redirection rules; set %s: %q (the app's clients must then honour HTTP_PROXY), or label the namespace pod-security.kubernetes.io/enforce=privileged", InitContainerName, AnnotationInterception, InterceptHTTPProxy)
+
+// InjectPodIn is InjectPod for a pod of a namespace with the given policy. A pod that did not
+// choose a mode falls back from iptables to http-proxy where the namespace forbids NET_ADMIN,
+// and says so in AnnotationInterceptionReason; a pod that asked for iptables there is refused.
+func (c Config) InjectPodIn(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns NamespacePolicy) (Result, error) {
 	inject, asked := meta.Annotations[AnnotationInject]
 	if !asked && !c.InjectUnannotated {
 		return Result{Outcome: NotRequested}, nil
@@ -244,6 +336,14 @@ func (c Config) InjectPod(meta *metav1.ObjectMeta, spec *corev1.PodSpec) (Result
 		return skip(meta, reason), nil
 	}
 	if i := containerIndex(spec.InitContainers, ContainerName); i >= 0 {
+		if containerIndex(spec.InitContainers, InitContainerName) >= 0 {
+			// Injected earlier (by `sidecar inject`, or before the namespace was labelled):
+			// Pod Security would refuse it with a message that does not say what to change.
+			if ns.NoNetAdmin {
+				return Result{}, &AnnotationError{AnnotationInterception, string(InterceptIPTables), noNetAdminProblem + ", and inject the pod again"}
+			}
+			return Result{Outcome: AlreadyInjected, Interception: InterceptIPTables}, nil
+		}
 		// Filling in proxy variables lets a pod pass through the webhook again (reinvocation
 		// after another webhook added a container) without a second sidecar.
 		outbound := envValue(spec.InitContainers[i].Env, "CTXPROP_OUTBOUND_ADDRESS")
@@ -254,21 +354,28 @@ func (c Config) InjectPod(meta *metav1.ObjectMeta, spec *corev1.PodSpec) (Result
 		for i := range spec.Containers {
 			addMissingEnv(&spec.Containers[i], env)
 		}
-		return Result{Outcome: AlreadyInjected}, nil
+		return Result{Outcome: AlreadyInjected, Interception: InterceptHTTPProxy}, nil
 	}
 	if containerIndex(spec.Containers, ContainerName) >= 0 {
 		return skip(meta, fmt.Sprintf("the pod already has an app container named %q", ContainerName)), nil
+	}
+	if containerIndex(spec.Containers, InitContainerName) >= 0 || containerIndex(spec.InitContainers, InitContainerName) >= 0 {
+		return skip(meta, fmt.Sprintf("the pod already has a container named %q", InitContainerName)), nil
 	}
 	if spec.HostNetwork {
 		return skip(meta, fmt.Sprintf("hostNetwork pods share the node's ports; the sidecar's %d and %d would clash", InboundPort, SyncPort)), nil
 	}
 
-	p, err := c.podSettings(meta.Annotations)
+	p, err := c.podSettings(meta.Annotations, ns)
 	if err != nil {
 		return Result{}, err
 	}
 	c.inject(meta, spec, p)
-	return Result{Outcome: Injected}, nil
+	res := Result{Outcome: Injected, Interception: p.mode, Fallback: p.fallback}
+	if p.mode == InterceptIPTables {
+		res.Warnings = sidecarUIDWarnings(spec)
+	}
+	return res, nil
 }
 
 func skip(meta *metav1.ObjectMeta, reason string) Result {
@@ -289,9 +396,13 @@ type podSettings struct {
 	outbound   string
 	resources  corev1.ResourceRequirements
 	noProxy    []string
+
+	mode         Interception
+	fallback     string          // why mode is http-proxy against the default; empty otherwise
+	interceptEnv []corev1.EnvVar // ctxprop-init's environment (iptables mode)
 }
 
-func (c Config) podSettings(ann map[string]string) (podSettings, error) {
+func (c Config) podSettings(ann map[string]string, ns NamespacePolicy) (podSettings, error) {
 	p := podSettings{
 		image:     c.Image,
 		configMap: c.ConfigMap,
@@ -396,6 +507,16 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 	if v, ok := goMemLimit(p.resources); ok {
 		env = setEnv(env, "GOMEMLIMIT", v)
 	}
+	mode, fallback, err := c.interception(ann, ns)
+	if err != nil {
+		return p, err
+	}
+	p.mode, p.fallback = mode, fallback
+	// Checked in both modes: a bad value is refused even where it is not used yet.
+	intercept, err := interceptSettings(ann)
+	if err != nil {
+		return p, err
+	}
 	overrides := make([]string, 0)
 	for k := range ann {
 		if strings.HasPrefix(k, AnnotationConfigPrefix) {
@@ -408,6 +529,14 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 		if err != nil {
 			return p, &AnnotationError{k, ann[k], err.Error()}
 		}
+		if name == envProxyUID {
+			return p, &AnnotationError{k, ann[k], fmt.Sprintf("the injector sets it to the sidecar's uid %d, so that the sidecar's own traffic is not redirected back to it", SidecarUID)}
+		}
+		for _, is := range intercept {
+			if is.env == name {
+				return p, &AnnotationError{k, ann[k], "set either it or " + is.key + ", not both"}
+			}
+		}
 		// A misspelt override would stop the sidecar at start-up (config refuses unknown
 		// CTXPROP_ variables); refusing the pod here says so where the pod is created.
 		if ok, block, attr := config.LookupEnv(name); !ok {
@@ -418,6 +547,9 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 			return p, &AnnotationError{k, ann[k], problem}
 		}
 		v := ann[k]
+		// ctxprop-init reads the same config as the sidecar, so that both agree on the
+		// listeners' ports.
+		p.interceptEnv = append(p.interceptEnv, corev1.EnvVar{Name: name, Value: v})
 		switch name {
 		case "CTXPROP_ADMIN_ADDRESS":
 			p.adminAddr = v
@@ -440,7 +572,116 @@ func (c Config) podSettings(ann map[string]string) (podSettings, error) {
 		}
 	}
 	p.env = env
+	p.interceptEnv = append(p.interceptEnv, corev1.EnvVar{Name: envProxyUID, Value: strconv.Itoa(SidecarUID)})
+	for _, is := range intercept {
+		p.interceptEnv = append(p.interceptEnv, corev1.EnvVar{Name: is.env, Value: is.value})
+	}
 	return p, nil
+}
+
+// envProxyUID is intercept.proxy_uid's variable, which the injector owns.
+var envProxyUID = config.EnvVar("intercept", "proxy_uid")
+
+// interception is the pod's mode: its annotation, else the injector's default, falling back
+// from iptables to http-proxy where the namespace forbids NET_ADMIN unless the pod asked for
+// iptables itself, which is then refused.
+func (c Config) interception(ann map[string]string, ns NamespacePolicy) (mode Interception, fallback string, err error) {
+	mode = c.Interception
+	if mode == "" {
+		mode = InterceptIPTables
+	}
+	v, explicit := ann[AnnotationInterception]
+	if explicit {
+		if mode, err = ParseInterception(v); err != nil {
+			return "", "", &AnnotationError{AnnotationInterception, v, "not an interception mode; " + interceptionWant}
+		}
+	}
+	if mode != InterceptIPTables || !ns.NoNetAdmin {
+		return mode, "", nil
+	}
+	if explicit {
+		return "", "", &AnnotationError{AnnotationInterception, v, noNetAdminProblem}
+	}
+	return InterceptHTTPProxy, fmt.Sprintf("the namespace enforces Pod Security baseline or restricted, which refuses the NET_ADMIN capability of %s; HTTP_PROXY instead, so only clients that honour it are seen outbound (%s: %q asks for the rules and is refused here)", InitContainerName, AnnotationInterception, InterceptIPTables), nil
+}
+
+// interceptSetting is one comma-list annotation and the ctxprop-init variable it sets.
+type interceptSetting struct {
+	key, env, value string
+}
+
+// interceptSettings checks the interception annotations and returns those the pod sets, in a
+// fixed order.
+func interceptSettings(ann map[string]string) ([]interceptSetting, error) {
+	sidecarPort := map[int]bool{AdminPort: true, InboundPort: true, OutboundPort: true, SyncPort: true, TransparentPort: true}
+	var out []interceptSetting
+	for _, a := range []struct {
+		key, attr string
+		check     func(string) (string, error)
+	}{
+		{AnnotationInboundPorts, "inbound_ports", func(e string) (string, error) {
+			n, err := parsePort(e)
+			if err == nil && sidecarPort[n] {
+				err = fmt.Errorf("%d is a port of the sidecar (%d-%d), never redirected to itself", n, AdminPort, TransparentPort)
+			}
+			return strconv.Itoa(n), err
+		}},
+		{AnnotationExcludeInboundPorts, "exclude_inbound_ports", portString},
+		{AnnotationExcludeOutboundPorts, "exclude_outbound_ports", portString},
+		{AnnotationExcludeOutboundCIDRs, "exclude_outbound_cidrs", func(e string) (string, error) {
+			// A lone address is one host, as in intercept.exclude_outbound_cidrs.
+			pfx, err := netip.ParsePrefix(e)
+			if ip, ipErr := netip.ParseAddr(e); ipErr == nil && ip.Zone() == "" {
+				pfx, err = netip.PrefixFrom(ip, ip.BitLen()), nil
+			}
+			if err != nil {
+				return "", fmt.Errorf("%q is not an IP address or CIDR such as 10.0.0.0/8, 169.254.169.254 or fd00::/8", e)
+			}
+			return pfx.Masked().String(), nil
+		}},
+	} {
+		v, ok := ann[a.key]
+		if !ok {
+			continue
+		}
+		var list []string
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e == "" {
+				continue
+			}
+			norm, err := a.check(e)
+			if err != nil {
+				return nil, &AnnotationError{a.key, v, err.Error() + "; want a comma-separated list"}
+			}
+			list = append(list, norm)
+		}
+		out = append(out, interceptSetting{a.key, config.EnvVar("intercept", a.attr), strings.Join(list, ",")})
+	}
+	// sidecar intercept refuses a port in both lists; say so before ctxprop-init fails.
+	if in, ex := ann[AnnotationInboundPorts], ann[AnnotationExcludeInboundPorts]; in != "" && ex != "" {
+		for _, p := range strings.Split(in, ",") {
+			n, _ := strconv.Atoi(strings.TrimSpace(p)) // checked above
+			for _, q := range strings.Split(ex, ",") {
+				if m, _ := strconv.Atoi(strings.TrimSpace(q)); m == n {
+					return nil, &AnnotationError{AnnotationInboundPorts, in, fmt.Sprintf("holds %d, which %s holds too; keep it in one of them", n, AnnotationExcludeInboundPorts)}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%q is not a port number 1-65535", s)
+	}
+	return n, nil
+}
+
+func portString(s string) (string, error) {
+	n, err := parsePort(s)
+	return strconv.Itoa(n), err
 }
 
 // isLoopbackHost reports whether a listener on host is reachable from the pod only.
@@ -540,7 +781,7 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 	}
 	always := corev1.ContainerRestartPolicyAlways
 	yes, no := true, false
-	uid := int64(65532)
+	uid := int64(SidecarUID)
 	sidecar := corev1.Container{
 		Name:            ContainerName,
 		Image:           p.image,
@@ -573,13 +814,23 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 	// Appended, not prepended: the init containers already there keep their indexes (an
-	// admission patch then only adds), and run before the sidecar as they did before.
-	spec.InitContainers = append(spec.InitContainers, sidecar)
-
-	env := appEnv(p.outbound, p.noProxy)
-	for i := range spec.Containers {
-		addMissingEnv(&spec.Containers[i], env)
+	// admission patch then only adds), and run before the sidecar as they did before. They
+	// also run before ctxprop-init, so their traffic is never redirected to a sidecar that is
+	// not running yet.
+	if p.mode == InterceptIPTables {
+		if volumeIndex(spec.Volumes, XtablesVolumeName) < 0 {
+			spec.Volumes = append(spec.Volumes, corev1.Volume{Name: XtablesVolumeName, VolumeSource: corev1.VolumeSource{
+				EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory},
+			}})
+		}
+		spec.InitContainers = append(spec.InitContainers, c.initContainer(p))
+	} else {
+		env := appEnv(p.outbound, p.noProxy)
+		for i := range spec.Containers {
+			addMissingEnv(&spec.Containers[i], env)
+		}
 	}
+	spec.InitContainers = append(spec.InitContainers, sidecar)
 
 	if c.PeerService != "" {
 		if meta.Labels == nil {
@@ -589,9 +840,78 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 	}
 	setAnnotation(meta, AnnotationStatus, StatusInjected)
 	setAnnotation(meta, AnnotationSyncKey, p.syncKey)
+	setAnnotation(meta, AnnotationInterception, string(p.mode))
+	if p.fallback != "" {
+		setAnnotation(meta, AnnotationInterceptionReason, p.fallback)
+	}
 	if _, ok := meta.Annotations[AnnotationSkipReason]; ok {
 		delete(meta.Annotations, AnnotationSkipReason)
 	}
+}
+
+// interceptArgs run `sidecar intercept` on the defaults and its environment: the pod's
+// interception annotations and config overrides, the same the sidecar gets, so that both
+// agree on the ports. Not on the ConfigMap's file: that volume is optional (the sidecar runs
+// without it), and intercept, unlike run, has no -config-optional to start without it.
+var interceptArgs = []string{"intercept"}
+
+// initContainer installs the redirection rules in the pod's network namespace and exits. It
+// is root with NET_ADMIN and NET_RAW (iptables' raw sockets) and nothing else: every other
+// capability dropped, no privilege escalation, a read-only root file system.
+func (c Config) initContainer(p podSettings) corev1.Container {
+	yes, no := true, false
+	root := int64(0)
+	return corev1.Container{
+		Name:            InitContainerName,
+		Image:           p.image,
+		ImagePullPolicy: c.ImagePullPolicy,
+		Args:            slices.Clone(interceptArgs),
+		Env:             p.interceptEnv,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("10m"),
+				corev1.ResourceMemory: resource.MustParse("16Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("500m"),
+				corev1.ResourceMemory: resource.MustParse("64Mi"),
+			},
+		},
+		VolumeMounts: []corev1.VolumeMount{{Name: XtablesVolumeName, MountPath: "/run"}},
+		SecurityContext: &corev1.SecurityContext{
+			// Capabilities added to a non-root user do not reach its effective set.
+			RunAsUser:                &root,
+			RunAsGroup:               &root,
+			RunAsNonRoot:             &no,
+			ReadOnlyRootFilesystem:   &yes,
+			AllowPrivilegeEscalation: &no,
+			Capabilities: &corev1.Capabilities{
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+				Drop: []corev1.Capability{"ALL"},
+			},
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// sidecarUIDWarnings names the app containers that run as the sidecar's uid: ctxprop-init
+// exempts that uid's traffic, so theirs would bypass the sidecar.
+func sidecarUIDWarnings(spec *corev1.PodSpec) []string {
+	var out []string
+	for _, ctr := range spec.Containers {
+		var uid *int64
+		if spec.SecurityContext != nil {
+			uid = spec.SecurityContext.RunAsUser
+		}
+		if ctr.SecurityContext != nil && ctr.SecurityContext.RunAsUser != nil {
+			uid = ctr.SecurityContext.RunAsUser
+		}
+		if uid != nil && *uid == SidecarUID {
+			out = append(out, fmt.Sprintf("container %q runs as uid %d, the sidecar's: its traffic is not intercepted; give it another runAsUser", ctr.Name, SidecarUID))
+		}
+	}
+	return out
 }
 
 // checkSyncKeySecret accepts a Secret name or SyncKeyNone.

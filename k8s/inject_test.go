@@ -2,7 +2,9 @@ package k8s
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -64,13 +66,90 @@ func checkInjected(t *testing.T, meta *metav1.ObjectMeta, spec *corev1.PodSpec) 
 		}
 	}
 	checkSyncKey(t, meta, spec, sidecar)
-	for _, c := range spec.Containers {
-		if got := envValue(c.Env, "HTTP_PROXY"); got == "" {
-			t.Errorf("container %s has no HTTP_PROXY", c.Name)
+	switch mode := Interception(meta.Annotations[AnnotationInterception]); mode {
+	case InterceptIPTables:
+		checkInitContainer(t, spec)
+		for _, c := range spec.Containers {
+			for _, name := range []string{"HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"} {
+				if i := envIndex(c.Env, name); i >= 0 {
+					t.Errorf("container %s has %s=%q in iptables mode, want no proxy settings", c.Name, name, c.Env[i].Value)
+				}
+			}
 		}
-		if got := envValue(c.Env, "NO_PROXY"); !strings.Contains(got, "127.0.0.1") {
-			t.Errorf("container %s NO_PROXY = %q, want loopback in it", c.Name, got)
+	case InterceptHTTPProxy:
+		if i := containerIndex(spec.InitContainers, InitContainerName); i >= 0 {
+			t.Errorf("http-proxy pod has the init container %s", InitContainerName)
 		}
+		for _, c := range spec.Containers {
+			if got := envValue(c.Env, "HTTP_PROXY"); got == "" {
+				t.Errorf("container %s has no HTTP_PROXY", c.Name)
+			}
+			if got := envValue(c.Env, "NO_PROXY"); !strings.Contains(got, "127.0.0.1") {
+				t.Errorf("container %s NO_PROXY = %q, want loopback in it", c.Name, got)
+			}
+		}
+	default:
+		t.Errorf("annotation %s = %q, want %q or %q", AnnotationInterception, mode, InterceptIPTables, InterceptHTTPProxy)
+	}
+}
+
+// checkInitContainer asserts ctxprop-init of an iptables pod: once, right before the
+// sidecar, `sidecar intercept` as root with NET_ADMIN and NET_RAW only, and the sidecar's uid
+// exempted from redirection.
+func checkInitContainer(t *testing.T, spec *corev1.PodSpec) {
+	t.Helper()
+	n, at := 0, -1
+	for i, c := range spec.InitContainers {
+		if c.Name == InitContainerName {
+			n, at = n+1, i
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d init containers named %s, want 1", n, InitContainerName)
+	}
+	if got, want := at+1, containerIndex(spec.InitContainers, ContainerName); got != want {
+		t.Errorf("%s is init container %d, the sidecar %d; want it right before the sidecar", InitContainerName, at, want)
+	}
+	ic, sidecar := spec.InitContainers[at], spec.InitContainers[at+1]
+	if ic.RestartPolicy != nil {
+		t.Errorf("%s restartPolicy = %v, want none (it runs to completion before the sidecar)", InitContainerName, *ic.RestartPolicy)
+	}
+	if got, want := ic.Image, sidecar.Image; got != want {
+		t.Errorf("%s image = %q, want the sidecar's %q", InitContainerName, got, want)
+	}
+	if got, want := strings.Join(ic.Args, " "), "intercept"; got != want {
+		t.Errorf("%s args = %q, want %q", InitContainerName, got, want)
+	}
+	sc := ic.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatalf("%s securityContext = %+v, want capabilities", InitContainerName, sc)
+	}
+	if got, want := fmt.Sprint(sc.Capabilities.Add), "[NET_ADMIN NET_RAW]"; got != want {
+		t.Errorf("%s adds capabilities %s, want %s", InitContainerName, got, want)
+	}
+	if got, want := fmt.Sprint(sc.Capabilities.Drop), "[ALL]"; got != want {
+		t.Errorf("%s drops capabilities %s, want %s", InitContainerName, got, want)
+	}
+	if sc.RunAsUser == nil || *sc.RunAsUser != 0 || sc.RunAsNonRoot == nil || *sc.RunAsNonRoot {
+		t.Errorf("%s runAsUser %v runAsNonRoot %v, want 0 and false (capabilities reach root's effective set only)", InitContainerName, sc.RunAsUser, sc.RunAsNonRoot)
+	}
+	if sc.Privileged != nil && *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("%s privileged %v allowPrivilegeEscalation %v, want neither", InitContainerName, sc.Privileged, sc.AllowPrivilegeEscalation)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s root file system is writable", InitContainerName)
+	}
+	if ssc := sidecar.SecurityContext; ssc == nil || ssc.RunAsUser == nil {
+		t.Errorf("sidecar has no runAsUser")
+	} else if got, want := envValue(ic.Env, "CTXPROP_INTERCEPT_PROXY_UID"), strconv.FormatInt(*ssc.RunAsUser, 10); got != want {
+		t.Errorf("CTXPROP_INTERCEPT_PROXY_UID = %q, want the sidecar's uid %s", got, want)
+	}
+	mounts := map[string]string{}
+	for _, m := range ic.VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	if i := volumeIndex(spec.Volumes, mounts["/run"]); i < 0 || spec.Volumes[i].EmptyDir == nil {
+		t.Errorf("%s has no emptyDir at /run for the xtables lock", InitContainerName)
 	}
 }
 
@@ -207,6 +286,7 @@ func TestInjectPod_Annotations(t *testing.T) {
 		{
 			name: "admin and outbound addresses move probes and proxy",
 			ann: map[string]string{
+				AnnotationInterception:                                 "http-proxy",
 				AnnotationConfigPrefix + "admin-address":               "127.0.0.1:17400",
 				AnnotationConfigPrefix + "outbound-address":            "0.0.0.0:17402",
 				AnnotationConfigPrefix + "outbound-allow_non_loopback": "true",
@@ -261,6 +341,7 @@ func TestInjectPod_Annotations(t *testing.T) {
 		{
 			name: "resources, image, no-proxy, configmap",
 			ann: map[string]string{
+				AnnotationInterception:  "http-proxy",
 				AnnotationCPURequest:    "10m",
 				AnnotationMemoryLimit:   "1Gi",
 				AnnotationImage:         "registry.example/ctxprop:2",
@@ -326,6 +407,18 @@ func TestInjectPod_BadAnnotations(t *testing.T) {
 		{AnnotationSyncKeySecret, "a/b", "lower case"},
 		{AnnotationSyncKeySecret, "", `or "none" to run without one`},
 		{AnnotationSyncKeySecret, "None", "lower case"},
+		{AnnotationInterception, "nftables", `not an interception mode; want "iptables"`},
+		{AnnotationInterception, "", `or "http-proxy"`},
+		{AnnotationInboundPorts, "http", `"http" is not a port number 1-65535; want a comma-separated list`},
+		{AnnotationInboundPorts, "8080,7401", "7401 is a port of the sidecar"},
+		{AnnotationInboundPorts, "7403", "7403 is a port of the sidecar"},
+		{AnnotationExcludeInboundPorts, "0", `"0" is not a port number`},
+		{AnnotationExcludeOutboundPorts, "5432 6379", `"5432 6379" is not a port number`},
+		{AnnotationExcludeOutboundPorts, "8000-8080", `"8000-8080" is not a port number`},
+		{AnnotationExcludeOutboundCIDRs, "10.0.0.0/8,10.0.0.0/33", `"10.0.0.0/33" is not an IP address or CIDR such as 10.0.0.0/8`},
+		{AnnotationExcludeOutboundCIDRs, "metadata.internal", "not an IP address or CIDR"},
+		{AnnotationExcludeOutboundCIDRs, "fe80::1%eth0", "not an IP address or CIDR"},
+		{AnnotationConfigPrefix + "intercept-proxy_uid", "0", "the injector sets it to the sidecar's uid 65532"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
@@ -393,37 +486,45 @@ func TestInjectPod_SyncKey(t *testing.T) {
 }
 
 func TestInjectPod_Idempotent(t *testing.T) {
-	meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationNoProxy: ".corp"})
-	cfg := DefaultConfig()
-	if _, err := cfg.InjectPod(meta, spec); err != nil {
-		t.Fatal(err)
-	}
-	once := spec.DeepCopy()
-	res, err := cfg.InjectPod(meta, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := res.Outcome, AlreadyInjected; got != want {
-		t.Errorf("outcome = %v, want %v", got, want)
-	}
-	if !reflect.DeepEqual(spec, once) {
-		t.Errorf("second injection changed the pod")
-	}
+	for _, mode := range []Interception{InterceptIPTables, InterceptHTTPProxy} {
+		t.Run(string(mode), func(t *testing.T) {
+			meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationNoProxy: ".corp", AnnotationInterception: string(mode)})
+			cfg := DefaultConfig()
+			if _, err := cfg.InjectPod(meta, spec); err != nil {
+				t.Fatal(err)
+			}
+			once := spec.DeepCopy()
+			res, err := cfg.InjectPod(meta, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Outcome, AlreadyInjected; got != want {
+				t.Errorf("outcome = %v, want %v", got, want)
+			}
+			if got, want := res.Interception, mode; got != want {
+				t.Errorf("interception = %q, want %q", got, want)
+			}
+			if !reflect.DeepEqual(spec, once) {
+				t.Errorf("second injection changed the pod")
+			}
 
-	// A container added after the injection (by a later webhook) gets the proxy variables
-	// when the pod comes back, and still no second sidecar.
-	spec.Containers = append(spec.Containers, corev1.Container{Name: "late", Image: "late"})
-	if _, err := cfg.InjectPod(meta, spec); err != nil {
-		t.Fatal(err)
-	}
-	checkInjected(t, meta, spec)
-	if got, want := envValue(spec.Containers[1].Env, "NO_PROXY"), envValue(spec.Containers[0].Env, "NO_PROXY"); got != want {
-		t.Errorf("late container NO_PROXY = %q, want %q", got, want)
+			// A container added after the injection (by a later webhook) gets the proxy
+			// variables when the pod comes back in http-proxy mode, none in iptables mode
+			// (checkInjected checks both), and still no second sidecar.
+			spec.Containers = append(spec.Containers, corev1.Container{Name: "late", Image: "late"})
+			if _, err := cfg.InjectPod(meta, spec); err != nil {
+				t.Fatal(err)
+			}
+			checkInjected(t, meta, spec)
+			if got, want := envValue(spec.Containers[1].Env, "NO_PROXY"), envValue(spec.Containers[0].Env, "NO_PROXY"); got != want {
+				t.Errorf("late container NO_PROXY = %q, want %q", got, want)
+			}
+		})
 	}
 }
 
 func TestInjectPod_KeepsAuthorsEnv(t *testing.T) {
-	meta, spec := podWith(map[string]string{AnnotationInject: "true"})
+	meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationInterception: "http-proxy"})
 	spec.Containers[0].Env = []corev1.EnvVar{{Name: "HTTP_PROXY", Value: "http://corp-proxy:3128"}}
 	if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
 		t.Fatal(err)
@@ -451,6 +552,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"empty sync key secret", func(c *Config) { c.SyncKeySecret = "" }, `or "none" to run without one (-sync-key-secret)`},
 		{"no sync key", func(c *Config) { c.SyncKeySecret = SyncKeyNone }, ""},
 		{"no peer service", func(c *Config) { c.PeerService = "" }, ""},
+		{"http-proxy", func(c *Config) { c.Interception = InterceptHTTPProxy }, ""},
+		{"unknown interception", func(c *Config) { c.Interception = "nft" }, `interception: "nft" is not an interception mode; want "iptables"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -465,6 +568,213 @@ func TestConfig_Validate(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestInjectPod_Interception: the mode a pod gets from its annotation, the injector's default
+// and its namespace's policy, the annotation that records it, and what ctxprop-init is told.
+func TestInjectPod_Interception(t *testing.T) {
+	tests := []struct {
+		name         string
+		def          Interception // Config.Interception
+		ann          map[string]string
+		noNetAdmin   bool
+		want         Interception
+		wantFallback bool
+		wantEnv      []string // ctxprop-init's environment, NAME=value, in order
+	}{
+		{name: "default", want: InterceptIPTables, wantEnv: []string{"CTXPROP_INTERCEPT_PROXY_UID=65532"}},
+		{name: "pod asks for http-proxy", ann: map[string]string{AnnotationInterception: "http-proxy"}, want: InterceptHTTPProxy},
+		{name: "injector default http-proxy", def: InterceptHTTPProxy, want: InterceptHTTPProxy},
+		{name: "pod asks for iptables under an http-proxy injector", def: InterceptHTTPProxy, ann: map[string]string{AnnotationInterception: "iptables"}, want: InterceptIPTables,
+			wantEnv: []string{"CTXPROP_INTERCEPT_PROXY_UID=65532"}},
+		{
+			name: "interception annotations and config overrides",
+			ann: map[string]string{
+				AnnotationInboundPorts:                     " 8080 , 8443,",
+				AnnotationExcludeInboundPorts:              "9090",
+				AnnotationExcludeOutboundPorts:             "5432,6379",
+				AnnotationExcludeOutboundCIDRs:             "169.254.169.254, 10.96.0.1/12,fd00::/8",
+				AnnotationConfigPrefix + "inbound-address": "0.0.0.0:17401",
+			},
+			want: InterceptIPTables,
+			wantEnv: []string{
+				"CTXPROP_INBOUND_ADDRESS=0.0.0.0:17401", // ctxprop-init redirects to the port the sidecar uses
+				"CTXPROP_INTERCEPT_PROXY_UID=65532",
+				"CTXPROP_INTERCEPT_INBOUND_PORTS=8080,8443",
+				"CTXPROP_INTERCEPT_EXCLUDE_INBOUND_PORTS=9090",
+				"CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_PORTS=5432,6379",
+				"CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_CIDRS=169.254.169.254/32,10.96.0.0/12,fd00::/8",
+			},
+		},
+		{name: "empty list", ann: map[string]string{AnnotationExcludeOutboundPorts: ""}, want: InterceptIPTables,
+			wantEnv: []string{"CTXPROP_INTERCEPT_PROXY_UID=65532", "CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_PORTS="}},
+		{name: "no NET_ADMIN: falls back", noNetAdmin: true, want: InterceptHTTPProxy, wantFallback: true},
+		{name: "no NET_ADMIN: pod asks for http-proxy", noNetAdmin: true, ann: map[string]string{AnnotationInterception: "http-proxy"}, want: InterceptHTTPProxy},
+		{name: "no NET_ADMIN: injector default http-proxy", noNetAdmin: true, def: InterceptHTTPProxy, want: InterceptHTTPProxy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Interception = tt.def
+			ann := map[string]string{AnnotationInject: "true"}
+			for k, v := range tt.ann {
+				ann[k] = v
+			}
+			meta, spec := podWith(ann)
+			res, err := cfg.InjectPodIn(meta, spec, NamespacePolicy{NoNetAdmin: tt.noNetAdmin})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Interception, tt.want; got != want {
+				t.Errorf("interception = %q, want %q", got, want)
+			}
+			if got, want := meta.Annotations[AnnotationInterception], string(tt.want); got != want {
+				t.Errorf("annotation %s = %q, want %q", AnnotationInterception, got, want)
+			}
+			checkInjected(t, meta, spec)
+			reason, hasReason := meta.Annotations[AnnotationInterceptionReason]
+			if hasReason != tt.wantFallback || res.Fallback != reason {
+				t.Errorf("fallback %q, annotation %s %q (set %v); want set %v and the same", res.Fallback, AnnotationInterceptionReason, reason, hasReason, tt.wantFallback)
+			}
+			if tt.wantFallback && !strings.Contains(reason, "Pod Security") || tt.wantFallback && !strings.Contains(reason, AnnotationInterception) {
+				t.Errorf("fallback reason %q, want it to name Pod Security and %s", reason, AnnotationInterception)
+			}
+			if tt.want != InterceptIPTables {
+				return
+			}
+			ic := spec.InitContainers[containerIndex(spec.InitContainers, InitContainerName)]
+			var env []string
+			for _, e := range ic.Env {
+				env = append(env, e.Name+"="+e.Value)
+			}
+			if got, want := strings.Join(env, "\n"), strings.Join(tt.wantEnv, "\n"); got != want {
+				t.Errorf("%s environment:\n%s\nwant:\n%s", InitContainerName, got, want)
+			}
+		})
+	}
+}
+
+// TestInjectPod_InterceptionRefused: where the namespace forbids NET_ADMIN, a pod that asked
+// for iptables, or was injected with ctxprop-init before, is refused with the annotation to
+// set; an interception list set twice (annotation and config override) is refused too.
+func TestInjectPod_InterceptionRefused(t *testing.T) {
+	noNetAdmin := NamespacePolicy{NoNetAdmin: true}
+	t.Run("pod asks for iptables", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationInterception: "iptables"})
+		_, err := DefaultConfig().InjectPodIn(meta, spec, noNetAdmin)
+		var ae *AnnotationError
+		if !errors.As(err, &ae) || ae.Key != AnnotationInterception {
+			t.Fatalf("err = %v, want an AnnotationError for %s", err, AnnotationInterception)
+		}
+		for _, want := range []string{"Pod Security baseline or restricted", "NET_ADMIN", InitContainerName, `ctxprop.io/interception: "http-proxy"`} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v, want it to contain %q", err, want)
+			}
+		}
+		if len(spec.InitContainers) != 0 {
+			t.Errorf("refused pod was changed")
+		}
+	})
+	t.Run("injected with ctxprop-init before", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{AnnotationInject: "true"})
+		if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
+			t.Fatal(err)
+		}
+		_, err := DefaultConfig().InjectPodIn(meta, spec, noNetAdmin)
+		if err == nil || !strings.Contains(err.Error(), `ctxprop.io/interception: "http-proxy"`) || !strings.Contains(err.Error(), "inject the pod again") {
+			t.Fatalf("err = %v, want a refusal that says to inject again with http-proxy", err)
+		}
+	})
+	t.Run("injected with http-proxy before", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationInterception: "http-proxy"})
+		if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
+			t.Fatal(err)
+		}
+		res, err := DefaultConfig().InjectPodIn(meta, spec, noNetAdmin)
+		if err != nil || res.Outcome != AlreadyInjected {
+			t.Fatalf("InjectPodIn = %v, %v; want already injected", res.Outcome, err)
+		}
+	})
+	t.Run("port included and excluded", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{
+			AnnotationInject:              "true",
+			AnnotationInboundPorts:        "8080, 9090",
+			AnnotationExcludeInboundPorts: "9090",
+		})
+		_, err := DefaultConfig().InjectPod(meta, spec)
+		var ae *AnnotationError
+		if !errors.As(err, &ae) || ae.Key != AnnotationInboundPorts || !strings.Contains(err.Error(), "holds 9090, which "+AnnotationExcludeInboundPorts+" holds too") {
+			t.Fatalf("err = %v, want a refusal naming both annotations", err)
+		}
+	})
+	t.Run("list set twice", func(t *testing.T) {
+		meta, spec := podWith(map[string]string{
+			AnnotationInject:               "true",
+			AnnotationExcludeOutboundPorts: "5432",
+			AnnotationConfigPrefix + "intercept-exclude_outbound_ports": "6379",
+		})
+		_, err := DefaultConfig().InjectPod(meta, spec)
+		var ae *AnnotationError
+		if !errors.As(err, &ae) || ae.Key != AnnotationConfigPrefix+"intercept-exclude_outbound_ports" || !strings.Contains(err.Error(), "set either it or "+AnnotationExcludeOutboundPorts) {
+			t.Fatalf("err = %v, want a refusal naming both annotations", err)
+		}
+	})
+}
+
+// TestInjectPod_InitContainerOrder: the pod's own init containers run before ctxprop-init,
+// so their traffic is never redirected to a sidecar that has not started; ctxprop-init runs
+// right before the sidecar.
+func TestInjectPod_InitContainerOrder(t *testing.T) {
+	meta, spec := podWith(map[string]string{AnnotationInject: "true"})
+	spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "app"}, {Name: "fetch", Image: "app"}}
+	if _, err := DefaultConfig().InjectPod(meta, spec); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range spec.InitContainers {
+		names = append(names, c.Name)
+	}
+	if got, want := strings.Join(names, " "), "migrate fetch ctxprop-init ctxprop"; got != want {
+		t.Errorf("init containers %q, want %q", got, want)
+	}
+	checkInjected(t, meta, spec)
+}
+
+// TestInjectPod_SidecarUIDWarning: an app container running as the sidecar's uid is
+// exempted from redirection with it; the injection goes ahead and says so.
+func TestInjectPod_SidecarUIDWarning(t *testing.T) {
+	uid, other := int64(SidecarUID), int64(1000)
+	tests := []struct {
+		name       string
+		pod, ctr   *int64
+		mode       string
+		wantWarned bool
+	}{
+		{name: "container", ctr: &uid, mode: "iptables", wantWarned: true},
+		{name: "pod", pod: &uid, mode: "iptables", wantWarned: true},
+		{name: "container overrides pod", pod: &uid, ctr: &other, mode: "iptables"},
+		{name: "http-proxy mode", ctr: &uid, mode: "http-proxy"},
+		{name: "other uid", ctr: &other, mode: "iptables"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			meta, spec := podWith(map[string]string{AnnotationInject: "true", AnnotationInterception: tt.mode})
+			if tt.pod != nil {
+				spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: tt.pod}
+			}
+			if tt.ctr != nil {
+				spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: tt.ctr}
+			}
+			res, err := DefaultConfig().InjectPod(meta, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			warned := len(res.Warnings) == 1 && strings.Contains(res.Warnings[0], `container "app" runs as uid 65532`)
+			if warned != tt.wantWarned || !tt.wantWarned && len(res.Warnings) > 0 {
+				t.Errorf("warnings %q, want warned %v", res.Warnings, tt.wantWarned)
 			}
 		})
 	}

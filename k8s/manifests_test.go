@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	peersync "github.com/ctxprop/ctxprop/sync"
@@ -149,8 +150,13 @@ func TestAPIServer_Manifests(t *testing.T) {
 	if got, want := *mwc.Webhooks[0].FailurePolicy, admissionregistrationv1.Ignore; got != want {
 		t.Errorf("failurePolicy = %s, want %s as documented", got, want)
 	}
-	if got, want := mwc.Webhooks[0].ClientConfig.Service.Path, MutatePath; got == nil || *got != want {
-		t.Errorf("service path = %v, want %s", got, want)
+	if got, want := len(mwc.Webhooks), 2; got != want {
+		t.Fatalf("%d webhooks, want %d: one for namespaces that admit NET_ADMIN, one for those that do not", got, want)
+	}
+	for i, want := range []string{MutatePath, MutateNoNetAdminPath} {
+		if got := mwc.Webhooks[i].ClientConfig.Service.Path; got == nil || *got != want {
+			t.Errorf("webhook %d service path = %v, want %s", i, got, want)
+		}
 	}
 	// Nothing serves it here; keep it from slowing down the pod creations below.
 	if err := c.Delete(ctx, &mwc); err != nil {
@@ -199,18 +205,34 @@ func TestAPIServer_Manifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInjected(t, &pod.ObjectMeta, &pod.Spec)
-	sidecar := pod.Spec.InitContainers[containerIndex(pod.Spec.InitContainers, ContainerName)]
-	ports := map[string]bool{}
-	for _, p := range sidecar.Ports {
-		ports[p.Name] = true
+	if got, want := pod.Annotations[AnnotationInterception], string(InterceptIPTables); got != want {
+		t.Errorf("example pod interception = %q, want %q", got, want)
 	}
-	for _, name := range []string{"echo", "ctxprop-peers"} {
+	sidecar := pod.Spec.InitContainers[containerIndex(pod.Spec.InitContainers, ContainerName)]
+	portsOf := func(ctr corev1.Container) map[string]bool {
+		ports := map[string]bool{}
+		for _, p := range ctr.Ports {
+			ports[p.Name] = true
+		}
+		return ports
+	}
+	// The app's Service is unchanged by the sidecar (iptables mode): it targets the app's
+	// port; the peer Service targets the sidecar's.
+	for _, s := range []struct {
+		name  string
+		ctr   corev1.Container
+		ports map[string]bool
+	}{
+		{"echo", pod.Spec.Containers[0], portsOf(pod.Spec.Containers[0])},
+		{"ctxprop-peers", sidecar, portsOf(sidecar)},
+	} {
+		name, ports := s.name, s.ports
 		var svc corev1.Service
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &svc); err != nil {
 			t.Fatal(err)
 		}
 		if tp := svc.Spec.Ports[0].TargetPort.StrVal; !ports[tp] {
-			t.Errorf("Service %s targets port %q, which the sidecar does not name (it has %v)", name, tp, ports)
+			t.Errorf("Service %s targets port %q, which container %s does not name (it has %v)", name, tp, s.ctr.Name, ports)
 		}
 		for k, v := range svc.Spec.Selector {
 			if pod.Labels[k] != v {
@@ -236,6 +258,32 @@ func TestAPIServer_Manifests(t *testing.T) {
 	for _, it := range v.Items {
 		if _, ok := stored.Data[it.Key]; !ok {
 			t.Errorf("the pod mounts key %q of Secret %s, which has %v", it.Key, stored.Name, stored.Data)
+		}
+	}
+}
+
+// TestREADME_Annotations: every annotation the injector reads or writes is documented in the
+// README's Kubernetes section.
+func TestREADME_Annotations(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, a := range []string{
+		AnnotationInject, AnnotationStatus, AnnotationSkipReason, AnnotationAppPort, AnnotationImage,
+		AnnotationConfigMap, AnnotationDataClaim, AnnotationDataVolume, AnnotationSyncKeySecret,
+		AnnotationSyncKey, AnnotationNoProxy, AnnotationInterception, AnnotationInterceptionReason,
+		AnnotationInboundPorts, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts,
+		AnnotationExcludeOutboundCIDRs, "ctxprop.io/cpu-request", "ctxprop.io/config-<block>-<attr>",
+	} {
+		if !strings.Contains(readme, "`"+a) {
+			t.Errorf("README.md does not document the annotation %s", a)
+		}
+	}
+	for _, s := range []string{MutateNoNetAdminPath, InitContainerName, "-interception=http-proxy", "pod-security.kubernetes.io/enforce"} {
+		if !strings.Contains(readme, s) {
+			t.Errorf("README.md does not mention %s", s)
 		}
 	}
 }

@@ -87,7 +87,8 @@ func TestGOMEMLIMIT_FollowsTheLimit(t *testing.T) {
 	if _, err := cfg.InjectPod(&meta, &spec); err != nil {
 		t.Fatal(err)
 	}
-	if i := envIndex(spec.InitContainers[0].Env, "GOMEMLIMIT"); i >= 0 {
-		t.Errorf("GOMEMLIMIT = %q without a memory limit, want none", spec.InitContainers[0].Env[i].Value)
+	sidecar := spec.InitContainers[containerIndex(spec.InitContainers, ContainerName)]
+	if i := envIndex(sidecar.Env, "GOMEMLIMIT"); i >= 0 {
+		t.Errorf("GOMEMLIMIT = %q without a memory limit, want none", sidecar.Env[i].Value)
 	}
 }

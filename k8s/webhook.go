@@ -23,6 +23,13 @@ import (
 // service path or url must end in it.
 const MutatePath = "/mutate"
 
+// MutateNoNetAdminPath takes the AdmissionReviews of pods whose namespace refuses NET_ADMIN:
+// the shipped configuration sends there the namespaces labelled
+// pod-security.kubernetes.io/enforce baseline or restricted, which the API server matches
+// with a namespaceSelector, so the webhook needs no permission to read namespaces. Pods
+// that did not choose a mode get http-proxy there; pods that asked for iptables are denied.
+const MutateNoNetAdminPath = "/mutate/no-net-admin"
+
 // maxReviewBytes bounds an AdmissionReview body: the API server's own request limit is 3 MiB,
 // and a review carries the object (and, on update, the old one) once each.
 const maxReviewBytes = 8 << 20
@@ -115,7 +122,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 // Handler serves the admission endpoint and the health checks, without TLS; Open wraps it.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+MutatePath, s.serveMutate)
+	mux.HandleFunc("POST "+MutatePath, func(w http.ResponseWriter, r *http.Request) {
+		s.serveMutate(w, r, NamespacePolicy{})
+	})
+	mux.HandleFunc("POST "+MutateNoNetAdminPath, func(w http.ResponseWriter, r *http.Request) {
+		s.serveMutate(w, r, NamespacePolicy{NoNetAdmin: true})
+	})
 	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") }
 	mux.HandleFunc("GET /healthz", ok)
 	mux.HandleFunc("GET /readyz", ok)
@@ -145,6 +157,11 @@ func (s *Server) Open() error {
 		}
 	}()
 	s.logger.Info("serving", "address", ln.Addr().String(), "path", MutatePath)
+	mode := s.cfg.Inject.Interception
+	if mode == "" {
+		mode = InterceptIPTables
+	}
+	s.logger.Info("pods that choose no interception mode get the default", "interception", mode)
 	if s.cfg.Inject.SyncKeySecret == SyncKeyNone {
 		s.logger.Warn("injecting pods without a fleet key unless they name a Secret in "+AnnotationSyncKeySecret, "sync_key_secret", SyncKeyNone)
 	} else {
@@ -194,7 +211,7 @@ func (s *Server) Close(ctx context.Context) error {
 	return errors.Join(err, s.serveErr)
 }
 
-func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request, ns NamespacePolicy) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxReviewBytes))
 	if err != nil {
 		http.Error(w, "reading the AdmissionReview: "+err.Error(), http.StatusRequestEntityTooLarge)
@@ -208,7 +225,7 @@ func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not an admission.k8s.io/v1 AdmissionReview: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	resp := s.Review(review.Request)
+	resp := s.ReviewIn(review.Request, ns)
 	resp.UID = review.Request.UID
 	out, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
@@ -227,6 +244,11 @@ var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 // Review decides one admission request: a JSON patch that injects the sidecar, an unchanged
 // admission, or a denial naming the annotation that cannot be honoured.
 func (s *Server) Review(req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	return s.ReviewIn(req, NamespacePolicy{})
+}
+
+// ReviewIn is Review for a pod of a namespace with the given policy.
+func (s *Server) ReviewIn(req *admissionv1.AdmissionRequest, ns NamespacePolicy) *admissionv1.AdmissionResponse {
 	allow := &admissionv1.AdmissionResponse{Allowed: true}
 	if req.Resource != podResource || req.SubResource != "" || req.Operation != admissionv1.Create {
 		return allow // the configuration's rules should not send these; let them through
@@ -245,7 +267,7 @@ func (s *Server) Review(req *admissionv1.AdmissionRequest) *admissionv1.Admissio
 	if err != nil {
 		return deny(http.StatusInternalServerError, "ctxprop: "+err.Error())
 	}
-	res, err := s.cfg.Inject.InjectPod(&pod.ObjectMeta, &pod.Spec)
+	res, err := s.cfg.Inject.InjectPodIn(&pod.ObjectMeta, &pod.Spec, ns)
 	if err != nil {
 		logger.Warn("denied", "error", err)
 		return deny(http.StatusUnprocessableEntity, "ctxprop: cannot inject the sidecar: "+err.Error()+"; fix the annotation or set "+AnnotationInject+`: "false"`)
@@ -263,10 +285,17 @@ func (s *Server) Review(req *admissionv1.AdmissionRequest) *admissionv1.Admissio
 		logger.Info("skipped", "reason", res.Reason)
 		allow.Warnings = []string{"ctxprop sidecar not injected: " + res.Reason}
 	case Injected, AlreadyInjected:
-		logger.Info(res.Outcome.String(), "patch_ops", len(ops))
+		logger.Info(res.Outcome.String(), "patch_ops", len(ops), "interception", res.Interception)
 		if res.Outcome == Injected && pod.Annotations[AnnotationSyncKey] == SyncKeyNone {
 			// kubectl prints it: whoever creates an unkeyed pod hears about it (SPEC §4a).
-			allow.Warnings = []string{"ctxprop sidecar injected without a fleet key (" + AnnotationSyncKey + ": " + SyncKeyNone + "): its peer traffic is neither encrypted nor authenticated, and context from other pods cannot be authenticated"}
+			allow.Warnings = append(allow.Warnings, "ctxprop sidecar injected without a fleet key ("+AnnotationSyncKey+": "+SyncKeyNone+"): its peer traffic is neither encrypted nor authenticated, and context from other pods cannot be authenticated")
+		}
+		if res.Fallback != "" {
+			logger.Info("interception falls back", "mode", res.Interception, "reason", res.Fallback)
+			allow.Warnings = append(allow.Warnings, "ctxprop interception "+string(res.Interception)+": "+res.Fallback)
+		}
+		for _, w := range res.Warnings {
+			allow.Warnings = append(allow.Warnings, "ctxprop: "+w)
 		}
 	}
 	if len(ops) == 0 {

@@ -40,6 +40,12 @@ func handlerServer(t *testing.T) (*Server, *httptest.Server) {
 
 func review(t *testing.T, url string, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	t.Helper()
+	return reviewAt(t, url+MutatePath, req)
+}
+
+// reviewAt posts req to the full URL of one of the webhook's paths.
+func reviewAt(t *testing.T, url string, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	t.Helper()
 	body, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request:  req,
@@ -47,7 +53,7 @@ func review(t *testing.T, url string, req *admissionv1.AdmissionRequest) *admiss
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post(url+MutatePath, "application/json", bytes.NewReader(body))
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +223,64 @@ func TestServer_Review_SyncKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServer_Review_NoNetAdmin: the path the API server calls for namespaces that enforce
+// Pod Security baseline or restricted gives pods that chose no mode http-proxy, with the
+// reason on the pod and as a warning, and denies pods that asked for iptables, naming the
+// annotation to set; the ordinary path gives the same pod ctxprop-init.
+func TestServer_Review_NoNetAdmin(t *testing.T) {
+	_, ts := handlerServer(t)
+	noNetAdmin := ts.URL + MutateNoNetAdminPath
+
+	t.Run("no mode chosen falls back", func(t *testing.T) {
+		req := podRequest(t, annotatedPod(nil))
+		resp := reviewAt(t, noNetAdmin, req)
+		if !resp.Allowed {
+			t.Fatalf("response %+v, want allowed", resp)
+		}
+		pod := applyPatch(t, req, resp)
+		checkInjected(t, &pod.ObjectMeta, &pod.Spec)
+		if got, want := pod.Annotations[AnnotationInterception], string(InterceptHTTPProxy); got != want {
+			t.Errorf("annotation %s = %q, want %q", AnnotationInterception, got, want)
+		}
+		if got := pod.Annotations[AnnotationInterceptionReason]; !strings.Contains(got, "Pod Security") {
+			t.Errorf("annotation %s = %q, want the reason", AnnotationInterceptionReason, got)
+		}
+		if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "ctxprop interception http-proxy: the namespace enforces Pod Security") {
+			t.Errorf("warnings = %q, want one about the fallback", resp.Warnings)
+		}
+		// Coming back (reinvocation) through the same path changes nothing.
+		again := reviewAt(t, noNetAdmin, podRequest(t, pod))
+		if !again.Allowed || len(again.Patch) != 0 {
+			t.Errorf("second review = %+v, want allowed and no patch", again)
+		}
+	})
+	t.Run("iptables asked for is denied", func(t *testing.T) {
+		resp := reviewAt(t, noNetAdmin, podRequest(t, annotatedPod(map[string]string{AnnotationInterception: "iptables"})))
+		if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusUnprocessableEntity ||
+			!strings.Contains(resp.Result.Message, `set ctxprop.io/interception: "http-proxy"`) {
+			t.Errorf("response %+v, want a 422 denial naming the annotation to set", resp)
+		}
+	})
+	t.Run("same pod on the ordinary path", func(t *testing.T) {
+		req := podRequest(t, annotatedPod(nil))
+		resp := review(t, ts.URL, req)
+		pod := applyPatch(t, req, resp)
+		checkInjected(t, &pod.ObjectMeta, &pod.Spec)
+		if got, want := pod.Annotations[AnnotationInterception], string(InterceptIPTables); got != want {
+			t.Errorf("annotation %s = %q, want %q", AnnotationInterception, got, want)
+		}
+		if len(resp.Warnings) != 0 {
+			t.Errorf("warnings = %q, want none", resp.Warnings)
+		}
+		// Injected with ctxprop-init, then sent to the namespace that forbids it: denied
+		// with the way out, instead of Pod Security's refusal.
+		denied := reviewAt(t, noNetAdmin, podRequest(t, pod))
+		if denied.Allowed || !strings.Contains(denied.Result.Message, "inject the pod again") {
+			t.Errorf("response %+v, want a denial saying to inject again", denied)
+		}
+	})
 }
 
 func TestServer_BadRequests(t *testing.T) {

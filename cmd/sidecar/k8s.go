@@ -27,6 +27,11 @@ func injectFlags(fs *flag.FlagSet, cfg *k8s.Config) {
 		}
 		return errors.New("want Always, IfNotPresent or Never")
 	})
+	fs.Func("interception", "how pods that do not choose (annotation ctxprop.io/interception) are intercepted: iptables (init container with NET_ADMIN; the default) or http-proxy (HTTP_PROXY only; what Pod Security baseline and restricted admit)", func(s string) error {
+		m, err := k8s.ParseInterception(s)
+		cfg.Interception = m
+		return err
+	})
 	fs.StringVar(&cfg.ConfigMap, "configmap", cfg.ConfigMap, "ConfigMap with config.hcl, mounted optionally at /etc/ctxprop")
 	fs.StringVar(&cfg.PeerService, "peer-service", cfg.PeerService, "headless Service for peer discovery in each pod's namespace (empty: none)")
 	fs.StringVar(&cfg.SyncKeySecret, "sync-key-secret", cfg.SyncKeySecret, "Secret (key \"key\") in each pod's namespace with the fleet key, mounted for sync.key_file; a pod waits for it to exist (none: pods run unkeyed)")

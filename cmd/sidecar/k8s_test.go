@@ -57,7 +57,7 @@ func TestInject_SyncKey(t *testing.T) {
 				}
 			}
 			keyFile := ""
-			for _, e := range got.Spec.InitContainers[0].Env {
+			for _, e := range got.Spec.InitContainers[len(got.Spec.InitContainers)-1].Env {
 				if e.Name == "CTXPROP_SYNC_KEY_FILE" {
 					keyFile = e.Value
 				}
@@ -88,6 +88,76 @@ func TestInject_SyncKey(t *testing.T) {
 		_, err := inject(t, in, "-sync-key-secret=")
 		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), `"none"`) {
 			t.Fatalf("err = %v, want a usage error that points at none", err)
+		}
+	})
+}
+
+// TestInject_Interception runs `sidecar inject` with and without -interception: iptables by
+// default (ctxprop-init before the sidecar, no HTTP_PROXY on the app), http-proxy on request
+// (HTTP_PROXY, no init container), a pod's own annotation over the flag, and a mode that does
+// not exist refused as a usage error naming both.
+func TestInject_Interception(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, ann string) string {
+		file := filepath.Join(dir, name)
+		pod := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n" + ann + "spec:\n  containers:\n  - {name: app, image: app}\n"
+		if err := os.WriteFile(file, []byte(pod), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	plain := write("plain.yaml", "")
+	asksIPTables := write("iptables.yaml", "  annotations: {ctxprop.io/interception: iptables}\n")
+	tests := []struct {
+		name     string
+		file     string
+		flags    []string
+		wantMode k8s.Interception
+	}{
+		{name: "default", file: plain, wantMode: k8s.InterceptIPTables},
+		{name: "flag http-proxy", file: plain, flags: []string{"-interception=http-proxy"}, wantMode: k8s.InterceptHTTPProxy},
+		{name: "flag iptables", file: plain, flags: []string{"-interception=iptables"}, wantMode: k8s.InterceptIPTables},
+		{name: "annotation over flag", file: asksIPTables, flags: []string{"-interception=http-proxy"}, wantMode: k8s.InterceptIPTables},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := Run(t.Context(), append([]string{"inject", "-q", "-f", tt.file}, tt.flags...), &stdout, &stderr); err != nil {
+				t.Fatalf("%v\n%s", err, stderr.String())
+			}
+			var got corev1.Pod
+			if err := yaml.UnmarshalStrict(stdout.Bytes(), &got); err != nil {
+				t.Fatalf("output is not a Pod: %v\n%s", err, stdout.String())
+			}
+			if a, want := got.Annotations[k8s.AnnotationInterception], string(tt.wantMode); a != want {
+				t.Errorf("annotation %s = %q, want %q", k8s.AnnotationInterception, a, want)
+			}
+			var names []string
+			for _, c := range got.Spec.InitContainers {
+				names = append(names, c.Name)
+			}
+			hasProxy := false
+			for _, e := range got.Spec.Containers[0].Env {
+				hasProxy = hasProxy || e.Name == "HTTP_PROXY"
+			}
+			wantNames, wantProxy := k8s.InitContainerName+" "+k8s.ContainerName, false
+			if tt.wantMode == k8s.InterceptHTTPProxy {
+				wantNames, wantProxy = k8s.ContainerName, true
+			}
+			if got := strings.Join(names, " "); got != wantNames {
+				t.Errorf("init containers %q, want %q", got, wantNames)
+			}
+			if hasProxy != wantProxy {
+				t.Errorf("app has HTTP_PROXY: %v, want %v", hasProxy, wantProxy)
+			}
+		})
+	}
+
+	t.Run("unknown mode refused", func(t *testing.T) {
+		var stdout, stderr bytes.Buffer
+		err := Run(t.Context(), []string{"inject", "-q", "-f", plain, "-interception=nftables"}, &stdout, &stderr)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), `"iptables"`) || !strings.Contains(err.Error(), `"http-proxy"`) {
+			t.Fatalf("err = %v, want a usage error naming both modes", err)
 		}
 	})
 }
