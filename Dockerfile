@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# The ctxprop sidecar image: one statically linked binary on an empty base. The same image runs
-# the sidecar (`sidecar run`, the default), the injector (`sidecar webhook`) and the exec probes
-# the injector adds (`sidecar probe`). Nothing is fetched at run time.
+# The ctxprop sidecar image: one statically linked binary on a slim Debian base that carries the
+# iptables binaries (legacy and nft) `sidecar intercept` drives. The same image runs the sidecar
+# (`sidecar run`, the default), the init container that installs the redirection rules
+# (`sidecar intercept`), the injector (`sidecar webhook`) and the exec probes the injector adds
+# (`sidecar probe`). Nothing is fetched at run time.
 #
 #   docker build -t REGISTRY/ctxprop/sidecar:TAG --build-arg VERSION=TAG .
 
@@ -21,7 +23,12 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 # injector points the store at a volume instead.
 RUN mkdir -p /out/var/lib/ctxprop/data
 
-FROM scratch
+FROM debian:trixie-slim
+# iptables: iptables-legacy and iptables-nft with their -save and -restore, for IPv4 and IPv6
+# (sidecar intercept picks the flavour the node uses, as istio-iptables does).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables \
+ && rm -rf /var/lib/apt/lists/*
 # Root certificates for TLS to OTLP collectors and xDS servers.
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build --chown=65532:65532 /out/var/lib/ctxprop /var/lib/ctxprop

@@ -849,11 +849,10 @@ func (c Config) inject(meta *metav1.ObjectMeta, spec *corev1.PodSpec, p podSetti
 	}
 }
 
-// interceptArgs run `sidecar intercept` on the defaults and its environment: the pod's
-// interception annotations and config overrides, the same the sidecar gets, so that both
-// agree on the ports. Not on the ConfigMap's file: that volume is optional (the sidecar runs
-// without it), and intercept, unlike run, has no -config-optional to start without it.
-var interceptArgs = []string{"intercept"}
+// interceptArgs run `sidecar intercept` on what the sidecar runs on: the ConfigMap's
+// config.hcl when there is one (the volume is optional), then the pod's interception
+// annotations and config overrides in its environment, so that both agree on the ports.
+var interceptArgs = []string{"intercept", "-config", ConfigDir + "/config.hcl", "-config-optional"}
 
 // initContainer installs the redirection rules in the pod's network namespace and exits. It
 // is root with NET_ADMIN and NET_RAW (iptables' raw sockets) and nothing else: every other
@@ -877,7 +876,10 @@ func (c Config) initContainer(p podSettings) corev1.Container {
 				corev1.ResourceMemory: resource.MustParse("64Mi"),
 			},
 		},
-		VolumeMounts: []corev1.VolumeMount{{Name: XtablesVolumeName, MountPath: "/run"}},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: ConfigVolumeName, MountPath: ConfigDir, ReadOnly: true},
+			{Name: XtablesVolumeName, MountPath: "/run"},
+		},
 		SecurityContext: &corev1.SecurityContext{
 			// Capabilities added to a non-root user do not reach its effective set.
 			RunAsUser:                &root,

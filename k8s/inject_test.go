@@ -117,7 +117,7 @@ func checkInitContainer(t *testing.T, spec *corev1.PodSpec) {
 	if got, want := ic.Image, sidecar.Image; got != want {
 		t.Errorf("%s image = %q, want the sidecar's %q", InitContainerName, got, want)
 	}
-	if got, want := strings.Join(ic.Args, " "), "intercept"; got != want {
+	if got, want := strings.Join(ic.Args, " "), "intercept -config /etc/ctxprop/config.hcl -config-optional"; got != want {
 		t.Errorf("%s args = %q, want %q", InitContainerName, got, want)
 	}
 	sc := ic.SecurityContext
@@ -150,6 +150,10 @@ func checkInitContainer(t *testing.T, spec *corev1.PodSpec) {
 	}
 	if i := volumeIndex(spec.Volumes, mounts["/run"]); i < 0 || spec.Volumes[i].EmptyDir == nil {
 		t.Errorf("%s has no emptyDir at /run for the xtables lock", InitContainerName)
+	}
+	// The sidecar's config, so that both agree on the ports an intercept block moves.
+	if i := volumeIndex(spec.Volumes, mounts[ConfigDir]); i < 0 || spec.Volumes[i].ConfigMap == nil {
+		t.Errorf("%s does not mount the ConfigMap at %s", InitContainerName, ConfigDir)
 	}
 }
 

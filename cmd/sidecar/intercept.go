@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 
 	"github.com/ctxprop/ctxprop/config"
@@ -23,9 +24,10 @@ func runIntercept(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.SetOutput(stderr)
 	path := fs.String("config", "-", "the HCL config `file` (\"-\": none, the defaults); CTXPROP_<BLOCK>_<ATTR> variables override it")
 	dryRun := fs.Bool("dry-run", false, "print the rules, in iptables-save form, and change nothing")
+	optional := fs.Bool("config-optional", false, "use the defaults and the environment when the config file does not exist (an injected pod whose ConfigMap is absent)")
 	remove := fs.Bool("remove", false, "delete the rules sidecar intercept installed")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: sidecar intercept [-config FILE] [-dry-run] [-remove]")
+		fmt.Fprintln(stderr, "usage: sidecar intercept [-config FILE] [-config-optional] [-dry-run] [-remove]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -41,7 +43,14 @@ func runIntercept(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *dryRun && *remove {
 		return fmt.Errorf("%w: -dry-run and -remove together; -dry-run prints the rules an install would make, -remove deletes them", errUsage)
 	}
-	cfg, err := loadConfig(*path)
+	file := *path
+	if *optional && file != "-" {
+		if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+			file = "-"
+			fmt.Fprintf(stderr, "sidecar intercept: config file %s absent; using the defaults and the environment\n", *path)
+		}
+	}
+	cfg, err := loadConfig(file)
 	if err != nil {
 		return err
 	}

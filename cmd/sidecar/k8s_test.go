@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,6 +159,83 @@ func TestInject_Interception(t *testing.T) {
 		err := Run(t.Context(), []string{"inject", "-q", "-f", plain, "-interception=nftables"}, &stdout, &stderr)
 		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), `"iptables"`) || !strings.Contains(err.Error(), `"http-proxy"`) {
 			t.Fatalf("err = %v, want a usage error naming both modes", err)
+		}
+	})
+}
+
+// TestInject_InitContainerRunsIntercept: the init container the injector adds runs
+// `sidecar intercept` with arguments and an environment that this binary's intercept
+// accepts, reading the ConfigMap's config.hcl when there is one and the pod's
+// interception annotations over it: its rules (as -dry-run prints them) exclude what the
+// ConfigMap and the annotations exclude, and the sidecar's uid.
+func TestInject_InitContainerRunsIntercept(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pod.yaml")
+	pod := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n" +
+		"    ctxprop.io/exclude-outbound-ports: \"5432\"\n" +
+		"    ctxprop.io/exclude-outbound-cidrs: 169.254.169.254/32\n" +
+		"spec:\n  containers:\n  - {name: app, image: app}\n"
+	if err := os.WriteFile(file, []byte(pod), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := Run(t.Context(), []string{"inject", "-q", "-f", file}, &stdout, &stderr); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	var got corev1.Pod
+	if err := yaml.UnmarshalStrict(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("output is not a Pod: %v\n%s", err, stdout.String())
+	}
+	var init *corev1.Container
+	for i, c := range got.Spec.InitContainers {
+		if c.Name == k8s.InitContainerName {
+			init = &got.Spec.InitContainers[i]
+		}
+	}
+	if init == nil {
+		t.Fatalf("no %s in the injected pod", k8s.InitContainerName)
+	}
+	for _, e := range init.Env {
+		if e.ValueFrom != nil {
+			t.Fatalf("%s takes %s from %v; this test sets only plain values", init.Name, e.Name, e.ValueFrom)
+		}
+		t.Setenv(e.Name, e.Value)
+	}
+
+	run := func(t *testing.T, args []string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if err := Run(t.Context(), append(args, "-dry-run"), &stdout, &stderr); err != nil {
+			t.Fatalf("sidecar %s -dry-run: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+		return stdout.String()
+	}
+	// The ConfigMap's file, where the init container mounts it, moved into the test's folder.
+	args := slices.Clone(init.Args)
+	i := slices.Index(args, k8s.ConfigDir+"/config.hcl")
+	if i < 0 {
+		t.Fatalf("%s args %q do not name %s/config.hcl", init.Name, args, k8s.ConfigDir)
+	}
+	conf := filepath.Join(dir, "config.hcl")
+	args[i] = conf
+
+	t.Run("without the ConfigMap", func(t *testing.T) {
+		out := run(t, args)
+		for _, want := range []string{"--uid-owner 65532", "5432", "169.254.169.254/32", "--to-ports 7404", "--to-ports 7401"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("rules lack %q:\n%s", want, out)
+			}
+		}
+	})
+	t.Run("with the ConfigMap", func(t *testing.T) {
+		if err := os.WriteFile(conf, []byte("outbound {\n  transparent_address = \"127.0.0.1:7499\"\n}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := run(t, args)
+		for _, want := range []string{"--uid-owner 65532", "5432", "169.254.169.254/32", "--to-ports 7499"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("rules lack %q:\n%s", want, out)
+			}
 		}
 	})
 }
