@@ -43,7 +43,7 @@ func ExampleConfig_InjectPod() {
 	fmt.Println("app environment:", pod.Spec.Containers[0].Env)
 	// Output:
 	// injected interception: iptables
-	// ctxprop-init intercept adds [NET_ADMIN NET_RAW]
+	// ctxprop-init intercept -config /etc/ctxprop/config.hcl -config-optional adds [NET_ADMIN NET_RAW]
 	//   CTXPROP_INTERCEPT_PROXY_UID=65532
 	//   CTXPROP_INTERCEPT_EXCLUDE_OUTBOUND_CIDRS=169.254.169.254/32
 	// ctxprop restartPolicy: Always
