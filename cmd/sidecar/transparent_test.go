@@ -121,17 +121,19 @@ func installRedirect(t testing.TB, ns string, proxyUID int, inboundPorts []int) 
 	for i, p := range inboundPorts {
 		ports[i] = strconv.Itoa(p)
 	}
-	for _, rule := range [][]string{
-		{"-N", "CTXPROP_TEST_OUT"},
-		{"-A", "CTXPROP_TEST_OUT", "-o", "lo", "-j", "RETURN"},
-		{"-A", "CTXPROP_TEST_OUT", "-m", "owner", "--uid-owner", strconv.Itoa(proxyUID), "-j", "RETURN"},
-		{"-A", "CTXPROP_TEST_OUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "7404"},
-		{"-A", "OUTPUT", "-p", "tcp", "-j", "CTXPROP_TEST_OUT"},
-		{"-N", "CTXPROP_TEST_IN"},
-		{"-A", "CTXPROP_TEST_IN", "-p", "tcp", "-m", "multiport", "--dports", strings.Join(ports, ","), "-j", "REDIRECT", "--to-ports", "7401"},
-		{"-A", "PREROUTING", "-p", "tcp", "-j", "CTXPROP_TEST_IN"},
-	} {
-		sh(t, append([]string{"ip", "netns", "exec", ns, "iptables", "-t", "nat"}, rule...)...)
+	for _, family := range []string{"iptables", "ip6tables"} {
+		for _, rule := range [][]string{
+			{"-N", "CTXPROP_TEST_OUT"},
+			{"-A", "CTXPROP_TEST_OUT", "-o", "lo", "-j", "RETURN"},
+			{"-A", "CTXPROP_TEST_OUT", "-m", "owner", "--uid-owner", strconv.Itoa(proxyUID), "-j", "RETURN"},
+			{"-A", "CTXPROP_TEST_OUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "7404"},
+			{"-A", "OUTPUT", "-p", "tcp", "-j", "CTXPROP_TEST_OUT"},
+			{"-N", "CTXPROP_TEST_IN"},
+			{"-A", "CTXPROP_TEST_IN", "-p", "tcp", "-m", "multiport", "--dports", strings.Join(ports, ","), "-j", "REDIRECT", "--to-ports", "7401"},
+			{"-A", "PREROUTING", "-p", "tcp", "-j", "CTXPROP_TEST_IN"},
+		} {
+			sh(t, append([]string{"ip", "netns", "exec", ns, family, "-t", "nat"}, rule...)...)
+		}
 	}
 }
 
@@ -144,9 +146,22 @@ func removeRedirect(t testing.TB, ns string) {
 		{"-F", "CTXPROP_TEST_OUT"}, {"-X", "CTXPROP_TEST_OUT"},
 		{"-F", "CTXPROP_TEST_IN"}, {"-X", "CTXPROP_TEST_IN"},
 	} {
-		sh(t, append([]string{"ip", "netns", "exec", ns, "iptables", "-t", "nat"}, rule...)...)
+		for _, family := range []string{"iptables", "ip6tables"} {
+			sh(t, append([]string{"ip", "netns", "exec", ns, family, "-t", "nat"}, rule...)...)
+		}
 	}
 }
+
+// addIPv6 gives node i of lab the address ipv6(lab, i), so that the pod and the
+// downstream also talk over IPv6.
+func addIPv6(t testing.TB, lab *netLab) {
+	t.Helper()
+	for i, ns := range lab.ns {
+		sh(t, "ip", "-n", ns, "addr", "add", ipv6(lab, i)+"/64", "dev", fmt.Sprintf("cxp%s%d", lab.id, i), "nodad")
+	}
+}
+
+func ipv6(lab *netLab, i int) string { return fmt.Sprintf("fd0c:%s::%d", lab.id[:4], i+1) }
 
 // sharedDir is a directory other uids can read (t.TempDir is not: its parents are 0700).
 func sharedDir(t testing.TB) string {
@@ -340,7 +355,8 @@ func (d *downstream) lastEcho(t testing.TB, port int) echoSeen {
 	}
 }
 
-func startDownstream(t testing.TB, ns, ip string) *downstream {
+// startDownstream starts the servers on ip, and the HTTP recorder on ip6 too.
+func startDownstream(t testing.TB, ns, ip, ip6 string) *downstream {
 	t.Helper()
 	d := &downstream{ip: ip, reqs: map[string]seen{}}
 	record := func(id string, s seen) {
@@ -355,6 +371,7 @@ func startDownstream(t testing.TB, ns, ip string) *downstream {
 		fmt.Fprintf(w, "downstream %s saw %s", ip, r.URL.Query().Get("id"))
 	})}
 	go srv.Serve(httpLn)
+	go srv.Serve(listenIn(t, ns, net.JoinHostPort(ip6, "9000")))
 	t.Cleanup(func() { srv.Close() })
 
 	grpcLn := listenIn(t, ns, ip+":9001")
@@ -521,12 +538,13 @@ func TestTransparent_Interception(t *testing.T) {
 	requireInterceptTools(t)
 	lab := newNetLab(t, 2)
 	podNS, podIP := lab.ns[0], lab.ip(0)
-	down := startDownstream(t, lab.ns[1], lab.ip(1))
-	installRedirect(t, podNS, sidecarUID, []int{8080, 8081})
+	addIPv6(t, lab)
+	down := startDownstream(t, lab.ns[1], lab.ip(1), ipv6(lab, 1))
+	installRedirect(t, podNS, sidecarUID, []int{8080, 8081, 8082})
 	// The test process, on the bridge, stands for a trusted caller (an ingress).
 	pod := startInterceptSidecar(t, podNS, podIP, lab.subnet+"254", "127.0.0.1:8081",
 		"CTXPROP_OUTBOUND_TRANSPARENT_MAX_CONNECTIONS=16", "CTXPROP_OUTBOUND_SNIFF_TIMEOUT=300ms")
-	runAs(t, podNS, appUID, []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "APP_ADDR=0.0.0.0:8080", "APP_LOOPBACK_ADDR=127.0.0.1:8081"}, buildApp(t))
+	runAs(t, podNS, appUID, []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "APP_ADDR=0.0.0.0:8080", "APP_LOOPBACK_ADDR=127.0.0.1:8081", "APP_RAW_ADDR=0.0.0.0:8082"}, buildApp(t))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + podIP + ":8080/where")
@@ -566,6 +584,30 @@ func TestTransparent_Interception(t *testing.T) {
 			t.Errorf("GET %s:8081 = %d %q, want 502 explaining that a loopback-only app port is not reachable", podIP, status, body)
 		}
 		pod.waitMetric(t, `ctxprop_proxy_received_total{side="inbound"}`, before+3)
+	})
+
+	t.Run("inbound raw TCP is spliced to the app's port byte for byte", func(t *testing.T) {
+		data := make([]byte, 256<<10)
+		rand.Read(data)
+		data[0] = 0 // not HTTP
+		c, err := net.DialTimeout("tcp", podIP+":8082", 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		go func() {
+			c.Write(data)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		got, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sha256.Sum256(got) != sha256.Sum256(data) {
+			t.Errorf("the app echoed %d bytes that differ from the %d sent", len(got), len(data))
+		}
+		pod.waitMetric(t, `ctxprop_proxy_transparent_connections_total{protocol="opaque",side="inbound"}`, 1)
 	})
 
 	// Each client: a request with a context enters the pod; the app calls the
@@ -629,6 +671,21 @@ func TestTransparent_Interception(t *testing.T) {
 		}
 		if !strings.HasPrefix(got.remote, podIP+":") {
 			t.Errorf("the downstream's client is %s, want the pod %s", got.remote, podIP)
+		}
+	})
+
+	t.Run("IPv6: the original destination is recovered too", func(t *testing.T) {
+		target := net.JoinHostPort(ipv6(lab, 1), "9000")
+		res := callApp(t, podIP, http.Header{"Baggage": {"ctx.name=order-v6"}}, url.Values{"client": {"go"}, "target": {target}, "id": {"req-v6"}})
+		if res.Error != "" {
+			t.Fatalf("the app's call to %s failed: %s", target, res.Error)
+		}
+		got := down.request(t, "req-v6")
+		if baggage := got.header.Get("Baggage"); !strings.Contains(baggage, "ctx.name=order-v6") {
+			t.Errorf("the downstream's baggage over IPv6 is %q, want ctx.name=order-v6 in it", baggage)
+		}
+		if want := "[" + ipv6(lab, 0) + "]:"; !strings.HasPrefix(got.remote, want) {
+			t.Errorf("the downstream's client is %s, want the pod's %s", got.remote, ipv6(lab, 0))
 		}
 	})
 
@@ -698,7 +755,7 @@ func TestTransparent_Interception(t *testing.T) {
 		// Every connection the sidecar made to the downstream came from uid 65532,
 		// which the rules exempt. Had one been redirected it would have come back to
 		// the transparent listener: the counts are exactly the app's connections.
-		for proto, want := range map[string]float64{"http1": 3, "h2c": 2, "tls": 1, "opaque": 18} {
+		for proto, want := range map[string]float64{"http1": 4, "h2c": 2, "tls": 1, "opaque": 18} {
 			if got := pod.metric(t, conns(proto)); got != want {
 				t.Errorf("%s = %v, want %v", conns(proto), got, want)
 			}

@@ -6,7 +6,8 @@
 // request it serves on the calls it makes, and nothing else.
 //
 // It listens on APP_ADDR (for other pods) and APP_LOOPBACK_ADDR (loopback only), and
-// serves GET /call?client=...&target=host:port&id=..., answering a JSON result.
+// serves GET /call?client=...&target=host:port&id=..., answering a JSON result. On
+// APP_RAW_ADDR it echoes raw TCP, a protocol that is not HTTP.
 package main
 
 import (
@@ -60,6 +61,13 @@ func main() {
 		fmt.Fprintf(w, "loopback listener %s", r.Context().Value(http.LocalAddrContextKey))
 	})
 	go func() { log.Fatal(http.ListenAndServe(lo, loMux)) }()
+	if raw := os.Getenv("APP_RAW_ADDR"); raw != "" {
+		ln, err := net.Listen("tcp", raw)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serveEcho(ln)
+	}
 	log.Fatal(http.ListenAndServe(pod, mux))
 }
 
@@ -338,4 +346,20 @@ func callLimit(res *result, target, count string) error {
 	}
 	res.Body = "over the limit: " + err.Error()
 	return nil
+}
+
+// serveEcho echoes each connection until its client half-closes, then half-closes too.
+func serveEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			if _, err := io.Copy(c, c); err == nil {
+				c.(*net.TCPConn).CloseWrite()
+			}
+		}()
+	}
 }
