@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -689,6 +690,37 @@ func TestTransparent_Interception(t *testing.T) {
 		}
 	})
 
+	t.Run("an HTTP/1.1 Upgrade: h2c is answered over HTTP/1.1, with the header work", func(t *testing.T) {
+		// The test process is root, not the sidecar's uid: its connections from the
+		// pod's namespace are redirected like the app's.
+		var c net.Conn
+		if err := inNamespace(podNS, func() (err error) {
+			c, err = net.DialTimeout("tcp", downIP+":9000", 10*time.Second)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c, "GET /record?id=req-h2c-upgrade HTTP/1.1\r\nHost: downstream\r\nConnection: Upgrade, HTTP2-Settings\r\n"+
+			"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nBaggage: ctx.name=upgrade\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.1" {
+			t.Errorf("answer %s %s, want 200 over HTTP/1.1", resp.Proto, resp.Status)
+		}
+		got := down.request(t, "req-h2c-upgrade")
+		if v := got.header.Get("Http2-Settings"); v != "" {
+			t.Errorf("the downstream got HTTP2-Settings %q, want it dropped as hop-by-hop", v)
+		}
+		if baggage := got.header.Get("Baggage"); !strings.Contains(baggage, "ctx.name=upgrade") {
+			t.Errorf("the downstream's baggage is %q, want ctx.name=upgrade", baggage)
+		}
+	})
+
 	t.Run("TLS passes untouched", func(t *testing.T) {
 		before := pod.metric(t, conns("tls"))
 		res := callApp(t, podIP, http.Header{}, url.Values{"client": {"tls"}, "target": {downIP + ":9443"}, "fingerprint": {down.fingerprint}, "size": {"300000"}})
@@ -755,7 +787,7 @@ func TestTransparent_Interception(t *testing.T) {
 		// Every connection the sidecar made to the downstream came from uid 65532,
 		// which the rules exempt. Had one been redirected it would have come back to
 		// the transparent listener: the counts are exactly the app's connections.
-		for proto, want := range map[string]float64{"http1": 4, "h2c": 2, "tls": 1, "opaque": 18} {
+		for proto, want := range map[string]float64{"http1": 5, "h2c": 2, "tls": 1, "opaque": 18} {
 			if got := pod.metric(t, conns(proto)); got != want {
 				t.Errorf("%s = %v, want %v", conns(proto), got, want)
 			}
@@ -783,4 +815,62 @@ func TestTransparent_Interception(t *testing.T) {
 			t.Errorf("the transparent listener saw %v more connections without rules", got-before)
 		}
 	})
+}
+
+// BenchmarkTransparent measures the cost per request of the transparent path against the
+// explicit outbound proxy, with the same client, request, sidecar and downstream: a
+// client in the pod's namespace (uid 0, so the rules redirect it) sends a GET with a
+// traceparent and a baggage ctx.name to a downstream in another namespace, either
+// through HTTP_PROXY (explicit: 127.0.0.1:7402) or by dialling the downstream, which the
+// rules redirect to the transparent listener. Keep-alive on both sides, one connection.
+// "direct" is the same request from outside the pod with no sidecar on its way, for
+// scale. BENCHMARKS.md has the numbers and the command.
+func BenchmarkTransparent(b *testing.B) {
+	requireInterceptTools(b)
+	lab := newNetLab(b, 2)
+	podNS, podIP := lab.ns[0], lab.ip(0)
+	addIPv6(b, lab)
+	down := startDownstream(b, lab.ns[1], lab.ip(1), ipv6(lab, 1))
+	installRedirect(b, podNS, sidecarUID, []int{8080})
+	startInterceptSidecar(b, podNS, podIP, lab.subnet+"254", "127.0.0.1:8081", "CTXPROP_LOG_LEVEL=warn")
+	inPod := func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = inNamespace(podNS, func() error {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	explicit := &url.URL{Scheme: "http", Host: "127.0.0.1:7402"}
+	for _, path := range []struct {
+		name  string
+		proxy func(*http.Request) (*url.URL, error)
+		dial  func(context.Context, string, string) (net.Conn, error)
+	}{
+		{"direct", nil, (&net.Dialer{}).DialContext},
+		{"explicit", http.ProxyURL(explicit), inPod},
+		{"transparent", nil, inPod},
+	} {
+		b.Run(path.name, func(b *testing.B) {
+			tr := &http.Transport{Proxy: path.proxy, DialContext: path.dial, MaxIdleConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr}
+			req, err := http.NewRequest("GET", "http://"+down.ip+":9000/record?id=bench", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+			req.Header.Set("Baggage", "ctx.name=bench")
+			for b.Loop() {
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+	}
 }
