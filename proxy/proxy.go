@@ -335,17 +335,19 @@ func (p *Proxy) close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("proxy: %s drain cut short: %w", name, err))
 		}
 	}
-	// The accept loops stop first: a redirected connection accepted later would find
-	// its server gone.
+	// Each side's accept loops stop before its server drains: a connection accepted
+	// later would find the server gone. The transparent listener accepts until the
+	// inbound side has drained, since the requests in flight there make outbound calls.
 	p.mu.Lock()
-	raw := append([]net.Listener{p.inLn}, p.transLns...)
+	inLn, transLns := p.inLn, p.transLns
 	p.mu.Unlock()
-	for _, ln := range raw {
-		if ln != nil {
-			ln.Close()
-		}
+	if inLn != nil {
+		inLn.Close()
 	}
 	drain("inbound", p.inSrv, &p.inDrain)
+	for _, ln := range transLns {
+		ln.Close()
+	}
 	drain("outbound", p.outSrv, &p.outDrn)
 	drain("transparent", p.transSrv, &p.outDrn)
 	// Past the deadline: end what is left (requests, WebSockets, tunnels).
