@@ -55,6 +55,7 @@ type Proxy struct {
 	transLns []net.Listener
 	trans    transparentCounters
 	conns    sync.WaitGroup // goroutines of sniffed and spliced connections
+
 	mu       sync.Mutex
 	inLn     net.Listener
 	outLn    net.Listener
@@ -64,16 +65,17 @@ type Proxy struct {
 	closing  sync.Once
 	closeErr error
 
-	stats          counters
-	reqs           requestMetrics // by status class and latency, for Collector
-	logHeader      throttle
-	logStore       throttle
-	logUp          throttle
-	logTrust       throttle
-	logFraming     throttle
-	logRefused     throttle
-	logTransparent throttle
-	logAccept      throttle
+	stats      counters
+	reqs       requestMetrics // by status class and latency, for Collector
+	logHeader  throttle
+	logStore   throttle
+	logUp      throttle
+	logTrust   throttle
+	logFraming throttle
+	logRefused throttle
+
+	logTransparent throttle // refused redirected connections
+	logAccept      throttle // accept errors (out of file descriptors)
 }
 
 // New checks opt and builds a Proxy. It binds nothing and starts no goroutine.
