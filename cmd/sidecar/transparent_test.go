@@ -542,9 +542,27 @@ func TestTransparent_Interception(t *testing.T) {
 	addIPv6(t, lab)
 	down := startDownstream(t, lab.ns[1], lab.ip(1), ipv6(lab, 1))
 	installRedirect(t, podNS, sidecarUID, []int{8080, 8081, 8082})
+	// A sync peer in the downstream's namespace that only records who connects: the
+	// sidecar's own gossip (TCP push/pull) must reach it, not the transparent listener.
+	peerLn := listenIn(t, lab.ns[1], down.ip+":7403")
+	peerConns := make(chan string, 64)
+	go func() {
+		for {
+			c, err := peerLn.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case peerConns <- c.RemoteAddr().String():
+			default:
+			}
+			c.Close()
+		}
+	}()
 	// The test process, on the bridge, stands for a trusted caller (an ingress).
 	pod := startInterceptSidecar(t, podNS, podIP, lab.subnet+"254", "127.0.0.1:8081",
-		"CTXPROP_OUTBOUND_TRANSPARENT_MAX_CONNECTIONS=16", "CTXPROP_OUTBOUND_SNIFF_TIMEOUT=300ms")
+		"CTXPROP_OUTBOUND_TRANSPARENT_MAX_CONNECTIONS=16", "CTXPROP_OUTBOUND_SNIFF_TIMEOUT=300ms",
+		"CTXPROP_SYNC_PEERS="+down.ip+":7403")
 	runAs(t, podNS, appUID, []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "APP_ADDR=0.0.0.0:8080", "APP_LOOPBACK_ADDR=127.0.0.1:8081", "APP_RAW_ADDR=0.0.0.0:8082"}, buildApp(t))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -765,6 +783,14 @@ func TestTransparent_Interception(t *testing.T) {
 		pod.waitMetric(t, `ctxprop_proxy_transparent_sniff_timeouts_total{side="outbound"}`, before+1)
 	})
 
+	t.Run("an unreachable original destination resets the app's connection", func(t *testing.T) {
+		res := callApp(t, podIP, http.Header{}, url.Values{"client": {"raw"}, "target": {downIP + ":9999"}, "size": {"64"}})
+		if res.Error == "" || res.Received == res.Sent {
+			t.Fatalf("a connection to a closed port went through: %+v", res)
+		}
+		pod.waitMetric(t, `ctxprop_proxy_transparent_dial_errors_total{side="outbound"}`, 1)
+	})
+
 	t.Run("a connection not redirected is refused, never looped", func(t *testing.T) {
 		res := callApp(t, podIP, http.Header{}, url.Values{"client": {"raw"}, "target": {"127.0.0.1:7404"}, "size": {"64"}})
 		if res.Received == res.Sent {
@@ -784,10 +810,19 @@ func TestTransparent_Interception(t *testing.T) {
 	})
 
 	t.Run("the sidecar's own connections are not redirected", func(t *testing.T) {
-		// Every connection the sidecar made to the downstream came from uid 65532,
-		// which the rules exempt. Had one been redirected it would have come back to
-		// the transparent listener: the counts are exactly the app's connections.
-		for proto, want := range map[string]float64{"http1": 5, "h2c": 2, "tls": 1, "opaque": 18} {
+		// Every connection the sidecar made to the downstream, and its gossip to the
+		// sync peer, came from uid 65532, which the rules exempt. Had one been
+		// redirected it would have come back to the transparent listener: the counts
+		// are exactly the app's connections.
+		select {
+		case remote := <-peerConns:
+			if !strings.HasPrefix(remote, podIP+":") {
+				t.Errorf("the sync peer's client is %s, want the pod %s", remote, podIP)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the sidecar's sync traffic never reached its peer")
+		}
+		for proto, want := range map[string]float64{"http1": 5, "h2c": 2, "tls": 1, "opaque": 19} {
 			if got := pod.metric(t, conns(proto)); got != want {
 				t.Errorf("%s = %v, want %v", conns(proto), got, want)
 			}
