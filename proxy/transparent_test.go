@@ -273,3 +273,30 @@ func TestIntercept_CloseDoesNotWaitOutTheSniff(t *testing.T) {
 		t.Fatal("Close still waits 4s into the sniff of a silent connection")
 	}
 }
+
+// TestNew_TransparentLoopbackOnly: redirected connections arrive on loopback; a listener
+// other hosts reach needs the same opt-in as the outbound proxy.
+func TestNew_TransparentLoopbackOnly(t *testing.T) {
+	for _, c := range []struct {
+		addr  string
+		allow bool
+		want  string // "" for no error
+	}{
+		{"127.0.0.1:0", false, ""},
+		{"[::1]:0", false, ""},
+		{"0.0.0.0:0", false, "outbound.allow_non_loopback = true"},
+		{"10.1.2.3:7404", false, "outbound.allow_non_loopback = true"},
+		{"0.0.0.0:0", true, ""},
+		{"7404", false, "want host:port"},
+	} {
+		t.Run(c.addr, func(t *testing.T) {
+			_, err := New(Options{TransparentAddress: c.addr, OutboundNonLoopback: c.allow})
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("New = %v, want no error", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("New = %v, want an error with %q", err, c.want)
+			}
+		})
+	}
+}
