@@ -133,9 +133,20 @@ inbound {
 outbound {
   # Forward proxy for the app's own calls: the app's HTTP_PROXY is http://127.0.0.1:7402.
   address = "127.0.0.1:7402"
-  # Where the app's outbound TCP arrives when `sidecar intercept` redirects it (the
-  # transparent mode); "" for no such listener, and no outbound redirection.
+  # Where the app's outbound TCP arrives when sidecar intercept's rules redirect it (the
+  # default mode in Kubernetes): each connection goes on to the address the app dialled;
+  # HTTP/1.x and h2c (gRPC) get the context headers, TLS and other protocols are spliced
+  # through untouched. A 127.0.0.1 host also listens on [::1] at the same port, for IPv6.
+  # "" for none (HTTP_PROXY mode only). Loopback only, unless allow_non_loopback.
   transparent_address = "127.0.0.1:7404"
+  # Connections the transparent listener holds at once; past it new ones are reset,
+  # logged and counted (ctxprop_proxy_transparent_refused_total).
+  transparent_max_connections = 16384
+  # How long a redirected connection (outbound, or inbound to the app's ports) may take to
+  # send the first bytes that tell HTTP from anything else; a client silent that long (a
+  # server-first protocol such as SMTP or MySQL, whose ports are better excluded from the
+  # redirect) is spliced through untouched, having waited this long once.
+  sniff_timeout = "1s"
   # Set to true only to listen on a non-loopback address: the proxy has no authentication,
   # so anyone who reaches it sends requests from the pod. Even then, clients that are not
   # on loopback are refused (403) any target that is or resolves to a loopback address, so

@@ -98,7 +98,12 @@ type Inbound struct {
 type Outbound struct {
 	Address string // default "127.0.0.1:7402"
 	// TransparentAddress is where redirected outbound TCP arrives (sidecar intercept); "" for none.
-	TransparentAddress  string
+	TransparentAddress string // default "127.0.0.1:7404"
+	// TransparentMaxConnections bounds the connections the transparent listener holds; default 16384.
+	TransparentMaxConnections int
+	// SniffTimeout bounds the wait for a redirected connection's first bytes before it is
+	// spliced untouched; default 1s.
+	SniffTimeout        time.Duration
 	AllowNonLoopback    bool          // permit a non-loopback Address; default false, as the proxy has no authentication
 	MaxIdleConnsPerHost int           // default 256
 	DialTimeout         time.Duration // default 5s
@@ -236,10 +241,12 @@ func DefaultConfig() Config {
 			BodyTimeout:       60 * time.Second,
 		},
 		Outbound: Outbound{
-			Address:             "127.0.0.1:7402",
-			TransparentAddress:  "127.0.0.1:7404",
-			MaxIdleConnsPerHost: 256,
-			DialTimeout:         5 * time.Second,
+			Address:                   "127.0.0.1:7402",
+			TransparentAddress:        "127.0.0.1:7404",
+			TransparentMaxConnections: 16384,
+			SniffTimeout:              time.Second,
+			MaxIdleConnsPerHost:       256,
+			DialTimeout:               5 * time.Second,
 		},
 		Sync: Sync{
 			Address:     "0.0.0.0:7403",
@@ -315,6 +322,8 @@ func (c *Config) settings() []setting {
 
 		{"outbound", "address", &c.Outbound.Address},
 		{"outbound", "transparent_address", &c.Outbound.TransparentAddress},
+		{"outbound", "transparent_max_connections", &c.Outbound.TransparentMaxConnections},
+		{"outbound", "sniff_timeout", &c.Outbound.SniffTimeout},
 		{"outbound", "allow_non_loopback", &c.Outbound.AllowNonLoopback},
 		{"outbound", "max_idle_conns_per_host", &c.Outbound.MaxIdleConnsPerHost},
 		{"outbound", "dial_timeout", &c.Outbound.DialTimeout},

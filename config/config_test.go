@@ -58,6 +58,9 @@ func TestDefaultConfig(t *testing.T) {
 		{"inbound.max_header_bytes", c.Inbound.MaxHeaderBytes, 65536},
 		{"inbound.body_timeout", c.Inbound.BodyTimeout, 60 * time.Second},
 		{"outbound.address", c.Outbound.Address, "127.0.0.1:7402"},
+		{"outbound.transparent_address", c.Outbound.TransparentAddress, "127.0.0.1:7404"},
+		{"outbound.transparent_max_connections", c.Outbound.TransparentMaxConnections, 16384},
+		{"outbound.sniff_timeout", c.Outbound.SniffTimeout, time.Second},
 		{"outbound.allow_non_loopback", c.Outbound.AllowNonLoopback, false},
 		{"outbound.max_idle_conns_per_host", c.Outbound.MaxIdleConnsPerHost, 256},
 		{"outbound.dial_timeout", c.Outbound.DialTimeout, 5 * time.Second},
@@ -98,7 +101,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 70; got != want {
+	if got, want := len(c.settings()), 72; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -168,10 +171,12 @@ inbound {
 }
 outbound {
   address                 = "127.0.0.1:9002"
-  transparent_address     = "127.0.0.1:9004"
   allow_non_loopback      = true
   max_idle_conns_per_host = 16
   dial_timeout            = "750ms"
+  transparent_address     = "127.0.0.1:9004"
+  transparent_max_connections = 99
+  sniff_timeout           = "250ms"
 }
 sync {
   address  = "0.0.0.0:9003"
@@ -234,7 +239,7 @@ func everyAttributeConfig() Config {
 			ResponseHeaderTimeout: 15 * time.Second, MaxHeaderBytes: 8192, BodyTimeout: 20 * time.Second,
 			TrustedSources: []string{"10.8.0.0/16", "192.168.1.7"}, ContextHeader: "X-Workflow-Id", ContextBaggage: "ctx.name",
 		},
-		Outbound: Outbound{Address: "127.0.0.1:9002", TransparentAddress: "127.0.0.1:9004", AllowNonLoopback: true, MaxIdleConnsPerHost: 16, DialTimeout: 750 * time.Millisecond},
+		Outbound: Outbound{Address: "127.0.0.1:9002", TransparentAddress: "127.0.0.1:9004", TransparentMaxConnections: 99, SniffTimeout: 250 * time.Millisecond, AllowNonLoopback: true, MaxIdleConnsPerHost: 16, DialTimeout: 750 * time.Millisecond},
 		Sync: Sync{
 			Address: "0.0.0.0:9003", Peers: []string{"10.0.0.7:7403", "peer-b.example:7403"},
 			DNS: "ctxprop-peers.default.svc.cluster.local", XDS: "xds.example:18000",
@@ -263,7 +268,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:51"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:53"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -316,6 +321,10 @@ func TestParse_Errors(t *testing.T) {
 		{"all interfaces admin", "admin {\n  address = \":7400\"\n}\n", []string{"bad.hcl:2: admin.address :7400 is not a loopback address"}},
 		{"non-loopback outbound", "outbound {\n  address = \"0.0.0.0:7402\"\n}\n", []string{"bad.hcl:2: outbound.address 0.0.0.0:7402 is not a loopback address; the outbound proxy has no authentication and other hosts could use it — use 127.0.0.1 or set outbound.allow_non_loopback = true"}},
 		{"all interfaces outbound", "outbound {\n  address = \":7402\"\n}\n", []string{"bad.hcl:2: outbound.address :7402 is not a loopback address"}},
+		{"non-loopback transparent", "outbound {\n  transparent_address = \"0.0.0.0:7404\"\n}\n", []string{"bad.hcl:2: outbound.transparent_address 0.0.0.0:7404 is not a loopback address; redirected connections arrive on loopback"}},
+		{"transparent port clash", "outbound {\n  transparent_address = \"127.0.0.1:7402\"\n}\n", []string{"bad.hcl:2: outbound.address 127.0.0.1:7402 and outbound.transparent_address 127.0.0.1:7402 use the same port"}},
+		{"zero sniff timeout", "outbound {\n  sniff_timeout = \"0\"\n}\n", []string{"bad.hcl:2: outbound.sniff_timeout is 0s; want a positive duration"}},
+		{"zero transparent connections", "outbound {\n  transparent_max_connections = 0\n}\n", []string{"bad.hcl:2: outbound.transparent_max_connections is 0; want a positive number"}},
 		{"negative body timeout", "inbound {\n  body_timeout = \"-1s\"\n}\n", []string{"bad.hcl:2: inbound.body_timeout is -1s; want \"0\" for no limit"}},
 		{"commit window zero", "store {\n  commit_window = \"0\"\n}\n", []string{"bad.hcl:2: store.commit_window is 0s; want more than 0 and at most 10s"}},
 		{"commit window too long", "store {\n  commit_window = \"11s\"\n}\n", []string{"bad.hcl:2: store.commit_window is 11s"}},

@@ -131,6 +131,14 @@ func (c *Config) Validate() error {
 	if host, _, err := net.SplitHostPort(c.Outbound.Address); err == nil && !c.Outbound.AllowNonLoopback && !isLoopback(host) {
 		bad("outbound.address", "%s is not a loopback address; the outbound proxy has no authentication and other hosts could use it — use 127.0.0.1 or set outbound.allow_non_loopback = true", c.Outbound.Address)
 	}
+	if t := c.Outbound.TransparentAddress; t != "" {
+		address("outbound.transparent_address", t, true)
+		if host, _, err := net.SplitHostPort(t); err == nil && !c.Outbound.AllowNonLoopback && !isLoopback(host) {
+			bad("outbound.transparent_address", "%s is not a loopback address; redirected connections arrive on loopback, and other hosts could use a listener they reach — use 127.0.0.1, \"\" for none, or set outbound.allow_non_loopback = true", t)
+		}
+	}
+	positive("outbound.transparent_max_connections", int64(c.Outbound.TransparentMaxConnections))
+	positiveDuration("outbound.sniff_timeout", c.Outbound.SniffTimeout)
 	positive("outbound.max_idle_conns_per_host", int64(c.Outbound.MaxIdleConnsPerHost))
 	positiveDuration("outbound.dial_timeout", c.Outbound.DialTimeout)
 
@@ -237,6 +245,9 @@ func (c *Config) checkPortClashes() []error {
 		{"inbound.address", c.Inbound.Address},
 		{"outbound.address", c.Outbound.Address},
 		{"sync.address", c.Sync.Address},
+	}
+	if c.Outbound.TransparentAddress != "" {
+		listeners = append(listeners, addr{"outbound.transparent_address", c.Outbound.TransparentAddress})
 	}
 	var errs []error
 	report := func(a, b addr, why string) {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, once: chromium (the web page test),
-# iproute2 and iptables (network-namespace partition tests). Needs root, as in CI.
+# iproute2, iptables and setpriv (network-namespace partition and interception tests).
+# Needs root, as in CI.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -eq 0 ]; then
   echo "apt.sh: test packages present"
   exit 0

@@ -2,6 +2,13 @@
 // proxy from other pods to the local app, and an outbound forward proxy (the app's
 // HTTP_PROXY) from the app to other pods.
 //
+// With redirection rules in the pod (sidecar intercept), the app's outbound TCP arrives
+// at a transparent listener (Options.TransparentAddress) and inbound TCP for the app's
+// ports at the inbound listener, each connection with the destination its client meant
+// (SO_ORIGINAL_DST). HTTP/1.x and h2c get the same header work as through the explicit
+// proxy and go to that destination; anything else is spliced there untouched
+// (transparent.go).
+//
 // Both directions carry HTTP/1.1 and h2c (prior-knowledge HTTP/2 without TLS, as gRPC
 // uses it), trailers, WebSocket and other Upgrade exchanges, and streaming bodies
 // without buffering them. The upstream protocol mirrors the downstream one: an h2c

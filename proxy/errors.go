@@ -36,7 +36,16 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	if inbound {
 		target = p.opt.App
 	}
+	redirected := ex != nil && ex.dst.IsValid()
+	if redirected {
+		target = ex.dst.String()
+	}
 	status, msg := describeUpstreamError(err, target, inbound, p.opt)
+	if redirected && inbound && errors.Is(err, syscall.ECONNREFUSED) {
+		msg = fmt.Sprintf("ctxprop: the app at %s refused the connection: this request was redirected to the sidecar and goes on to the port it was sent to, "+
+			"on the pod's address; an app that listens on loopback only (127.0.0.1) is not reachable from other pods, with or without the sidecar: "+
+			"listen on 0.0.0.0 or the pod IP.\n", target)
+	}
 	if ex != nil {
 		ex.status, ex.failed = status, true
 	}

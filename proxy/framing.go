@@ -80,11 +80,15 @@ func (l framingListener) Accept() (net.Conn, error) {
 
 type framedConnKey struct{}
 
-// connContext is the http.Server ConnContext of both listeners: it lets a handler find
-// the framedConn of its request.
+// connContext is the http.Server ConnContext of the listeners: it lets a handler find
+// the framedConn of its request, and the original destination of a redirected one.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	if fc, ok := c.(*framedConn); ok {
-		return context.WithValue(ctx, framedConnKey{}, fc)
+		ctx = context.WithValue(ctx, framedConnKey{}, fc)
+		c = fc.Conn
+	}
+	if ic, ok := c.(*interceptConn); ok {
+		ctx = context.WithValue(ctx, origDstKey{}, ic.dst)
 	}
 	return ctx
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ type exchange struct {
 	failed   bool              // transport error: no complete response from upstream
 	upgraded bool              // 101 Switching Protocols
 	respOps  []ops.Op          // the app's ctx-ops from its response (inbound)
+	dst      netip.AddrPort    // a redirected connection's original destination; zero otherwise
 	body     *bodyWatch        // the request body on its way upstream; nil without one
 	buf      [8]ops.Op         // backing array of the one Store.Apply call: room for the telemetry
 }
@@ -139,6 +141,13 @@ func (p *Proxy) rewriteInbound(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In)
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = p.opt.App
+	if dst, ok := origDstOf(pr.In); ok {
+		// Redirected to the inbound listener: the app gets the connection at the
+		// address its client meant (pod IP and original port), as Istio >= 1.10 does,
+		// so a port the app binds to loopback only stays out of reach from other pods.
+		pr.Out.URL.Host = dst.String()
+		ex.dst = dst
+	}
 	// The app sees the Host its caller asked for, and the chain of client
 	// addresses with this hop's appended.
 	if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {

@@ -124,6 +124,8 @@ type Collector struct {
 	received, requests, duration, gateway    *prometheus.Desc
 	headerErrors, droppedOps, storeErrors    *prometheus.Desc
 	tunnels, refusedMembers, closed, refused *prometheus.Desc
+
+	transConns, transRefused, sniffTimeouts, transDialErrors, transOpen *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -165,12 +167,27 @@ func NewCollector(p *Proxy) *Collector {
 		refused: prometheus.NewDesc("ctxprop_proxy_refused_total",
 			"Requests the proxy refused with 403, by side and reason: loopback_target (a client outside the pod asked the outbound proxy for a loopback or unspecified address).",
 			[]string{"side", "reason"}, nil),
+		transConns: prometheus.NewDesc("ctxprop_proxy_transparent_connections_total",
+			"Redirected connections (sidecar intercept), by side and by what their first bytes were: http1 and h2c get the header work, "+
+				"tls and opaque (anything else, and clients silent for outbound.sniff_timeout) are spliced to their original destination untouched.",
+			[]string{"side", "protocol"}, nil),
+		transRefused: prometheus.NewDesc("ctxprop_proxy_transparent_refused_total",
+			"Connections the transparent listener refused, by reason: connection_limit (it held outbound.transparent_max_connections), "+
+				"not_redirected (made to the listener itself, not redirected by a rule: forwarding it would loop).",
+			[]string{"reason"}, nil),
+		sniffTimeouts: prometheus.NewDesc("ctxprop_proxy_transparent_sniff_timeouts_total",
+			"Redirected connections whose client sent too little to be recognised within outbound.sniff_timeout; they were spliced untouched.", side, nil),
+		transDialErrors: prometheus.NewDesc("ctxprop_proxy_transparent_dial_errors_total",
+			"Spliced redirected connections whose original destination could not be reached; the client's connection was reset.", side, nil),
+		transOpen: prometheus.NewDesc("ctxprop_proxy_transparent_open_connections",
+			"Connections the transparent listener holds now; at outbound.transparent_max_connections new ones are refused.", nil, nil),
 	}
 }
 
 // Describe sends the descriptors of every metric Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.refusedMembers, c.closed, c.refused} {
+	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.refusedMembers, c.closed, c.refused,
+		c.transConns, c.transRefused, c.sniffTimeouts, c.transDialErrors, c.transOpen} {
 		ch <- d
 	}
 }
@@ -221,4 +238,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	counter(c.refused, c.p.stats.loopbackRefused.Load(), sideNames[sideOutbound], "loopback_target")
+	t := &c.p.trans
+	for side := range numSides {
+		for proto := range numProtos {
+			counter(c.transConns, t.conns[side][proto].Load(), sideNames[side], protoNames[proto])
+		}
+		counter(c.sniffTimeouts, t.sniffTimeout[side].Load(), sideNames[side])
+		counter(c.transDialErrors, t.dialErrors[side].Load(), sideNames[side])
+	}
+	for reason := range numTransRefusals {
+		counter(c.transRefused, t.refused[reason].Load(), transRefusalNames[reason])
+	}
+	ch <- prometheus.MustNewConstMetric(c.transOpen, prometheus.GaugeValue, float64(t.open.Load()))
 }

@@ -60,6 +60,23 @@ type Options struct {
 	// loopback or unspecified address through it (403).
 	OutboundNonLoopback bool
 
+	// TransparentAddress is where redirected outbound TCP arrives (config
+	// outbound.transparent_address; SPEC §5): each connection goes on to its original
+	// destination, with the header work when it speaks HTTP/1.x or h2c, byte for byte
+	// otherwise. A loopback IPv4 host also binds the IPv6 loopback at the same port, where
+	// ip6tables REDIRECT sends IPv6 connections, when the host has IPv6. Empty means no
+	// transparent listener. A host that is not loopback needs OutboundNonLoopback.
+	TransparentAddress string
+	// TransparentMaxConns bounds the connections the transparent listener holds at once
+	// (config outbound.transparent_max_connections); past it a new connection is reset,
+	// logged and counted. Zero means 16384.
+	TransparentMaxConns int
+	// SniffTimeout bounds the wait for the first bytes of a redirected connection, inbound
+	// or outbound (config outbound.sniff_timeout). A client that has not sent enough to
+	// tell HTTP from other bytes by then (a server-first protocol such as SMTP or MySQL, or
+	// a slow client) is spliced through untouched. Zero means 1s.
+	SniffTimeout time.Duration
+
 	// TrustInboundOps applies ctx-ops found on requests from other pods (config
 	// trust_inbound_ops). False drops them with a log line (SPEC §4).
 	TrustInboundOps bool
@@ -154,6 +171,8 @@ const (
 	DefaultBodyTimeout         = 60 * time.Second
 	DefaultCorrelationSize     = 16384
 	DefaultCorrelationTimeout  = 10 * time.Minute
+	DefaultTransparentMaxConns = 16384
+	DefaultSniffTimeout        = time.Second
 )
 
 // DefaultOptions returns the listener addresses of SPEC §2 and the default limits.
@@ -162,6 +181,9 @@ func DefaultOptions() Options {
 		InboundAddress:      "0.0.0.0:7401",
 		App:                 "127.0.0.1:8080",
 		OutboundAddress:     "127.0.0.1:7402",
+		TransparentAddress:  "127.0.0.1:7404",
+		TransparentMaxConns: DefaultTransparentMaxConns,
+		SniffTimeout:        DefaultSniffTimeout,
 		MaxIdleConnsPerHost: DefaultMaxIdleConnsPerHost,
 		DialTimeout:         DefaultDialTimeout,
 		ReadHeaderTimeout:   DefaultReadHeaderTimeout,
@@ -202,6 +224,22 @@ func (o *Options) Validate() error {
 			return fmt.Errorf("outbound address %s is not loopback: any host that reaches it could use the proxy, which has no authentication; "+
 				"bind 127.0.0.1 or set outbound.allow_non_loopback = true", o.OutboundAddress)
 		}
+	}
+	if o.TransparentAddress != "" {
+		host, _, err := net.SplitHostPort(o.TransparentAddress)
+		if err != nil {
+			return fmt.Errorf("transparent address %q: %w; want host:port such as 127.0.0.1:7404", o.TransparentAddress, err)
+		}
+		if !o.OutboundNonLoopback && !loopbackHost(host) {
+			return fmt.Errorf("transparent address %s is not loopback: redirected connections arrive on loopback, and other hosts that reach it could use the proxy; "+
+				"bind 127.0.0.1 or set outbound.allow_non_loopback = true", o.TransparentAddress)
+		}
+	}
+	if o.TransparentMaxConns < 0 {
+		return fmt.Errorf("transparent max connections %d is negative; use 0 for the default of %d", o.TransparentMaxConns, DefaultTransparentMaxConns)
+	}
+	if o.SniffTimeout < 0 {
+		return fmt.Errorf("sniff timeout %s is negative; use 0 for the default of %s", o.SniffTimeout, DefaultSniffTimeout)
 	}
 	if o.InboundAddress != "" && o.App == "" {
 		return fmt.Errorf("inbound app address is empty; set it to the host:port the app listens on, such as 127.0.0.1:8080")
@@ -255,6 +293,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CorrelationSize == 0 {
 		o.CorrelationSize = DefaultCorrelationSize
+	}
+	if o.TransparentMaxConns == 0 {
+		o.TransparentMaxConns = DefaultTransparentMaxConns
+	}
+	if o.SniffTimeout == 0 {
+		o.SniffTimeout = DefaultSniffTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()

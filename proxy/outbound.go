@@ -50,8 +50,16 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 			"send it to the service's address (the proxy is set in HTTP_PROXY, not in the URL)", http.StatusLoopDetected)
 		return
 	}
+	p.forwardOutbound(w, r, framing, remote, netip.AddrPort{})
+}
+
+// forwardOutbound does the header work of an outbound request and sends it on: to dst
+// when it is valid (a redirected connection's original destination), else to the host
+// the request names. remote says the client is not on loopback.
+func (p *Proxy) forwardOutbound(w http.ResponseWriter, r *http.Request, framing closeReason, remote bool, dst netip.AddrPort) {
 	ex := newExchange(false)
 	defer ex.release() // deferred first, so it runs after every other deferred use of ex
+	ex.dst = dst
 	defer func() { p.reqs.observe(ex, time.Since(ex.start)) }()
 	var errs []error
 	ex.out, errs = headers.ReadOutbound(r.Header, p.hopt, p.corr)
@@ -118,7 +126,14 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 
 func (p *Proxy) rewriteOutbound(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In)
-	if pr.Out.URL.Host == "" { // h2c: the target is :authority
+	if ex.dst.IsValid() {
+		// A redirected connection goes where its client connected, whatever its Host
+		// or :authority says (they go on unchanged): the client chose the address,
+		// the header is only its word.
+		pr.Out.URL.Scheme = "http"
+		pr.Out.URL.Host = ex.dst.String()
+		pr.Out.Host = pr.In.Host
+	} else if pr.Out.URL.Host == "" { // h2c: the target is :authority
 		pr.Out.URL.Scheme = "http"
 		pr.Out.URL.Host = pr.In.Host
 	}

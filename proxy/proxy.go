@@ -45,6 +45,17 @@ type Proxy struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 
+	// The transparent side (transparent.go): the raw listeners, whose accept loops
+	// sniff each connection and hand the HTTP ones to transSrv through transQ, and the
+	// inbound listener's queue, where its accept loop hands every connection it serves
+	// as HTTP.
+	transSrv *http.Server
+	transQ   *connQueue
+	inQ      *connQueue
+	transLns []net.Listener
+	trans    transparentCounters
+	conns    sync.WaitGroup // goroutines of sniffed and spliced connections
+
 	mu       sync.Mutex
 	inLn     net.Listener
 	outLn    net.Listener
@@ -62,6 +73,9 @@ type Proxy struct {
 	logTrust   throttle
 	logFraming throttle
 	logRefused throttle
+
+	logTransparent throttle // refused redirected connections
+	logAccept      throttle // accept errors (out of file descriptors)
 }
 
 // New checks opt and builds a Proxy. It binds nothing and starts no goroutine.
@@ -133,6 +147,9 @@ func New(opt Options) (*Proxy, error) {
 	if opt.OutboundAddress != "" {
 		p.outSrv = p.newServer(http.HandlerFunc(p.serveOutbound), errLog)
 	}
+	if opt.TransparentAddress != "" {
+		p.transSrv = p.newServer(http.HandlerFunc(p.serveTransparent), errLog)
+	}
 	return p, nil
 }
 
@@ -189,10 +206,74 @@ func (p *Proxy) Open() error {
 		p.outLn = ln
 		_, p.outPort, _ = net.SplitHostPort(ln.Addr().String())
 	}
+	if p.transSrv != nil {
+		lns, err := listenTransparent(p.base, p.opt.TransparentAddress, p.log)
+		if err != nil {
+			for _, ln := range []net.Listener{p.inLn, p.outLn} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
+			p.inLn, p.outLn = nil, nil
+			return fmt.Errorf("proxy: transparent listener: %w; change outbound.transparent_address (\"\" for none) or stop what holds the port", err)
+		}
+		p.transLns = lns
+	}
 	p.opened = true
-	p.serve(p.inSrv, p.inLn, "inbound")
+	if p.inLn != nil {
+		// Every inbound connection passes the accept loop, which sends the redirected
+		// ones to their original destination (transparent.go).
+		p.inQ = newConnQueue(p.inLn.Addr())
+		p.serve(p.inSrv, p.inQ, "inbound")
+		p.serving.Add(1)
+		go p.acceptLoop(p.inLn, "inbound", p.acceptInbound)
+	}
 	p.serve(p.outSrv, p.outLn, "outbound")
+	if len(p.transLns) > 0 {
+		p.transQ = newConnQueue(p.transLns[0].Addr())
+		p.serve(p.transSrv, p.transQ, "transparent")
+		for i, ln := range p.transLns {
+			if i > 0 { // serve logged the first
+				p.log.Info("listening", "listener", "transparent", "address", ln.Addr().String())
+			}
+			p.serving.Add(1)
+			go p.acceptLoop(ln, "transparent", p.acceptTransparent)
+		}
+	}
 	return nil
+}
+
+// listenTransparent binds addr and, when its host is 127.0.0.1, [::1] at the same port:
+// ip6tables REDIRECT sends locally made IPv6 connections to ::1. A host without IPv6
+// keeps the IPv4 listener alone.
+func listenTransparent(ctx context.Context, addr string, log hclog.Logger) ([]net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	lns := []net.Listener{ln}
+	if host, _, _ := net.SplitHostPort(addr); host == "127.0.0.1" {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ln6, err := lc.Listen(ctx, "tcp6", net.JoinHostPort("::1", port))
+		if err != nil {
+			log.Info("no IPv6 transparent listener: IPv6 connections redirected to ::1 will not arrive", "address", "[::1]:"+port, "error", err)
+		} else {
+			lns = append(lns, ln6)
+		}
+	}
+	return lns, nil
+}
+
+// TransparentAddr returns the bound address of the transparent listener (its IPv4 one
+// when it has two), nil before Open or without one.
+func (p *Proxy) TransparentAddr() net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.transLns) == 0 {
+		return nil
+	}
+	return p.transLns[0].Addr()
 }
 
 func (p *Proxy) serve(srv *http.Server, ln net.Listener, name string) {
@@ -256,11 +337,24 @@ func (p *Proxy) close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("proxy: %s drain cut short: %w", name, err))
 		}
 	}
+	// Each side's accept loops stop before its server drains: a connection accepted
+	// later would find the server gone. The transparent listener accepts until the
+	// inbound side has drained, since the requests in flight there make outbound calls.
+	p.mu.Lock()
+	inLn, transLns := p.inLn, p.transLns
+	p.mu.Unlock()
+	if inLn != nil {
+		inLn.Close()
+	}
 	drain("inbound", p.inSrv, &p.inDrain)
+	for _, ln := range transLns {
+		ln.Close()
+	}
 	drain("outbound", p.outSrv, &p.outDrn)
+	drain("transparent", p.transSrv, &p.outDrn)
 	// Past the deadline: end what is left (requests, WebSockets, tunnels).
 	p.cancelBase()
-	for _, srv := range []*http.Server{p.inSrv, p.outSrv} {
+	for _, srv := range []*http.Server{p.inSrv, p.outSrv, p.transSrv} {
 		if srv != nil {
 			if err := srv.Close(); err != nil {
 				errs = append(errs, err)
@@ -268,6 +362,7 @@ func (p *Proxy) close(ctx context.Context) error {
 		}
 	}
 	p.serving.Wait()
+	p.conns.Wait()
 	p.inT.closeIdle()
 	p.outT.closeIdle()
 	p.outRemoteT.closeIdle()

@@ -91,6 +91,7 @@ func startSidecar(t *testing.T, bin string, env map[string]string) *sidecarProc 
 		"CTXPROP_ADMIN_ADDRESS="+adminAddr,
 		"CTXPROP_INBOUND_ADDRESS=127.0.0.1:0",
 		"CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0",
+		"CTXPROP_OUTBOUND_TRANSPARENT_ADDRESS=127.0.0.1:0",
 		"CTXPROP_SYNC_ADDRESS=127.0.0.1:0",
 		"CTXPROP_LOG_FORMAT=json",
 	)

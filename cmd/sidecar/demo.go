@@ -152,6 +152,7 @@ func (d *demo) start() error {
 		cfg.Inbound.Address = "127.0.0.1:0"
 		cfg.Inbound.App = ln.Addr().String()
 		cfg.Outbound.Address = "127.0.0.1:0"
+		cfg.Outbound.TransparentAddress = "" // several sidecars in one process, and no rules redirect to any
 		cfg.Sync.Address = syncAddrs[i]
 		cfg.Sync.Peers = syncAddrs
 		cfg.Sync.KeyFile = keyFile

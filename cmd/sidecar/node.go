@@ -117,6 +117,9 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		App:                   cfg.Inbound.App,
 		OutboundAddress:       cfg.Outbound.Address,
 		OutboundNonLoopback:   cfg.Outbound.AllowNonLoopback,
+		TransparentAddress:    cfg.Outbound.TransparentAddress,
+		TransparentMaxConns:   cfg.Outbound.TransparentMaxConnections,
+		SniffTimeout:          cfg.Outbound.SniffTimeout,
 		TrustInboundOps:       cfg.Inbound.TrustInboundOps,
 		Signer:                trust.signer,
 		TrustedSources:        trust.sources,
@@ -168,7 +171,7 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	if err := n.admin.Open(); err != nil {
 		return n, err
 	}
-	log.Info("sidecar ready", "admin", n.admin.Addr(), "inbound", n.proxy.InboundAddr(), "outbound", n.proxy.OutboundAddr(), "app", cfg.Inbound.App, "store", cfg.Store.Path)
+	log.Info("sidecar ready", "admin", n.admin.Addr(), "inbound", n.proxy.InboundAddr(), "outbound", n.proxy.OutboundAddr(), "transparent", n.proxy.TransparentAddr(), "app", cfg.Inbound.App, "store", cfg.Store.Path)
 	return n, nil
 }
 

@@ -54,6 +54,7 @@ func TestOTLP_ExportsTracesAndMetrics(t *testing.T) {
 	cfg.Node.Name = "otel-test"
 	cfg.Store.Path = filepath.Join(t.TempDir(), "ctx.db")
 	cfg.Admin.Address, cfg.Inbound.Address, cfg.Outbound.Address, cfg.Sync.Address = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Outbound.TransparentAddress = "127.0.0.1:0"
 	cfg.Inbound.App = strings.TrimPrefix(app.URL, "http://")
 	cfg.Tracing.Enabled = true
 	cfg.Tracing.OTLPEndpoint = strings.TrimPrefix(srv.URL, "http://")

@@ -110,6 +110,7 @@ func startInNamespace(t testing.TB, bin, ns, ip string, env map[string]string) (
 		"CTXPROP_ADMIN_ALLOW_NON_LOOPBACK=true",
 		"CTXPROP_INBOUND_ADDRESS=127.0.0.1:0",
 		"CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0",
+		"CTXPROP_OUTBOUND_TRANSPARENT_ADDRESS=127.0.0.1:0",
 		"CTXPROP_SYNC_ADDRESS="+ip+":7403",
 		"CTXPROP_LOG_FORMAT=json",
 	)

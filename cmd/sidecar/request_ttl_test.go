@@ -30,6 +30,7 @@ func TestNode_RequestContextTTL(t *testing.T) {
 	cfg.Inbound.Address = "127.0.0.1:0"
 	cfg.Inbound.App = upstream.Listener.Addr().String()
 	cfg.Outbound.Address = "127.0.0.1:0"
+	cfg.Outbound.TransparentAddress = "127.0.0.1:0"
 	cfg.Sync.Address = "127.0.0.1:0"
 	n, err := startNode(cfg, hclog.New(&hclog.LoggerOptions{Name: t.Name(), Output: t.Output()}), nil)
 	if err != nil {

@@ -21,6 +21,7 @@ func isolate(t *testing.T) {
 	t.Setenv("CTXPROP_ADMIN_ADDRESS", "127.0.0.1:0")
 	t.Setenv("CTXPROP_INBOUND_ADDRESS", "127.0.0.1:0")
 	t.Setenv("CTXPROP_OUTBOUND_ADDRESS", "127.0.0.1:0")
+	t.Setenv("CTXPROP_OUTBOUND_TRANSPARENT_ADDRESS", "127.0.0.1:0")
 	t.Setenv("CTXPROP_SYNC_ADDRESS", "127.0.0.1:0")
 	t.Setenv("CTXPROP_STORE_PATH", filepath.Join(t.TempDir(), "ctx.db"))
 }
@@ -96,6 +97,7 @@ func isolatedEnv(t *testing.T, adminAddr string) []string {
 		"CTXPROP_ADMIN_ADDRESS="+adminAddr,
 		"CTXPROP_INBOUND_ADDRESS=127.0.0.1:0",
 		"CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0",
+		"CTXPROP_OUTBOUND_TRANSPARENT_ADDRESS=127.0.0.1:0",
 		"CTXPROP_SYNC_ADDRESS=127.0.0.1:0",
 		"CTXPROP_STORE_PATH="+filepath.Join(t.TempDir(), "ctx.db"),
 	)
