@@ -110,46 +110,36 @@ func listenIn(t testing.TB, ns, addr string) net.Listener {
 	return ln
 }
 
-// installRedirect sets up, in namespace ns, the smallest rule set that redirects like
-// `sidecar intercept`: the app's outbound TCP to the transparent listener (7404), except
-// the sidecar's own (its uid) and what goes over loopback, and inbound TCP for
-// inboundPorts to the inbound listener (7401). The rules live in chains of their own;
-// removeRedirect takes them away. Everything the tests need from the rules is here, so
-// that `sidecar intercept` can take this function's place.
+// installRedirect runs the real `sidecar intercept` in namespace ns, as the injected init
+// container does: the app's outbound TCP to the transparent listener (7404), except the
+// sidecar's own (proxyUID) and what goes over loopback, and inbound TCP for inboundPorts to
+// the inbound listener (7401), for IPv4 and IPv6. removeRedirect runs `sidecar intercept
+// -remove`.
 func installRedirect(t testing.TB, ns string, proxyUID int, inboundPorts []int) {
 	t.Helper()
 	ports := make([]string, len(inboundPorts))
 	for i, p := range inboundPorts {
 		ports[i] = strconv.Itoa(p)
 	}
-	for _, family := range []string{"iptables", "ip6tables"} {
-		for _, rule := range [][]string{
-			{"-N", "CTXPROP_TEST_OUT"},
-			{"-A", "CTXPROP_TEST_OUT", "-o", "lo", "-j", "RETURN"},
-			{"-A", "CTXPROP_TEST_OUT", "-m", "owner", "--uid-owner", strconv.Itoa(proxyUID), "-j", "RETURN"},
-			{"-A", "CTXPROP_TEST_OUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "7404"},
-			{"-A", "OUTPUT", "-p", "tcp", "-j", "CTXPROP_TEST_OUT"},
-			{"-N", "CTXPROP_TEST_IN"},
-			{"-A", "CTXPROP_TEST_IN", "-p", "tcp", "-m", "multiport", "--dports", strings.Join(ports, ","), "-j", "REDIRECT", "--to-ports", "7401"},
-			{"-A", "PREROUTING", "-p", "tcp", "-j", "CTXPROP_TEST_IN"},
-		} {
-			sh(t, append([]string{"ip", "netns", "exec", ns, family, "-t", "nat"}, rule...)...)
-		}
-	}
+	interceptIn(t, ns, []string{
+		"CTXPROP_INTERCEPT_PROXY_UID=" + strconv.Itoa(proxyUID),
+		"CTXPROP_INTERCEPT_INBOUND_PORTS=" + strings.Join(ports, ","),
+	})
 }
 
 // removeRedirect undoes installRedirect.
 func removeRedirect(t testing.TB, ns string) {
 	t.Helper()
-	for _, rule := range [][]string{
-		{"-D", "OUTPUT", "-p", "tcp", "-j", "CTXPROP_TEST_OUT"},
-		{"-D", "PREROUTING", "-p", "tcp", "-j", "CTXPROP_TEST_IN"},
-		{"-F", "CTXPROP_TEST_OUT"}, {"-X", "CTXPROP_TEST_OUT"},
-		{"-F", "CTXPROP_TEST_IN"}, {"-X", "CTXPROP_TEST_IN"},
-	} {
-		for _, family := range []string{"iptables", "ip6tables"} {
-			sh(t, append([]string{"ip", "netns", "exec", ns, family, "-t", "nat"}, rule...)...)
-		}
+	interceptIn(t, ns, nil, "-remove")
+}
+
+// interceptIn runs `sidecar intercept` with args in namespace ns, on the defaults and env.
+func interceptIn(t testing.TB, ns string, env []string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, buildSidecar(t), "intercept"}, args...)...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sidecar intercept %s in %s: %v\n%s", strings.Join(args, " "), ns, err, out)
 	}
 }
 
@@ -528,7 +518,7 @@ func get(t testing.TB, rawURL string) (int, string) {
 }
 
 // TestTransparent_Interception runs a pod (a sidecar as uid 65532 and an app as uid
-// 1000, in a network namespace with redirection rules) and a downstream service in
+// 1000, in a network namespace with the rules of the real `sidecar intercept`) and a downstream service in
 // another namespace, joined by veth pairs. The app has no proxy settings and calls the
 // downstream with clients that ignore HTTP_PROXY; the test checks, with real packets,
 // that the context (baggage ctx.name, pinned flags, the trace) still reaches the
