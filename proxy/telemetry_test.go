@@ -302,3 +302,40 @@ func TestTelemetry_WithoutOpenEachRequestWrites(t *testing.T) {
 		t.Errorf("%d Apply calls, want %d", got, want)
 	}
 }
+
+// BenchmarkTelemetry compares, per request, the telemetry write the proxy made before issue
+// 14 (a Windowed Store.Apply of the request's counters into a real store) with the sum in
+// memory it makes now (the store write happens once per window, off the request path).
+func BenchmarkTelemetry(b *testing.B) {
+	b.Run("apply-per-request", func(b *testing.B) {
+		store := localstore.New(localstore.Options{Path: filepath.Join(b.TempDir(), "ctx.db")})
+		if err := store.Open(); err != nil {
+			b.Fatal(err)
+		}
+		defer store.Close()
+		w := windowedStore{store}
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var buf [8]ops.Op
+			for pb.Next() {
+				if err := w.Apply("bench", appendTelemetry(buf[:0], 200, false, 700*time.Microsecond, false)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("summed-in-memory", func(b *testing.B) {
+		var tel telemetry
+		tel.start()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if !tel.add("bench", 200, false, 700*time.Microsecond, false) {
+					b.Error("not counted")
+					return
+				}
+			}
+		})
+	})
+}
