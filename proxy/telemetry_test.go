@@ -339,3 +339,36 @@ func BenchmarkTelemetry(b *testing.B) {
 		})
 	})
 }
+
+// TestTelemetry_PastMaxTalliesTheRequestWritesItself: the names come from requests, so
+// the sums in memory stop at maxTallies contexts a window; past it add refuses and the
+// request writes its own telemetry (finishInbound), and a flush makes room again.
+func TestTelemetry_PastMaxTalliesTheRequestWritesItself(t *testing.T) {
+	var tel telemetry
+	tel.start()
+	for i := range maxTallies {
+		if !tel.add("c-"+strconv.Itoa(i), 200, false, time.Millisecond, false) {
+			t.Fatalf("context %d of %d refused", i+1, maxTallies)
+		}
+	}
+	if tel.add("one-too-many", 200, false, time.Millisecond, false) {
+		t.Errorf("context %d counted in memory, want it refused past maxTallies = %d", maxTallies+1, maxTallies)
+	}
+	if !tel.add("c-0", 200, false, time.Millisecond, false) {
+		t.Error("a context already summed was refused")
+	}
+	if got, want := len(tel.take(false)), maxTallies; got != want {
+		t.Fatalf("took %d windows, want %d", got, want)
+	}
+	// The next take drops the tallies that counted nothing for a whole window.
+	tel.take(false)
+	if !tel.add("one-too-many", 200, false, time.Millisecond, false) {
+		t.Error("refused after the idle tallies were dropped")
+	}
+	if w := tel.take(true); len(w) != 1 || w[0].requests != 1 {
+		t.Errorf("last window %+v, want one context with one request", w)
+	}
+	if tel.add("after-stop", 200, false, time.Millisecond, false) {
+		t.Error("counted after the last take: it would never be written")
+	}
+}
