@@ -221,7 +221,10 @@ func (p *Proxy) telemetryLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			p.flushTelemetry(ctx, false)
+			if err := p.flushTelemetry(ctx, false); err != nil && ctx.Err() == nil && p.logStore.allow() {
+				// The writes were taken; they are on disk once the store commits them.
+				p.log.Error("telemetry not yet durable", "error", err)
+			}
 		}
 	}
 }
