@@ -35,8 +35,9 @@ store {
   # sidecar a new replica identity.
   path = "data/ctxprop.db"
   # Longest time a write made on the request path (telemetry, ctx-ops headers) waits before
-  # it is on disk (in the write-ahead log). Writes through the admin API are on disk before
-  # they are acknowledged.
+  # it is on disk (in the write-ahead log). The proxy sums each context's telemetry over
+  # this window and writes it once per window. Writes through the admin API are on disk
+  # before they are acknowledged.
   # More than 0, at most 10s.
   commit_window = "100ms"
   # Longest time a change stays only in the write-ahead log before the bbolt file takes it

@@ -2,6 +2,7 @@ package localstore
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -132,7 +133,70 @@ func (l *eventLog) ordered() []Event {
 	return append(append([]Event{}, l.ring[l.start:]...), l.ring[:l.start]...)
 }
 
+// coalesce joins the events of one committed batch per context and origin, in the order
+// the pairs first appear, as logEntries does for the write-ahead log: a window of Windowed
+// writes is one event per context, not one per write. Without it a batch larger than a
+// subscription's buffer (1024) was delivered in one burst under the log's lock, faster
+// than any watcher reads, so the sync layer's subscription lagged and was renewed on every
+// busy window even with no peer to send to (issue 14). A join of deltas is a delta of the
+// same writes, so a watcher sees the same state.
+func coalesce(events []Event) []Event {
+	if len(events) < 2 {
+		return events
+	}
+	type key struct {
+		name   string
+		origin crdt.ReplicaID
+	}
+	at := make(map[key]int, 1)
+	out := make([]Event, 0, 1)
+	owned := make([]bool, 0, 1)
+	for _, e := range events {
+		k := key{e.Context, e.Origin}
+		i, seen := at[k]
+		if !seen {
+			at[k] = len(out)
+			out = append(out, e)
+			owned = append(owned, false)
+			continue
+		}
+		if !owned[i] {
+			// The first event's delta may be shared (the write-ahead log's entries): join
+			// into a copy.
+			out[i].Delta, owned[i] = out[i].Delta.Clone(), true
+		}
+		out[i].Delta.Join(e.Delta)
+		out[i].Touched = joinTouched(out[i].Touched, e.Touched)
+	}
+	return out
+}
+
+// joinTouched returns what a and b touch together, each list sorted and without
+// duplicates as crdt.Context.Touches makes them.
+func joinTouched(a, b crdt.Touched) crdt.Touched {
+	union := func(x, y []string) []string {
+		if len(y) == 0 {
+			return x
+		}
+		out := append(slices.Clone(x), y...)
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	t := crdt.Touched{Counters: union(a.Counters, b.Counters), Sets: union(a.Sets, b.Sets), Context: a.Context || b.Context}
+	if len(a.Maps)+len(b.Maps) > 0 {
+		t.Maps = make(map[string][]string, len(a.Maps)+len(b.Maps))
+		for m, keys := range a.Maps {
+			t.Maps[m] = keys
+		}
+		for m, keys := range b.Maps {
+			t.Maps[m] = union(t.Maps[m], keys)
+		}
+	}
+	return t
+}
+
 func (l *eventLog) publish(events []Event, now time.Time) {
+	events = coalesce(events)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, e := range events {

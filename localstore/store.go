@@ -821,6 +821,35 @@ func (s *Store) wait(ctx context.Context, b *batch, d Durability) error {
 	}
 }
 
+// Sync returns once every write taken before it is durable, or when ctx ends (the writes
+// stay queued and are committed all the same). A batch of Windowed writes still waiting
+// for the rest of its CommitWindow is logged at once: the proxy calls Sync after writing
+// a window's telemetry it summed in memory, so that the sum is as durable as the
+// Windowed writes of each request were (issue 14).
+func (s *Store) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	if err := s.writable(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	b := s.pending
+	if b == nil {
+		// A batch the commit loop is logging now was taken before this one, and the
+		// loop logs batches in order: when this empty one is done, so is that one.
+		b = &batch{started: time.Now(), done: make(chan struct{})}
+		s.pending = b
+	}
+	// Not counted in s.waiting and s.peak: a Sync is no writer expected back soon,
+	// whose write a durable batch should wait a moment for.
+	b.durable = true
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	s.mu.Unlock()
+	return s.wait(ctx, b, Durable)
+}
+
 // checkLimits refuses list if applying it to c would pass a limit. Only ops that create an
 // entry can, so the hot path of updating existing entries costs no count.
 func (s *Store) checkLimits(c *crdt.Context, list []ops.Op) error {
@@ -971,6 +1000,12 @@ func (s *Store) logSync() {
 		return
 	}
 	s.pending = nil
+	if len(b.events) == 0 {
+		// A Sync's own batch: the batches before it are logged already.
+		s.mu.Unlock()
+		s.finish(b, nil, b.waiters)
+		return
+	}
 	// The deltas are immutable once enqueued, so they are joined and encoded outside the
 	// lock.
 	seq, hlc := s.seq, s.clock.Last()

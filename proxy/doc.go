@@ -29,9 +29,12 @@
 //     that context (see TelemetryKeys): requests, errors, a latency sum and
 //     cumulative latency buckets.
 //
-// Each inbound request makes at most one Store.Apply call, after its response is
-// done, carrying its ops and its telemetry together; each outbound request with ops
-// makes one before it is sent. The Store must not wait for fsync (SPEC §3: proxy
+// An inbound request with ops makes one Store.Apply call after its response is done;
+// its telemetry is summed in memory with that of the other requests of its context and
+// written once per Options.TelemetryWindow, one Apply per context, followed by a
+// Committer's Commit (issue 14: a store write per request was most of the proxy's own
+// CPU). Close writes the last window after the drain. Each outbound request with ops
+// makes one Apply before it is sent. Apply must not wait for fsync (SPEC §3: proxy
 // writes are committed within a bounded window).
 //
 // Lifecycle: New checks the options and builds everything without starting a

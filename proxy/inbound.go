@@ -172,7 +172,8 @@ func (p *Proxy) modifyInbound(res *http.Response) error {
 	return nil
 }
 
-// finishInbound makes the request's one Store.Apply call and ends its span.
+// finishInbound applies the request's ctx-ops, counts its telemetry (written with them
+// when the proxy is not open) and ends its span.
 func (p *Proxy) finishInbound(ex *exchange, span trace.Span) {
 	elapsed := time.Since(ex.start)
 	p.reqs.observe(ex, elapsed)
@@ -189,8 +190,12 @@ func (p *Proxy) finishInbound(ex *exchange, span trace.Span) {
 		list := ex.buf[:0]
 		list = append(list, ex.in.Ops...)
 		list = append(list, ex.respOps...)
-		list = appendTelemetry(list, ex.status, ex.failed, elapsed, ex.upgraded)
-		p.apply(name, list)
+		if !p.tel.add(name, ex.status, ex.failed, elapsed, ex.upgraded) {
+			list = appendTelemetry(list, ex.status, ex.failed, elapsed, ex.upgraded)
+		}
+		if len(list) > 0 {
+			p.apply(name, list)
+		}
 	}
 	if span != nil {
 		span.SetAttributes(attribute.Int("http.response.status_code", ex.status))

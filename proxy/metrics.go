@@ -123,6 +123,7 @@ type Collector struct {
 
 	received, requests, duration, gateway    *prometheus.Desc
 	headerErrors, droppedOps, storeErrors    *prometheus.Desc
+	telemetryLost                            *prometheus.Desc
 	tunnels, refusedMembers, closed, refused *prometheus.Desc
 
 	transConns, transRefused, sniffTimeouts, transDialErrors, transOpen *prometheus.Desc
@@ -151,6 +152,8 @@ func NewCollector(p *Proxy) *Collector {
 			"ctx-ops lists dropped because their request had no context (baggage ctx.name).", nil, nil),
 		storeErrors: prometheus.NewDesc("ctxprop_proxy_store_errors_total",
 			"Context writes from the request path (ctx-ops and telemetry) that the store refused; their ops are lost.", nil, nil),
+		telemetryLost: prometheus.NewDesc("ctxprop_proxy_telemetry_lost_requests_total",
+			"Inbound requests whose telemetry the store refused when the proxy wrote a commit window's sum (a store limit such as max_contexts, or a failed store); each refusal also counts in ctxprop_proxy_store_errors_total.", nil, nil),
 		tunnels: prometheus.NewDesc("ctxprop_proxy_tunnels_total",
 			"CONNECT tunnels opened by the outbound proxy.", nil, nil),
 		refusedMembers: prometheus.NewDesc("ctxprop_proxy_refused_members_total",
@@ -186,7 +189,7 @@ func NewCollector(p *Proxy) *Collector {
 
 // Describe sends the descriptors of every metric Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.tunnels, c.refusedMembers, c.closed, c.refused,
+	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.telemetryLost, c.tunnels, c.refusedMembers, c.closed, c.refused,
 		c.transConns, c.transRefused, c.sniffTimeouts, c.transDialErrors, c.transOpen} {
 		ch <- d
 	}
@@ -226,6 +229,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.droppedOps, st.DroppedOps)
 	counter(c.storeErrors, st.StoreErrors)
+	counter(c.telemetryLost, st.TelemetryLost)
 	counter(c.tunnels, st.Tunnels)
 	for side, reasons := range st.RefusedMembers {
 		for why, n := range reasons {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -25,6 +26,15 @@ import (
 // after it returns; the proxy owns it.
 type Store interface {
 	Apply(name string, list []ops.Op) error
+}
+
+// Committer is a Store whose Apply queues writes. Commit returns once every write Apply
+// took before the call is durable, or when ctx ends (the writes stay queued). The proxy
+// calls it from one goroutine after each TelemetryWindow's writes, never on the request
+// path, so that summing telemetry in memory adds nothing to how long a request's
+// telemetry may be lost in a crash.
+type Committer interface {
+	Commit(ctx context.Context) error
 }
 
 // Flags pins feature flags at the edge of a request chain (SPEC §6); *flags.Flags
@@ -101,6 +111,12 @@ type Options struct {
 	// Store takes ctx-ops and telemetry. Nil means both are dropped: the proxy
 	// still forwards and rewrites headers.
 	Store Store
+	// TelemetryWindow is how long an open proxy sums the per-context telemetry of
+	// inbound requests in memory before it writes it, one Store.Apply per context and,
+	// if Store is a Committer, a Commit (config store.commit_window in the sidecar).
+	// Zero means 100ms. Without Open (the Inbound handler alone) every request writes
+	// its own telemetry with its ctx-ops.
+	TelemetryWindow time.Duration
 	// Flags pins the configured flags on inbound requests that arrive without them (the
 	// edge of a chain). Nil pins none; flags pinned upstream still pass.
 	Flags Flags
@@ -173,6 +189,7 @@ const (
 	DefaultCorrelationTimeout  = 10 * time.Minute
 	DefaultTransparentMaxConns = 16384
 	DefaultSniffTimeout        = time.Second
+	DefaultTelemetryWindow     = 100 * time.Millisecond // store.commit_window's default
 )
 
 // DefaultOptions returns the listener addresses of SPEC §2 and the default limits.
@@ -285,6 +302,9 @@ func (o Options) withDefaults() Options {
 	dur(&o.IdleTimeout, DefaultIdleTimeout)
 	dur(&o.BodyTimeout, DefaultBodyTimeout)
 	dur(&o.CorrelationTimeout, DefaultCorrelationTimeout)
+	if o.TelemetryWindow <= 0 {
+		o.TelemetryWindow = DefaultTelemetryWindow
+	}
 	if o.MaxIdleConnsPerHost == 0 {
 		o.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
 	}

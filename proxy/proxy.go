@@ -65,6 +65,9 @@ type Proxy struct {
 	closing  sync.Once
 	closeErr error
 
+	tel        telemetry // per-context telemetry summed between Open and Close
+	stopTel    context.CancelFunc
+	flushing   sync.WaitGroup // telemetryLoop
 	stats      counters
 	reqs       requestMetrics // by status class and latency, for Collector
 	logHeader  throttle
@@ -220,6 +223,13 @@ func (p *Proxy) Open() error {
 		p.transLns = lns
 	}
 	p.opened = true
+	if p.opt.Store != nil {
+		var ctx context.Context
+		ctx, p.stopTel = context.WithCancel(context.Background())
+		p.tel.start()
+		p.flushing.Add(1)
+		go p.telemetryLoop(ctx)
+	}
 	if p.inLn != nil {
 		// Every inbound connection passes the accept loop, which sends the redirected
 		// ones to their original destination (transparent.go).
@@ -363,6 +373,18 @@ func (p *Proxy) close(ctx context.Context) error {
 	}
 	p.serving.Wait()
 	p.conns.Wait()
+	// After the drain, so the requests it let finish are in the last window; a request
+	// of a hijacked connection that ends later writes its own telemetry.
+	p.mu.Lock()
+	stopTel := p.stopTel
+	p.mu.Unlock()
+	if stopTel != nil {
+		stopTel()
+		p.flushing.Wait()
+		if err := p.flushTelemetry(ctx, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	p.inT.closeIdle()
 	p.outT.closeIdle()
 	p.outRemoteT.closeIdle()

@@ -24,6 +24,9 @@ type Stats struct {
 	DroppedOps uint64
 	// StoreErrors counts Store.Apply calls that failed.
 	StoreErrors uint64
+	// TelemetryLost counts the requests whose telemetry the Store refused when it was
+	// written for a window (a limit such as max_contexts, or a failed store).
+	TelemetryLost uint64
 	// RefusedMembers counts the context members (baggage ctx.name, ctx.flag.*)
 	// removed by side (0 inbound, 1 outbound) and headers.Refusal: untrusted, or
 	// flags that are not pinnable (SPEC §4a).
@@ -32,6 +35,7 @@ type Stats struct {
 
 type counters struct {
 	inbound, outbound, tunnels, upstream, droppedOps, store atomic.Uint64
+	telemetryLost                                           atomic.Uint64
 	traceparent, tracestate, baggage, ctxOps, otherHeader   atomic.Uint64
 	refused                                                 [numSides][headers.NumRefusals]atomic.Uint64
 	// closes counts the client connections closed after a response, by side and why.
@@ -58,6 +62,7 @@ func (p *Proxy) Stats() Stats {
 		UpstreamErrors: c.upstream.Load(),
 		DroppedOps:     c.droppedOps.Load(),
 		StoreErrors:    c.store.Load(),
+		TelemetryLost:  c.telemetryLost.Load(),
 		HeaderErrors: map[string]uint64{
 			"traceparent": c.traceparent.Load(),
 			"tracestate":  c.tracestate.Load(),

@@ -126,6 +126,7 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		ContextHeader:         cfg.Inbound.ContextHeader,
 		ContextBaggage:        cfg.Inbound.ContextBaggage,
 		Store:                 requestPathStore{n.store},
+		TelemetryWindow:       cfg.Store.CommitWindow,
 		Flags:                 n.flags,
 		Trace:                 traceMode(cfg.Tracing, tp),
 		SampleRatio:           cfg.Tracing.SampleRatio,
@@ -238,4 +239,11 @@ func (r requestPathStore) Apply(name string, list []ops.Op) error {
 	return err
 }
 
-var _ proxy.Store = requestPathStore{}
+// Commit makes the proxy's summed telemetry durable once it has written a window's
+// worth, so that it is as durable as a Windowed write per request was (issue 14).
+func (r requestPathStore) Commit(ctx context.Context) error { return r.s.Sync(ctx) }
+
+var (
+	_ proxy.Store     = requestPathStore{}
+	_ proxy.Committer = requestPathStore{}
+)

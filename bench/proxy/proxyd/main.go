@@ -59,6 +59,10 @@ func (w windowed) Apply(name string, list []ops.Op) error {
 	return err
 }
 
+// Commit makes the proxy's summed telemetry durable after each window, as
+// requestPathStore does.
+func (w windowed) Commit(ctx context.Context) error { return w.s.Sync(ctx) }
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "proxyd:", err)
