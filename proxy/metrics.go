@@ -176,7 +176,8 @@ func NewCollector(p *Proxy) *Collector {
 			[]string{"side", "protocol"}, nil),
 		transRefused: prometheus.NewDesc("ctxprop_proxy_transparent_refused_total",
 			"Connections the transparent listener refused, by reason: connection_limit (it held outbound.transparent_max_connections), "+
-				"not_redirected (made to the listener itself, not redirected by a rule: forwarding it would loop).",
+				"not_redirected (made to the listener itself, not redirected by a rule: forwarding it would loop), "+
+				"not_local (redirected inbound, meant for an address that is not the pod's: the pod relays to no other host nor to its loopback).",
 			[]string{"reason"}, nil),
 		sniffTimeouts: prometheus.NewDesc("ctxprop_proxy_transparent_sniff_timeouts_total",
 			"Redirected connections whose client sent too little to be recognised within outbound.sniff_timeout; they were spliced untouched.", side, nil),

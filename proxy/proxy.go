@@ -77,8 +77,9 @@ type Proxy struct {
 	logFraming throttle
 	logRefused throttle
 
-	logTransparent throttle // refused redirected connections
-	logAccept      throttle // accept errors (out of file descriptors)
+	logTransparent throttle   // refused redirected connections
+	podAddrs       localAddrs // where redirected inbound connections may go
+	logAccept      throttle   // accept errors (out of file descriptors)
 }
 
 // New checks opt and builds a Proxy. It binds nothing and starts no goroutine.

@@ -50,10 +50,11 @@ var protoNames = [numProtos]string{"http1", "h2c", "tls", "opaque"}
 const (
 	refuseLimit = iota
 	refuseNotRedirected
+	refuseNotLocal
 	numTransRefusals
 )
 
-var transRefusalNames = [numTransRefusals]string{"connection_limit", "not_redirected"}
+var transRefusalNames = [numTransRefusals]string{"connection_limit", "not_redirected", "not_local"}
 
 type transparentCounters struct {
 	conns        [numSides][numProtos]atomic.Uint64
@@ -325,11 +326,67 @@ func (p *Proxy) acceptInbound(c net.Conn) {
 		p.inQ.push(c)
 		return
 	}
+	// PREROUTING's REDIRECT takes any destination, and a host on the pod's link can send
+	// a packet for an address that is not the pod's (another host's, or 127.0.0.1, which
+	// the kernel's martian check no longer sees once the address is rewritten): forwarding
+	// it would make the pod a relay to wherever the sender likes, or reach the app's
+	// loopback-only ports. Only the pod's own, non-loopback addresses are forwarded.
+	if !p.podAddrs.has(dst.Addr()) {
+		p.trans.refused[refuseNotLocal].Add(1)
+		if p.logTransparent.allow() {
+			p.log.Warn("refused a redirected inbound connection meant for an address that is not this pod's", "client", c.RemoteAddr().String(), "destination", dst.String())
+		}
+		resetClose(c)
+		return
+	}
 	p.conns.Add(1)
 	go func() {
 		defer p.conns.Done()
 		p.intercept(c, dst, sideInbound, p.inQ, nil)
 	}()
+}
+
+// localAddrs knows the addresses of the network namespace's interfaces: the pod's.
+// It reads them again, at most once a second, when asked about one it does not hold, so
+// an address added after start is found.
+type localAddrs struct {
+	mu   sync.Mutex
+	set  map[netip.Addr]bool
+	read time.Time
+	// list returns the interface addresses; net.InterfaceAddrs, or a test's.
+	list func() ([]net.Addr, error)
+}
+
+// has reports whether a is an address of this pod that a redirected inbound connection
+// may be forwarded to: an interface's, and neither loopback nor unspecified.
+func (l *localAddrs) has(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsUnspecified() || !a.IsValid() {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.set[a] {
+		return true
+	}
+	if now := time.Now(); now.Sub(l.read) >= time.Second {
+		l.read = now
+		list := l.list
+		if list == nil {
+			list = net.InterfaceAddrs
+		}
+		if addrs, err := list(); err == nil {
+			l.set = make(map[netip.Addr]bool, len(addrs))
+			for _, ad := range addrs {
+				if n, ok := ad.(*net.IPNet); ok {
+					if ip, ok := netip.AddrFromSlice(n.IP); ok {
+						l.set[ip.Unmap()] = true
+					}
+				}
+			}
+		}
+	}
+	return l.set[a]
 }
 
 // intercept sniffs a redirected connection and either hands it to q's HTTP server or

@@ -88,9 +88,10 @@ func TestTransparent_RefusesWhatWasNotRedirected(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewCollector(p))
 	want := `
-# HELP ctxprop_proxy_transparent_refused_total Connections the transparent listener refused, by reason: connection_limit (it held outbound.transparent_max_connections), not_redirected (made to the listener itself, not redirected by a rule: forwarding it would loop).
+# HELP ctxprop_proxy_transparent_refused_total Connections the transparent listener refused, by reason: connection_limit (it held outbound.transparent_max_connections), not_redirected (made to the listener itself, not redirected by a rule: forwarding it would loop), not_local (redirected inbound, meant for an address that is not the pod's: the pod relays to no other host nor to its loopback).
 # TYPE ctxprop_proxy_transparent_refused_total counter
 ctxprop_proxy_transparent_refused_total{reason="connection_limit"} 0
+ctxprop_proxy_transparent_refused_total{reason="not_local"} 0
 ctxprop_proxy_transparent_refused_total{reason="not_redirected"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "ctxprop_proxy_transparent_refused_total"); err != nil {
@@ -298,5 +299,44 @@ func TestNew_TransparentLoopbackOnly(t *testing.T) {
 				t.Errorf("New = %v, want an error with %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestLocalAddrs: a redirected inbound connection may go only to an address of the pod's
+// interfaces that is neither loopback nor unspecified; an address added later is found
+// once a second has passed since the last read.
+func TestLocalAddrs(t *testing.T) {
+	ifaces := []net.Addr{
+		&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
+		&net.IPNet{IP: net.ParseIP("::1"), Mask: net.CIDRMask(128, 128)},
+		&net.IPNet{IP: net.ParseIP("10.1.2.3"), Mask: net.CIDRMask(24, 32)},
+		&net.IPNet{IP: net.ParseIP("fd00::3"), Mask: net.CIDRMask(64, 128)},
+	}
+	reads := 0
+	l := &localAddrs{list: func() ([]net.Addr, error) { reads++; return ifaces, nil }}
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{
+		{"10.1.2.3", true},
+		{"::ffff:10.1.2.3", true},
+		{"fd00::3", true},
+		{"127.0.0.1", false}, // an interface's, but loopback: the app's loopback-only ports
+		{"::1", false},
+		{"0.0.0.0", false},
+		{"10.1.2.4", false}, // another host on the pod's subnet
+		{"198.51.100.7", false},
+	} {
+		if got := l.has(netip.MustParseAddr(tt.addr)); got != tt.want {
+			t.Errorf("has(%s) = %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+	if reads != 1 {
+		t.Errorf("the interfaces were read %d times within a second, want 1", reads)
+	}
+	ifaces = append(ifaces, &net.IPNet{IP: net.ParseIP("10.1.2.4"), Mask: net.CIDRMask(24, 32)})
+	l.read = l.read.Add(-time.Second)
+	if !l.has(netip.MustParseAddr("10.1.2.4")) {
+		t.Error("an address added to an interface is not found after a second")
 	}
 }

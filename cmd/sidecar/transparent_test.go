@@ -17,12 +17,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -31,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,7 +155,11 @@ func addIPv6(t testing.TB, lab *netLab) {
 	}
 }
 
-func ipv6(lab *netLab, i int) string { return fmt.Sprintf("fd0c:%s::%d", lab.id[:4], i+1) }
+// ipv6 is node i's IPv6 address in its canonical text form (no leading zeros in a group),
+// as the kernel and net report it.
+func ipv6(lab *netLab, i int) string {
+	return netip.MustParseAddr(fmt.Sprintf("fd0c:%s::%d", lab.id[:4], i+1)).String()
+}
 
 // sharedDir is a directory other uids can read (t.TempDir is not: its parents are 0700).
 func sharedDir(t testing.TB) string {
@@ -787,6 +794,33 @@ func TestTransparent_Interception(t *testing.T) {
 			t.Fatalf("a direct connection to the transparent listener was echoed: %+v", res)
 		}
 		pod.waitMetric(t, `ctxprop_proxy_transparent_refused_total{reason="not_redirected"}`, 1)
+	})
+
+	t.Run("a redirected connection meant for another host is refused, never relayed", func(t *testing.T) {
+		// A neighbour on the pod's link routes an address that is not the pod's through
+		// it; the pod's inbound rule redirects whatever the destination address.
+		const foreign = "198.51.100.7"
+		sh(t, "ip", "-n", lab.ns[1], "route", "add", foreign+"/32", "via", podIP)
+		defer sh(t, "ip", "-n", lab.ns[1], "route", "del", foreign+"/32", "via", podIP)
+		var c net.Conn
+		err := inNamespace(lab.ns[1], func() (err error) {
+			c, err = net.DialTimeout("tcp", foreign+":8080", 5*time.Second)
+			return err
+		})
+		switch {
+		case errors.Is(err, syscall.ECONNRESET):
+			// Reset before the dial returned: refused at once.
+		case err != nil:
+			t.Fatalf("dial %s:8080 through the pod: %v", foreign, err)
+		default:
+			defer c.Close()
+			fmt.Fprintf(c, "GET /where HTTP/1.1\r\nHost: %s:8080\r\n\r\n", foreign)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if got, _ := io.ReadAll(c); len(got) != 0 {
+				t.Errorf("a connection for %s was answered %q; want it reset", foreign, got)
+			}
+		}
+		pod.waitMetric(t, `ctxprop_proxy_transparent_refused_total{reason="not_local"}`, 1)
 	})
 
 	t.Run("past the connection limit a connection is reset and counted", func(t *testing.T) {
