@@ -27,7 +27,7 @@ func (e *CapabilityError) Error() string {
 	}
 	return fmt.Sprintf("this process lacks %s: redirecting the pod's traffic changes its iptables rules, which needs NET_ADMIN (and NET_RAW, for iptables-legacy); "+
 		"give the init container that runs sidecar intercept securityContext.capabilities.add [NET_ADMIN, NET_RAW], "+
-		"or, where the namespace's Pod Security level (baseline or restricted) forbids them, run the pod in HTTP_PROXY mode, without interception "+
+		"or, where the namespace's Pod Security level (baseline or restricted) forbids them, run the pod in HTTP_PROXY mode, without interception: annotate it ctxprop.io/interception: http-proxy "+
 		"(README, \"How traffic reaches the sidecar\")", what)
 }
 

@@ -203,7 +203,7 @@ func TestIntercept_NoNetAdmin(t *testing.T) {
 			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 				t.Fatalf("sidecar intercept: %v, want exit code 1\n%s", err, stderr.String())
 			}
-			for _, want := range []string{"sidecar: this process lacks the NET_ADMIN", "capabilities.add [NET_ADMIN, NET_RAW]", "HTTP_PROXY mode"} {
+			for _, want := range []string{"sidecar: this process lacks the NET_ADMIN", "capabilities.add [NET_ADMIN, NET_RAW]", "HTTP_PROXY mode", "ctxprop.io/interception: http-proxy"} {
 				if !strings.Contains(stderr.String(), want) {
 					t.Errorf("stderr\n%s\nwant it to contain %q", stderr.String(), want)
 				}
