@@ -388,7 +388,21 @@ func (d *demo) telemetry(ctx context.Context, n int) error {
 	}
 	d.say("http.requests = %d on every sidecar: %d requests × %d hops, each counted by its inbound", hops, n, len(d.services))
 	d.say("proxy and summed fleet-wide. calls.* come from ctx-ops headers the apps sent.")
-	d.say("orders and payments forwarded only traceparent: their sidecars found the context by trace-id.")
+	// The claim below is checked, not assumed: the edge client's baggage carried user.tier,
+	// which no app forwards, so a hop that sees ctx.name without it got the context from
+	// the sidecars.
+	last := fmt.Sprintf("4bf92f3577b34da6a3ce929d%08x", n)
+	for _, s := range d.services[1:] {
+		s.mu.Lock()
+		bag := s.seen[last].Get("baggage")
+		s.mu.Unlock()
+		if !strings.Contains(bag, "ctx.name=checkout") || strings.Contains(bag, "user.tier") {
+			return fmt.Errorf("telemetry: %s's app saw baggage %q, want ctx.name=checkout added by the sidecars and no user.tier", s.name, bag)
+		}
+	}
+	d.say("frontend's and orders' apps forwarded only traceparent (and ctx-ops for their own sidecar):")
+	d.say("each app's sidecar matched its outbound call to the inbound request in flight by trace-id and")
+	d.say("added the context (baggage ctx.name=checkout, signed) for the next hop.")
 	return nil
 }
 

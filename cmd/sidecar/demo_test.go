@@ -23,6 +23,7 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"deploys = 3 on every sidecar",
 		"http.requests = 15 on every sidecar",
+		"frontend's and orders' apps forwarded only traceparent",
 		`steps = {"frontend":"done","orders":"done","payments":"done"}`,
 		"no context forged-ctx exists",
 	} {
