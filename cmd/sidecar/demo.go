@@ -66,7 +66,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	fmt.Fprintln(stdout, "\nDone. Each sidecar answered on its own admin API; `sidecar run` runs one for real.")
+	fmt.Fprintf(stdout, "\nDone. Each sidecar answered on its own admin API (%s), which stop with the demo.\n", d.adminAddrs())
+	fmt.Fprintln(stdout, "`sidecar run` runs one for real, its admin API on http://127.0.0.1:7400 (where `sidecar ctl` looks by default).")
 	return nil
 }
 
@@ -253,6 +254,16 @@ func (d *demo) close() error {
 		errs = append(errs, d.tp.Shutdown(ctx))
 	}
 	return errors.Join(errs...)
+}
+
+// adminAddrs names each service's admin API: the demo's listen on random loopback ports,
+// not on the 7400 of `sidecar run`.
+func (d *demo) adminAddrs() string {
+	var parts []string
+	for _, s := range d.services {
+		parts = append(parts, s.name+" http://"+s.node.admin.Addr().String())
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (d *demo) section(title string) {
@@ -510,7 +521,8 @@ func (d *demo) flags(ctx context.Context) error {
 	}
 	d.say("Chain A kept the value pinned at its edge on every hop although the flag flipped mid-chain;")
 	d.say("chain B sees the new value. Same trace-id on every hop, a new parent-id per sidecar span.")
-	d.say("Apps read the flag from a plain header; OpenFeature SDKs evaluate it over OFREP on :7400.")
+	d.say("Apps read the flag from a plain header; OpenFeature SDKs evaluate it over OFREP on their")
+	d.say("sidecar's admin API (%s).", d.adminAddrs())
 	return nil
 }
 
