@@ -64,20 +64,22 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if defAddr == "" {
 		defAddr = "http://127.0.0.1:7400"
 	}
+	addr, format := defAddr, "table"
+	// The global flags are accepted before the command and again among its arguments
+	// ("ctl get X -o json"), so a flag appended to a command line works like one in front.
+	globalFlags := func(fs *flag.FlagSet) {
+		fs.StringVar(&addr, "addr", addr, "admin API `URL` of the sidecar ($CTXPROP_ADMIN_ADDR)")
+		fs.StringVar(&format, "o", format, "output `format`: table or json (the API's JSON)")
+	}
 	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", defAddr, "admin API `URL` of the sidecar ($CTXPROP_ADMIN_ADDR)")
-	format := fs.String("o", "table", "output `format`: table or json (the API's JSON)")
+	globalFlags(fs)
 	fs.Usage = func() { ctlUsage(stderr, fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return fmt.Errorf("%w: ctl: %v", errUsage, err)
-	}
-	if *format != "table" && *format != "json" {
-		fs.Usage()
-		return fmt.Errorf("%w: ctl: -o %q: want table or json", errUsage, *format)
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
@@ -89,11 +91,10 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.Usage()
 		return fmt.Errorf("%w: ctl: unknown command %q", errUsage, name)
 	}
-	c := &ctl{ctx: ctx, client: admin.NewClient(*addr, nil), addr: *addr, json: *format == "json", stdout: stdout}
-	defer c.client.CloseIdleConnections()
-
+	c := &ctl{ctx: ctx, stdout: stdout}
 	sub := flag.NewFlagSet("ctl "+name, flag.ContinueOnError)
 	sub.SetOutput(stderr)
+	globalFlags(sub) // defaults are the values given before the command
 	if cmd.ttl {
 		sub.DurationVar(&c.ttl, "ttl", 0, "time to live of what is written, a Go `duration` such as 90s or 1h")
 	}
@@ -111,10 +112,16 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return fmt.Errorf("%w: ctl %s: %v", errUsage, name, err)
 	}
+	if format != "table" && format != "json" {
+		sub.Usage()
+		return fmt.Errorf("%w: ctl: -o %q: want table or json", errUsage, format)
+	}
 	if len(pos) < cmd.min || (cmd.max >= 0 && len(pos) > cmd.max) {
 		sub.Usage()
 		return fmt.Errorf("%w: ctl %s: want %s", errUsage, name, strings.TrimSpace(name+" "+cmd.usage))
 	}
+	c.client, c.addr, c.json = admin.NewClient(addr, nil), addr, format == "json"
+	defer c.client.CloseIdleConnections()
 	if err := cmd.run(c, pos); err != nil {
 		var ae *admin.Error
 		if errors.As(err, &ae) || errors.Is(err, errUsage) {
@@ -143,7 +150,7 @@ func ctlUsage(w io.Writer, fs *flag.FlagSet) {
 		cmd := cmds[n]
 		fmt.Fprintf(w, "  %s %s\n      %s\n", n, cmd.usage, cmd.help)
 	}
-	fmt.Fprintln(w, "\nflags:")
+	fmt.Fprintln(w, "\nflags (before the command or after its arguments):")
 	fs.PrintDefaults()
 }
 

@@ -198,3 +198,125 @@ func TestCtl_Watch(t *testing.T) {
 		})
 	}
 }
+
+// TestCtl_FlagsAfterArguments runs every ctl command with the global flags (-addr, -o) in
+// front of the command, after its arguments, and between, and wants the same output: a
+// user appends "-o json" to a command line they just ran.
+func TestCtl_FlagsAfterArguments(t *testing.T) {
+	steps := []struct {
+		cmd  string
+		want string
+	}{
+		{"list", `{"contexts":[]}` + "\n"},
+		{"incr c n 2 -ttl 1h", `{"value":2}` + "\n"},
+		{"put c m k v", ""},
+		{"get c map m k", `{"value":"v"}` + "\n"},
+		{"add c s a b", `{"members":["a","b"]}` + "\n"},
+		{"remove c s a", `{"members":["b"]}` + "\n"},
+		{"del c m k", ""},
+		{`ops c incr;key="n";by=3`, ""},
+		{"get c counter n", `{"value":5}` + "\n"},
+		{"ttl c 1h -fixed", ""},
+		{"peers", `{"peers":[]}` + "\n"},
+		{"delete c", ""},
+		{"list", `{"contexts":[]}` + "\n"},
+	}
+	orders := []struct {
+		name string
+		args func(addr string, cmd []string) []string
+	}{
+		{"before", func(addr string, cmd []string) []string {
+			return append([]string{"-addr", addr, "-o", "json"}, cmd...)
+		}},
+		{"after", func(addr string, cmd []string) []string {
+			return append(cmd, "-addr", addr, "-o", "json")
+		}},
+		{"between", func(addr string, cmd []string) []string {
+			return append([]string{"-addr", addr, cmd[0], "-o", "json"}, cmd[1:]...)
+		}},
+	}
+	for _, order := range orders {
+		t.Run(order.name, func(t *testing.T) {
+			addr := startCtlServer(t) // each order on its own store: the outputs are equal
+			for _, st := range steps {
+				t.Run(st.cmd, func(t *testing.T) {
+					var stdout, stderr bytes.Buffer
+					err := runCtl(context.Background(), order.args(addr, strings.Fields(st.cmd)), &stdout, &stderr)
+					if err != nil {
+						t.Fatalf("err = %v; stderr %s", err, stderr.String())
+					}
+					if got := stdout.String(); got != st.want {
+						t.Errorf("stdout\n got %q\nwant %q", got, st.want)
+					}
+				})
+			}
+			t.Run("watch", func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				var out syncBuffer
+				done := make(chan error, 1)
+				go func() { done <- runCtl(ctx, order.args(addr, []string{"watch", "w"}), &out, &out) }()
+				c := admin.NewClient(addr, nil)
+				defer c.CloseIdleConnections()
+				deadline := time.Now().Add(5 * time.Second)
+				for !strings.Contains(out.String(), `"context":"w",`) {
+					select {
+					case err := <-done:
+						t.Fatalf("watch ended with %v before an event; output %q", err, out.String())
+					default:
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no JSON event in %q", out.String())
+					}
+					if _, err := c.Incr(context.Background(), "w", "n", 1, 0); err != nil {
+						t.Fatal(err)
+					}
+					time.Sleep(10 * time.Millisecond) // pace the writes while polling
+				}
+				cancel()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Errorf("watch ended with %v, want nil on interrupt", err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("watch did not stop on interrupt")
+				}
+			})
+		})
+	}
+}
+
+// TestCtl_BadFlagAfterArguments wants a usage error that names the flag and lists the
+// flags the command takes, wherever the flag is.
+func TestCtl_BadFlagAfterArguments(t *testing.T) {
+	addr := startCtlServer(t)
+	cases := []struct {
+		args    string
+		wantErr string
+	}{
+		{"get c -json", "flag provided but not defined: -json"},
+		{"get c counter n -o yaml", `-o "yaml": want table or json`},
+		{"list -o", "flag needs an argument: -o"},
+		{"put c m k v -fixed", "flag provided but not defined: -fixed"},
+		{"incr c n -ttl soon", `invalid value "soon" for flag -ttl`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.args, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := runCtl(context.Background(), append([]string{"-addr", addr}, strings.Fields(tc.args)...), &stdout, &stderr)
+			if !errors.Is(err, errUsage) {
+				t.Fatalf("err = %v, want a usage error", err)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.wantErr)
+			}
+			if got := stderr.String(); !strings.Contains(got, "usage: sidecar ctl") || !strings.Contains(got, "-o format") {
+				t.Errorf("stderr lacks the usage with the -o flag: %q", got)
+			}
+			if got := stdout.String(); got != "" {
+				t.Errorf("stdout %q, want nothing", got)
+			}
+		})
+	}
+}

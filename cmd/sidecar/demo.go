@@ -66,7 +66,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	fmt.Fprintln(stdout, "\nDone. Each sidecar answered on its own admin API; `sidecar run` runs one for real.")
+	fmt.Fprintf(stdout, "\nDone. Each sidecar answered on its own admin API (%s), which stop with the demo.\n", d.adminAddrs())
+	fmt.Fprintln(stdout, "`sidecar run` runs one for real, its admin API on http://127.0.0.1:7400 (where `sidecar ctl` looks by default).")
 	return nil
 }
 
@@ -255,6 +256,16 @@ func (d *demo) close() error {
 	return errors.Join(errs...)
 }
 
+// adminAddrs names each service's admin API: the demo's listen on random loopback ports,
+// not on the 7400 of `sidecar run`.
+func (d *demo) adminAddrs() string {
+	var parts []string
+	for _, s := range d.services {
+		parts = append(parts, s.name+" http://"+s.node.admin.Addr().String())
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (d *demo) section(title string) {
 	fmt.Fprintf(d.out, "\n== %s\n\n", title)
 }
@@ -388,7 +399,21 @@ func (d *demo) telemetry(ctx context.Context, n int) error {
 	}
 	d.say("http.requests = %d on every sidecar: %d requests × %d hops, each counted by its inbound", hops, n, len(d.services))
 	d.say("proxy and summed fleet-wide. calls.* come from ctx-ops headers the apps sent.")
-	d.say("orders and payments forwarded only traceparent: their sidecars found the context by trace-id.")
+	// The claim below is checked, not assumed: the edge client's baggage carried user.tier,
+	// which no app forwards, so a hop that sees ctx.name without it got the context from
+	// the sidecars.
+	last := fmt.Sprintf("4bf92f3577b34da6a3ce929d%08x", n)
+	for _, s := range d.services[1:] {
+		s.mu.Lock()
+		bag := s.seen[last].Get("baggage")
+		s.mu.Unlock()
+		if !strings.Contains(bag, "ctx.name=checkout") || strings.Contains(bag, "user.tier") {
+			return fmt.Errorf("telemetry: %s's app saw baggage %q, want ctx.name=checkout added by the sidecars and no user.tier", s.name, bag)
+		}
+	}
+	d.say("frontend's and orders' apps forwarded only traceparent (and ctx-ops for their own sidecar):")
+	d.say("each app's sidecar matched its outbound call to the inbound request in flight by trace-id and")
+	d.say("added the context (baggage ctx.name=checkout, signed) for the next hop.")
 	return nil
 }
 
@@ -496,7 +521,8 @@ func (d *demo) flags(ctx context.Context) error {
 	}
 	d.say("Chain A kept the value pinned at its edge on every hop although the flag flipped mid-chain;")
 	d.say("chain B sees the new value. Same trace-id on every hop, a new parent-id per sidecar span.")
-	d.say("Apps read the flag from a plain header; OpenFeature SDKs evaluate it over OFREP on :7400.")
+	d.say("Apps read the flag from a plain header; OpenFeature SDKs evaluate it over OFREP on their")
+	d.say("sidecar's admin API (%s).", d.adminAddrs())
 	return nil
 }
 

@@ -23,11 +23,29 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"deploys = 3 on every sidecar",
 		"http.requests = 15 on every sidecar",
+		"frontend's and orders' apps forwarded only traceparent",
 		`steps = {"frontend":"done","orders":"done","payments":"done"}`,
 		"no context forged-ctx exists",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("demo output lacks %q\n%s", want, got)
+		}
+	}
+	// The admin APIs are on the random ports of the table; 7400 is named only as the port of
+	// `sidecar run`.
+	admins := regexp.MustCompile(`(?m)^  (frontend|orders|payments)\s+\S+\s+\S+\s+\S+\s+(127\.0\.0\.1:\d+)\s`).FindAllStringSubmatch(got, -1)
+	if len(admins) != 3 {
+		t.Fatalf("found %d admin API addresses in the table, want 3\n%s", len(admins), got)
+	}
+	closing := got[strings.LastIndex(got, "\nDone."):]
+	for _, m := range admins {
+		if want := m[1] + " http://" + m[2]; !strings.Contains(closing, want) {
+			t.Errorf("closing lines lack %q:\n%s", want, closing)
+		}
+	}
+	for _, line := range strings.Split(got, "\n") {
+		if strings.Contains(line, "7400") && !strings.Contains(line, "`sidecar run`") {
+			t.Errorf("line names 7400 although the demo's admin APIs are elsewhere: %q", line)
 		}
 	}
 	for _, row := range []*regexp.Regexp{
