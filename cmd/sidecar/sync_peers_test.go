@@ -39,14 +39,17 @@ func refusedMembers(t *testing.T, p *sidecarProc) float64 {
 	return v
 }
 
-// TestSync_MaxPeersFromConfig: sync.max_peers reaches the sidecar's sync layer. A sidecar
-// with CTXPROP_SYNC_MAX_PEERS=1 and no key says so at start-up, tracks one of its two
-// peers and counts the other as refused on /metrics.
-func TestSync_MaxPeersFromConfig(t *testing.T) {
+// startPeered starts n real sidecars, unkeyed, each listing all n sync addresses as its
+// peers, with extra[i] added to sidecar i's environment.
+func startPeered(t *testing.T, n int, extra map[int]map[string]string) []*sidecarProc {
+	t.Helper()
 	bin := buildSidecar(t)
 	dir := t.TempDir()
-	addrs := []string{freePort(t), freePort(t), freePort(t)}
-	procs := make([]*sidecarProc, len(addrs))
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = freePort(t)
+	}
+	procs := make([]*sidecarProc, n)
 	for i := range addrs {
 		env := map[string]string{
 			"CTXPROP_NODE_NAME":    fmt.Sprintf("pod-%d", i),
@@ -54,13 +57,21 @@ func TestSync_MaxPeersFromConfig(t *testing.T) {
 			"CTXPROP_SYNC_ADDRESS": addrs[i],
 			"CTXPROP_SYNC_PEERS":   strings.Join(addrs, ","),
 		}
-		if i == 0 {
-			env["CTXPROP_SYNC_MAX_PEERS"] = "1"
+		for k, v := range extra[i] {
+			env[k] = v
 		}
 		procs[i] = startSidecar(t, bin, env)
-		if logs := procs[i].logs.String(); i == 0 && (!strings.Contains(logs, "sync.max_peers") || !strings.Contains(logs, `"max_peers":1`)) {
-			t.Errorf("no start-up warning naming sync.max_peers = 1 in:\n%s", logs)
-		}
+	}
+	return procs
+}
+
+// TestSync_MaxPeersFromConfig: sync.max_peers reaches the sidecar's sync layer. A sidecar
+// with CTXPROP_SYNC_MAX_PEERS=1 and no key says so at start-up, tracks one of its two
+// peers and counts the other as refused on /metrics.
+func TestSync_MaxPeersFromConfig(t *testing.T) {
+	procs := startPeered(t, 3, map[int]map[string]string{0: {"CTXPROP_SYNC_MAX_PEERS": "1"}})
+	if logs := procs[0].logs.String(); !strings.Contains(logs, "sync.max_peers") || !strings.Contains(logs, `"max_peers":1`) {
+		t.Errorf("no start-up warning naming sync.max_peers = 1 in:\n%s", logs)
 	}
 	bounded := procs[0]
 	deadline := time.Now().Add(20 * time.Second)
@@ -119,22 +130,7 @@ func metricValue(body, series string) (float64, bool) {
 // sync.peer_metrics = true the series per peer come back. /v1/peers lists each peer
 // either way.
 func TestSync_PeerMetricsOptIn(t *testing.T) {
-	bin := buildSidecar(t)
-	dir := t.TempDir()
-	addrs := []string{freePort(t), freePort(t), freePort(t)}
-	procs := make([]*sidecarProc, len(addrs))
-	for i := range addrs {
-		env := map[string]string{
-			"CTXPROP_NODE_NAME":    fmt.Sprintf("pod-%d", i),
-			"CTXPROP_STORE_PATH":   filepath.Join(dir, fmt.Sprintf("pod-%d.db", i)),
-			"CTXPROP_SYNC_ADDRESS": addrs[i],
-			"CTXPROP_SYNC_PEERS":   strings.Join(addrs, ","),
-		}
-		if i == 1 {
-			env["CTXPROP_SYNC_PEER_METRICS"] = "true"
-		}
-		procs[i] = startSidecar(t, bin, env)
-	}
+	procs := startPeered(t, 3, map[int]map[string]string{1: {"CTXPROP_SYNC_PEER_METRICS": "true"}})
 	plain, opted := procs[0], procs[1]
 	ctx := context.Background()
 	// Writes on every node, so that each receives from both others.
