@@ -327,10 +327,10 @@ func (p *Proxy) acceptInbound(c net.Conn) {
 		return
 	}
 	// PREROUTING's REDIRECT takes any destination, and a host on the pod's link can send
-	// a packet for an address that is not the pod's (another host's, or 127.0.0.1, which
-	// the kernel's martian check no longer sees once the address is rewritten): forwarding
-	// it would make the pod a relay to wherever the sender likes, or reach the app's
-	// loopback-only ports. Only the pod's own, non-loopback addresses are forwarded.
+	// a packet for an address that is not the pod's, with the pod as its gateway:
+	// forwarding it would make the pod a relay to wherever the sender likes, or, for a
+	// loopback destination, reach the app's loopback-only ports. Only the pod's own,
+	// non-loopback addresses are forwarded.
 	if !p.podAddrs.has(dst.Addr()) {
 		p.trans.refused[refuseNotLocal].Add(1)
 		if p.logTransparent.allow() {
