@@ -105,17 +105,24 @@ func (c *ContextCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return a.Name < b.Name
 	})
-	n := min(c.opt.Max, len(all))
-	for _, cc := range all[:n] {
-		c.send(ch, cc.Name, cc.Values)
-	}
-	if len(all) > n {
-		other := make([]int64, len(c.keys))
-		for _, cc := range all[n:] {
-			for i, v := range cc.Values {
-				other[i] += v
-			}
+	// A context named "_other" itself is folded too: two series with the same label
+	// would make the whole scrape fail.
+	var other []int64
+	own := 0
+	for _, cc := range all {
+		if own < c.opt.Max && cc.Name != OtherContext {
+			c.send(ch, cc.Name, cc.Values)
+			own++
+			continue
 		}
+		if other == nil {
+			other = make([]int64, len(c.keys))
+		}
+		for i, v := range cc.Values {
+			other[i] += v
+		}
+	}
+	if other != nil {
 		c.send(ch, OtherContext, other)
 	}
 }
