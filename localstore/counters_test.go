@@ -7,6 +7,8 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/ctxprop/ctxprop/ops"
 )
 
@@ -78,4 +80,35 @@ func sortedString(m map[string][]int64) string {
 		out += fmt.Sprintf("%s=%v ", name, m[name])
 	}
 	return out
+}
+
+// BenchmarkStore_Counters is the store's share of a /metrics scrape of the per-context
+// telemetry: 10,000 contexts with the seven telemetry counters, out of the cache but for
+// the default 1024, and as many without the marker.
+func BenchmarkStore_Counters(b *testing.B) {
+	s := New(Options{Path: filepath.Join(b.TempDir(), "ctx.db"), Logger: hclog.NewNullLogger()})
+	if err := s.Open(); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	keys := []string{"http.requests", "http.errors", "http.latency_us_sum", "http.latency_ms_le_5", "http.latency_ms_le_25", "http.latency_ms_le_100", "http.latency_ms_le_500"}
+	for i := range 10_000 {
+		list := make([]ops.Op, 0, len(keys))
+		for _, k := range keys {
+			list = append(list, incr(k, int64(i+1)))
+		}
+		if _, err := s.Apply(ctx, fmt.Sprintf("t%d", i), list, Windowed); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Apply(ctx, fmt.Sprintf("p%d", i), []ops.Op{incr("visits", 1)}, Windowed); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if got := len(s.Counters("http.requests", keys)); got != 10_000 {
+			b.Fatalf("%d contexts, want 10000", got)
+		}
+	}
 }

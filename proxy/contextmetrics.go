@@ -38,7 +38,10 @@ type ContextMetricsOptions struct {
 // A scrape costs one ContextCounterReader.Counters (a pass over the store's context names
 // under its read lock, decoding only the contexts out of the cache that hold telemetry),
 // a sort of the contexts with telemetry by requests, and at most Max+1 series of each
-// metric, however many contexts the store holds.
+// metric, however many contexts the store holds. The decoding dominates: about 13 µs
+// per context with telemetry out of the cache (localstore's BenchmarkStore_Counters:
+// 10,000 such contexts, 130 ms and 42 MB of garbage on a 2-core VM), as the web page's
+// List costs; a fleet near store.max_contexts (100,000) pays over a second per scrape.
 type ContextCollector struct {
 	store    ContextCounterReader
 	opt      ContextMetricsOptions
