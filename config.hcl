@@ -88,6 +88,14 @@ admin {
   # pages of other origins are refused too, and a write must be JSON or carry the header
   # X-Requested-By (see README, "The admin API and browsers").
   allowed_hosts = []
+  # Per-context telemetry on /metrics (ctxprop_context_requests_total, _errors_total and
+  # the _request_duration_seconds histogram, fleet-wide sums): how many contexts get
+  # series of their own, the busiest by requests; the others are summed under
+  # context="_other". 0 exports none.
+  context_metrics_max = 50
+  # Contexts that always get series of their own, within context_metrics_max, so their
+  # series stay put when the traffic of others changes. Default: none.
+  context_metrics = []
 }
 
 inbound {

@@ -69,6 +69,12 @@ type Admin struct {
 	// AllowedHosts: host names the Host header may give besides loopback addresses and
 	// localhost (SPEC §4a, no DNS rebinding); default none.
 	AllowedHosts []string
+	// ContextMetricsMax: how many contexts get ctxprop_context_* series of their own on
+	// /metrics, the rest summed under context="_other"; default 50, 0 exports none.
+	ContextMetricsMax int
+	// ContextMetrics: contexts that always get series of their own, within
+	// ContextMetricsMax; default none (the busiest contexts by requests).
+	ContextMetrics []string
 }
 
 // Inbound configures the proxy in front of the app.
@@ -227,9 +233,11 @@ func DefaultConfig() Config {
 			RequestContextTTL:   24 * time.Hour,
 		},
 		Admin: Admin{
-			Address:         "127.0.0.1:7400",
-			MaxBodyBytes:    1 << 20,
-			ShutdownTimeout: 10 * time.Second,
+			Address:           "127.0.0.1:7400",
+			MaxBodyBytes:      1 << 20,
+			ShutdownTimeout:   10 * time.Second,
+			ContextMetricsMax: 50,
+			ContextMetrics:    []string{},
 		},
 		Inbound: Inbound{
 			Address:           "0.0.0.0:7401",
@@ -307,6 +315,8 @@ func (c *Config) settings() []setting {
 		{"admin", "max_body_bytes", &c.Admin.MaxBodyBytes},
 		{"admin", "shutdown_timeout", &c.Admin.ShutdownTimeout},
 		{"admin", "allowed_hosts", &c.Admin.AllowedHosts},
+		{"admin", "context_metrics_max", &c.Admin.ContextMetricsMax},
+		{"admin", "context_metrics", &c.Admin.ContextMetrics},
 
 		{"inbound", "address", &c.Inbound.Address},
 		{"inbound", "app", &c.Inbound.App},

@@ -49,6 +49,8 @@ func TestDefaultConfig(t *testing.T) {
 		{"admin.max_body_bytes", c.Admin.MaxBodyBytes, int64(1048576)},
 		{"admin.shutdown_timeout", c.Admin.ShutdownTimeout, 10 * time.Second},
 		{"admin.allowed_hosts", len(c.Admin.AllowedHosts), 0},
+		{"admin.context_metrics_max", c.Admin.ContextMetricsMax, 50},
+		{"admin.context_metrics", len(c.Admin.ContextMetrics), 0},
 		{"inbound.address", c.Inbound.Address, "0.0.0.0:7401"},
 		{"inbound.app", c.Inbound.App, "127.0.0.1:8080"},
 		{"inbound.trust_inbound_ops", c.Inbound.TrustInboundOps, false},
@@ -101,7 +103,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 72; got != want {
+	if got, want := len(c.settings()), 74; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -155,6 +157,8 @@ admin {
   max_body_bytes     = 4096
   shutdown_timeout   = "3s"
   allowed_hosts      = ["ctxprop-admin.internal", "10.1.2.3"]
+  context_metrics_max = 3
+  context_metrics     = ["checkout"]
 }
 inbound {
   address                 = "0.0.0.0:9001"
@@ -232,7 +236,7 @@ func everyAttributeConfig() Config {
 			ContextTTL: 2 * time.Hour, RequestContextTTL: 90 * time.Minute, FixedTTL: true,
 		},
 		Admin: Admin{Address: "10.1.2.3:7400", AllowNonLoopback: true, MaxBodyBytes: 4096, ShutdownTimeout: 3 * time.Second,
-			AllowedHosts: []string{"ctxprop-admin.internal", "10.1.2.3"}},
+			AllowedHosts: []string{"ctxprop-admin.internal", "10.1.2.3"}, ContextMetricsMax: 3, ContextMetrics: []string{"checkout"}},
 		Inbound: Inbound{
 			Address: "0.0.0.0:9001", App: "127.0.0.1:3000", TrustInboundOps: true,
 			ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second,
@@ -268,7 +272,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:53"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:55"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -360,6 +364,10 @@ func TestParse_Errors(t *testing.T) {
 		{"allowed host as URL", "admin {\n  allowed_hosts = [\"http://admin.example\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"http://admin.example\" is not a host name"}},
 		{"allowed host empty", "admin {\n  allowed_hosts = [\"\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"\" is not a host name"}},
 		{"allowed host wildcard", "admin {\n  allowed_hosts = [\"*.example\"]\n}\n", []string{"bad.hcl:2: admin.allowed_hosts entry 1 \"*.example\" is not a host name"}},
+		{"context metrics max negative", "admin {\n  context_metrics_max = -1\n}\n", []string{"bad.hcl:2: admin.context_metrics_max is -1; want 0"}},
+		{"context metrics past max", "admin {\n  context_metrics_max = 1\n  context_metrics = [\"a\", \"b\"]\n}\n", []string{"admin.context_metrics lists 2 contexts but admin.context_metrics_max = 1", "raise admin.context_metrics_max to at least 2"}},
+		{"context metrics other", "admin {\n  context_metrics = [\"_other\"]\n}\n", []string{"bad.hcl:2: admin.context_metrics entry 1 \"_other\" is not a context name"}},
+		{"context metrics twice", "admin {\n  context_metrics = [\"a\", \"a\"]\n}\n", []string{"bad.hcl:2: admin.context_metrics entry 2 \"a\" is listed twice"}},
 		{"empty node name", "node {\n  name = \"\"\n}\n", []string{"bad.hcl:2: node.name is empty", "CTXPROP_NODE_NAME"}},
 		{"trusted source", "inbound {\n  trusted_sources = [\"10.0.0.0/8\", \"10.0.0.300\"]\n}\n", []string{"bad.hcl:2: inbound.trusted_sources entry 2 \"10.0.0.300\" is not an IP address or CIDR"}},
 		{"context header", "inbound {\n  context_header = \"X Workflow\"\n}\n", []string{"bad.hcl:2: inbound.context_header \"X Workflow\" is not a header name"}},

@@ -99,6 +99,22 @@ func (c *Config) Validate() error {
 			bad("admin.allowed_hosts", "entry %d %q is not a host name; list bare names as the Host header gives them, such as \"ctxprop-admin.internal\" (no scheme, port or path)", i+1, h)
 		}
 	}
+	if c.Admin.ContextMetricsMax < 0 {
+		bad("admin.context_metrics_max", "is %d; want 0 to export no per-context metrics or a positive number of contexts", c.Admin.ContextMetricsMax)
+	}
+	if n := len(c.Admin.ContextMetrics); n > 0 && n > c.Admin.ContextMetricsMax {
+		bad("admin.context_metrics", "lists %d contexts but admin.context_metrics_max = %d gives series to at most that many; raise admin.context_metrics_max to at least %d or list fewer", n, c.Admin.ContextMetricsMax, n)
+	}
+	seenContext := map[string]bool{}
+	for i, name := range c.Admin.ContextMetrics {
+		switch {
+		case name == "" || name == "_other":
+			bad("admin.context_metrics", "entry %d %q is not a context name; \"_other\" is the series of the contexts not listed", i+1, name)
+		case seenContext[name]:
+			bad("admin.context_metrics", "entry %d %q is listed twice; list each context once", i+1, name)
+		}
+		seenContext[name] = true
+	}
 
 	address("inbound.address", c.Inbound.Address, true)
 	address("inbound.app", c.Inbound.App, false)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ctxprop/ctxprop/crdt"
@@ -249,6 +250,65 @@ func copyEntries(m map[string][]byte) map[string]json.RawMessage {
 	out := make(map[string]json.RawMessage, len(m))
 	for k, v := range m {
 		out[k] = bytes.Clone(v)
+	}
+	return out
+}
+
+// ContextCounters is the value of a few counters in one context, in the order of the keys
+// asked for.
+type ContextCounters struct {
+	Name   string
+	Values []int64
+}
+
+// Counters returns, for every live context that holds the counter marker, the values of
+// keys (0 for a key it lacks), in no particular order. It is made for exporters that scrape
+// a few counters of every context (the per-context telemetry of /metrics).
+//
+// Cost: one pass over the contexts' names under the read lock. A cached context is read in
+// place; a context out of the cache whose encoding does not contain marker is skipped with
+// a substring scan, no decoding; the others are decoded after the lock is released, as List
+// does, and are not put in the cache (an exporter must not evict the working set).
+func (s *Store) Counters(marker string, keys []string) []ContextCounters {
+	type encoded struct {
+		name, data string
+	}
+	read := func(name string, c *crdt.Context, now crdt.Timestamp) (ContextCounters, bool) {
+		if !c.Alive(now) {
+			return ContextCounters{}, false
+		}
+		if _, ok := c.Counter(marker, now); !ok {
+			return ContextCounters{}, false
+		}
+		cc := ContextCounters{Name: name, Values: make([]int64, len(keys))}
+		for i, k := range keys {
+			cc.Values[i], _ = c.Counter(k, now)
+		}
+		return cc, true
+	}
+	s.mu.RLock()
+	now := s.now()
+	var out []ContextCounters
+	var cold []encoded
+	for name, sl := range s.contexts {
+		if h := s.cache.m[name]; h != nil {
+			if cc, ok := read(name, h.c, now); ok {
+				out = append(out, cc)
+			}
+		} else if strings.Contains(sl.data, marker) {
+			cold = append(cold, encoded{name, sl.data})
+		}
+	}
+	s.mu.RUnlock()
+	for _, e := range cold {
+		c, err := decodeState(e.name, e.data)
+		if err != nil {
+			s.log.Error("counters: context skipped", "context", e.name, "error", err)
+			continue
+		}
+		if cc, ok := read(e.name, c, now); ok {
+			out = append(out, cc)
+		}
 	}
 	return out
 }

@@ -46,8 +46,8 @@ var BucketKeys = [len(LatencyBuckets)]string{
 	"http.latency_ms_le_2500",
 }
 
-// TelemetryKeys lists every counter the proxy writes, for documentation and for the
-// admin API's metrics export.
+// TelemetryKeys lists every counter the proxy writes, in the order ContextCollector
+// reads them for /metrics (ctxprop_context_*).
 func TelemetryKeys() []string {
 	keys := []string{KeyRequests, KeyErrors, KeyLatencySum}
 	return append(keys, BucketKeys[:]...)

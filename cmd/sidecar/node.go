@@ -167,6 +167,10 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	n.admin.Handle("GET /{$}", ui)
 	n.admin.Handle("GET "+webui.AssetPrefix, ui)
 	n.admin.Registry().MustRegister(proxy.NewCollector(n.proxy))
+	n.admin.Registry().MustRegister(proxy.NewContextCollector(n.store, proxy.ContextMetricsOptions{
+		Max:   cfg.Admin.ContextMetricsMax,
+		Allow: cfg.Admin.ContextMetrics,
+	}))
 	n.flags.Register(n.admin)
 	n.admin.Registry().MustRegister(flags.NewCollector(n.flags))
 	if err := n.admin.Open(); err != nil {
