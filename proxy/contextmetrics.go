@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"slices"
 	"sort"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -41,7 +44,8 @@ type ContextMetricsOptions struct {
 // metric, however many contexts the store holds. The decoding dominates: about 13 µs
 // per context with telemetry out of the cache (localstore's BenchmarkStore_Counters:
 // 10,000 such contexts, 130 ms and 42 MB of garbage on a 2-core VM), as the web page's
-// List costs; a fleet near store.max_contexts (100,000) pays over a second per scrape.
+// List costs; a fleet near store.max_contexts (100,000) pays over a second per read. The
+// store is read at most once per contextReadInterval (5 s) whatever the scrape rate.
 type ContextCollector struct {
 	store    ContextCounterReader
 	opt      ContextMetricsOptions
@@ -50,6 +54,36 @@ type ContextCollector struct {
 	requests *prometheus.Desc
 	errors   *prometheus.Desc
 	duration *prometheus.Desc
+
+	// The store is read at most once per contextReadInterval: scrapes closer together
+	// (several Prometheus servers, a curl loop) get the last read, so that they cannot
+	// make the sidecar decode every context again and again.
+	mu     sync.Mutex
+	last   []localstore.ContextCounters
+	readAt time.Time
+	now    func() time.Time // time.Now; a test's clock
+}
+
+// contextReadInterval is the least time between two reads of the store by a
+// ContextCollector.
+const contextReadInterval = 5 * time.Second
+
+// counters returns the store's telemetry counters, read again only when the last read is
+// contextReadInterval old.
+func (c *ContextCollector) counters() []localstore.ContextCounters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	if t := now(); c.last == nil || t.Sub(c.readAt) >= contextReadInterval || t.Before(c.readAt) {
+		c.last, c.readAt = c.store.Counters(KeyRequests, c.keys), t
+		if c.last == nil {
+			c.last = []localstore.ContextCounters{}
+		}
+	}
+	return slices.Clone(c.last)
 }
 
 var _ prometheus.Collector = (*ContextCollector)(nil)
@@ -95,7 +129,7 @@ func (c *ContextCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.opt.Max <= 0 {
 		return
 	}
-	all := c.store.Counters(KeyRequests, c.keys)
+	all := c.counters()
 	// Allowed contexts first, then by requests, busiest first; names break ties so
 	// that the same store gives the same series.
 	sort.Slice(all, func(i, j int) bool {
