@@ -42,7 +42,8 @@ func (c *collector) has(path, text string) bool {
 }
 
 // TestOTLP_ExportsTracesAndMetrics runs a sidecar with tracing on against a real OTLP/HTTP
-// receiver: a proxied request's span and the Prometheus metrics (through the bridge) arrive.
+// receiver: a proxied request's span and the Prometheus metrics (through the bridge) arrive,
+// the per-context telemetry among them.
 func TestOTLP_ExportsTracesAndMetrics(t *testing.T) {
 	col := &collector{bodies: map[string][][]byte{}}
 	srv := httptest.NewServer(col)
@@ -58,6 +59,9 @@ func TestOTLP_ExportsTracesAndMetrics(t *testing.T) {
 	cfg.Inbound.App = strings.TrimPrefix(app.URL, "http://")
 	cfg.Tracing.Enabled = true
 	cfg.Tracing.OTLPEndpoint = strings.TrimPrefix(srv.URL, "http://")
+	// An edge sidecar, so that the request's context is believed and gets telemetry,
+	// which the per-context metrics export (issue 16).
+	cfg.Inbound.ContextBaggage = "ctx.name"
 
 	ctx := context.Background()
 	tp, err := newTracerProvider(ctx, cfg)
@@ -88,6 +92,7 @@ func TestOTLP_ExportsTracesAndMetrics(t *testing.T) {
 
 	req, _ := http.NewRequest(http.MethodGet, "http://"+n.proxy.InboundAddr().String()+"/traced", nil)
 	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	req.Header.Set("baggage", "ctx.name=otel-checkout")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -96,10 +101,18 @@ func TestOTLP_ExportsTracesAndMetrics(t *testing.T) {
 	if err := tp.ForceFlush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for !(col.has("/v1/traces", "ctxprop-sidecar") && col.has("/v1/metrics", "ctxprop_store_commits")) {
 		if time.Now().After(deadline) {
 			t.Fatalf("collector got traces=%v metrics=%v", col.has("/v1/traces", ""), col.has("/v1/metrics", ""))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The per-context telemetry, with its context as an attribute. The collector reads
+	// the store at most every 5 s, so the first export may predate the request's window.
+	for !(col.has("/v1/metrics", "ctxprop_context_request_duration_seconds") && col.has("/v1/metrics", "otel-checkout")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the per-context metrics of otel-checkout never reached the OTLP receiver")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
