@@ -160,42 +160,50 @@ func TestCtl_Watch(t *testing.T) {
 	addr := startCtlServer(t)
 	for _, format := range []string{"table", "json"} {
 		t.Run(format, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var out syncBuffer
-			done := make(chan error, 1)
-			go func() {
-				done <- runCtl(ctx, []string{"-addr", addr, "-o", format, "watch", "w"}, &out, &out)
-			}()
-			// The watch may not be in place yet: write until an event shows.
-			var want string
+			want := `"context":"w",`
 			if format == "table" {
 				want = "\tw\tcounter n="
-			} else {
-				want = `"context":"w",`
 			}
-			c := admin.NewClient(addr, nil)
-			defer c.CloseIdleConnections()
-			deadline := time.Now().Add(5 * time.Second)
-			for !strings.Contains(out.String(), want) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no event in %q", out.String())
-				}
-				if _, err := c.Incr(context.Background(), "w", "n", 1, 0); err != nil {
-					t.Fatal(err)
-				}
-				time.Sleep(10 * time.Millisecond) // pace the writes while polling
-			}
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("watch ended with %v, want nil on interrupt", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("watch did not stop on interrupt")
-			}
+			watchUntilEvent(t, addr, []string{"-addr", addr, "-o", format, "watch", "w"}, want)
 		})
+	}
+}
+
+// watchUntilEvent runs `sidecar ctl` with args (a watch of context w) until its output
+// shows want, writing to w meanwhile since the watch may not be in place yet, then
+// interrupts it and wants it to end cleanly.
+func watchUntilEvent(t *testing.T, addr string, args []string, want string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- runCtl(ctx, args, &out, &out) }()
+	c := admin.NewClient(addr, nil)
+	defer c.CloseIdleConnections()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		select {
+		case err := <-done:
+			t.Fatalf("watch ended with %v before an event; output %q", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no event %q in %q", want, out.String())
+		}
+		if _, err := c.Incr(context.Background(), "w", "n", 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // pace the writes while polling
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("watch ended with %v, want nil on interrupt", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("watch did not stop on interrupt")
 	}
 }
 
@@ -251,37 +259,7 @@ func TestCtl_FlagsAfterArguments(t *testing.T) {
 				})
 			}
 			t.Run("watch", func(t *testing.T) {
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				var out syncBuffer
-				done := make(chan error, 1)
-				go func() { done <- runCtl(ctx, order.args(addr, []string{"watch", "w"}), &out, &out) }()
-				c := admin.NewClient(addr, nil)
-				defer c.CloseIdleConnections()
-				deadline := time.Now().Add(5 * time.Second)
-				for !strings.Contains(out.String(), `"context":"w",`) {
-					select {
-					case err := <-done:
-						t.Fatalf("watch ended with %v before an event; output %q", err, out.String())
-					default:
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("no JSON event in %q", out.String())
-					}
-					if _, err := c.Incr(context.Background(), "w", "n", 1, 0); err != nil {
-						t.Fatal(err)
-					}
-					time.Sleep(10 * time.Millisecond) // pace the writes while polling
-				}
-				cancel()
-				select {
-				case err := <-done:
-					if err != nil {
-						t.Errorf("watch ended with %v, want nil on interrupt", err)
-					}
-				case <-time.After(5 * time.Second):
-					t.Fatal("watch did not stop on interrupt")
-				}
+				watchUntilEvent(t, addr, order.args(addr, []string{"watch", "w"}), `"context":"w",`)
 			})
 		})
 	}
