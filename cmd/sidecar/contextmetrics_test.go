@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/ctxprop/ctxprop/admin"
 	"github.com/ctxprop/ctxprop/config"
 	"github.com/ctxprop/ctxprop/proxy"
@@ -69,22 +67,9 @@ func TestContextMetrics_PerContextSeriesOnMetrics(t *testing.T) {
 			cfg.Node.Name = "metrics"
 			cfg.Store.Path = filepath.Join(t.TempDir(), "ctxprop.db")
 			cfg.Store.CommitWindow = 20 * time.Millisecond
-			cfg.Admin.Address = "127.0.0.1:0"
-			cfg.Inbound.Address = "127.0.0.1:0"
 			cfg.Inbound.App = app.Listener.Addr().String()
 			cfg.Inbound.ContextBaggage = "ctx.name"
-			cfg.Outbound.Address = "127.0.0.1:0"
-			cfg.Outbound.TransparentAddress = "127.0.0.1:0"
-			cfg.Sync.Address = "127.0.0.1:0"
-			n, err := startNode(cfg, hclog.New(&hclog.LoggerOptions{Name: t.Name(), Output: t.Output()}), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := n.close(context.Background()); err != nil {
-					t.Error(err)
-				}
-			})
+			n := startTestNode(t, cfg)
 			ctx := context.Background()
 			base := "http://" + n.admin.Addr().String()
 			api := admin.NewClient(base, nil)

@@ -26,21 +26,8 @@ func TestNode_RequestContextTTL(t *testing.T) {
 	cfg.Node.Name = "ttl"
 	cfg.Store.Path = filepath.Join(t.TempDir(), "ctxprop.db")
 	cfg.Store.RequestContextTTL = 3 * time.Hour
-	cfg.Admin.Address = "127.0.0.1:0"
-	cfg.Inbound.Address = "127.0.0.1:0"
 	cfg.Inbound.App = upstream.Listener.Addr().String()
-	cfg.Outbound.Address = "127.0.0.1:0"
-	cfg.Outbound.TransparentAddress = "127.0.0.1:0"
-	cfg.Sync.Address = "127.0.0.1:0"
-	n, err := startNode(cfg, hclog.New(&hclog.LoggerOptions{Name: t.Name(), Output: t.Output()}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	n := startTestNode(t, cfg)
 	ctx := context.Background()
 	api := admin.NewClient("http://"+n.admin.Addr().String(), nil)
 	app := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: n.proxy.OutboundAddr().String()})}}
@@ -83,4 +70,25 @@ func TestNode_RequestContextTTL(t *testing.T) {
 	if snap := get("made-by-admin"); snap.ExpiresAt != nil {
 		t.Errorf("an admin-created context expires at %v after a request wrote to it, want never", snap.ExpiresAt)
 	}
+}
+
+// startTestNode starts a sidecar in this process on cfg with every listener on an
+// ephemeral loopback port, logging to the test, and closes it when the test ends.
+func startTestNode(t *testing.T, cfg config.Config) *node {
+	t.Helper()
+	cfg.Admin.Address = "127.0.0.1:0"
+	cfg.Inbound.Address = "127.0.0.1:0"
+	cfg.Outbound.Address = "127.0.0.1:0"
+	cfg.Outbound.TransparentAddress = "127.0.0.1:0"
+	cfg.Sync.Address = "127.0.0.1:0"
+	n, err := startNode(cfg, hclog.New(&hclog.LoggerOptions{Name: t.Name(), Output: t.Output()}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return n
 }
