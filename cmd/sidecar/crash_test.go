@@ -142,6 +142,27 @@ func (p *sidecarProc) kill(t *testing.T) {
 }
 
 // logTail keeps the last lines a child wrote, for failure messages.
+// startLogged starts cmd with its output kept in a logTail, and kills it when the test
+// ends, logging that output under label if the test failed.
+func startLogged(t testing.TB, cmd *exec.Cmd, label string) *logTail {
+	t.Helper()
+	logs := &logTail{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("%s:\n%s", label, logs)
+		}
+	})
+	return logs
+}
+
 type logTail struct {
 	mu    sync.Mutex
 	lines []string

@@ -117,20 +117,7 @@ func startInNamespace(t testing.TB, bin, ns, ip string, env map[string]string) (
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	logs := &logTail{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("%s logs:\n%s", ns, logs)
-		}
-	})
+	logs := startLogged(t, cmd, ns+" logs")
 	c := admin.NewClient("http://"+ip+":7400", nil)
 	deadline := time.Now().Add(30 * time.Second)
 	for c.Ready(context.Background()) != nil {

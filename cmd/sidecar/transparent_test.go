@@ -181,21 +181,7 @@ func runAs(t testing.TB, ns string, uid int, env []string, bin string, args ...s
 	id := strconv.Itoa(uid)
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", bin}, args...)...)
 	cmd.Env = env
-	logs := &logTail{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("%s (uid %d) output:\n%s", filepath.Base(bin), uid, logs)
-		}
-	})
-	return logs
+	return startLogged(t, cmd, fmt.Sprintf("%s (uid %d) output", filepath.Base(bin), uid))
 }
 
 // interceptPod is a pod in a namespace: a sidecar (uid 65532) behind the rules of
