@@ -92,7 +92,7 @@ func BenchmarkStore_Counters(b *testing.B) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	keys := []string{"http.requests", "http.errors", "http.latency_us_sum", "http.latency_ms_le_5", "http.latency_ms_le_25", "http.latency_ms_le_100", "http.latency_ms_le_500"}
+	keys := []string{"http.requests", "http.errors", "http.latency_us_sum", "http.latency_us_le_5000", "http.latency_us_le_25000", "http.latency_us_le_100000", "http.latency_us_le_500000"}
 	for i := range 10_000 {
 		list := make([]ops.Op, 0, len(keys))
 		for _, k := range keys {

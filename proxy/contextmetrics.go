@@ -88,12 +88,14 @@ func (c *ContextCollector) counters() []localstore.ContextCounters {
 
 var _ prometheus.Collector = (*ContextCollector)(nil)
 
-// Indexes into the values of TelemetryKeys.
+// Indexes into the values of the keys a ContextCollector reads: TelemetryKeys, then
+// LegacyBucketKeys.
 const (
 	keyRequests = iota
 	keyErrors
 	keyLatencySum
 	keyBuckets
+	keyLegacyBuckets = keyBuckets + len(LatencyBuckets)
 )
 
 // NewContextCollector returns a collector of the per-context telemetry in store.
@@ -103,7 +105,7 @@ func NewContextCollector(store ContextCounterReader, opt ContextMetricsOptions) 
 		store: store,
 		opt:   opt,
 		allow: make(map[string]bool, len(opt.Allow)),
-		keys:  TelemetryKeys(),
+		keys:  append(TelemetryKeys(), LegacyBucketKeys[:]...),
 		requests: prometheus.NewDesc("ctxprop_context_requests_total",
 			`Inbound requests of each context, summed over the fleet; context="_other" sums the contexts past admin.context_metrics_max.`, label, nil),
 		errors: prometheus.NewDesc("ctxprop_context_errors_total",
@@ -169,9 +171,11 @@ func (c *ContextCollector) send(ch chan<- prometheus.Metric, name string, v []in
 	ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(v[keyErrors]), name)
 	buckets := make(map[float64]uint64, len(LatencyBuckets))
 	for i, le := range LatencyBuckets {
-		buckets[le.Seconds()] = uint64(max(v[keyBuckets+i], 0))
+		// A context written by a sidecar older than issue 16 counts under the old name.
+		buckets[le.Seconds()] = uint64(max(v[keyBuckets+i]+v[keyLegacyBuckets+i], 0))
 	}
-	// The stored sum is in microseconds (telemetry.go); Prometheus wants seconds.
+	// The stored sum is in microseconds (telemetry.go), under the same name before and
+	// after issue 16; Prometheus wants seconds.
 	sum := float64(v[keyLatencySum]) / 1e6
 	ch <- prometheus.MustNewConstHistogram(c.duration, uint64(max(v[keyRequests], 0)), sum, buckets, name)
 }
