@@ -60,6 +60,18 @@ func TestStore_Counters(t *testing.T) {
 		if g, w := sortedString(got), sortedString(want); g != w {
 			t.Errorf("%s: Counters = %s, want %s", when, g, w)
 		}
+		// CountersOf reads the contexts named only, leaving out the deleted one, one
+		// without the marker and one never written.
+		got = map[string][]int64{}
+		for _, cc := range s.CountersOf([]string{"c0", "c3", "c5", "plain", "never"}, "req", keys) {
+			got[cc.Name] = cc.Values
+		}
+		if g, w := sortedString(got), sortedString(map[string][]int64{"c0": want["c0"], "c3": want["c3"]}); g != w {
+			t.Errorf("%s: CountersOf = %s, want %s", when, g, w)
+		}
+		if got := s.CountersOf(nil, "req", keys); len(got) != 0 {
+			t.Errorf("%s: CountersOf(nil) = %v, want none", when, got)
+		}
 	}
 	check("open", s)
 	if err := s.Close(); err != nil {
