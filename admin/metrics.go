@@ -3,6 +3,7 @@ package admin
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,14 +25,14 @@ func newHTTPMetrics() *httpMetrics {
 	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ctxprop_admin_requests_total",
-			Help: "Admin API requests by route pattern and status code.",
-		}, []string{"route", "code"}),
+			Help: "Admin API requests by method, route pattern (empty: no route took the request) and status code.",
+		}, []string{"http_request_method", "http_route", "http_response_status_code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ctxprop_admin_request_duration_seconds",
-			Help: "Admin API request duration by route pattern, watch streams excluded. Writes include their fsync.",
+			Help: "Admin API request duration by method and route pattern, watch streams excluded. Writes include their fsync.",
 			// From a cached read (~50µs) to a slow fsync under load (~1s).
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		}, []string{"route"}),
+		}, []string{"http_request_method", "http_route"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ctxprop_admin_refused_total",
 			Help: "Admin API requests refused as possibly sent by a web page: reason host (Host not loopback, localhost or in admin.allowed_hosts), origin (a write from another origin) or simple_request (a write without a JSON Content-Type or X-Requested-By).",
@@ -43,11 +44,34 @@ func newHTTPMetrics() *httpMetrics {
 	return m
 }
 
-func (m *httpMetrics) observe(route string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	if route != watchRoute {
-		m.duration.WithLabelValues(route).Observe(d.Seconds())
+// observe counts a request that pattern (a mux pattern, "METHOD /path", or
+// unmatchedRoute) took. The labels are the OpenTelemetry HTTP server attributes
+// http.request.method, http.route and http.response.status_code as Prometheus spells them:
+// the method comes from the pattern, or is the request's when it is a standard one and
+// _OTHER if not, as OpenTelemetry says, so that a client cannot make up series.
+func (m *httpMetrics) observe(pattern, method string, status int, d time.Duration) {
+	route := ""
+	if pattern != unmatchedRoute {
+		route = pattern
+		if m, path, ok := strings.Cut(pattern, " "); ok {
+			method, route = m, path
+		}
 	}
+	if !knownMethods[method] {
+		method = "_OTHER"
+	}
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	if pattern != watchRoute {
+		m.duration.WithLabelValues(method, route).Observe(d.Seconds())
+	}
+}
+
+// knownMethods are the methods of RFC 9110 and PATCH (RFC 5789), the set OpenTelemetry
+// calls known.
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodDelete: true, http.MethodConnect: true, http.MethodOptions: true,
+	http.MethodTrace: true, http.MethodPatch: true,
 }
 
 // registerMetrics registers the server's collectors. The Go and process collectors are

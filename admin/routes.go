@@ -160,7 +160,7 @@ func pathParam(r *http.Request, name string) string {
 	return r.PathValue(name)
 }
 
-// instrument counts requests by route and status and times them.
+// instrument counts requests by method, route and status and times them.
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -172,7 +172,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		s.metrics.observe(sw.route, status, time.Since(start))
+		s.metrics.observe(sw.route, r.Method, status, time.Since(start))
 	})
 }
 

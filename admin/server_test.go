@@ -591,6 +591,8 @@ func TestServer_Metrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.call(t, "GET", "/v1/contexts/m/counters/k", "", "")
+	e.call(t, "GET", "/v2/nothing", "", "")  // no route: empty http_route
+	e.call(t, "BREW", "/v1/nothing", "", "") // a made-up method is _OTHER
 	a := e.call(t, "GET", "/metrics", "", "")
 	for _, want := range []string{
 		"ctxprop_store_log_syncs_total 1", // the write is in the log; bbolt gets it within the window
@@ -599,8 +601,10 @@ func TestServer_Metrics(t *testing.T) {
 		"ctxprop_store_contexts 1",
 		"ctxprop_store_commit_failures_total 0",
 		"ctxprop_store_commit_seconds_total ",
-		`ctxprop_admin_requests_total{code="200",route="POST /v1/contexts/{ctx}/counters/{key}"} 1`,
-		`ctxprop_admin_request_duration_seconds_count{route="GET /v1/contexts/{ctx}/counters/{key}"} 1`,
+		`ctxprop_admin_requests_total{http_request_method="POST",http_response_status_code="200",http_route="/v1/contexts/{ctx}/counters/{key}"} 1`,
+		`ctxprop_admin_request_duration_seconds_count{http_request_method="GET",http_route="/v1/contexts/{ctx}/counters/{key}"} 1`,
+		`ctxprop_admin_requests_total{http_request_method="GET",http_response_status_code="404",http_route=""} 1`,
+		`ctxprop_admin_requests_total{http_request_method="_OTHER",http_response_status_code="404",http_route=""} 1`,
 		"go_goroutines ",
 	} {
 		if !strings.Contains(a.body, want) {

@@ -15,11 +15,20 @@ const (
 
 var viaNames = [viaCount]string{"ofrep", "pin"}
 
-// outcomes are the "result" label values: every reason and error code an evaluation gives.
+// outcomes are every reason and error code an evaluation gives. A reason is the
+// feature_flag_result_reason label with error_type empty; an error code is error_type with
+// the reason ERROR: the OpenTelemetry feature flag attributes feature_flag.result.reason
+// and error.type as Prometheus spells them, with the values OFREP answers.
 var outcomes = []string{
 	ReasonStatic, ReasonDefault, ReasonTargetingMatch, ReasonSplit, ReasonDisabled,
 	CodeFlagNotFound, CodeParseError, CodeTargetingKeyMissing, CodeInvalidContext, CodeGeneral,
 }
+
+// reasonError is the OpenFeature reason of an evaluation that failed.
+const reasonError = "ERROR"
+
+// firstErrorOutcome is the index of the first error code in outcomes.
+const firstErrorOutcome = 5
 
 var outcomeIndex = func() map[string]int {
 	m := make(map[string]int, len(outcomes))
@@ -62,7 +71,7 @@ var _ prometheus.Collector = (*Collector)(nil)
 func NewCollector(f *Flags) *Collector {
 	return &Collector{
 		f:           f,
-		evaluations: prometheus.NewDesc("ctxprop_flags_evaluations_total", "Flag evaluations, by path (ofrep, pin) and result (reason or error code).", []string{"via", "result"}, nil),
+		evaluations: prometheus.NewDesc("ctxprop_flags_evaluations_total", "Flag evaluations, by path (ofrep, pin), reason and, for the reason ERROR, error code.", []string{"via", "feature_flag_result_reason", "error_type"}, nil),
 		serving:     prometheus.NewDesc("ctxprop_flags_serving", "Flags serving (files and API merged).", nil, nil),
 		refused:     prometheus.NewDesc("ctxprop_flags_refused", "Flag definitions or files refused now; GET /v1/flags lists them.", nil, nil),
 		changes:     prometheus.NewDesc("ctxprop_flags_configuration_changes_total", "Changes of the flag configuration served.", nil, nil),
@@ -81,7 +90,11 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for via := range viaCount {
 		for i, o := range outcomes {
-			ch <- prometheus.MustNewConstMetric(c.evaluations, prometheus.CounterValue, float64(c.f.counters.evaluations[via][i].Load()), viaNames[via], o)
+			reason, errType := o, ""
+			if i >= firstErrorOutcome {
+				reason, errType = reasonError, o
+			}
+			ch <- prometheus.MustNewConstMetric(c.evaluations, prometheus.CounterValue, float64(c.f.counters.evaluations[via][i].Load()), viaNames[via], reason, errType)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.serving, prometheus.GaugeValue, float64(len(c.f.snap.Load().keys)))

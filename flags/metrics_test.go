@@ -50,10 +50,10 @@ func TestCollector(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"ctxprop_flags_evaluations_total", map[string]string{"via": "ofrep", "result": "STATIC"}, 1},
-		{"ctxprop_flags_evaluations_total", map[string]string{"via": "ofrep", "result": "FLAG_NOT_FOUND"}, 1},
-		{"ctxprop_flags_evaluations_total", map[string]string{"via": "ofrep", "result": "INVALID_CONTEXT"}, 1},
-		{"ctxprop_flags_evaluations_total", map[string]string{"via": "pin", "result": "STATIC"}, 1},
+		{"ctxprop_flags_evaluations_total", map[string]string{"via": "ofrep", "feature_flag_result_reason": "STATIC", "error_type": ""}, 1},
+		{"ctxprop_flags_evaluations_total", map[string]string{"via": "ofrep", "feature_flag_result_reason": "ERROR", "error_type": "FLAG_NOT_FOUND"}, 1},
+		{"ctxprop_flags_evaluations_total", map[string]string{"via": "ofrep", "feature_flag_result_reason": "ERROR", "error_type": "INVALID_CONTEXT"}, 1},
+		{"ctxprop_flags_evaluations_total", map[string]string{"via": "pin", "feature_flag_result_reason": "STATIC", "error_type": ""}, 1},
 		{"ctxprop_flags_serving", nil, 1},
 		{"ctxprop_flags_refused", nil, 0},
 		{"ctxprop_flags_configuration_changes_total", nil, 1},

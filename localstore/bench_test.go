@@ -15,11 +15,11 @@ import (
 var telemetryOps = []ops.Op{
 	{Kind: ops.Incr, Key: "http.requests", By: 1},
 	{Kind: ops.Incr, Key: "http.latency_us_sum", By: 850},
-	{Kind: ops.Incr, Key: "http.latency_ms_le_5", By: 1},
-	{Kind: ops.Incr, Key: "http.latency_ms_le_25", By: 1},
-	{Kind: ops.Incr, Key: "http.latency_ms_le_100", By: 1},
-	{Kind: ops.Incr, Key: "http.latency_ms_le_500", By: 1},
-	{Kind: ops.Incr, Key: "http.latency_ms_le_2500", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_us_le_5000", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_us_le_25000", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_us_le_100000", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_us_le_500000", By: 1},
+	{Kind: ops.Incr, Key: "http.latency_us_le_2500000", By: 1},
 }
 
 func benchStore(b *testing.B, opt Options) *Store {

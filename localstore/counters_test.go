@@ -60,6 +60,18 @@ func TestStore_Counters(t *testing.T) {
 		if g, w := sortedString(got), sortedString(want); g != w {
 			t.Errorf("%s: Counters = %s, want %s", when, g, w)
 		}
+		// CountersOf reads the contexts named only, leaving out the deleted one, one
+		// without the marker and one never written.
+		got = map[string][]int64{}
+		for _, cc := range s.CountersOf([]string{"c0", "c3", "c5", "plain", "never"}, "req", keys) {
+			got[cc.Name] = cc.Values
+		}
+		if g, w := sortedString(got), sortedString(map[string][]int64{"c0": want["c0"], "c3": want["c3"]}); g != w {
+			t.Errorf("%s: CountersOf = %s, want %s", when, g, w)
+		}
+		if got := s.CountersOf(nil, "req", keys); len(got) != 0 {
+			t.Errorf("%s: CountersOf(nil) = %v, want none", when, got)
+		}
 	}
 	check("open", s)
 	if err := s.Close(); err != nil {
@@ -92,7 +104,7 @@ func BenchmarkStore_Counters(b *testing.B) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	keys := []string{"http.requests", "http.errors", "http.latency_us_sum", "http.latency_ms_le_5", "http.latency_ms_le_25", "http.latency_ms_le_100", "http.latency_ms_le_500"}
+	keys := []string{"http.requests", "http.errors", "http.latency_us_sum", "http.latency_us_le_5000", "http.latency_us_le_25000", "http.latency_us_le_100000", "http.latency_us_le_500000"}
 	for i := range 10_000 {
 		list := make([]ops.Op, 0, len(keys))
 		for _, k := range keys {

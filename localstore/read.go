@@ -270,6 +270,21 @@ type ContextCounters struct {
 // a substring scan, no decoding; the others are decoded after the lock is released, as List
 // does, and are not put in the cache (an exporter must not evict the working set).
 func (s *Store) Counters(marker string, keys []string) []ContextCounters {
+	return s.counters(nil, marker, keys)
+}
+
+// CountersOf is Counters for the contexts named only: those that are not live, not held
+// or without the marker are left out. An exporter that keeps the values of every context
+// rereads with it the few that changed (see Watch) rather than every context.
+func (s *Store) CountersOf(names []string, marker string, keys []string) []ContextCounters {
+	if names == nil {
+		names = []string{}
+	}
+	return s.counters(names, marker, keys)
+}
+
+// counters reads the contexts named, or every context with names nil.
+func (s *Store) counters(names []string, marker string, keys []string) []ContextCounters {
 	type encoded struct {
 		name, data string
 	}
@@ -290,13 +305,24 @@ func (s *Store) Counters(marker string, keys []string) []ContextCounters {
 	now := s.now()
 	var out []ContextCounters
 	var cold []encoded
-	for name, sl := range s.contexts {
+	one := func(name string, sl slot) {
 		if h := s.cache.m[name]; h != nil {
 			if cc, ok := read(name, h.c, now); ok {
 				out = append(out, cc)
 			}
 		} else if strings.Contains(sl.data, marker) {
 			cold = append(cold, encoded{name, sl.data})
+		}
+	}
+	if names == nil {
+		for name, sl := range s.contexts {
+			one(name, sl)
+		}
+	} else {
+		for _, name := range names {
+			if sl, ok := s.contexts[name]; ok {
+				one(name, sl)
+			}
 		}
 	}
 	s.mu.RUnlock()

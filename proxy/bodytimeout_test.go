@@ -134,24 +134,24 @@ func TestInbound_BodyTimeout(t *testing.T) {
 		})
 	}
 	waitMetrics(t, reg, `
-# HELP ctxprop_proxy_closed_connections_total Client connections closed after a response because the request's framing could not be trusted (request smuggling defence, RFC 9112 §6.1, §6.3), by side and reason: content_length_and_transfer_encoding, transfer_encoding_http10, bare_lf, obs_fold, unverified (the proxy could not follow the framing to or past the request), body_error (malformed or cut body), body_unread (the answer ended before the body), body_timeout (no body data for inbound.body_timeout; over HTTP/2 the stream ends).
+# HELP ctxprop_proxy_closed_connections_total Client connections closed after a response because the request's framing could not be trusted (request smuggling defence, RFC 9112 §6.1, §6.3), by direction and reason: content_length_and_transfer_encoding, transfer_encoding_http10, bare_lf, obs_fold, unverified (the proxy could not follow the framing to or past the request), body_error (malformed or cut body), body_unread (the answer ended before the body), body_timeout (no body data for inbound.body_timeout; over HTTP/2 the stream ends).
 # TYPE ctxprop_proxy_closed_connections_total counter
-ctxprop_proxy_closed_connections_total{reason="bare_lf",side="inbound"} 0
-ctxprop_proxy_closed_connections_total{reason="bare_lf",side="outbound"} 0
-ctxprop_proxy_closed_connections_total{reason="body_error",side="inbound"} 0
-ctxprop_proxy_closed_connections_total{reason="body_error",side="outbound"} 0
-ctxprop_proxy_closed_connections_total{reason="body_timeout",side="inbound"} 2
-ctxprop_proxy_closed_connections_total{reason="body_timeout",side="outbound"} 0
-ctxprop_proxy_closed_connections_total{reason="body_unread",side="inbound"} 0
-ctxprop_proxy_closed_connections_total{reason="body_unread",side="outbound"} 0
-ctxprop_proxy_closed_connections_total{reason="content_length_and_transfer_encoding",side="inbound"} 0
-ctxprop_proxy_closed_connections_total{reason="content_length_and_transfer_encoding",side="outbound"} 0
-ctxprop_proxy_closed_connections_total{reason="obs_fold",side="inbound"} 0
-ctxprop_proxy_closed_connections_total{reason="obs_fold",side="outbound"} 0
-ctxprop_proxy_closed_connections_total{reason="transfer_encoding_http10",side="inbound"} 0
-ctxprop_proxy_closed_connections_total{reason="transfer_encoding_http10",side="outbound"} 0
-ctxprop_proxy_closed_connections_total{reason="unverified",side="inbound"} 0
-ctxprop_proxy_closed_connections_total{reason="unverified",side="outbound"} 0
+ctxprop_proxy_closed_connections_total{direction="inbound",reason="bare_lf"} 0
+ctxprop_proxy_closed_connections_total{direction="outbound",reason="bare_lf"} 0
+ctxprop_proxy_closed_connections_total{direction="inbound",reason="body_error"} 0
+ctxprop_proxy_closed_connections_total{direction="outbound",reason="body_error"} 0
+ctxprop_proxy_closed_connections_total{direction="inbound",reason="body_timeout"} 2
+ctxprop_proxy_closed_connections_total{direction="outbound",reason="body_timeout"} 0
+ctxprop_proxy_closed_connections_total{direction="inbound",reason="body_unread"} 0
+ctxprop_proxy_closed_connections_total{direction="outbound",reason="body_unread"} 0
+ctxprop_proxy_closed_connections_total{direction="inbound",reason="content_length_and_transfer_encoding"} 0
+ctxprop_proxy_closed_connections_total{direction="outbound",reason="content_length_and_transfer_encoding"} 0
+ctxprop_proxy_closed_connections_total{direction="inbound",reason="obs_fold"} 0
+ctxprop_proxy_closed_connections_total{direction="outbound",reason="obs_fold"} 0
+ctxprop_proxy_closed_connections_total{direction="inbound",reason="transfer_encoding_http10"} 0
+ctxprop_proxy_closed_connections_total{direction="outbound",reason="transfer_encoding_http10"} 0
+ctxprop_proxy_closed_connections_total{direction="inbound",reason="unverified"} 0
+ctxprop_proxy_closed_connections_total{direction="outbound",reason="unverified"} 0
 `)
 	if got := logs.String(); !strings.Contains(got, "reason=body_timeout") {
 		t.Errorf("no log line names the body timeout; logs:\n%s", got)

@@ -180,7 +180,7 @@ func (p *Proxy) finishFraming(w http.ResponseWriter, r *http.Request, side int, 
 	}
 	p.stats.closes[side][reason].Add(1)
 	if p.logFraming.allow() {
-		args := []any{"side", sideNames[side], "reason", reasonNames[reason], "client", r.RemoteAddr, "method", r.Method, "target", r.RequestURI}
+		args := []any{"direction", sideNames[side], "reason", reasonNames[reason], "client", r.RemoteAddr, "method", r.Method, "target", r.RequestURI}
 		if bodyErr != nil {
 			args = append(args, "error", bodyErr)
 		}

@@ -183,7 +183,7 @@ func (p *Proxy) finishInbound(ex *exchange, span trace.Span) {
 		if len(ex.in.Ops) > 0 || len(ex.respOps) > 0 {
 			p.stats.droppedOps.Add(1)
 			if p.logStore.allow() {
-				p.log.Warn("ctx-ops dropped: the request has no context (baggage ctx.name)", "side", "inbound")
+				p.log.Warn("ctx-ops dropped: the request has no context (baggage ctx.name)", "direction", "inbound")
 			}
 		}
 	case p.opt.Store != nil:

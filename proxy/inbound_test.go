@@ -107,7 +107,7 @@ func TestInbound_ForwardsToApp(t *testing.T) {
 		{"app.replies", 1},
 		{"from.outside", 0},
 		{KeyErrors, 0},
-		{"http.latency_ms_le_2500", 1},
+		{"http.latency_us_le_2500000", 1},
 	} {
 		if got := store.counter("orders", c.key); got != c.want {
 			t.Errorf("counter %s = %d, want %d", c.key, got, c.want)

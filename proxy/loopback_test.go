@@ -117,9 +117,9 @@ func TestOutbound_RemoteClientCannotReachLoopback(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewCollector(p))
 	waitMetrics(t, reg, `
-# HELP ctxprop_proxy_refused_total Requests the proxy refused with 403, by side and reason: loopback_target (a client outside the pod asked the outbound proxy for a loopback or unspecified address).
+# HELP ctxprop_proxy_refused_total Requests the proxy refused with 403, by direction and reason: loopback_target (a client outside the pod asked the outbound proxy for a loopback or unspecified address).
 # TYPE ctxprop_proxy_refused_total counter
-ctxprop_proxy_refused_total{reason="loopback_target",side="outbound"} 7
+ctxprop_proxy_refused_total{direction="outbound",reason="loopback_target"} 7
 `)
 
 	// The app, on loopback, still reaches loopback services through the same proxy.

@@ -15,7 +15,7 @@ import (
 // sidecar's own view of its traffic, over every context; the per-context telemetry of
 // SPEC §5 goes to the Store.
 
-// Sides of the proxy, the "side" label.
+// Sides of the proxy, the "direction" label: inbound (to the app) or outbound (from it).
 const (
 	sideInbound = iota
 	sideOutbound
@@ -24,21 +24,34 @@ const (
 
 var sideNames = [numSides]string{"inbound", "outbound"}
 
-// Status classes, the "code" label of ctxprop_proxy_requests_total. "client_gone" is the
-// 499 the proxy records, never sends, when the client left before the answer;
-// "unknown" is a request that ended with no status at all.
+// Status codes are counted by their number, the http_response_status_code label of
+// ctxprop_proxy_requests_total (the OpenTelemetry attribute http.response.status_code as
+// Prometheus spells it). 499 is what the proxy records, never sends, when the client left
+// before the answer (nginx's convention); an exchange that ended with no status, or with
+// one outside 100-599, counts with the label empty, which Prometheus reads as absent, as
+// OpenTelemetry leaves the attribute out when there is no response.
 const (
-	class1xx = iota
-	class2xx
-	class3xx
-	class4xx
-	class5xx
-	classClientGone
-	classUnknown
-	numClasses
+	minStatus = 100
+	maxStatus = 599
+	// numCodes is one slot per status from minStatus to maxStatus and slot 0 for none.
+	numCodes = maxStatus - minStatus + 2
 )
 
-var classNames = [numClasses]string{"1xx", "2xx", "3xx", "4xx", "5xx", "client_gone", "unknown"}
+// codeSlot is the slot of status in sideMetrics.codes.
+func codeSlot(status int) int {
+	if status < minStatus || status > maxStatus {
+		return 0
+	}
+	return status - minStatus + 1
+}
+
+// codeLabels are the label values of the slots, made once: a scrape allocates no strings.
+var codeLabels = func() (l [numCodes]string) {
+	for s := minStatus; s <= maxStatus; s++ {
+		l[codeSlot(s)] = strconv.Itoa(s)
+	}
+	return l
+}()
 
 // DurationBuckets are the upper bounds, in seconds, of the buckets of
 // ctxprop_proxy_request_duration_seconds. They start below a millisecond: a hop inside a
@@ -60,7 +73,8 @@ type requestMetrics struct {
 }
 
 type sideMetrics struct {
-	classes [numClasses]atomic.Uint64
+	// codes[codeSlot(status)] counts the exchanges answered with status.
+	codes [numCodes]atomic.Uint64
 	// buckets[i] counts the requests that took at most durationBounds[i] and more than
 	// the bound before; the last counts those over every bound. Cumulated at scrape time.
 	buckets  [len(durationBounds) + 1]atomic.Uint64
@@ -77,7 +91,7 @@ func (m *requestMetrics) observe(ex *exchange, elapsed time.Duration) {
 		side = sideInbound
 	}
 	s := &m.sides[side]
-	s.classes[statusClass(ex.status)].Add(1)
+	s.codes[codeSlot(ex.status)].Add(1)
 	if ex.failed {
 		s.gatewayError(ex.status)
 	}
@@ -102,17 +116,6 @@ func (s *sideMetrics) gatewayError(status int) {
 	}
 }
 
-func statusClass(status int) int {
-	switch {
-	case status == statusClientGone:
-		return classClientGone
-	case status >= 100 && status < 600:
-		return status/100 - 1
-	default:
-		return classUnknown
-	}
-}
-
 // Collector exposes a Proxy's counts as Prometheus metrics named ctxprop_proxy_*. It reads
 // the proxy's atomic counters when scraped and holds no state of its own. Register it on
 // the registry the admin API serves:
@@ -133,19 +136,19 @@ var _ prometheus.Collector = (*Collector)(nil)
 
 // NewCollector returns a Collector of p's metrics.
 func NewCollector(p *Proxy) *Collector {
-	side := []string{"side"}
+	side := []string{"direction"}
 	return &Collector{
 		p: p,
 		received: prometheus.NewDesc("ctxprop_proxy_received_total",
-			"Requests received, by side: the proxied ones, the ones the proxy refused itself (bad form, loops) and CONNECT tunnels.", side, nil),
+			"Requests received, by direction: the proxied ones, the ones the proxy refused itself (bad form, loops) and CONNECT tunnels.", side, nil),
 		requests: prometheus.NewDesc("ctxprop_proxy_requests_total",
-			`Proxied requests, by side and class of the status sent to the client; "client_gone" means the client left before the answer.`,
-			[]string{"side", "code"}, nil),
+			`Proxied requests, by direction and status code sent to the client; 499 means the client left before the answer, an empty code that the exchange ended with none.`,
+			[]string{"direction", "http_response_status_code"}, nil),
 		duration: prometheus.NewDesc("ctxprop_proxy_request_duration_seconds",
-			"Time from a proxied request's arrival to the end of its answer, by side; WebSocket and other upgraded exchanges are not timed.", side, nil),
+			"Time from a proxied request's arrival to the end of its answer, by direction; WebSocket and other upgraded exchanges are not timed.", side, nil),
 		gateway: prometheus.NewDesc("ctxprop_proxy_gateway_errors_total",
 			"502 and 504 answers the proxy wrote itself because the upstream failed (the app inbound, the remote service or CONNECT target outbound).",
-			[]string{"side", "code"}, nil),
+			[]string{"direction", "http_response_status_code"}, nil),
 		headerErrors: prometheus.NewDesc("ctxprop_proxy_header_errors_total",
 			"Malformed or refused context headers, by header; each was dropped and its request went through.", []string{"header"}, nil),
 		droppedOps: prometheus.NewDesc("ctxprop_proxy_dropped_ops_total",
@@ -157,23 +160,23 @@ func NewCollector(p *Proxy) *Collector {
 		tunnels: prometheus.NewDesc("ctxprop_proxy_tunnels_total",
 			"CONNECT tunnels opened by the outbound proxy.", nil, nil),
 		refusedMembers: prometheus.NewDesc("ctxprop_proxy_refused_members_total",
-			"Context members (baggage ctx.name, ctx.flag.*) removed before the app or the next pod saw them, by side and reason: "+
+			"Context members (baggage ctx.name, ctx.flag.*) removed before the app or the next pod saw them, by direction and reason: "+
 				"unsigned, bad_signature and stale_signature are inbound members not from a sidecar of this fleet nor a trusted source; "+
 				"not_pinnable are flags not in flags.pinned. Their requests went through.",
-			[]string{"side", "reason"}, nil),
+			[]string{"direction", "reason"}, nil),
 		closed: prometheus.NewDesc("ctxprop_proxy_closed_connections_total",
-			"Client connections closed after a response because the request's framing could not be trusted (request smuggling defence, RFC 9112 §6.1, §6.3), by side and reason: "+
+			"Client connections closed after a response because the request's framing could not be trusted (request smuggling defence, RFC 9112 §6.1, §6.3), by direction and reason: "+
 				"content_length_and_transfer_encoding, transfer_encoding_http10, bare_lf, obs_fold, "+
 				"unverified (the proxy could not follow the framing to or past the request), body_error (malformed or cut body), "+
 				"body_unread (the answer ended before the body), body_timeout (no body data for inbound.body_timeout; over HTTP/2 the stream ends).",
-			[]string{"side", "reason"}, nil),
+			[]string{"direction", "reason"}, nil),
 		refused: prometheus.NewDesc("ctxprop_proxy_refused_total",
-			"Requests the proxy refused with 403, by side and reason: loopback_target (a client outside the pod asked the outbound proxy for a loopback or unspecified address).",
-			[]string{"side", "reason"}, nil),
+			"Requests the proxy refused with 403, by direction and reason: loopback_target (a client outside the pod asked the outbound proxy for a loopback or unspecified address).",
+			[]string{"direction", "reason"}, nil),
 		transConns: prometheus.NewDesc("ctxprop_proxy_transparent_connections_total",
-			"Redirected connections (sidecar intercept), by side and by what their first bytes were: http1 and h2c get the header work, "+
+			"Redirected connections (sidecar intercept), by direction and by what their first bytes were: http1 and h2c get the header work, "+
 				"tls and opaque (anything else, and clients silent for outbound.sniff_timeout) are spliced to their original destination untouched.",
-			[]string{"side", "protocol"}, nil),
+			[]string{"direction", "protocol"}, nil),
 		transRefused: prometheus.NewDesc("ctxprop_proxy_transparent_refused_total",
 			"Connections the transparent listener refused, by reason: connection_limit (it held outbound.transparent_max_connections), "+
 				"not_redirected (made to the listener itself, not redirected by a rule: forwarding it would loop), "+
@@ -208,8 +211,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for side := range numSides {
 		s := &c.p.reqs.sides[side]
 		name := sideNames[side]
-		for class := range numClasses {
-			counter(c.requests, s.classes[class].Load(), name, classNames[class])
+		// Only the codes seen: a series for each of 500 codes would be noise.
+		for code := range numCodes {
+			if n := s.codes[code].Load(); n > 0 {
+				counter(c.requests, n, name, codeLabels[code])
+			}
 		}
 		counter(c.gateway, s.badGateway.Load(), name, strconv.Itoa(http.StatusBadGateway))
 		counter(c.gateway, s.gatewayTimeout.Load(), name, strconv.Itoa(http.StatusGatewayTimeout))

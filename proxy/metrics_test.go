@@ -24,22 +24,24 @@ func TestRequestMetrics_Observe(t *testing.T) {
 		name    string
 		ex      exchange
 		elapsed time.Duration
-		class   int
+		code    int // the status counted, 0 for none
 		bucket  int // -1: not timed
 		gateway int // status counted as a gateway error, or 0
 	}{
-		{"ok", exchange{inbound: true, status: 200}, 300 * time.Microsecond, class2xx, 0, 0},
-		{"on a bound", exchange{inbound: true, status: 204}, time.Millisecond, class2xx, 1, 0},
-		{"just over a bound", exchange{status: 301}, time.Millisecond + 1, class3xx, 2, 0},
-		{"app 503", exchange{inbound: true, status: 503}, 7 * time.Millisecond, class5xx, 4, 0},
-		{"proxy 502", exchange{inbound: true, status: 502, failed: true}, 2 * time.Millisecond, class5xx, 2, 502},
-		{"proxy 504", exchange{status: 504, failed: true}, 11 * time.Second, class5xx, len(DurationBuckets), 504},
-		{"app 502 is the app's", exchange{status: 502}, time.Millisecond, class5xx, 1, 0},
-		{"stream cut after 200", exchange{status: 200, failed: true}, time.Millisecond, class2xx, 1, 0},
-		{"client gone", exchange{status: statusClientGone}, time.Second, classClientGone, 10, 0},
-		{"404", exchange{status: 404}, time.Millisecond, class4xx, 1, 0},
-		{"websocket", exchange{inbound: true, status: 101, upgraded: true}, time.Hour, class1xx, -1, 0},
-		{"no status", exchange{}, time.Millisecond, classUnknown, 1, 0},
+		{"ok", exchange{inbound: true, status: 200}, 300 * time.Microsecond, 200, 0, 0},
+		{"on a bound", exchange{inbound: true, status: 204}, time.Millisecond, 204, 1, 0},
+		{"just over a bound", exchange{status: 301}, time.Millisecond + 1, 301, 2, 0},
+		{"app 503", exchange{inbound: true, status: 503}, 7 * time.Millisecond, 503, 4, 0},
+		{"proxy 502", exchange{inbound: true, status: 502, failed: true}, 2 * time.Millisecond, 502, 2, 502},
+		{"proxy 504", exchange{status: 504, failed: true}, 11 * time.Second, 504, len(DurationBuckets), 504},
+		{"app 502 is the app's", exchange{status: 502}, time.Millisecond, 502, 1, 0},
+		{"stream cut after 200", exchange{status: 200, failed: true}, time.Millisecond, 200, 1, 0},
+		{"client gone", exchange{status: statusClientGone}, time.Second, 499, 10, 0},
+		{"404", exchange{status: 404}, time.Millisecond, 404, 1, 0},
+		{"websocket", exchange{inbound: true, status: 101, upgraded: true}, time.Hour, 101, -1, 0},
+		{"last code", exchange{status: 599}, time.Millisecond, 599, 1, 0},
+		{"no status", exchange{}, time.Millisecond, 0, 1, 0},
+		{"out of range", exchange{status: 600}, time.Millisecond, 0, 1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,16 +52,16 @@ func TestRequestMetrics_Observe(t *testing.T) {
 				side, other = sideInbound, sideOutbound
 			}
 			s := &m.sides[side]
-			for c := range numClasses {
+			for c := range numCodes {
 				want := uint64(0)
-				if c == tt.class {
+				if c == codeSlot(tt.code) {
 					want = 1
 				}
-				if got := s.classes[c].Load(); got != want {
-					t.Errorf("class %s = %d, want %d", classNames[c], got, want)
+				if got := s.codes[c].Load(); got != want {
+					t.Errorf("code %q = %d, want %d", codeLabels[c], got, want)
 				}
-				if got := m.sides[other].classes[c].Load(); got != 0 {
-					t.Errorf("other side's class %s = %d, want 0", classNames[c], got)
+				if got := m.sides[other].codes[c].Load(); got != 0 {
+					t.Errorf("other direction's code %q = %d, want 0", codeLabels[c], got)
 				}
 			}
 			for b := range s.buckets {
@@ -140,32 +142,22 @@ func TestCollector(t *testing.T) {
 	}
 
 	waitMetrics(t, reg, `
-# HELP ctxprop_proxy_requests_total Proxied requests, by side and class of the status sent to the client; "client_gone" means the client left before the answer.
+# HELP ctxprop_proxy_requests_total Proxied requests, by direction and status code sent to the client; 499 means the client left before the answer, an empty code that the exchange ended with none.
 # TYPE ctxprop_proxy_requests_total counter
-ctxprop_proxy_requests_total{code="1xx",side="inbound"} 0
-ctxprop_proxy_requests_total{code="1xx",side="outbound"} 0
-ctxprop_proxy_requests_total{code="2xx",side="inbound"} 2
-ctxprop_proxy_requests_total{code="2xx",side="outbound"} 0
-ctxprop_proxy_requests_total{code="3xx",side="inbound"} 0
-ctxprop_proxy_requests_total{code="3xx",side="outbound"} 0
-ctxprop_proxy_requests_total{code="4xx",side="inbound"} 0
-ctxprop_proxy_requests_total{code="4xx",side="outbound"} 1
-ctxprop_proxy_requests_total{code="5xx",side="inbound"} 1
-ctxprop_proxy_requests_total{code="5xx",side="outbound"} 1
-ctxprop_proxy_requests_total{code="client_gone",side="inbound"} 0
-ctxprop_proxy_requests_total{code="client_gone",side="outbound"} 0
-ctxprop_proxy_requests_total{code="unknown",side="inbound"} 0
-ctxprop_proxy_requests_total{code="unknown",side="outbound"} 0
-# HELP ctxprop_proxy_received_total Requests received, by side: the proxied ones, the ones the proxy refused itself (bad form, loops) and CONNECT tunnels.
+ctxprop_proxy_requests_total{direction="inbound",http_response_status_code="200"} 2
+ctxprop_proxy_requests_total{direction="inbound",http_response_status_code="503"} 1
+ctxprop_proxy_requests_total{direction="outbound",http_response_status_code="404"} 1
+ctxprop_proxy_requests_total{direction="outbound",http_response_status_code="502"} 1
+# HELP ctxprop_proxy_received_total Requests received, by direction: the proxied ones, the ones the proxy refused itself (bad form, loops) and CONNECT tunnels.
 # TYPE ctxprop_proxy_received_total counter
-ctxprop_proxy_received_total{side="inbound"} 3
-ctxprop_proxy_received_total{side="outbound"} 3
+ctxprop_proxy_received_total{direction="inbound"} 3
+ctxprop_proxy_received_total{direction="outbound"} 3
 # HELP ctxprop_proxy_gateway_errors_total 502 and 504 answers the proxy wrote itself because the upstream failed (the app inbound, the remote service or CONNECT target outbound).
 # TYPE ctxprop_proxy_gateway_errors_total counter
-ctxprop_proxy_gateway_errors_total{code="502",side="inbound"} 0
-ctxprop_proxy_gateway_errors_total{code="502",side="outbound"} 2
-ctxprop_proxy_gateway_errors_total{code="504",side="inbound"} 0
-ctxprop_proxy_gateway_errors_total{code="504",side="outbound"} 0
+ctxprop_proxy_gateway_errors_total{direction="inbound",http_response_status_code="502"} 0
+ctxprop_proxy_gateway_errors_total{direction="outbound",http_response_status_code="502"} 2
+ctxprop_proxy_gateway_errors_total{direction="inbound",http_response_status_code="504"} 0
+ctxprop_proxy_gateway_errors_total{direction="outbound",http_response_status_code="504"} 0
 # HELP ctxprop_proxy_header_errors_total Malformed or refused context headers, by header; each was dropped and its request went through.
 # TYPE ctxprop_proxy_header_errors_total counter
 ctxprop_proxy_header_errors_total{header="baggage"} 0
@@ -186,10 +178,10 @@ ctxprop_proxy_tunnels_total 1
 	waitMetrics(t, regDown, `
 # HELP ctxprop_proxy_gateway_errors_total 502 and 504 answers the proxy wrote itself because the upstream failed (the app inbound, the remote service or CONNECT target outbound).
 # TYPE ctxprop_proxy_gateway_errors_total counter
-ctxprop_proxy_gateway_errors_total{code="502",side="inbound"} 1
-ctxprop_proxy_gateway_errors_total{code="502",side="outbound"} 0
-ctxprop_proxy_gateway_errors_total{code="504",side="inbound"} 0
-ctxprop_proxy_gateway_errors_total{code="504",side="outbound"} 0
+ctxprop_proxy_gateway_errors_total{direction="inbound",http_response_status_code="502"} 1
+ctxprop_proxy_gateway_errors_total{direction="outbound",http_response_status_code="502"} 0
+ctxprop_proxy_gateway_errors_total{direction="inbound",http_response_status_code="504"} 0
+ctxprop_proxy_gateway_errors_total{direction="outbound",http_response_status_code="504"} 0
 `)
 
 	// The latency histograms: every timed request in one bucket, the sum positive.
@@ -273,12 +265,12 @@ func histogram(t *testing.T, reg *prometheus.Registry, name, side string) *dto.H
 		}
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "side" && l.GetValue() == side {
+				if l.GetName() == "direction" && l.GetValue() == side {
 					return m.GetHistogram()
 				}
 			}
 		}
 	}
-	t.Fatalf("no %s{side=%q}", name, side)
+	t.Fatalf("no %s{direction=%q}", name, side)
 	return nil
 }

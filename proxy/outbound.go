@@ -74,7 +74,7 @@ func (p *Proxy) forwardOutbound(w http.ResponseWriter, r *http.Request, framing 
 		case ex.out.Name == "":
 			p.stats.droppedOps.Add(1)
 			if p.logStore.allow() {
-				p.log.Warn("ctx-ops dropped: the app's request has no context (baggage ctx.name, or a traceparent of an inbound request in flight)", "side", "outbound")
+				p.log.Warn("ctx-ops dropped: the app's request has no context (baggage ctx.name, or a traceparent of an inbound request in flight)", "direction", "outbound")
 			}
 		case p.opt.Store != nil:
 			p.apply(ex.out.Name, ex.out.Ops)

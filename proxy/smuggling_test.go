@@ -184,7 +184,7 @@ func TestProxy_Smuggling(t *testing.T) {
 				}
 				if shape.reason != reasonNone {
 					if got := p.stats.closes[sideIndex][shape.reason].Load(); got != closesBefore+1 {
-						t.Errorf("ctxprop_proxy_closed_connections_total{side=%q,reason=%q} went from %d to %d, want one more",
+						t.Errorf("ctxprop_proxy_closed_connections_total{direction=%q,reason=%q} went from %d to %d, want one more",
 							side.name, reasonNames[shape.reason], closesBefore, got)
 					}
 				}

@@ -94,7 +94,7 @@ func (p *Proxy) headerErrors(side string, errs []error) {
 			p.stats.otherHeader.Add(1)
 		}
 		if p.logHeader.allow() {
-			p.log.Warn("context header dropped, request forwarded without it", "side", side, "header", name, "error", err)
+			p.log.Warn("context header dropped, request forwarded without it", "direction", side, "header", name, "error", err)
 		}
 	}
 }
@@ -111,10 +111,10 @@ func (p *Proxy) refused(side int, r *headers.Refused, untrusted error, from stri
 		return
 	}
 	if untrusted != nil {
-		p.log.Warn("context members removed before the app: not from the fleet", "side", sideNames[side], "from", from, "reason", untrusted)
+		p.log.Warn("context members removed before the app: not from the fleet", "direction", sideNames[side], "from", from, "reason", untrusted)
 		return
 	}
-	p.log.Warn("ctx.flag members removed: the flag is not in flags.pinned, so it is never pinned", "side", sideNames[side], "from", from)
+	p.log.Warn("ctx.flag members removed: the flag is not in flags.pinned, so it is never pinned", "direction", sideNames[side], "from", from)
 }
 
 // trustedSource reports whether remoteAddr, a request's client, is in TrustedSources.

@@ -15,12 +15,12 @@ import (
 // them in memory and writes them once per TelemetryWindow, one Store.Apply per context
 // (see telemetry); a request's ctx-ops are applied as it ends.
 //
-// The latency buckets are cumulative, as Prometheus histogram buckets are: a 30 ms
-// request adds 1 to le_100, le_500 and le_2500. http.requests is the +Inf bucket and
-// the count. The sum is in microseconds because counters are integers and most
-// requests inside a cluster take less than a millisecond. A WebSocket or other
-// upgraded connection counts as one request with no latency, since its duration is
-// that of the session, not of a response.
+// Every latency counter is in microseconds, the unit in its name: counters are integers
+// and most requests inside a cluster take less than a millisecond. The buckets are
+// cumulative, as Prometheus histogram buckets are: a 30 ms request adds 1 to
+// le_100000, le_500000 and le_2500000. http.requests is the +Inf bucket and the count.
+// A WebSocket or other upgraded connection counts as one request with no latency, since
+// its duration is that of the session, not of a response.
 const (
 	KeyRequests   = "http.requests"
 	KeyErrors     = "http.errors" // 5xx from the app, and 502/504 from the proxy
@@ -37,8 +37,21 @@ var LatencyBuckets = [...]time.Duration{
 	2500 * time.Millisecond,
 }
 
-// BucketKeys are the counter names of LatencyBuckets.
+// BucketKeys are the counter names of LatencyBuckets, their bounds in microseconds.
 var BucketKeys = [len(LatencyBuckets)]string{
+	"http.latency_us_le_5000",
+	"http.latency_us_le_25000",
+	"http.latency_us_le_100000",
+	"http.latency_us_le_500000",
+	"http.latency_us_le_2500000",
+}
+
+// LegacyBucketKeys are the names sidecars before issue 16 gave the buckets of
+// LatencyBuckets, their bounds in milliseconds beside a sum in microseconds. No sidecar
+// writes them any more, but contexts hold them: those written before an upgrade, and
+// those a not yet upgraded sidecar of the fleet writes to during a rolling upgrade. Each
+// request counted under one name only, so a bucket's value is the sum of both.
+var LegacyBucketKeys = [len(LatencyBuckets)]string{
 	"http.latency_ms_le_5",
 	"http.latency_ms_le_25",
 	"http.latency_ms_le_100",
@@ -46,8 +59,10 @@ var BucketKeys = [len(LatencyBuckets)]string{
 	"http.latency_ms_le_2500",
 }
 
-// TelemetryKeys lists every counter the proxy writes, in the order ContextCollector
-// reads them for /metrics (ctxprop_context_*).
+// TelemetryKeys lists every counter the proxy writes: requests, errors, the latency sum
+// and the buckets in the order of LatencyBuckets. ContextCollector exports them, with
+// LegacyBucketKeys, on /metrics as ctxprop_context_* (and through the metrics bridge by
+// OTLP).
 func TelemetryKeys() []string {
 	keys := []string{KeyRequests, KeyErrors, KeyLatencySum}
 	return append(keys, BucketKeys[:]...)

@@ -372,3 +372,57 @@ func TestTelemetry_PastMaxTalliesTheRequestWritesItself(t *testing.T) {
 		t.Error("counted after the last take: it would never be written")
 	}
 }
+
+// TestTelemetry_LatencyKeysHaveOneUnit sends requests through a real proxy into a bbolt
+// store and reads the keys it wrote: every latency counter names microseconds, and each
+// bucket's name gives its bound in microseconds (issue 16: the buckets were named in
+// milliseconds beside a sum in microseconds).
+func TestTelemetry_LatencyKeysHaveOneUnit(t *testing.T) {
+	store := openStore(t, filepath.Join(t.TempDir(), "ctx.db"), localstore.Limits{})
+	app := telemetryApp(t)
+	p, err := New(Options{InboundAddress: "127.0.0.1:0", App: hostOf(app.URL), Store: windowedStore{store},
+		ContextBaggage: "ctx.name", TelemetryWindow: time.Hour, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Open(); err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: &http.Transport{}}
+	if err := send(c, p.InboundAddr().String(), "/", "units"); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := store.Get("units")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bounds := map[string]bool{}
+	for _, le := range LatencyBuckets {
+		bounds[strconv.FormatInt(le.Microseconds(), 10)] = true
+	}
+	latency := 0
+	for key := range snap.Counters {
+		rest, ok := strings.CutPrefix(key, "http.latency_")
+		if !ok {
+			continue
+		}
+		latency++
+		unit, what, _ := strings.Cut(rest, "_")
+		if unit != "us" {
+			t.Errorf("%s: unit %q, want us like every latency counter", key, unit)
+		}
+		if bound, ok := strings.CutPrefix(what, "le_"); ok && !bounds[bound] {
+			t.Errorf("%s: bound %s µs is none of LatencyBuckets in µs %v", key, bound, bounds)
+		}
+	}
+	// The sum and every bucket: a fast local request is within every bound.
+	if got, want := latency, 1+len(LatencyBuckets); got != want {
+		t.Errorf("%d latency counters written (%v), want %d", got, snap.Counters, want)
+	}
+}

@@ -430,7 +430,7 @@ func (p *Proxy) spliceTo(c net.Conn, head []byte, dst netip.AddrPort, side int) 
 	if err != nil {
 		p.trans.dialErrors[side].Add(1)
 		if p.logUp.allow() {
-			p.log.Warn("redirected connection: cannot reach its original destination", "side", sideNames[side], "destination", dst.String(), "error", err)
+			p.log.Warn("redirected connection: cannot reach its original destination", "direction", sideNames[side], "destination", dst.String(), "error", err)
 		}
 		resetClose(c)
 		return

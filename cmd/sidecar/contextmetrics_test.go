@@ -106,7 +106,29 @@ func TestContextMetrics_PerContextSeriesOnMetrics(t *testing.T) {
 					time.Sleep(10 * time.Millisecond)
 				}
 			}
+			// The collector rereads the contexts that changed every 5 s: poll /metrics
+			// until it shows every request (none with the export off).
+			var total float64
+			if tc.own != nil {
+				for _, w := range counts {
+					total += float64(w.requests)
+				}
+			}
 			body := scrapeAdmin(t, base)
+			for exported := 0.0; ; body = scrapeAdmin(t, base) {
+				exported = 0
+				for _, m := range regexp.MustCompile(`(?m)^ctxprop_context_requests_total\{[^}]*\} (\S+)$`).FindAllStringSubmatch(body, -1) {
+					v, _ := strconv.ParseFloat(m[1], 64)
+					exported += v
+				}
+				if exported == total {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("/metrics shows %v requests over the contexts, want %v:\n%s", exported, total, body)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 			// The stored counters, summed over the contexts given.
 			sum := func(key string, names ...string) (v int64) {
 				for _, name := range names {

@@ -31,6 +31,8 @@ type node struct {
 	proxy *proxy.Proxy
 	flags *flags.Flags
 	sync  *syncPart
+	// contextMetrics keeps the per-context telemetry that /metrics exports.
+	contextMetrics *proxy.ContextCollector
 	// keyring is the fleet's secret from sync.key_file; nil without one.
 	keyring [][]byte
 }
@@ -167,10 +169,15 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	n.admin.Handle("GET /{$}", ui)
 	n.admin.Handle("GET "+webui.AssetPrefix, ui)
 	n.admin.Registry().MustRegister(proxy.NewCollector(n.proxy))
-	n.admin.Registry().MustRegister(proxy.NewContextCollector(n.store, proxy.ContextMetricsOptions{
-		Max:   cfg.Admin.ContextMetricsMax,
-		Allow: cfg.Admin.ContextMetrics,
-	}))
+	n.contextMetrics = proxy.NewContextCollector(n.store, proxy.ContextMetricsOptions{
+		Max:    cfg.Admin.ContextMetricsMax,
+		Allow:  cfg.Admin.ContextMetrics,
+		Logger: log.Named("metrics"),
+	})
+	if err := n.contextMetrics.Open(); err != nil {
+		return n, err
+	}
+	n.admin.Registry().MustRegister(n.contextMetrics)
 	n.flags.Register(n.admin)
 	n.admin.Registry().MustRegister(flags.NewCollector(n.flags))
 	if err := n.admin.Open(); err != nil {
@@ -223,6 +230,9 @@ func (n *node) close(ctx context.Context) error {
 	}
 	if n.admin != nil {
 		errs = append(errs, n.admin.Close(ctx))
+	}
+	if n.contextMetrics != nil {
+		errs = append(errs, n.contextMetrics.Close())
 	}
 	if n.sync != nil {
 		// After the API stops taking writes: Close pushes the last deltas to the peers.

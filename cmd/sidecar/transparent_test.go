@@ -563,11 +563,11 @@ func TestTransparent_Interception(t *testing.T) {
 	}
 	downIP := down.ip
 	conns := func(proto string) string {
-		return `ctxprop_proxy_transparent_connections_total{protocol="` + proto + `",side="outbound"}`
+		return `ctxprop_proxy_transparent_connections_total{direction="outbound",protocol="` + proto + `"}`
 	}
 
 	t.Run("inbound redirect reaches the app at its original port", func(t *testing.T) {
-		before := pod.metric(t, `ctxprop_proxy_received_total{side="inbound"}`)
+		before := pod.metric(t, `ctxprop_proxy_received_total{direction="inbound"}`)
 		status, body := get(t, "http://"+podIP+":8080/where")
 		if status != http.StatusOK || !strings.Contains(body, "pod listener "+podIP+":8080") {
 			t.Errorf("GET %s:8080 = %d %q, want the app's pod listener", podIP, status, body)
@@ -585,7 +585,7 @@ func TestTransparent_Interception(t *testing.T) {
 		if status != http.StatusBadGateway || !strings.Contains(body, "loopback only") {
 			t.Errorf("GET %s:8081 = %d %q, want 502 explaining that a loopback-only app port is not reachable", podIP, status, body)
 		}
-		pod.waitMetric(t, `ctxprop_proxy_received_total{side="inbound"}`, before+3)
+		pod.waitMetric(t, `ctxprop_proxy_received_total{direction="inbound"}`, before+3)
 	})
 
 	t.Run("inbound raw TCP is spliced to the app's port byte for byte", func(t *testing.T) {
@@ -609,7 +609,7 @@ func TestTransparent_Interception(t *testing.T) {
 		if sha256.Sum256(got) != sha256.Sum256(data) {
 			t.Errorf("the app echoed %d bytes that differ from the %d sent", len(got), len(data))
 		}
-		pod.waitMetric(t, `ctxprop_proxy_transparent_connections_total{protocol="opaque",side="inbound"}`, 1)
+		pod.waitMetric(t, `ctxprop_proxy_transparent_connections_total{direction="inbound",protocol="opaque"}`, 1)
 	})
 
 	// Each client: a request with a context enters the pod; the app calls the
@@ -752,7 +752,7 @@ func TestTransparent_Interception(t *testing.T) {
 	})
 
 	t.Run("a server-first protocol is spliced after the sniff timeout", func(t *testing.T) {
-		before := pod.metric(t, `ctxprop_proxy_transparent_sniff_timeouts_total{side="outbound"}`)
+		before := pod.metric(t, `ctxprop_proxy_transparent_sniff_timeouts_total{direction="outbound"}`)
 		res := callApp(t, podIP, http.Header{}, url.Values{"client": {"raw-server-first"}, "target": {downIP + ":9101"}, "size": {"4096"}})
 		if res.Error != "" {
 			t.Fatalf("the app's call failed: %s", res.Error)
@@ -763,7 +763,7 @@ func TestTransparent_Interception(t *testing.T) {
 		if echo := down.lastEcho(t, 9101); res.Sent != res.Received || echo.received != res.Sent {
 			t.Errorf("sent %s, the downstream received %s, the app got back %s; want one hash", res.Sent, echo.received, res.Received)
 		}
-		pod.waitMetric(t, `ctxprop_proxy_transparent_sniff_timeouts_total{side="outbound"}`, before+1)
+		pod.waitMetric(t, `ctxprop_proxy_transparent_sniff_timeouts_total{direction="outbound"}`, before+1)
 	})
 
 	t.Run("an unreachable original destination resets the app's connection", func(t *testing.T) {
@@ -771,7 +771,7 @@ func TestTransparent_Interception(t *testing.T) {
 		if res.Error == "" || res.Received == res.Sent {
 			t.Fatalf("a connection to a closed port went through: %+v", res)
 		}
-		pod.waitMetric(t, `ctxprop_proxy_transparent_dial_errors_total{side="outbound"}`, 1)
+		pod.waitMetric(t, `ctxprop_proxy_transparent_dial_errors_total{direction="outbound"}`, 1)
 	})
 
 	t.Run("a connection not redirected is refused, never looped", func(t *testing.T) {

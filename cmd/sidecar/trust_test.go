@@ -114,8 +114,8 @@ func TestTrust_RealSidecars(t *testing.T) {
 	}
 	metrics := fetch(t, b.admin+"/metrics")
 	for _, want := range []string{
-		`ctxprop_proxy_refused_members_total{reason="unsigned",side="inbound"} 3`,
-		`ctxprop_proxy_refused_members_total{reason="not_pinnable",side="outbound"} 1`,
+		`ctxprop_proxy_refused_members_total{direction="inbound",reason="unsigned"} 3`,
+		`ctxprop_proxy_refused_members_total{direction="outbound",reason="not_pinnable"} 1`,
 	} {
 		if !strings.Contains(metrics, want) && !strings.Contains(fetch(t, a.admin+"/metrics"), want) {
 			t.Errorf("neither sidecar's /metrics has %s", want)
