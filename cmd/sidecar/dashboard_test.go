@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	gfdashboard "github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/ctxprop/ctxprop/config"
@@ -72,6 +74,42 @@ func loadDashboard(t *testing.T) dashboard {
 		t.Fatalf("%s: %v", dashboardPath, err)
 	}
 	return d
+}
+
+// TestDashboard_GrafanaSchema decodes the dashboard with the types Grafana publishes for
+// its dashboard schema (grafana-foundation-sdk, generated from Grafana's own CUE schema),
+// strictly: an unknown field, a wrong type or a missing required field anywhere, panel
+// options and field config included, fails here rather than on a user's import. The panel
+// types must be ones a stock Grafana has, since the SDK decodes unknown types loosely.
+func TestDashboard_GrafanaSchema(t *testing.T) {
+	raw, err := os.ReadFile(dashboardPath)
+	if err != nil {
+		t.Fatalf("the Grafana dashboard: %v", err)
+	}
+	plugins.RegisterDefaultPlugins()
+	var d gfdashboard.Dashboard
+	// UnmarshalJSONStrict returns a nil cog.BuildErrors as a non-nil error when all is
+	// well (v0.0.22), so what counts is whether it says anything.
+	if err := d.UnmarshalJSONStrict(raw); err != nil && err.Error() != "" {
+		t.Fatalf("%s does not match Grafana's dashboard schema:\n%v", dashboardPath, err)
+	}
+	if err := d.Validate(); err != nil {
+		t.Fatalf("%s: %v", dashboardPath, err)
+	}
+	core := map[string]bool{"row": true, "timeseries": true, "stat": true, "gauge": true,
+		"bargauge": true, "table": true, "heatmap": true, "histogram": true, "text": true,
+		"piechart": true, "barchart": true, "statetimeline": true, "statushistory": true}
+	for _, p := range loadDashboard(t).Panels {
+		if !core[p.Type] {
+			t.Errorf("panel %q: type %q is not a core Grafana panel", p.Title, p.Type)
+		}
+	}
+
+	// The check has teeth: a stray field and a wrongly typed one are refused.
+	bad := strings.Replace(string(raw), `"showLegend": true`, `"showLegend": true, "bogus": 1`, 1)
+	if err := new(gfdashboard.Dashboard).UnmarshalJSONStrict([]byte(bad)); err == nil || err.Error() == "" {
+		t.Error("a legend with an unknown field decoded without an error")
+	}
 }
 
 // TestDashboard_Structure checks what Grafana needs to import the dashboard and what makes
