@@ -55,7 +55,8 @@ type HistoryOptions struct {
 	// DefaultHistoryInterval. Each sample reads the store as a /metrics scrape does.
 	Interval time.Duration
 	// Window is how much history the ring keeps (admin.chart_window); 0 means
-	// DefaultHistoryWindow. Window/Interval samples are kept, at most MaxHistorySamples.
+	// DefaultHistoryWindow. The ring holds Window/Interval samples: NewHistory refuses
+	// fewer than 2 or more than MaxHistorySamples.
 	Window time.Duration
 	// Max is how many contexts get series of their own in a sample
 	// (admin.context_metrics_max), the others summed under "_other" as on /metrics; it
@@ -342,8 +343,8 @@ func (h *History) laggiest(peers []admin.PeerStatus) ([]peerSample, int) {
 // columns. Every series has one entry per sample; null where the context or peer was not
 // among those charted at that sample (its traffic is then in "_other").
 type HistoryAnswer struct {
-	Interval string `json:"interval"` // the sampling interval, a Go duration
-	Window   string `json:"window"`   // how much history is kept
+	Interval float64 `json:"interval_seconds"` // the sampling interval
+	Window   float64 `json:"window_seconds"`   // how much history the ring keeps
 	// Max is admin.context_metrics_max: contexts and peers charted per sample.
 	Max int `json:"max_series"`
 	// Times are the ends of the samples' intervals, in Unix milliseconds.
@@ -399,8 +400,8 @@ func (h *History) Answer() HistoryAnswer {
 
 	n := len(samples)
 	a := HistoryAnswer{
-		Interval:      h.opt.Interval.String(),
-		Window:        (time.Duration(len(h.ring)) * h.opt.Interval).String(),
+		Interval:      h.opt.Interval.Seconds(),
+		Window:        (time.Duration(len(h.ring)) * h.opt.Interval).Seconds(),
 		Max:           h.opt.Max,
 		Times:         make([]int64, n),
 		Seconds:       make([]float64, n),

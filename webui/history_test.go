@@ -178,8 +178,8 @@ func TestHistory_Ring(t *testing.T) {
 		h.sample(t0.Add(time.Duration(i) * time.Second))
 	}
 	a := h.Answer()
-	if got, want := a.Window, "3s"; got != want {
-		t.Errorf("window = %q, want %q", got, want)
+	if got, want := a.Window, 3.0; got != want {
+		t.Errorf("window = %v s, want %v", got, want)
 	}
 	want := []int64{t0.Add(3 * time.Second).UnixMilli(), t0.Add(4 * time.Second).UnixMilli(), t0.Add(5 * time.Second).UnixMilli()}
 	if got := a.Times; !slices.Equal(got, want) {
