@@ -204,6 +204,9 @@ func TestPage_EscapesUserData(t *testing.T) {
 	waitJS(t, ctx, "no script ran", `window.__pwned === undefined`, true)
 	// No flags endpoint on this node: the section stays hidden.
 	waitJS(t, ctx, "flags hidden on 404", `document.getElementById("flags-section").hidden`, true)
+	// No history either: the charts make way for a note that says why.
+	waitJS(t, ctx, "charts hidden on 404", `getComputedStyle(document.getElementById("charts")).display`, "none")
+	waitJS(t, ctx, "note on the charts", `getComputedStyle(document.getElementById("charts-off")).display`, "block")
 }
 
 // TestPage_Reconnects stops the admin server under the page, then starts another on the
