@@ -96,6 +96,14 @@ admin {
   # Contexts that always get series of their own, within context_metrics_max, so their
   # series stay put when the traffic of others changes. Default: none.
   context_metrics = []
+  # The web page's charts show the last chart_window: the sidecar samples, every
+  # chart_interval, the requests, errors and latency of the context_metrics_max busiest
+  # contexts (the rest summed as _other), the lag of as many peers and the flag
+  # evaluations into a ring in memory (about 100 bytes per context and peer per sample),
+  # served on GET /v1/history. Each sample reads the store as a /metrics scrape does.
+  # "0" keeps no history and the page shows no charts; otherwise at least "1s".
+  chart_interval = "5s"
+  chart_window   = "10m" # 2 to 1440 samples of chart_interval
 }
 
 inbound {

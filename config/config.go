@@ -75,6 +75,12 @@ type Admin struct {
 	// ContextMetrics: contexts that always get series of their own, within
 	// ContextMetricsMax; default none (the busiest contexts by requests).
 	ContextMetrics []string
+	// ChartInterval: how often the sidecar samples, for the web page's charts, the
+	// per-context telemetry (top ContextMetricsMax contexts), the peers' lag and the flag
+	// evaluations into a ring in memory; default 5s, 0 keeps no history (no charts).
+	ChartInterval time.Duration
+	// ChartWindow: how much of that history the ring keeps; default 10m (120 samples).
+	ChartWindow time.Duration
 }
 
 // Inbound configures the proxy in front of the app.
@@ -238,6 +244,8 @@ func DefaultConfig() Config {
 			ShutdownTimeout:   10 * time.Second,
 			ContextMetricsMax: 50,
 			ContextMetrics:    []string{},
+			ChartInterval:     5 * time.Second,
+			ChartWindow:       10 * time.Minute,
 		},
 		Inbound: Inbound{
 			Address:           "0.0.0.0:7401",
@@ -317,6 +325,8 @@ func (c *Config) settings() []setting {
 		{"admin", "allowed_hosts", &c.Admin.AllowedHosts},
 		{"admin", "context_metrics_max", &c.Admin.ContextMetricsMax},
 		{"admin", "context_metrics", &c.Admin.ContextMetrics},
+		{"admin", "chart_interval", &c.Admin.ChartInterval},
+		{"admin", "chart_window", &c.Admin.ChartWindow},
 
 		{"inbound", "address", &c.Inbound.Address},
 		{"inbound", "app", &c.Inbound.App},

@@ -51,6 +51,8 @@ func TestDefaultConfig(t *testing.T) {
 		{"admin.allowed_hosts", len(c.Admin.AllowedHosts), 0},
 		{"admin.context_metrics_max", c.Admin.ContextMetricsMax, 50},
 		{"admin.context_metrics", len(c.Admin.ContextMetrics), 0},
+		{"admin.chart_interval", c.Admin.ChartInterval, 5 * time.Second},
+		{"admin.chart_window", c.Admin.ChartWindow, 10 * time.Minute},
 		{"inbound.address", c.Inbound.Address, "0.0.0.0:7401"},
 		{"inbound.app", c.Inbound.App, "127.0.0.1:8080"},
 		{"inbound.trust_inbound_ops", c.Inbound.TrustInboundOps, false},
@@ -103,7 +105,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 74; got != want {
+	if got, want := len(c.settings()), 76; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -159,6 +161,8 @@ admin {
   allowed_hosts      = ["ctxprop-admin.internal", "10.1.2.3"]
   context_metrics_max = 3
   context_metrics     = ["checkout"]
+  chart_interval      = "2s"
+  chart_window        = "4m"
 }
 inbound {
   address                 = "0.0.0.0:9001"
@@ -236,7 +240,8 @@ func everyAttributeConfig() Config {
 			ContextTTL: 2 * time.Hour, RequestContextTTL: 90 * time.Minute, FixedTTL: true,
 		},
 		Admin: Admin{Address: "10.1.2.3:7400", AllowNonLoopback: true, MaxBodyBytes: 4096, ShutdownTimeout: 3 * time.Second,
-			AllowedHosts: []string{"ctxprop-admin.internal", "10.1.2.3"}, ContextMetricsMax: 3, ContextMetrics: []string{"checkout"}},
+			AllowedHosts: []string{"ctxprop-admin.internal", "10.1.2.3"}, ContextMetricsMax: 3, ContextMetrics: []string{"checkout"},
+			ChartInterval: 2 * time.Second, ChartWindow: 4 * time.Minute},
 		Inbound: Inbound{
 			Address: "0.0.0.0:9001", App: "127.0.0.1:3000", TrustInboundOps: true,
 			ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second,
@@ -272,7 +277,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:55"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:57"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }
@@ -368,6 +373,9 @@ func TestParse_Errors(t *testing.T) {
 		{"context metrics past max", "admin {\n  context_metrics_max = 1\n  context_metrics = [\"a\", \"b\"]\n}\n", []string{"admin.context_metrics lists 2 contexts but admin.context_metrics_max = 1", "raise admin.context_metrics_max to at least 2"}},
 		{"context metrics other", "admin {\n  context_metrics = [\"_other\"]\n}\n", []string{"bad.hcl:2: admin.context_metrics entry 1 \"_other\" is not a context name"}},
 		{"context metrics twice", "admin {\n  context_metrics = [\"a\", \"a\"]\n}\n", []string{"bad.hcl:2: admin.context_metrics entry 2 \"a\" is listed twice"}},
+		{"chart interval too short", "admin {\n  chart_interval = \"100ms\"\n}\n", []string{"bad.hcl:2: admin.chart_interval is 100ms; want \"0\" to keep no history for the web page's charts, or at least 1s"}},
+		{"chart window one sample", "admin {\n  chart_interval = \"1m\"\n  chart_window = \"1m\"\n}\n", []string{"bad.hcl:3: admin.chart_window is 1m0s, 1 samples of admin.chart_interval = 1m0s; want 2 to 1440 samples: a window between 2m0s and 24h0m0s"}},
+		{"chart window too many samples", "admin {\n  chart_interval = \"1s\"\n  chart_window = \"1h\"\n}\n", []string{"bad.hcl:3: admin.chart_window is 1h0m0s, 3600 samples", "a window between 2s and 24m0s"}},
 		{"empty node name", "node {\n  name = \"\"\n}\n", []string{"bad.hcl:2: node.name is empty", "CTXPROP_NODE_NAME"}},
 		{"trusted source", "inbound {\n  trusted_sources = [\"10.0.0.0/8\", \"10.0.0.300\"]\n}\n", []string{"bad.hcl:2: inbound.trusted_sources entry 2 \"10.0.0.300\" is not an IP address or CIDR"}},
 		{"context header", "inbound {\n  context_header = \"X Workflow\"\n}\n", []string{"bad.hcl:2: inbound.context_header \"X Workflow\" is not a header name"}},
@@ -414,6 +422,11 @@ func TestValidate_AcceptsEdgeValues(t *testing.T) {
 			c.Admin.Address, c.Inbound.Address, c.Outbound.Address, c.Sync.Address = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		}},
 		{"commit window at the limit", func(c *Config) { c.Store.CommitWindow = 10 * time.Second }},
+		{"no charts", func(c *Config) { c.Admin.ChartInterval, c.Admin.ChartWindow = 0, 0 }},
+		{"charts at their bounds", func(c *Config) {
+			c.Admin.ChartInterval, c.Admin.ChartWindow = time.Second, 1440*time.Second+999*time.Millisecond
+		}},
+		{"charts of two samples", func(c *Config) { c.Admin.ChartInterval, c.Admin.ChartWindow = time.Minute, 2*time.Minute }},
 		{"sample ratio zero", func(c *Config) { c.Tracing.SampleRatio = 0 }},
 		{"xds plaintext on 127.0.0.1", func(c *Config) { c.Sync.XDS = "127.0.0.1:18000" }},
 		{"xds plaintext on localhost", func(c *Config) { c.Sync.XDS = "localhost:18000" }},

@@ -24,6 +24,10 @@ const maxCommitWindow = 10 * time.Second
 // and a restart replays it.
 const maxCheckpointInterval = time.Hour
 
+// maxChartSamples bounds admin.chart_window / admin.chart_interval, the samples the web
+// page's history keeps in memory (webui.MaxHistorySamples, which NewHistory enforces too).
+const maxChartSamples = 1440
+
 // Validate reports every invalid setting at once, one per line, each prefixed with the
 // file:line or environment variable that set it.
 func (c *Config) Validate() error {
@@ -114,6 +118,14 @@ func (c *Config) Validate() error {
 			bad("admin.context_metrics", "entry %d %q is listed twice; list each context once", i+1, name)
 		}
 		seenContext[name] = true
+	}
+	if d := c.Admin.ChartInterval; d != 0 && d < time.Second {
+		bad("admin.chart_interval", "is %s; want \"0\" to keep no history for the web page's charts, or at least 1s (each sample reads the store as a /metrics scrape does)", d)
+	}
+	if iv, w := c.Admin.ChartInterval, c.Admin.ChartWindow; iv >= time.Second {
+		if n := w / iv; n < 2 || n > maxChartSamples {
+			bad("admin.chart_window", "is %s, %d samples of admin.chart_interval = %s; want 2 to %d samples: a window between %s and %s", w, n, iv, maxChartSamples, 2*iv, maxChartSamples*iv)
+		}
 	}
 
 	address("inbound.address", c.Inbound.Address, true)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -15,22 +16,35 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/flags"
 	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ops"
+	"github.com/ctxprop/ctxprop/proxy"
 	"github.com/ctxprop/ctxprop/webui"
 )
 
-// node is a store and an admin API with the page mounted, on loopback.
+// node is a store and an admin API with the page mounted, on loopback; with
+// nodeOptions.charts, also an app behind a real inbound proxy, the real flags and the
+// History of the charts, wired as cmd/sidecar wires them.
 type node struct {
-	store *localstore.Store
-	admin *admin.Server
-	opt   nodeOptions
-	log   hclog.Logger
+	store   *localstore.Store
+	admin   *admin.Server
+	opt     nodeOptions
+	log     hclog.Logger
+	proxy   *proxy.Proxy
+	flags   *flags.Flags
+	history *webui.History
 }
 
 type nodeOptions struct {
 	peers        admin.Peers
 	flags        http.Handler // mounted at GET /v1/flags when not nil
 	allowedHosts []string     // admin.Options.AllowedHosts
+	// charts adds an app behind an inbound proxy writing telemetry to the store, the
+	// flags package serving /v1/flags and OFREP, and a History sampling every
+	// chartInterval (50 ms when 0) mounted at GET /v1/history.
+	charts        bool
+	chartInterval time.Duration
 }
 
 func startNode(t *testing.T, opt nodeOptions) *node {
@@ -48,24 +62,130 @@ func startNode(t *testing.T, opt nodeOptions) *node {
 			t.Errorf("store Close: %v", err)
 		}
 	})
-	return &node{store: store, opt: opt, log: log, admin: startAdmin(t, store, "127.0.0.1:0", opt, log)}
+	n := &node{store: store, opt: opt, log: log}
+	if opt.charts {
+		n.startCharts(t)
+	}
+	n.admin = startAdmin(t, n, "127.0.0.1:0")
+	return n
 }
 
-// startAdmin serves the admin API of store, with the page, on address.
-func startAdmin(t *testing.T, store *localstore.Store, address string, opt nodeOptions, log hclog.Logger) *admin.Server {
+// startCharts starts what the charts read: an app behind the inbound proxy, the flags and
+// the History.
+func (n *node) startCharts(t *testing.T) {
+	t.Helper()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/fail":
+			w.WriteHeader(http.StatusInternalServerError)
+		case "/slow":
+			time.Sleep(120 * time.Millisecond) // the latency under test, not synchronisation
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(app.Close)
+	p, err := proxy.New(proxy.Options{
+		InboundAddress:  "127.0.0.1:0",
+		App:             app.Listener.Addr().String(),
+		Store:           requestPathStore{n.store},
+		TelemetryWindow: 20 * time.Millisecond,
+		ContextBaggage:  "ctx.name",
+		Logger:          n.log.Named("proxy"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Open(); err != nil {
+		t.Fatal(err)
+	}
+	n.proxy = p
+	n.flags = flags.New(flags.Options{Store: n.store, Logger: n.log.Named("flags")})
+	if err := n.flags.Open(); err != nil {
+		t.Fatal(err)
+	}
+	interval := n.opt.chartInterval
+	if interval == 0 {
+		interval = 50 * time.Millisecond
+	}
+	n.history, err = webui.NewHistory(webui.HistoryOptions{
+		Store:    n.store,
+		Peers:    n.opt.peers,
+		Flags:    n.flags,
+		Interval: interval,
+		Window:   100 * interval,
+		Max:      50,
+		Logger:   n.log.Named("history"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.history.Open(); err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last first: these run after the admin server's Close. The page opens
+	// no flag event stream that would hold that Close until the flags close.
+	t.Cleanup(func() {
+		if err := n.history.Close(); err != nil {
+			t.Errorf("history Close: %v", err)
+		}
+		if err := n.flags.Close(); err != nil {
+			t.Errorf("flags Close: %v", err)
+		}
+		if err := p.Close(context.Background()); err != nil {
+			t.Errorf("proxy Close: %v", err)
+		}
+	})
+}
+
+// requestPathStore gives the proxy the store as cmd/sidecar does: windowed writes, and a
+// commit after each telemetry window.
+type requestPathStore struct{ s *localstore.Store }
+
+func (r requestPathStore) Apply(name string, list []ops.Op) error {
+	_, err := r.s.Apply(context.Background(), name, list, localstore.Windowed)
+	return err
+}
+
+func (r requestPathStore) Commit(ctx context.Context) error { return r.s.Sync(ctx) }
+
+// send makes a request of context name through the inbound proxy and fails the test
+// unless it gets an answer.
+func (n *node) send(t *testing.T, name, path string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+n.proxy.InboundAddr().String()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Baggage", "ctx.name="+name)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+}
+
+// startAdmin serves the admin API of n's store, with the page, on address.
+func startAdmin(t *testing.T, n *node, address string) *admin.Server {
 	t.Helper()
 	srv := admin.New(admin.Options{
 		Address:      address,
-		Store:        store,
-		Peers:        opt.peers,
-		AllowedHosts: opt.allowedHosts,
-		Logger:       log.Named("admin"),
+		Store:        n.store,
+		Peers:        n.opt.peers,
+		AllowedHosts: n.opt.allowedHosts,
+		Logger:       n.log.Named("admin"),
 	})
 	ui := webui.Handler()
 	srv.Handle("GET /{$}", ui)
 	srv.Handle("GET "+webui.AssetPrefix, ui)
-	if opt.flags != nil {
-		srv.Handle("GET /v1/flags", opt.flags)
+	if n.opt.flags != nil {
+		srv.Handle("GET /v1/flags", n.opt.flags)
+	}
+	if n.flags != nil {
+		n.flags.Register(srv)
+	}
+	if n.history != nil {
+		srv.Handle("GET "+webui.HistoryPath, n.history)
 	}
 	if err := srv.Open(); err != nil {
 		t.Fatal(err)
@@ -183,8 +303,8 @@ type staticPeers []admin.PeerStatus
 
 func (p staticPeers) Peers() []admin.PeerStatus { return append([]admin.PeerStatus(nil), p...) }
 
-// flagsDocument answers GET /v1/flags with doc, in the shape of flags.ListAnswer. The
-// flags package is not imported: the page depends on the JSON, not on that package.
+// flagsDocument answers GET /v1/flags with doc, in the shape of flags.ListAnswer: the
+// page depends on the JSON, not on the flags package, which only the charts' tests run.
 func flagsDocument(doc map[string]any) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

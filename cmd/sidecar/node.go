@@ -33,6 +33,8 @@ type node struct {
 	sync  *syncPart
 	// contextMetrics keeps the per-context telemetry that /metrics exports.
 	contextMetrics *proxy.ContextCollector
+	// history is the web page's ring of samples; nil with admin.chart_interval = "0".
+	history *webui.History
 	// keyring is the fleet's secret from sync.key_file; nil without one.
 	keyring [][]byte
 }
@@ -180,6 +182,25 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	n.admin.Registry().MustRegister(n.contextMetrics)
 	n.flags.Register(n.admin)
 	n.admin.Registry().MustRegister(flags.NewCollector(n.flags))
+	if cfg.Admin.ChartInterval > 0 {
+		n.history, err = webui.NewHistory(webui.HistoryOptions{
+			Store:    n.store,
+			Peers:    n.sync.syncer,
+			Flags:    n.flags,
+			Interval: cfg.Admin.ChartInterval,
+			Window:   cfg.Admin.ChartWindow,
+			Max:      cfg.Admin.ContextMetricsMax,
+			Allow:    cfg.Admin.ContextMetrics,
+			Logger:   log.Named("history"),
+		})
+		if err != nil {
+			return n, err
+		}
+		if err := n.history.Open(); err != nil {
+			return n, err
+		}
+		n.admin.Handle("GET "+webui.HistoryPath, n.history)
+	}
 	if err := n.admin.Open(); err != nil {
 		return n, err
 	}
@@ -227,6 +248,9 @@ func (n *node) close(ctx context.Context) error {
 	if n.flags != nil {
 		// Before the admin API: its shutdown waits for the flag change streams.
 		errs = append(errs, n.flags.Close())
+	}
+	if n.history != nil {
+		errs = append(errs, n.history.Close())
 	}
 	if n.admin != nil {
 		errs = append(errs, n.admin.Close(ctx))
