@@ -158,6 +158,9 @@ func NewHistory(opt HistoryOptions) (*History, error) {
 	}
 	keys := []string{proxy.KeyRequests, proxy.KeyErrors, proxy.KeyLatencySum}
 	keys = append(keys, proxy.BucketKeys[:]...)
+	// A context written by sidecars from before issue 16 holds its buckets under the
+	// old names; sample adds them to the new ones, as the /metrics collector does.
+	keys = append(keys, proxy.LegacyBucketKeys[:]...)
 	h := &History{
 		opt:   opt,
 		log:   opt.Logger,
@@ -218,8 +221,13 @@ func (h *History) Close() error {
 func (h *History) sample(now time.Time) {
 	read := h.opt.Store.Counters(proxy.KeyRequests, h.keys)
 	cur := make(map[string][]int64, len(read))
-	for _, cc := range read {
-		cur[cc.Name] = cc.Values
+	legacy := iBuckets + len(proxy.BucketKeys)
+	for i, cc := range read {
+		for b := range proxy.BucketKeys {
+			cc.Values[iBuckets+b] += cc.Values[legacy+b]
+		}
+		read[i].Values = cc.Values[:legacy]
+		cur[cc.Name] = read[i].Values
 	}
 	var evals map[string]uint64
 	if h.opt.Flags != nil {

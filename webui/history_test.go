@@ -326,3 +326,39 @@ func TestNewHistory_Refuses(t *testing.T) {
 		})
 	}
 }
+
+// TestHistory_LegacyBuckets: a context whose buckets were written under the old names
+// (milliseconds, by sidecars from before issue 16, e.g. during a rolling upgrade) charts
+// the same latency as one written under the new names, and a context written under both
+// adds them.
+func TestHistory_LegacyBuckets(t *testing.T) {
+	s := openStore(t)
+	h := newHistory(t, HistoryOptions{Store: s, Interval: 5 * time.Second, Max: 50})
+	t0 := time.Unix(1_800_000_000, 0)
+	h.sample(t0)
+
+	// An old sidecar's requests: 10 ms and 300 ms.
+	var list []ops.Op
+	for _, d := range []time.Duration{ms(10), ms(300)} {
+		list = append(list, ops.Op{Kind: ops.Incr, Key: proxy.KeyRequests, By: 1},
+			ops.Op{Kind: ops.Incr, Key: proxy.KeyLatencySum, By: d.Microseconds()})
+		for b, le := range proxy.LatencyBuckets {
+			if d <= le {
+				list = append(list, ops.Op{Kind: ops.Incr, Key: proxy.LegacyBucketKeys[b], By: 1})
+			}
+		}
+	}
+	if _, err := s.Apply(context.Background(), "mixed", list, localstore.Durable); err != nil {
+		t.Fatal(err)
+	}
+	record(t, s, "mixed", []time.Duration{ms(1)}, 0) // a new sidecar's request
+	h.sample(t0.Add(5 * time.Second))
+
+	c := findContext(h.Answer(), "mixed")
+	if c == nil {
+		t.Fatal("context mixed not charted")
+	}
+	if got, want := c.Latency, []int64{1, 1, 0, 1, 0, 0}; !slices.Equal(got, want) {
+		t.Errorf("latency buckets = %v, want %v (old and new names added)", got, want)
+	}
+}
