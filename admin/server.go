@@ -32,7 +32,7 @@ type Store interface {
 	Map(name, m string) (map[string]json.RawMessage, error)
 	MapGet(name, m, key string) (json.RawMessage, error)
 	Set(name, set string) ([]string, error)
-	Watch(ctx context.Context, name string, after uint64) (*localstore.Subscription, error)
+	Watch(ctx context.Context, name string, after uint64) (localstore.Subscription, error)
 	Ready() error
 	Stats() localstore.Stats
 }

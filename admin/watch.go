@@ -73,7 +73,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // no buffering in a reverse proxy in front
 	w.WriteHeader(http.StatusOK)
-	if sub.Missed {
+	if sub.Missed() {
 		writeReset(w, name, "missed")
 	} else {
 		// A comment sends the headers now, so the client knows the watch is in place.
@@ -95,7 +95,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 			if rc.Flush() != nil {
 				return
 			}
-		case ev, ok := <-sub.C:
+		case ev, ok := <-sub.Events():
 			if !ok {
 				if ctx.Err() != nil || !sub.Lagged() {
 					return // client gone, server closing, or store closed
@@ -105,7 +105,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 				if sub, err = s.store.Watch(ctx, name, last); err != nil {
 					return
 				}
-				if last == 0 || sub.Missed {
+				if last == 0 || sub.Missed() {
 					writeReset(w, name, "lagged")
 				}
 				continue
@@ -115,7 +115,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			last = ev.ID
-			if len(sub.C) == 0 { // flush once per burst
+			if len(sub.Events()) == 0 { // flush once per burst
 				if rc.Flush() != nil {
 					return
 				}

@@ -36,7 +36,7 @@ type Store interface {
 	Apply(ctx context.Context, name string, list []ops.Op, d localstore.Durability) (localstore.Result, error)
 	SetTTL(ctx context.Context, name string, ttl time.Duration, fixed bool) error
 	Map(name, m string) (map[string]json.RawMessage, error)
-	Watch(ctx context.Context, name string, after uint64) (*localstore.Subscription, error)
+	Watch(ctx context.Context, name string, after uint64) (localstore.Subscription, error)
 }
 
 var _ Store = (*localstore.Store)(nil)
@@ -193,7 +193,7 @@ func (f *Flags) Open() error {
 	f.rebuild()
 	f.mu.Unlock()
 
-	var sub *localstore.Subscription
+	var sub localstore.Subscription
 	if f.opt.Store != nil {
 		var err error
 		// Subscribe before reading, so no change falls between the read and the watch.
@@ -339,14 +339,14 @@ func (f *Flags) reloadFile(path string, st *fileState) error {
 
 // followStore reloads the API-managed flags on every change of the flags context, local or
 // replicated, until Close.
-func (f *Flags) followStore(sub *localstore.Subscription) {
+func (f *Flags) followStore(sub localstore.Subscription) {
 	defer f.wg.Done()
 	for {
-		for range sub.C {
+		for range sub.Events() {
 			// Changes come in bursts (a batch of replicated deltas): take them all, then read once.
 			for drained := false; !drained; {
 				select {
-				case _, ok := <-sub.C:
+				case _, ok := <-sub.Events():
 					drained = !ok
 				default:
 					drained = true

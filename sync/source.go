@@ -34,7 +34,7 @@ type Store interface {
 // deltas to push from it.
 type WatchStore interface {
 	Store
-	Watch(ctx context.Context, name string, after uint64) (*localstore.Subscription, error)
+	Watch(ctx context.Context, name string, after uint64) (localstore.Subscription, error)
 	// LastEventID is the ID of the latest committed change; Close waits until the
 	// changes up to it are pushed.
 	LastEventID() uint64

@@ -377,11 +377,11 @@ func (s *Syncer) Close(ctx context.Context) error {
 // watchLoop feeds committed store events to the engine: local ones to push, others to
 // refresh digests. A subscription dropped for lagging is renewed and followed by a
 // push-pull, which repairs whatever was missed.
-func (s *Syncer) watchLoop(sub *localstore.Subscription) {
+func (s *Syncer) watchLoop(sub localstore.Subscription) {
 	defer s.wg.Done()
 	replica := s.opt.Store.Replica()
 	for {
-		for ev := range sub.C {
+		for ev := range sub.Events() {
 			if ev.Origin == replica {
 				s.engine.Local(ev.Context, ev.Delta, s.opt.Now())
 			} else {
