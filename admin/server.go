@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/hashicorp/go-hclog"
@@ -37,11 +38,11 @@ type Store interface {
 	Stats() localstore.Stats
 }
 
-// Peers reports the replication peers for GET /v1/peers; the sync layer implements it.
-// Peers is called on every request, concurrently: it must be safe for concurrent use,
+// Peers reports the replication peers for GET /v1/peers; the replication backends (the
+// gossip engine of package sync) implement it. Peers is called on every request, concurrently: it must be safe for concurrent use,
 // must not block on the network, and must return a slice the caller may keep.
 type Peers interface {
-	Peers() []PeerStatus
+	Peers() []ctxstore.PeerStatus
 }
 
 // Options configure a Server.

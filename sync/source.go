@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/ctxprop/ctxprop/crdt"
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 )
 
 // Source tells the sync layer where other sidecars may be. Peers returns host:port
@@ -34,10 +34,8 @@ type Store interface {
 // deltas to push from it.
 type WatchStore interface {
 	Store
-	Watch(ctx context.Context, name string, after uint64) (localstore.Subscription, error)
+	Watch(ctx context.Context, name string, after uint64) (ctxstore.Subscription, error)
 	// LastEventID is the ID of the latest committed change; Close waits until the
 	// changes up to it are pushed.
 	LastEventID() uint64
 }
-
-var _ WatchStore = (*localstore.Store)(nil)
