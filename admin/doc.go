@@ -4,7 +4,7 @@
 // The API is JSON over HTTP. Names in paths are percent-encoded, one path segment each:
 // a map key "a/b" travels as "a%2Fb", and a key "." or ".." must be sent as "%2E" or
 // "%2E%2E" (an unescaped dot segment is refused, not resolved). Every write is applied
-// with localstore.Durable: it answers only after its commit is on disk.
+// with ctxstore.Durable: it answers only after its commit is on disk.
 //
 // Errors are JSON {"error":{"code":"...","message":"..."}} with the status the spec
 // assigns: 400 malformed, 403 refused as possibly sent by a web page, 404 absent, 405 wrong

@@ -10,14 +10,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/ctxprop/ctxprop/ops"
 )
 
 // Request and answer bodies of SPEC §3a.
 type (
 	listAnswer struct {
-		Contexts []localstore.Summary `json:"contexts"`
+		Contexts []ctxstore.Summary `json:"contexts"`
 	}
 	valueAnswer[T any] struct {
 		Value T `json:"value"`
@@ -57,7 +57,7 @@ type (
 func (s *Server) listContexts(w http.ResponseWriter, r *http.Request) {
 	list := s.store.List()
 	if list == nil {
-		list = []localstore.Summary{}
+		list = []ctxstore.Summary{}
 	}
 	WriteJSON(w, http.StatusOK, listAnswer{list})
 }
@@ -329,8 +329,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // apply writes list durably (SPEC §3: an acknowledged admin write is on disk).
-func (s *Server) apply(r *http.Request, list []ops.Op) (localstore.Result, *Error) {
-	res, err := s.store.Apply(r.Context(), pathParam(r, "ctx"), list, localstore.Durable)
+func (s *Server) apply(r *http.Request, list []ops.Op) (ctxstore.Result, *Error) {
+	res, err := s.store.Apply(r.Context(), pathParam(r, "ctx"), list, ctxstore.Durable)
 	if err != nil {
 		return res, StoreError(err)
 	}

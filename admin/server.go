@@ -13,29 +13,63 @@ import (
 	"time"
 
 	"github.com/ctxprop/ctxprop/ctxstore"
-	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Store is what the admin API needs of the local store; *localstore.Store implements it.
-// Every method must be safe for concurrent use. Apply, SetTTL and Delete block until the
-// write is as durable as asked (the API always asks localstore.Durable) or ctx ends; the
-// read methods must not block on disk.
-type Store interface {
-	Apply(ctx context.Context, name string, list []ops.Op, d localstore.Durability) (localstore.Result, error)
+// The admin API needs of its store only what its routes do, in ctxstore's types, so that
+// any store can serve it; *localstore.Store implements all of it. Every method must be
+// safe for concurrent use, and report its errors with ctxstore's (StoreError maps them to
+// answers).
+
+// Writer makes the API's writes. Each blocks until the write is as durable as asked (the
+// API always asks ctxstore.Durable: an acknowledged write is on disk) or ctx ends.
+type Writer interface {
+	// Apply applies list to context name atomically: every op or none.
+	Apply(ctx context.Context, name string, list []ops.Op, d ctxstore.Durability) (ctxstore.Result, error)
+	// SetTTL sets a context's TTL; zero removes its expiry; with fixed, writes don't slide it.
 	SetTTL(ctx context.Context, name string, ttl time.Duration, fixed bool) error
+	// Delete deletes a context; ctxstore.ErrNotFound if it is not alive.
 	Delete(ctx context.Context, name string) error
-	List() []localstore.Summary
-	Get(name string) (localstore.Snapshot, error)
-	Counter(name, key string) (int64, error)
+}
+
+// Contexts reads whole contexts and maps: GET /v1/contexts, /v1/contexts/{ctx} and
+// /v1/contexts/{ctx}/maps/{map}. It must not block on disk.
+type Contexts interface {
+	List() []ctxstore.Summary
+	Get(name string) (ctxstore.Snapshot, error)
 	Map(name, m string) (map[string]json.RawMessage, error)
+}
+
+// Values reads one value each: the single-value routes, and the values a watch event
+// reports of what a change touched. It must not block on disk.
+type Values interface {
+	Counter(name, key string) (int64, error)
 	MapGet(name, m, key string) (json.RawMessage, error)
 	Set(name, set string) ([]string, error)
-	Watch(ctx context.Context, name string, after uint64) (localstore.Subscription, error)
+}
+
+// Changes follows committed changes for GET /v1/watch: Watch subscribes to the changes of
+// context name ("" for all) after event ID after (0: only new ones), local and replicated
+// alike; the subscription ends with ctx.
+type Changes interface {
+	Watch(ctx context.Context, name string, after uint64) (ctxstore.Subscription, error)
+}
+
+// Checker reports, for GET /readyz, whether the store serves: nil, or what is wrong.
+type Checker interface {
 	Ready() error
-	Stats() localstore.Stats
+}
+
+// Store is what Options.Store must do: every route's interface. It is one value because
+// one store serves them all in the sidecar; each route uses only its own part.
+type Store interface {
+	Writer
+	Contexts
+	Values
+	Changes
+	Checker
 }
 
 // Peers reports the replication peers for GET /v1/peers; the replication backends (the
