@@ -19,6 +19,10 @@
 // takes a write to /v1 only with a JSON Content-Type or the X-Requested-By header, which
 // no page can send elsewhere without a CORS preflight (SPEC §4a). The Client sends both.
 //
+// The server reaches its store through small interfaces, one per kind of route (Writer,
+// Contexts, Values, Changes, Checker), in ctxstore's types; errors, bodies and event
+// streams are written by package httpapi, which the flag routes share.
+//
 // GET /v1/watch streams Server-Sent Events. Each event's data gives the values, read from
 // the store when the event is sent, of every counter, map entry and set the change
 // touched; so a watcher that applies them in order converges on the current state even
