@@ -98,7 +98,7 @@ type Options struct {
 	// which operators reach this listener. Any other Host is refused with 403, so that no
 	// web page reaches the API through DNS rebinding (SPEC §4a). nil allows none.
 	AllowedHosts []string
-	// Store is the local store. Required.
+	// Store serves the routes (the sidecar wires its *localstore.Store). Required.
 	Store Store
 	// Peers reports replication peers; nil means none (GET /v1/peers answers an empty list).
 	Peers Peers
