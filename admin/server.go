@@ -63,7 +63,8 @@ type Checker interface {
 }
 
 // Store is what Options.Store must do: every route's interface. It is one value because
-// one store serves them all in the sidecar; each route uses only its own part.
+// one store serves them all in the sidecar; the Server keeps each part apart, and each
+// route uses only its own.
 type Store interface {
 	Writer
 	Contexts
@@ -73,8 +74,9 @@ type Store interface {
 }
 
 // Peers reports the replication peers for GET /v1/peers; the replication backends (the
-// gossip engine of package sync) implement it. Peers is called on every request, concurrently: it must be safe for concurrent use,
-// must not block on the network, and must return a slice the caller may keep.
+// gossip engine of package sync) implement it. Peers is called on every request,
+// concurrently: it must be safe for concurrent use, must not block on the network, and
+// must return a slice the caller may keep.
 type Peers interface {
 	Peers() []ctxstore.PeerStatus
 }
@@ -119,12 +121,18 @@ type Options struct {
 type Server struct {
 	opt     Options
 	log     hclog.Logger
-	store   Store
 	mux     *http.ServeMux
 	handler http.Handler
 	allowed map[string]bool // Options.AllowedHosts, normalised
 	reg     *prometheus.Registry
 	metrics *httpMetrics
+
+	// The parts of Options.Store, each used by its own routes; all nil without a store.
+	writer   Writer
+	contexts Contexts
+	values   Values
+	changes  Changes
+	checker  Checker
 
 	mu     sync.Mutex
 	checks []readyCheck
@@ -177,11 +185,13 @@ func New(opt Options) *Server {
 	s := &Server{
 		opt:      opt,
 		log:      opt.Logger,
-		store:    opt.Store,
 		mux:      http.NewServeMux(),
 		allowed:  allowedHosts(opt.AllowedHosts),
 		reg:      reg,
 		serveErr: make(chan error, 1),
+	}
+	if opt.Store != nil {
+		s.writer, s.contexts, s.values, s.changes, s.checker = opt.Store, opt.Store, opt.Store, opt.Store, opt.Store
 	}
 	s.stop, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newHTTPMetrics()
@@ -218,7 +228,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Open listens on Options.Address and serves in the background.
 func (s *Server) Open() error {
-	if s.store == nil {
+	if s.opt.Store == nil {
 		return errors.New("admin: no store; set Options.Store")
 	}
 	if err := checkLoopback(s.opt.Address, s.opt.AllowNonLoopback); err != nil {

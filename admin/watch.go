@@ -59,7 +59,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(s.stop, cancel) // Close ends the stream, not just Shutdown's deadline
 	defer stop()
 
-	sub, err := s.store.Watch(ctx, name, after)
+	sub, err := s.changes.Watch(ctx, name, after)
 	if err != nil {
 		WriteError(w, StoreError(err))
 		return
@@ -96,7 +96,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 				}
 				// Too slow for the store's buffer: resume from the store's event log.
 				sub.Close()
-				if sub, err = s.store.Watch(ctx, name, last); err != nil {
+				if sub, err = s.changes.Watch(ctx, name, last); err != nil {
 					return
 				}
 				if last == 0 || sub.Missed() {
@@ -148,7 +148,7 @@ func (s *Server) eventData(ev ctxstore.Event) WatchEvent {
 		if out.Counters == nil {
 			out.Counters = make(map[string]int64, len(t.Counters))
 		}
-		out.Counters[k], _ = s.store.Counter(ev.Context, k)
+		out.Counters[k], _ = s.values.Counter(ev.Context, k)
 	}
 	for m, keys := range t.Maps {
 		if out.Maps == nil {
@@ -156,7 +156,7 @@ func (s *Server) eventData(ev ctxstore.Event) WatchEvent {
 		}
 		vals := make(map[string]json.RawMessage, len(keys))
 		for _, k := range keys {
-			v, err := s.store.MapGet(ev.Context, m, k)
+			v, err := s.values.MapGet(ev.Context, m, k)
 			if err != nil {
 				v = jsonNull
 			}
@@ -168,7 +168,7 @@ func (s *Server) eventData(ev ctxstore.Event) WatchEvent {
 		if out.Sets == nil {
 			out.Sets = make(map[string][]string, len(t.Sets))
 		}
-		out.Sets[set], _ = s.store.Set(ev.Context, set)
+		out.Sets[set], _ = s.values.Set(ev.Context, set)
 	}
 	return out
 }
