@@ -1,127 +1,21 @@
 package admin
 
 import (
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"strings"
-	"time"
+
+	"github.com/ctxprop/ctxprop/httpapi"
 )
 
 // ReadBody reads the whole body of r, at most limit bytes, for any handler on the admin
 // listener (those of Server.Handle too), and returns the *Error to answer (with WriteError)
-// when it cannot:
-//
-//   - 413 as soon as the body passes limit, whether it declared its length or is chunked.
-//     No more of it is read, and the connection closes after the answer: left to itself,
-//     net/http would read up to 256 KiB more of the body before sending any answer.
-//   - 408 when the body stalls longer than Options.BodyReadTimeout between two reads; the
-//     connection closes after the answer.
+// when it cannot: 413 as soon as the body passes limit, 408 when it stalls longer than
+// Options.BodyReadTimeout between two reads (httpapi.ReadBody).
 func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *Error) {
-	// http.MaxBytesReader tells net/http that the limit was hit, so that it answers at once
-	// and then closes the connection gracefully (a FIN, a pause for the client to read the
-	// answer, then close) instead of draining the body first, but only when it is handed
-	// net/http's own ResponseWriter: an interface check that no wrapper can pass.
-	raw := unwrapWriter(w)
-	if r.ContentLength > limit {
-		// Refused unread, but for one byte: reading it with no room left is what calls
-		// that hook. A client waiting for 100 Continue has sent nothing, and asking for the
-		// byte would invite the body: net/http closes that connection anyway.
-		if !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
-			io.ReadFull(http.MaxBytesReader(raw, r.Body, 0), make([]byte, 1))
-		}
-		abandonBody(w)
-		return nil, tooLarge(limit)
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(raw, r.Body, limit))
-	if err == nil {
-		return body, nil
-	}
-	var mbe *http.MaxBytesError
-	var stall *stallError
-	switch {
-	case errors.As(err, &mbe):
-		abandonBody(w)
-		return nil, tooLarge(limit)
-	case errors.As(err, &stall):
-		abandonBody(w)
-		return nil, &Error{Status: http.StatusRequestTimeout, Code: CodeBodyTimeout,
-			Message: stall.Error() + "; the connection is closed — send the body without pauses"}
-	}
-	return nil, badRequest("reading the body: %v", err)
+	return httpapi.ReadBody(w, r, limit)
 }
 
-func tooLarge(limit int64) *Error {
-	return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeBodyTooLarge,
-		Message: fmt.Sprintf("the body is over %d bytes; send less, or raise admin.max_body_bytes", limit)}
-}
-
-// abandonBody makes the connection close after the answer, with no further read of the
-// body: net/http reads up to 256 KiB of an unread body after the answer, to reuse the
-// connection, and an expired read deadline ends that read at once.
-func abandonBody(w http.ResponseWriter) {
-	w.Header().Set("Connection", "close")
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-}
-
-// unwrapWriter returns the ResponseWriter of net/http under the server's wrappers.
-func unwrapWriter(w http.ResponseWriter) http.ResponseWriter {
-	for {
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return w
-		}
-		w = u.Unwrap()
-	}
-}
-
-// timeBodyReads bounds the wait for each read of r's body by Options.BodyReadTimeout: a
-// client that sends its headers, then stalls or trickles its body, would otherwise hold a
-// handler forever. The deadline is set at once, so that it also bounds net/http's drain
-// of a body no handler read (a refused request's). http.Server.ReadTimeout cannot do this:
-// it bounds the whole request, and would cut the watch and event streams.
+// timeBodyReads bounds the wait for each read of r's body by Options.BodyReadTimeout
+// (httpapi.TimeBodyReads).
 func (s *Server) timeBodyReads(w http.ResponseWriter, r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return
-	}
-	rc := http.NewResponseController(w)
-	if err := rc.SetReadDeadline(time.Now().Add(s.opt.BodyReadTimeout)); err != nil {
-		return // not served by net/http's server: nothing to bound
-	}
-	r.Body = &timedBody{ReadCloser: r.Body, rc: rc, timeout: s.opt.BodyReadTimeout}
+	httpapi.TimeBodyReads(w, r, s.opt.BodyReadTimeout)
 }
-
-// timedBody moves the connection's read deadline before each read of the body, and clears
-// it at the end of the body: from then on net/http reads the connection in the background
-// to notice a client that goes away, and a deadline there would cancel the request.
-type timedBody struct {
-	io.ReadCloser
-	rc      *http.ResponseController
-	timeout time.Duration
-}
-
-func (b *timedBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
-	n, err := b.ReadCloser.Read(p)
-	switch {
-	case err == io.EOF:
-		_ = b.rc.SetReadDeadline(time.Time{})
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		err = &stallError{after: b.timeout, err: err}
-	}
-	return n, err
-}
-
-// stallError is the error of a body read that waited longer than the body read timeout.
-type stallError struct {
-	after time.Duration
-	err   error
-}
-
-func (e *stallError) Error() string {
-	return fmt.Sprintf("no byte of the request body came for %s (the admin API's body read timeout)", e.after)
-}
-
-func (e *stallError) Unwrap() error { return e.err }

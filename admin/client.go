@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/ctxprop/ctxprop/ops"
 )
 
@@ -56,15 +56,15 @@ func NewClient(baseURL string, hc *http.Client) *Client {
 func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
 // List returns a summary of every live context, sorted by name.
-func (c *Client) List(ctx context.Context) ([]localstore.Summary, error) {
+func (c *Client) List(ctx context.Context) ([]ctxstore.Summary, error) {
 	var out listAnswer
 	err := c.do(ctx, http.MethodGet, "/v1/contexts", "", nil, &out)
 	return out.Contexts, err
 }
 
 // Get returns the content of a context; an *Error with Status 404 if it is absent.
-func (c *Client) Get(ctx context.Context, name string) (localstore.Snapshot, error) {
-	var out localstore.Snapshot
+func (c *Client) Get(ctx context.Context, name string) (ctxstore.Snapshot, error) {
+	var out ctxstore.Snapshot
 	err := c.do(ctx, http.MethodGet, ctxPath(name), "", nil, &out)
 	return out, err
 }

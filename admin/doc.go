@@ -4,7 +4,7 @@
 // The API is JSON over HTTP. Names in paths are percent-encoded, one path segment each:
 // a map key "a/b" travels as "a%2Fb", and a key "." or ".." must be sent as "%2E" or
 // "%2E%2E" (an unescaped dot segment is refused, not resolved). Every write is applied
-// with localstore.Durable: it answers only after its commit is on disk.
+// with ctxstore.Durable: it answers only after its commit is on disk.
 //
 // Errors are JSON {"error":{"code":"...","message":"..."}} with the status the spec
 // assigns: 400 malformed, 403 refused as possibly sent by a web page, 404 absent, 405 wrong
@@ -18,6 +18,10 @@
 // Options.AllowedHosts (no DNS rebinding), refuses writes from pages of other origins, and
 // takes a write to /v1 only with a JSON Content-Type or the X-Requested-By header, which
 // no page can send elsewhere without a CORS preflight (SPEC §4a). The Client sends both.
+//
+// The server reaches its store through small interfaces, one per kind of route (Writer,
+// Contexts, Values, Changes, Checker), in ctxstore's types; errors, bodies and event
+// streams are written by package httpapi, which the flag routes share.
 //
 // GET /v1/watch streams Server-Sent Events. Each event's data gives the values, read from
 // the store when the event is sent, of every counter, map entry and set the change

@@ -10,14 +10,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/ctxprop/ctxprop/ops"
 )
 
 // Request and answer bodies of SPEC §3a.
 type (
 	listAnswer struct {
-		Contexts []localstore.Summary `json:"contexts"`
+		Contexts []ctxstore.Summary `json:"contexts"`
 	}
 	valueAnswer[T any] struct {
 		Value T `json:"value"`
@@ -55,15 +55,15 @@ type (
 )
 
 func (s *Server) listContexts(w http.ResponseWriter, r *http.Request) {
-	list := s.store.List()
+	list := s.contexts.List()
 	if list == nil {
-		list = []localstore.Summary{}
+		list = []ctxstore.Summary{}
 	}
 	WriteJSON(w, http.StatusOK, listAnswer{list})
 }
 
 func (s *Server) getContext(w http.ResponseWriter, r *http.Request) {
-	snap, err := s.store.Get(pathParam(r, "ctx"))
+	snap, err := s.contexts.Get(pathParam(r, "ctx"))
 	if err != nil {
 		WriteError(w, StoreError(err))
 		return
@@ -72,7 +72,7 @@ func (s *Server) getContext(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request) {
-	if err := s.store.Delete(r.Context(), pathParam(r, "ctx")); err != nil {
+	if err := s.writer.Delete(r.Context(), pathParam(r, "ctx")); err != nil {
 		WriteError(w, StoreError(err))
 		return
 	}
@@ -94,7 +94,7 @@ func (s *Server) setTTL(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, e)
 		return
 	}
-	if err := s.store.SetTTL(r.Context(), pathParam(r, "ctx"), ttl, req.Fixed); err != nil {
+	if err := s.writer.SetTTL(r.Context(), pathParam(r, "ctx"), ttl, req.Fixed); err != nil {
 		WriteError(w, StoreError(err))
 		return
 	}
@@ -107,7 +107,7 @@ func (s *Server) getCounter(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, e)
 		return
 	}
-	v, err := s.store.Counter(pathParam(r, "ctx"), key)
+	v, err := s.values.Counter(pathParam(r, "ctx"), key)
 	if err != nil {
 		WriteError(w, StoreError(err))
 		return
@@ -144,7 +144,7 @@ func (s *Server) getMap(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, e)
 		return
 	}
-	entries, err := s.store.Map(pathParam(r, "ctx"), m)
+	entries, err := s.contexts.Map(pathParam(r, "ctx"), m)
 	if err != nil {
 		WriteError(w, StoreError(err))
 		return
@@ -158,7 +158,7 @@ func (s *Server) getMapEntry(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, e)
 		return
 	}
-	v, err := s.store.MapGet(pathParam(r, "ctx"), m, key)
+	v, err := s.values.MapGet(pathParam(r, "ctx"), m, key)
 	if err != nil {
 		WriteError(w, StoreError(err))
 		return
@@ -210,7 +210,7 @@ func (s *Server) getSet(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, e)
 		return
 	}
-	members, err := s.store.Set(pathParam(r, "ctx"), set)
+	members, err := s.values.Set(pathParam(r, "ctx"), set)
 	if err != nil {
 		WriteError(w, StoreError(err))
 		return
@@ -310,7 +310,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	var reasons []string
-	if err := s.store.Ready(); err != nil {
+	if err := s.checker.Ready(); err != nil {
 		reasons = append(reasons, "store: "+err.Error())
 	}
 	s.mu.Lock()
@@ -329,8 +329,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // apply writes list durably (SPEC §3: an acknowledged admin write is on disk).
-func (s *Server) apply(r *http.Request, list []ops.Op) (localstore.Result, *Error) {
-	res, err := s.store.Apply(r.Context(), pathParam(r, "ctx"), list, localstore.Durable)
+func (s *Server) apply(r *http.Request, list []ops.Op) (ctxstore.Result, *Error) {
+	res, err := s.writer.Apply(r.Context(), pathParam(r, "ctx"), list, ctxstore.Durable)
 	if err != nil {
 		return res, StoreError(err)
 	}

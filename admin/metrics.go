@@ -81,7 +81,6 @@ func (s *Server) registerMetrics() {
 		s.metrics.requests,
 		s.metrics.duration,
 		s.metrics.refused,
-		storeCollector{s.store},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ctxprop_admin_requests_in_flight",
 			Help: "Admin API requests being served, watch streams included.",
@@ -103,45 +102,4 @@ func (s *Server) registerMetrics() {
 
 func (s *Server) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: s.log.StandardLogger(nil)})
-}
-
-var (
-	descCommits = prometheus.NewDesc("ctxprop_store_commits_total",
-		"bbolt transactions the store committed (two fsyncs each), about one per commit window while writes come in.", nil, nil)
-	descLogSyncs = prometheus.NewDesc("ctxprop_store_log_syncs_total",
-		"Groups of durable writes appended to the write-ahead log, one fdatasync each.", nil, nil)
-	descChanges = prometheus.NewDesc("ctxprop_store_changes_total",
-		"Writes and merges made durable.", nil, nil)
-	descCommitSeconds = prometheus.NewDesc("ctxprop_store_commit_seconds_total",
-		"Time spent in commits and log syncs, fsync included.", nil, nil)
-	descFailures = prometheus.NewDesc("ctxprop_store_commit_failures_total",
-		"Commits or log syncs that failed; after one the store refuses writes.", nil, nil)
-	descContexts = prometheus.NewDesc("ctxprop_store_contexts",
-		"Contexts held, expired ones included until swept.", nil, nil)
-	descSeq = prometheus.NewDesc("ctxprop_store_sequence",
-		"This replica's sequence number of local writes.", nil, nil)
-)
-
-// storeCollector reads the store's Stats at each scrape, so the store needs no metrics
-// code of its own.
-type storeCollector struct{ store Store }
-
-func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCommits, descLogSyncs, descChanges, descCommitSeconds, descFailures, descContexts, descSeq} {
-		ch <- d
-	}
-}
-
-func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.store == nil {
-		return
-	}
-	st := c.store.Stats()
-	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits))
-	ch <- prometheus.MustNewConstMetric(descLogSyncs, prometheus.CounterValue, float64(st.LogSyncs))
-	ch <- prometheus.MustNewConstMetric(descChanges, prometheus.CounterValue, float64(st.Changes))
-	ch <- prometheus.MustNewConstMetric(descCommitSeconds, prometheus.CounterValue, st.CommitTime.Seconds())
-	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(st.Failures))
-	ch <- prometheus.MustNewConstMetric(descContexts, prometheus.GaugeValue, float64(st.Contexts))
-	ch <- prometheus.MustNewConstMetric(descSeq, prometheus.GaugeValue, float64(st.Seq))
 }

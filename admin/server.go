@@ -12,36 +12,73 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Store is what the admin API needs of the local store; *localstore.Store implements it.
-// Every method must be safe for concurrent use. Apply, SetTTL and Delete block until the
-// write is as durable as asked (the API always asks localstore.Durable) or ctx ends; the
-// read methods must not block on disk.
-type Store interface {
-	Apply(ctx context.Context, name string, list []ops.Op, d localstore.Durability) (localstore.Result, error)
+// The admin API needs of its store only what its routes do, in ctxstore's types, so that
+// any store can serve it; *localstore.Store implements all of it. Every method must be
+// safe for concurrent use, and report its errors with ctxstore's (StoreError maps them to
+// answers).
+
+// Writer makes the API's writes. Each blocks until the write is as durable as asked (the
+// API always asks ctxstore.Durable: an acknowledged write is on disk) or ctx ends.
+type Writer interface {
+	// Apply applies list to context name atomically: every op or none.
+	Apply(ctx context.Context, name string, list []ops.Op, d ctxstore.Durability) (ctxstore.Result, error)
+	// SetTTL sets a context's TTL; zero removes its expiry; with fixed, writes don't slide it.
 	SetTTL(ctx context.Context, name string, ttl time.Duration, fixed bool) error
+	// Delete deletes a context; ctxstore.ErrNotFound if it is not alive.
 	Delete(ctx context.Context, name string) error
-	List() []localstore.Summary
-	Get(name string) (localstore.Snapshot, error)
-	Counter(name, key string) (int64, error)
-	Map(name, m string) (map[string]json.RawMessage, error)
-	MapGet(name, m, key string) (json.RawMessage, error)
-	Set(name, set string) ([]string, error)
-	Watch(ctx context.Context, name string, after uint64) (*localstore.Subscription, error)
-	Ready() error
-	Stats() localstore.Stats
 }
 
-// Peers reports the replication peers for GET /v1/peers; the sync layer implements it.
-// Peers is called on every request, concurrently: it must be safe for concurrent use,
-// must not block on the network, and must return a slice the caller may keep.
+// Contexts reads whole contexts and maps: GET /v1/contexts, /v1/contexts/{ctx} and
+// /v1/contexts/{ctx}/maps/{map}. It must not block on disk.
+type Contexts interface {
+	List() []ctxstore.Summary
+	Get(name string) (ctxstore.Snapshot, error)
+	Map(name, m string) (map[string]json.RawMessage, error)
+}
+
+// Values reads one value each: the single-value routes, and the values a watch event
+// reports of what a change touched. It must not block on disk.
+type Values interface {
+	Counter(name, key string) (int64, error)
+	MapGet(name, m, key string) (json.RawMessage, error)
+	Set(name, set string) ([]string, error)
+}
+
+// Changes follows committed changes for GET /v1/watch: Watch subscribes to the changes of
+// context name ("" for all) after event ID after (0: only new ones), local and replicated
+// alike; the subscription ends with ctx.
+type Changes interface {
+	Watch(ctx context.Context, name string, after uint64) (ctxstore.Subscription, error)
+}
+
+// Checker reports, for GET /readyz, whether the store serves: nil, or what is wrong.
+type Checker interface {
+	Ready() error
+}
+
+// Store is what Options.Store must do: every route's interface. It is one value because
+// one store serves them all in the sidecar; the Server keeps each part apart, and each
+// route uses only its own.
+type Store interface {
+	Writer
+	Contexts
+	Values
+	Changes
+	Checker
+}
+
+// Peers reports the replication peers for GET /v1/peers; the replication backends (the
+// gossip engine of package sync) implement it. Peers is called on every request,
+// concurrently: it must be safe for concurrent use, must not block on the network, and
+// must return a slice the caller may keep.
 type Peers interface {
-	Peers() []PeerStatus
+	Peers() []ctxstore.PeerStatus
 }
 
 // Options configure a Server.
@@ -63,7 +100,7 @@ type Options struct {
 	// which operators reach this listener. Any other Host is refused with 403, so that no
 	// web page reaches the API through DNS rebinding (SPEC §4a). nil allows none.
 	AllowedHosts []string
-	// Store is the local store. Required.
+	// Store serves the routes (the sidecar wires its *localstore.Store). Required.
 	Store Store
 	// Peers reports replication peers; nil means none (GET /v1/peers answers an empty list).
 	Peers Peers
@@ -84,12 +121,18 @@ type Options struct {
 type Server struct {
 	opt     Options
 	log     hclog.Logger
-	store   Store
 	mux     *http.ServeMux
 	handler http.Handler
 	allowed map[string]bool // Options.AllowedHosts, normalised
 	reg     *prometheus.Registry
 	metrics *httpMetrics
+
+	// The parts of Options.Store, each used by its own routes; all nil without a store.
+	writer   Writer
+	contexts Contexts
+	values   Values
+	changes  Changes
+	checker  Checker
 
 	mu     sync.Mutex
 	checks []readyCheck
@@ -142,11 +185,13 @@ func New(opt Options) *Server {
 	s := &Server{
 		opt:      opt,
 		log:      opt.Logger,
-		store:    opt.Store,
 		mux:      http.NewServeMux(),
 		allowed:  allowedHosts(opt.AllowedHosts),
 		reg:      reg,
 		serveErr: make(chan error, 1),
+	}
+	if opt.Store != nil {
+		s.writer, s.contexts, s.values, s.changes, s.checker = opt.Store, opt.Store, opt.Store, opt.Store, opt.Store
 	}
 	s.stop, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newHTTPMetrics()
@@ -183,7 +228,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Open listens on Options.Address and serves in the background.
 func (s *Server) Open() error {
-	if s.store == nil {
+	if s.opt.Store == nil {
 		return errors.New("admin: no store; set Options.Store")
 	}
 	if err := checkLoopback(s.opt.Address, s.opt.AllowNonLoopback); err != nil {

@@ -585,8 +585,12 @@ func TestServer_Peers(t *testing.T) {
 	}
 }
 
+// TestServer_Metrics: /metrics serves the API's metrics, and the collectors registered on
+// Registry, as the sidecar registers the store's.
 func TestServer_Metrics(t *testing.T) {
-	e := newTestEnv(t, Options{}, localstore.Limits{})
+	e := newTestEnvWith(t, Options{}, localstore.Limits{}, func(s *Server) {
+		s.Registry().MustRegister(localstore.NewCollector(s.opt.Store.(*localstore.Store)))
+	})
 	if _, err := e.client.Incr(context.Background(), "m", "k", 1, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -3,13 +3,12 @@ package admin
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
+	"github.com/ctxprop/ctxprop/httpapi"
 )
 
 // WatchEvent is one event of GET /v1/watch.
@@ -60,26 +59,21 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(s.stop, cancel) // Close ends the stream, not just Shutdown's deadline
 	defer stop()
 
-	sub, err := s.store.Watch(ctx, name, after)
+	sub, err := s.changes.Watch(ctx, name, after)
 	if err != nil {
 		WriteError(w, StoreError(err))
 		return
 	}
 	defer func() { sub.Close() }()
 
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // no buffering in a reverse proxy in front
-	w.WriteHeader(http.StatusOK)
-	if sub.Missed {
-		writeReset(w, name, "missed")
+	stream := httpapi.StartSSE(w)
+	if sub.Missed() {
+		writeReset(stream, name, "missed")
 	} else {
 		// A comment sends the headers now, so the client knows the watch is in place.
-		io.WriteString(w, ": watching\n\n")
+		stream.Comment("watching")
 	}
-	if rc.Flush() != nil {
+	if stream.Flush() != nil {
 		return
 	}
 
@@ -91,32 +85,32 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 			return
 		case <-keepAlive.C:
-			io.WriteString(w, ": keep-alive\n\n")
-			if rc.Flush() != nil {
+			stream.Comment("keep-alive")
+			if stream.Flush() != nil {
 				return
 			}
-		case ev, ok := <-sub.C:
+		case ev, ok := <-sub.Events():
 			if !ok {
 				if ctx.Err() != nil || !sub.Lagged() {
 					return // client gone, server closing, or store closed
 				}
 				// Too slow for the store's buffer: resume from the store's event log.
 				sub.Close()
-				if sub, err = s.store.Watch(ctx, name, last); err != nil {
+				if sub, err = s.changes.Watch(ctx, name, last); err != nil {
 					return
 				}
-				if last == 0 || sub.Missed {
-					writeReset(w, name, "lagged")
+				if last == 0 || sub.Missed() {
+					writeReset(stream, name, "lagged")
 				}
 				continue
 			}
-			if err := s.writeEvent(w, ev); err != nil {
+			if err := s.writeEvent(stream, ev); err != nil {
 				s.log.Error("watch: encoding an event failed", "context", ev.Context, "error", err)
 				return
 			}
 			last = ev.ID
-			if len(sub.C) == 0 { // flush once per burst
-				if rc.Flush() != nil {
+			if len(sub.Events()) == 0 { // flush once per burst
+				if stream.Flush() != nil {
 					return
 				}
 			}
@@ -124,22 +118,23 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func writeReset(w io.Writer, name, reason string) {
+func writeReset(stream *httpapi.SSE, name, reason string) {
 	data, _ := json.Marshal(WatchEvent{Context: name, Reason: reason})
-	fmt.Fprintf(w, "event: reset\ndata: %s\n\n", data)
+	stream.Event("", EventReset, data)
 }
 
-func (s *Server) writeEvent(w io.Writer, ev localstore.Event) error {
+// writeEvent writes a change with the default event type, which a browser's EventSource
+// hands to onmessage.
+func (s *Server) writeEvent(stream *httpapi.SSE, ev ctxstore.Event) error {
 	data, err := json.Marshal(s.eventData(ev))
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "id: %d\ndata: %s\n\n", ev.ID, data)
-	return err
+	return stream.Event(strconv.FormatUint(ev.ID, 10), "", data)
 }
 
 // eventData reads from the store the values of what ev touched.
-func (s *Server) eventData(ev localstore.Event) WatchEvent {
+func (s *Server) eventData(ev ctxstore.Event) WatchEvent {
 	t := ev.Touched
 	out := WatchEvent{
 		ID:      ev.ID,
@@ -153,7 +148,7 @@ func (s *Server) eventData(ev localstore.Event) WatchEvent {
 		if out.Counters == nil {
 			out.Counters = make(map[string]int64, len(t.Counters))
 		}
-		out.Counters[k], _ = s.store.Counter(ev.Context, k)
+		out.Counters[k], _ = s.values.Counter(ev.Context, k)
 	}
 	for m, keys := range t.Maps {
 		if out.Maps == nil {
@@ -161,7 +156,7 @@ func (s *Server) eventData(ev localstore.Event) WatchEvent {
 		}
 		vals := make(map[string]json.RawMessage, len(keys))
 		for _, k := range keys {
-			v, err := s.store.MapGet(ev.Context, m, k)
+			v, err := s.values.MapGet(ev.Context, m, k)
 			if err != nil {
 				v = jsonNull
 			}
@@ -173,7 +168,7 @@ func (s *Server) eventData(ev localstore.Event) WatchEvent {
 		if out.Sets == nil {
 			out.Sets = make(map[string][]string, len(t.Sets))
 		}
-		out.Sets[set], _ = s.store.Set(ev.Context, set)
+		out.Sets[set], _ = s.values.Set(ev.Context, set)
 	}
 	return out
 }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/httpapi"
 )
 
 // Routes of Register.
@@ -27,9 +27,9 @@ const (
 //	POST   /ofrep/v1/evaluate/flags         OFREP bulk evaluation
 //	GET    /ofrep/v1/events                 OFREP change notifications (SSE)
 //
-// The /v1 routes answer errors with the admin API's own writer (admin.WriteError: one
+// The /v1 routes answer errors with the admin API's own writer (httpapi.WriteError, which the admin API uses: one
 // shape, "limit" included), the OFREP routes as OFREP does. Bodies are read with
-// admin.ReadBody, and the admin server's browser guard covers every route: writes to
+// httpapi.ReadBody, and the admin server's browser guard covers every route: writes to
 // /v1/flags need a JSON Content-Type or X-Requested-By, OFREP evaluations do not.
 func (f *Flags) Register(mux interface{ Handle(string, http.Handler) }) {
 	mux.Handle("GET "+PathFlags, http.HandlerFunc(f.list))
@@ -74,37 +74,37 @@ func (f *Flags) list(w http.ResponseWriter, r *http.Request) {
 	for _, r := range s.all {
 		a.All = append(a.All, FlagAnswer{Key: r.Key, Source: r.Source, FlagSetID: r.FlagSetID, Definition: r.definition})
 	}
-	admin.WriteJSON(w, http.StatusOK, a)
+	httpapi.WriteJSON(w, http.StatusOK, a)
 }
 
 func (f *Flags) get(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	fl := f.Flag(key)
 	if fl == nil {
-		admin.WriteError(w, &admin.Error{Status: http.StatusNotFound, Code: admin.CodeNotFound, Message: fmt.Sprintf("no flag %q; GET /v1/flags lists them", key)})
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusNotFound, Code: httpapi.CodeNotFound, Message: fmt.Sprintf("no flag %q; GET /v1/flags lists them", key)})
 		return
 	}
-	admin.WriteJSON(w, http.StatusOK, FlagAnswer{Key: key, Source: fl.Source, FlagSetID: fl.FlagSetID, Definition: fl.definition})
+	httpapi.WriteJSON(w, http.StatusOK, FlagAnswer{Key: key, Source: fl.Source, FlagSetID: fl.FlagSetID, Definition: fl.definition})
 }
 
 func (f *Flags) putHandler(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	if f.opt.Store == nil {
-		admin.WriteError(w, &admin.Error{Status: http.StatusServiceUnavailable, Code: admin.CodeNotReady, Message: "this sidecar has no store for API-managed flags; define flags in flags.files"})
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeNotReady, Message: "this sidecar has no store for API-managed flags; define flags in flags.files"})
 		return
 	}
-	body, e := admin.ReadBody(w, r, f.opt.MaxBodyBytes)
+	body, e := httpapi.ReadBody(w, r, f.opt.MaxBodyBytes)
 	if e != nil {
-		admin.WriteError(w, e)
+		httpapi.WriteError(w, e)
 		return
 	}
 	fl, err := ParseFlag(key, body)
 	if err != nil {
-		admin.WriteError(w, &admin.Error{Status: http.StatusBadRequest, Code: admin.CodeBadRequest, Message: err.Error() + "; the flag was not changed"})
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusBadRequest, Code: httpapi.CodeBadRequest, Message: err.Error() + "; the flag was not changed"})
 		return
 	}
 	if err := f.put(r.Context(), key, fl); err != nil {
-		admin.WriteError(w, admin.StoreError(err))
+		httpapi.WriteError(w, httpapi.StoreError(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -113,12 +113,12 @@ func (f *Flags) putHandler(w http.ResponseWriter, r *http.Request) {
 func (f *Flags) deleteHandler(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	if f.opt.Store == nil {
-		admin.WriteError(w, &admin.Error{Status: http.StatusServiceUnavailable, Code: admin.CodeNotReady, Message: "this sidecar has no store for API-managed flags; define flags in flags.files"})
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeNotReady, Message: "this sidecar has no store for API-managed flags; define flags in flags.files"})
 		return
 	}
 	entries, err := f.opt.Store.Map(Context, Map)
 	if err != nil {
-		admin.WriteError(w, admin.StoreError(err))
+		httpapi.WriteError(w, httpapi.StoreError(err))
 		return
 	}
 	if _, ok := entries[key]; !ok {
@@ -126,11 +126,11 @@ func (f *Flags) deleteHandler(w http.ResponseWriter, r *http.Request) {
 		if fl := f.Flag(key); fl != nil {
 			msg += fmt.Sprintf("; it is defined in %s: remove it there", fl.Source)
 		}
-		admin.WriteError(w, &admin.Error{Status: http.StatusNotFound, Code: admin.CodeNotFound, Message: msg})
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusNotFound, Code: httpapi.CodeNotFound, Message: msg})
 		return
 	}
 	if err := f.del(r.Context(), key); err != nil {
-		admin.WriteError(w, admin.StoreError(err))
+		httpapi.WriteError(w, httpapi.StoreError(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

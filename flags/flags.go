@@ -16,7 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/ctxprop/ctxprop/ops"
 )
 
@@ -27,19 +27,27 @@ const (
 	Map     = "flags"         // its map: flag key → flagd definition (JSON)
 )
 
-// Store is what Flags needs of the local store; *localstore.Store implements it. Its
-// methods must be safe for concurrent use. Apply and SetTTL block until the write is as
-// durable as asked (Flags asks localstore.Durable) or ctx ends; Map must not block on disk.
-// Watch must report local and replicated changes alike, and close the subscription's
-// channel when the store closes or ctx ends.
-type Store interface {
-	Apply(ctx context.Context, name string, list []ops.Op, d localstore.Durability) (localstore.Result, error)
+// Writer stores the API-managed flags. Its methods must be safe for concurrent use and
+// block until the write is as durable as asked (Flags asks ctxstore.Durable) or ctx ends.
+type Writer interface {
+	Apply(ctx context.Context, name string, list []ops.Op, d ctxstore.Durability) (ctxstore.Result, error)
 	SetTTL(ctx context.Context, name string, ttl time.Duration, fixed bool) error
-	Map(name, m string) (map[string]json.RawMessage, error)
-	Watch(ctx context.Context, name string, after uint64) (*localstore.Subscription, error)
 }
 
-var _ Store = (*localstore.Store)(nil)
+// Reader follows the API-managed flags. Its methods must be safe for concurrent use. Map
+// must not block on disk. Watch must report local and replicated changes alike, and close
+// the subscription's channel when the store closes (a ctxstore.ErrClosed to a later Watch)
+// or ctx ends.
+type Reader interface {
+	Map(name, m string) (map[string]json.RawMessage, error)
+	Watch(ctx context.Context, name string, after uint64) (ctxstore.Subscription, error)
+}
+
+// Store is what Options.Store must do; *localstore.Store is one, wired in cmd/sidecar.
+type Store interface {
+	Writer
+	Reader
+}
 
 // Options configure Flags. Zero fields take the defaults named next to them.
 type Options struct {
@@ -193,7 +201,7 @@ func (f *Flags) Open() error {
 	f.rebuild()
 	f.mu.Unlock()
 
-	var sub *localstore.Subscription
+	var sub ctxstore.Subscription
 	if f.opt.Store != nil {
 		var err error
 		// Subscribe before reading, so no change falls between the read and the watch.
@@ -339,14 +347,14 @@ func (f *Flags) reloadFile(path string, st *fileState) error {
 
 // followStore reloads the API-managed flags on every change of the flags context, local or
 // replicated, until Close.
-func (f *Flags) followStore(sub *localstore.Subscription) {
+func (f *Flags) followStore(sub ctxstore.Subscription) {
 	defer f.wg.Done()
 	for {
-		for range sub.C {
+		for range sub.Events() {
 			// Changes come in bursts (a batch of replicated deltas): take them all, then read once.
 			for drained := false; !drained; {
 				select {
-				case _, ok := <-sub.C:
+				case _, ok := <-sub.Events():
 					drained = !ok
 				default:
 					drained = true
@@ -366,7 +374,7 @@ func (f *Flags) followStore(sub *localstore.Subscription) {
 			if sub, err = f.opt.Store.Watch(f.ctx, Context, 0); err == nil {
 				break
 			}
-			if errors.Is(err, localstore.ErrClosed) {
+			if errors.Is(err, ctxstore.ErrClosed) {
 				return
 			}
 			f.log.Error("watching API-managed flags failed; retrying", "error", err)
@@ -473,7 +481,7 @@ func (f *Flags) put(ctx context.Context, key string, fl *Flag) error {
 	if err := f.clearTTL(ctx); err != nil {
 		return err
 	}
-	if _, err := f.opt.Store.Apply(ctx, Context, []ops.Op{{Kind: ops.Put, Map: Map, Key: key, Value: fl.definition}}, localstore.Durable); err != nil {
+	if _, err := f.opt.Store.Apply(ctx, Context, []ops.Op{{Kind: ops.Put, Map: Map, Key: key, Value: fl.definition}}, ctxstore.Durable); err != nil {
 		return err
 	}
 	// The watch would bring the change too; reading now makes the write visible to the
@@ -482,7 +490,7 @@ func (f *Flags) put(ctx context.Context, key string, fl *Flag) error {
 }
 
 func (f *Flags) del(ctx context.Context, key string) error {
-	if _, err := f.opt.Store.Apply(ctx, Context, []ops.Op{{Kind: ops.Del, Map: Map, Key: key}}, localstore.Durable); err != nil {
+	if _, err := f.opt.Store.Apply(ctx, Context, []ops.Op{{Kind: ops.Del, Map: Map, Key: key}}, ctxstore.Durable); err != nil {
 		return err
 	}
 	return f.loadAPI()

@@ -52,21 +52,26 @@ type apiError struct {
 }
 
 // TestAPI_LimitErrors: a flag write refused by a store limit answers as /v1/contexts does,
-// 422 with the limit named in "limit", and the flags already stored keep serving.
+// 422 (413 for a value too large) with the limit named in "limit", and the flags already
+// stored keep serving.
 func TestAPI_LimitErrors(t *testing.T) {
 	tests := []struct {
 		name   string
 		limits localstore.Limits
 		before func(t *testing.T, st *localstore.Store) // fills the store up to the limit
 		limit  string
+		status int
+		code   string
 	}{
-		{"max_values_per_context", localstore.Limits{MaxValuesPerContext: 1}, nil, "max_values_per_context"},
+		{"max_values_per_context", localstore.Limits{MaxValuesPerContext: 1}, nil, "max_values_per_context", http.StatusUnprocessableEntity, admin.CodeLimitExceeded},
 		{"max_contexts", localstore.Limits{MaxContexts: 1}, func(t *testing.T, st *localstore.Store) {
 			t.Helper()
 			if _, err := st.Apply(context.Background(), "other", []ops.Op{{Kind: ops.Incr, Key: "k", By: 1}}, localstore.Durable); err != nil {
 				t.Fatal(err)
 			}
-		}, "max_contexts"},
+		}, "max_contexts", http.StatusUnprocessableEntity, admin.CodeLimitExceeded},
+		// The first flag's definition fits in 100 bytes, the second's does not.
+		{"max_value_bytes", localstore.Limits{MaxValueBytes: 100}, nil, "max_value_bytes", http.StatusRequestEntityTooLarge, admin.CodeValueTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,14 +84,18 @@ func TestAPI_LimitErrors(t *testing.T) {
 			} else {
 				tt.before(t, st)
 			}
-			a := e.do(t, "PUT", "/v1/flags/second", def("on"))
-			if got, want := a.status, http.StatusUnprocessableEntity; got != want {
+			second := def("on")
+			if tt.limit == "max_value_bytes" {
+				second = `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","metadata":{"owner":"a-team-with-a-long-name"}}`
+			}
+			a := e.do(t, "PUT", "/v1/flags/second", second)
+			if got, want := a.status, tt.status; got != want {
 				t.Fatalf("status %d, want %d: %s", got, want, a.body)
 			}
 			var b apiError
 			a.json(t, &b)
-			if b.Error.Code != admin.CodeLimitExceeded || b.Error.Limit != tt.limit || !strings.Contains(b.Error.Message, tt.limit) {
-				t.Errorf("error %s; want code %s with limit %q named", a.body, admin.CodeLimitExceeded, tt.limit)
+			if b.Error.Code != tt.code || b.Error.Limit != tt.limit || !strings.Contains(b.Error.Message, tt.limit) {
+				t.Errorf("error %s; want code %s with limit %q named", a.body, tt.code, tt.limit)
 			}
 			if e.flags.Flag("second") != nil {
 				t.Error("the refused flag serves")

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ctxprop/ctxprop/admin"
+	"github.com/ctxprop/ctxprop/httpapi"
 )
 
 // OFREP (OpenFeature Remote Evaluation Protocol, github.com/open-feature/protocol,
@@ -48,7 +47,7 @@ type bulkFailure struct {
 // empty context. It returns the status (400, or the 413/408 of a body over the limit or
 // stalled), an error code and details when the body is refused.
 func (f *Flags) readContext(w http.ResponseWriter, r *http.Request) (ctx map[string]any, canonical []byte, status int, code, details string) {
-	body, e := admin.ReadBody(w, r, f.opt.MaxBodyBytes)
+	body, e := httpapi.ReadBody(w, r, f.opt.MaxBodyBytes)
 	if e != nil {
 		return nil, nil, e.Status, CodeParseError, e.Message
 	}
@@ -92,13 +91,13 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 	ectx, canonical, status, code, details := f.readContext(w, r)
 	if code != "" {
 		f.counters.count(viaOFREP, Result{ErrorCode: code})
-		admin.WriteJSON(w, status, failure(key, code, "%s", details))
+		httpapi.WriteJSON(w, status, failure(key, code, "%s", details))
 		return
 	}
 	sel, err := parseSelector(r)
 	if err != nil {
 		f.counters.count(viaOFREP, Result{ErrorCode: CodeParseError})
-		admin.WriteJSON(w, http.StatusBadRequest, failure(key, CodeParseError, "%v", err))
+		httpapi.WriteJSON(w, http.StatusBadRequest, failure(key, CodeParseError, "%v", err))
 		return
 	}
 	fl := f.snap.Load().lookup(key, sel)
@@ -109,13 +108,13 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 			res = failure(key, CodeFlagNotFound, "no flag %q in %s (%s %s); check the selector, or the flag's metadata.flagSetId", key, sel, HeaderSelector, r.Header.Get(HeaderSelector))
 			res.Metadata = sel.reflect()
 		}
-		admin.WriteJSON(w, http.StatusNotFound, res)
+		httpapi.WriteJSON(w, http.StatusNotFound, res)
 		return
 	}
 	res := withSelector(fl.Evaluate(ectx, f.opt.Now()), sel)
 	f.counters.count(viaOFREP, res)
 	if !res.OK() {
-		admin.WriteJSON(w, http.StatusBadRequest, res)
+		httpapi.WriteJSON(w, http.StatusBadRequest, res)
 		return
 	}
 	if res.Reason == ReasonDisabled {
@@ -124,7 +123,7 @@ func (f *Flags) evaluateOne(w http.ResponseWriter, r *http.Request) {
 		// value as malformed, and any value would replace the caller's default.
 		a := failure(key, CodeFlagNotFound, "flag %q is DISABLED: use the default in your code, or set its state to ENABLED", key)
 		a.Metadata = res.Metadata
-		admin.WriteJSON(w, http.StatusNotFound, a)
+		httpapi.WriteJSON(w, http.StatusNotFound, a)
 		return
 	}
 	f.writeEvaluation(w, r, withEventStreams(res, r), digestOf(map[string]*Flag{key: fl}, []string{key}), canonical)
@@ -148,13 +147,13 @@ func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
 	ectx, canonical, status, code, details := f.readContext(w, r)
 	if code != "" {
 		f.counters.count(viaOFREP, Result{ErrorCode: code})
-		admin.WriteJSON(w, status, bulkFailure{ErrorCode: code, ErrorDetails: details})
+		httpapi.WriteJSON(w, status, bulkFailure{ErrorCode: code, ErrorDetails: details})
 		return
 	}
 	sel, err := parseSelector(r)
 	if err != nil {
 		f.counters.count(viaOFREP, Result{ErrorCode: CodeParseError})
-		admin.WriteJSON(w, http.StatusBadRequest, bulkFailure{ErrorCode: CodeParseError, ErrorDetails: err.Error()})
+		httpapi.WriteJSON(w, http.StatusBadRequest, bulkFailure{ErrorCode: CodeParseError, ErrorDetails: err.Error()})
 		return
 	}
 	s := f.snap.Load()
@@ -177,7 +176,7 @@ func (f *Flags) evaluateAll(w http.ResponseWriter, r *http.Request) {
 func (f *Flags) writeEvaluation(w http.ResponseWriter, r *http.Request, v any, digest string, canonicalCtx []byte) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		admin.WriteJSON(w, http.StatusInternalServerError, map[string]string{"errorDetails": "encoding the answer failed; report this bug"})
+		httpapi.WriteJSON(w, http.StatusInternalServerError, map[string]string{"errorDetails": "encoding the answer failed; report this bug"})
 		return
 	}
 	h := sha256.New()
@@ -246,7 +245,7 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			admin.WriteError(w, &admin.Error{Status: http.StatusBadRequest, Code: admin.CodeBadRequest, Message: fmt.Sprintf("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v)})
+			httpapi.WriteError(w, &httpapi.Error{Status: http.StatusBadRequest, Code: httpapi.CodeBadRequest, Message: fmt.Sprintf("Last-Event-ID %q is not an event ID; send the id: of the last event received, or omit it", v)})
 			return
 		}
 		last = n
@@ -254,14 +253,9 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 	// The configuration before the stream is open to the client: a change after that is
 	// told, even one made as soon as the client sees the stream open.
 	s := f.snap.Load()
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	io.WriteString(w, ": flag changes\n\n")
-	if err := rc.Flush(); err != nil {
+	stream := httpapi.StartSSE(w)
+	stream.Comment("flag changes")
+	if err := stream.Flush(); err != nil {
 		return
 	}
 	keepAlive := time.NewTicker(f.opt.KeepAlive)
@@ -270,8 +264,8 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 	for {
 		if send {
 			data, _ := json.Marshal(ChangeEvent{Type: "refetchEvaluation", ETag: `"` + s.digest + `"`, LastModified: s.built.Unix()})
-			fmt.Fprintf(w, "id: %d\nevent: message\ndata: %s\n\n", s.version, data)
-			if err := rc.Flush(); err != nil {
+			stream.Event(strconv.FormatUint(s.version, 10), "message", data)
+			if err := stream.Flush(); err != nil {
 				return
 			}
 		}
@@ -282,8 +276,8 @@ func (f *Flags) events(w http.ResponseWriter, r *http.Request) {
 		case <-f.ctx.Done():
 			return
 		case <-keepAlive.C:
-			io.WriteString(w, ": keep-alive\n\n")
-			if err := rc.Flush(); err != nil {
+			stream.Comment("keep-alive")
+			if err := stream.Flush(); err != nil {
 				return
 			}
 		case <-s.changed:

@@ -27,4 +27,9 @@
 // If a commit or a log sync fails the store stops taking writes (ErrFailed) rather than
 // answer for data that may not be on disk; reads go on. Restarting the sidecar reloads the
 // file.
+//
+// Its events, subscriptions, durability levels, results, read models and errors are
+// package ctxstore's (the names here are aliases), so that the admin API, flags and the
+// replication backends depend on interfaces of their own rather than on this package; it
+// passes the store contract of ctxstore/replicatest.
 package localstore

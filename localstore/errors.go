@@ -1,34 +1,23 @@
 package localstore
 
-import (
-	"errors"
-	"fmt"
-)
+import "github.com/ctxprop/ctxprop/ctxstore"
 
+// The store's errors are ctxstore's, which every store shares, so that the admin API
+// answers them alike whatever store serves it.
 var (
 	// ErrNotFound: the context or value does not exist (or has expired).
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = ctxstore.ErrNotFound
 	// ErrInvalid is wrapped by errors about the caller's input.
-	ErrInvalid = errors.New("invalid")
+	ErrInvalid = ctxstore.ErrInvalid
 	// ErrClosed: the store is closed or closing.
-	ErrClosed = errors.New("store is shutting down")
+	ErrClosed = ctxstore.ErrClosed
 	// ErrFailed: a commit failed and the store no longer takes writes.
-	ErrFailed = errors.New("store failed to commit")
-	// ErrRange is wrapped, with a *crdt.RangeError naming the counter, the value and the
-	// increment, by the error of an increment refused because it would take a counter
-	// past the int64 range (SPEC §4a; the admin API names it limit "counter_range").
-	// Nothing of the write is applied.
-	ErrRange = errors.New("counter out of range")
+	ErrFailed = ctxstore.ErrFailed
+	// ErrRange is wrapped, with a *crdt.RangeError, by the error of an increment refused
+	// because it would take a counter past the int64 range (ctxstore.ErrRange).
+	ErrRange = ctxstore.ErrRange
 )
 
 // LimitError reports a write refused because it would exceed a configured limit. Nothing
 // of the write is applied.
-type LimitError struct {
-	Limit string // the config attribute, e.g. "max_values_per_context"
-	Max   int
-	What  string // what would exceed it
-}
-
-func (e *LimitError) Error() string {
-	return fmt.Sprintf("%s would exceed store.%s = %d; raise the limit in config.hcl or remove entries", e.What, e.Limit, e.Max)
-}
+type LimitError = ctxstore.LimitError

@@ -7,22 +7,14 @@ import (
 	"time"
 
 	"github.com/ctxprop/ctxprop/crdt"
+	"github.com/ctxprop/ctxprop/ctxstore"
 )
 
-// Event is one committed change of a context, local or replicated.
-type Event struct {
-	// ID orders events; a watcher that reconnects resumes after the last ID it saw.
-	ID      uint64
-	Time    time.Time
-	Context string
-	// Origin is the replica that made the change (this store's own for local writes).
-	Origin crdt.ReplicaID
-	// Delta is the change. Shared between watchers: do not modify.
-	Delta *crdt.Context
-	// Touched names the counters, map entries and sets the change touched, removals
-	// included.
-	Touched crdt.Touched
-}
+// Event is one committed change of a context, local or replicated (ctxstore.Event).
+type Event = ctxstore.Event
+
+// Subscription receives the events of one watcher (ctxstore.Subscription).
+type Subscription = ctxstore.Subscription
 
 // eventLog keeps the latest events for resuming watchers and fans new ones out.
 type eventLog struct {
@@ -31,40 +23,39 @@ type eventLog struct {
 	ring   []Event
 	start  int // index of the oldest event in ring once it is full
 	full   bool
-	subs   map[*Subscription]struct{}
+	subs   map[*subscription]struct{}
 	closed bool
 }
 
 func newEventLog(size int) *eventLog {
 	// IDs start from the wall clock so that an ID from before a restart is older than
 	// every ID after it: the watcher is told it missed events rather than given wrong ones.
-	return &eventLog{next: uint64(time.Now().UnixMicro()), ring: make([]Event, 0, size), subs: map[*Subscription]struct{}{}}
+	return &eventLog{next: uint64(time.Now().UnixMicro()), ring: make([]Event, 0, size), subs: map[*subscription]struct{}{}}
 }
 
-// Subscription receives the events of one watcher.
-type Subscription struct {
-	// C carries the events. It is closed when the store closes, when the subscription is
-	// closed, or when the watcher fell so far behind that events were dropped (Lagged).
-	C <-chan Event
-	// Missed is true when the events after the requested ID are no longer held: the
-	// watcher should reread the state.
-	Missed bool
-
+// subscription is the store's ctxstore.Subscription: a buffered channel the event log
+// fans out to, closed rather than blocking the committer when full (lagged).
+type subscription struct {
 	c      chan Event
+	missed bool // set before the subscription is handed out
 	filter string
 	log    *eventLog
 	lagged bool
 }
 
-// Lagged reports whether C was closed because the watcher did not keep up.
-func (s *Subscription) Lagged() bool {
+var _ Subscription = (*subscription)(nil)
+
+func (s *subscription) Events() <-chan Event { return s.c }
+
+func (s *subscription) Missed() bool { return s.missed }
+
+func (s *subscription) Lagged() bool {
 	s.log.mu.Lock()
 	defer s.log.mu.Unlock()
 	return s.lagged
 }
 
-// Close stops the subscription; safe to call twice.
-func (s *Subscription) Close() {
+func (s *subscription) Close() {
 	s.log.mu.Lock()
 	defer s.log.mu.Unlock()
 	if _, ok := s.log.subs[s]; ok {
@@ -75,7 +66,7 @@ func (s *Subscription) Close() {
 
 // Watch subscribes to the committed changes of context name ("" for all), starting after
 // event ID after (0: only new events). Events still held after that ID are delivered first.
-func (s *Store) Watch(ctx context.Context, name string, after uint64) (*Subscription, error) {
+func (s *Store) Watch(ctx context.Context, name string, after uint64) (Subscription, error) {
 	if name != "" {
 		if err := ValidName(name); err != nil {
 			return nil, err
@@ -91,23 +82,22 @@ func (s *Store) Watch(ctx context.Context, name string, after uint64) (*Subscrip
 
 const subscriptionBuffer = 1024
 
-func (l *eventLog) subscribe(name string, after uint64) (*Subscription, error) {
+func (l *eventLog) subscribe(name string, after uint64) (*subscription, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil, ErrClosed
 	}
-	sub := &Subscription{c: make(chan Event, subscriptionBuffer), filter: name, log: l}
-	sub.C = sub.c
+	sub := &subscription{c: make(chan Event, subscriptionBuffer), filter: name, log: l}
 	if after != 0 {
 		held := l.ordered()
 		if len(held) == 0 || held[0].ID > after+1 {
-			sub.Missed = after+1 < l.next
+			sub.missed = after+1 < l.next
 		}
 		for _, e := range held {
 			if e.ID > after && (name == "" || e.Context == name) {
 				if len(sub.c) == cap(sub.c) {
-					sub.Missed = true
+					sub.missed = true
 					break
 				}
 				sub.c <- e

@@ -108,7 +108,7 @@ func TestStore_Delete_Absent(t *testing.T) {
 			// A write returns before its event is published: the events of the writes
 			// above are all out once this one's is.
 			apply(t, s, "barrier-"+name, incr("n", 1))
-			for e := range sub.C {
+			for e := range sub.Events() {
 				if e.Context == "barrier-"+name {
 					break
 				}
@@ -133,7 +133,7 @@ func TestStore_Delete_Absent(t *testing.T) {
 			}
 			// The first event after the refused delete is the next write's.
 			apply(t, s, "sentinel-"+name, incr("n", 1))
-			if e := <-sub.C; e.Context != "sentinel-"+name {
+			if e := <-sub.Events(); e.Context != "sentinel-"+name {
 				t.Errorf("event for %q after the refused delete, want the sentinel's", e.Context)
 			}
 		})

@@ -9,29 +9,14 @@ import (
 	"time"
 
 	"github.com/ctxprop/ctxprop/crdt"
+	"github.com/ctxprop/ctxprop/ctxstore"
 )
 
-// Summary counts what a context holds.
-type Summary struct {
-	Name      string     `json:"name"`
-	ExpiresAt *time.Time `json:"expires_at"`
-	Counters  int        `json:"counters"`
-	Maps      int        `json:"maps"`
-	Sets      int        `json:"sets"`
-}
+// Summary counts what a context holds (ctxstore.Summary).
+type Summary = ctxstore.Summary
 
-// Snapshot is the visible content of a context at one instant.
-type Snapshot struct {
-	Name      string                                `json:"name"`
-	ExpiresAt *time.Time                            `json:"expires_at"`
-	Counters  map[string]int64                      `json:"counters"`
-	Maps      map[string]map[string]json.RawMessage `json:"maps"`
-	Sets      map[string][]string                   `json:"sets"`
-	// Replicas is how many replica ids the context holds state for (counter slots,
-	// causal-context entries, set dots): the live replicas that wrote to it plus those
-	// gone but not retired yet (sync.retire_after, then store.tombstone_ttl).
-	Replicas int `json:"replicas"`
-}
+// Snapshot is the visible content of a context at one instant (ctxstore.Snapshot).
+type Snapshot = ctxstore.Snapshot
 
 // List returns a summary of every live context, sorted by name. The contexts out of the
 // cache are decoded after the lock is released, so that writers do not wait for a pass

@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/ctxprop/ctxprop/crdt"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/hashicorp/go-hclog"
 	bolt "go.etcd.io/bbolt"
@@ -91,14 +91,14 @@ type Limits struct {
 	MaxSetMembers       int // members of one set
 }
 
-// Durability says when a write returns.
-type Durability int
+// Durability says when a write returns (ctxstore.Durability).
+type Durability = ctxstore.Durability
 
 const (
 	// Durable writes return after their commit is fsync'd.
-	Durable Durability = iota
+	Durable = ctxstore.Durable
 	// Windowed writes return at once and are committed within Options.CommitWindow.
-	Windowed
+	Windowed = ctxstore.Windowed
 )
 
 var (
@@ -431,29 +431,11 @@ func (s *Store) Ready() error {
 	return nil
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,200}$`)
+// ValidName checks a context name (SPEC §3; ctxstore.ValidName).
+func ValidName(name string) error { return ctxstore.ValidName(name) }
 
-// ValidName checks a context name (SPEC §3).
-func ValidName(name string) error {
-	if !namePattern.MatchString(name) {
-		return fmt.Errorf("%w: context name %q: want 1-200 characters of A-Z a-z 0-9 . _ : -", ErrInvalid, truncate(name, 60))
-	}
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-// Result reports what an Apply left behind: the value of each counter it changed and the
-// members of each set it changed.
-type Result struct {
-	Counters map[string]int64
-	Sets     map[string][]string
-}
+// Result reports what an Apply left behind (ctxstore.Result).
+type Result = ctxstore.Result
 
 // Apply applies list to the context name atomically: every op or none. It returns once
 // the write is as durable as d says.

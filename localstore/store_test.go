@@ -384,7 +384,7 @@ func TestStore_Watch(t *testing.T) {
 	}
 	apply(t, s, "other", incr("x", 1))
 	apply(t, s, "w", incr("x", 1))
-	e := <-sub.C
+	e := <-sub.Events()
 	if e.Context != "w" || e.Origin != s.Replica() {
 		t.Fatalf("event %+v", e)
 	}
@@ -394,7 +394,7 @@ func TestStore_Watch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e2 := <-sub2.C
+	e2 := <-sub2.Events()
 	if v, _ := e2.Delta.Counter("x", crdt.TimestampOf(time.Now())); e2.ID <= e.ID || v != 3 { // the delta carries the replica's slot: 1+2
 		t.Fatalf("resumed event %+v value %d", e2, v)
 	}
@@ -409,11 +409,11 @@ func TestStore_Merge_Converges(t *testing.T) {
 	apply(t, a, "fleet", incr("n", 2), add("s", "x"), put("m", "k", `"a"`))
 	apply(t, b, "fleet", incr("n", 3), add("s", "y"), rem("s", "x"), put("m", "k", `"b"`))
 	for range 1 {
-		e := <-subA.C
+		e := <-subA.Events()
 		if err := b.Merge(ctx, e.Context, e.Delta, e.Origin); err != nil {
 			t.Fatal(err)
 		}
-		e = <-subB.C
+		e = <-subB.Events()
 		if err := a.Merge(ctx, e.Context, e.Delta, e.Origin); err != nil {
 			t.Fatal(err)
 		}

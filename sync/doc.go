@@ -8,6 +8,11 @@
 // Lifeguard) and, with a keyring, encryption and authentication of every packet. Simulate
 // runs the same Engine over an in-memory network with a fake clock.
 //
+// The engine and the syncer reach the store only through the small interfaces of
+// source.go (State, Merger, Changes), in ctxstore's types: the replication side of a store,
+// whose contract ctxstore/replicatest tests. Syncer passes replicatest.RunBackend, the
+// contract the cross-cluster relay passes too; cmd/sidecar wires *localstore.Store in.
+//
 // # Protocol
 //
 // Every local change is a delta. Deltas of one context made within one round (Options.

@@ -13,9 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ctxprop/ctxprop/admin"
 	"github.com/ctxprop/ctxprop/crdt"
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -857,7 +856,7 @@ func (e *Engine) merge(ctx context.Context, m *message) ([]bool, error) {
 		delete(e.digests, name)
 	}
 	if err != nil {
-		if errors.Is(err, localstore.ErrInvalid) {
+		if errors.Is(err, ctxstore.ErrInvalid) {
 			e.refused["invalid"]++
 		}
 		e.fail(m.from, err)
@@ -1266,12 +1265,12 @@ func (e *Engine) Stats() Stats {
 
 // PeerStatuses returns every known peer, sorted by name, as GET /v1/peers shows them.
 // Lag is how long ago the oldest local change the peer has not acknowledged was made.
-func (e *Engine) PeerStatuses(now time.Time) []admin.PeerStatus {
+func (e *Engine) PeerStatuses(now time.Time) []ctxstore.PeerStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make([]admin.PeerStatus, 0, len(e.peers))
+	out := make([]ctxstore.PeerStatus, 0, len(e.peers))
 	for _, p := range e.peers {
-		st := admin.PeerStatus{
+		st := ctxstore.PeerStatus{
 			Name: p.name, Address: p.addr, State: p.state, LastContact: p.lastContact,
 			BytesIn: p.bytesIn, BytesOut: p.bytesOut, Errors: p.errors, LastError: p.lastError,
 		}
@@ -1283,6 +1282,6 @@ func (e *Engine) PeerStatuses(now time.Time) []admin.PeerStatus {
 		}
 		out = append(out, st)
 	}
-	slices.SortFunc(out, func(a, b admin.PeerStatus) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b ctxstore.PeerStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

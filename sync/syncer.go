@@ -18,9 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ctxprop/ctxprop/admin"
 	"github.com/ctxprop/ctxprop/crdt"
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,8 +92,8 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Syncer replicates the store with the other sidecars over memberlist. It implements
-// admin.Peers and prometheus.Collector.
+// Syncer replicates the store with the other sidecars over memberlist. It reports its
+// peers (Peers, for the admin API's GET /v1/peers) and implements prometheus.Collector.
 type Syncer struct {
 	opt    Options
 	log    hclog.Logger
@@ -124,10 +123,7 @@ type Syncer struct {
 	closeErr  error
 }
 
-var (
-	_ admin.Peers          = (*Syncer)(nil)
-	_ prometheus.Collector = (*Syncer)(nil)
-)
+var _ prometheus.Collector = (*Syncer)(nil)
 
 // New checks opt and loads the keyring. It starts nothing: call Open.
 func New(opt Options) (*Syncer, error) {
@@ -377,11 +373,11 @@ func (s *Syncer) Close(ctx context.Context) error {
 // watchLoop feeds committed store events to the engine: local ones to push, others to
 // refresh digests. A subscription dropped for lagging is renewed and followed by a
 // push-pull, which repairs whatever was missed.
-func (s *Syncer) watchLoop(sub *localstore.Subscription) {
+func (s *Syncer) watchLoop(sub ctxstore.Subscription) {
 	defer s.wg.Done()
 	replica := s.opt.Store.Replica()
 	for {
-		for ev := range sub.C {
+		for ev := range sub.Events() {
 			if ev.Origin == replica {
 				s.engine.Local(ev.Context, ev.Delta, s.opt.Now())
 			} else {
@@ -516,8 +512,8 @@ func (s *Syncer) discover(ctx context.Context) {
 	s.log.Debug("joined peers", "contacted", n, "listed", len(join))
 }
 
-// Peers implements admin.Peers for GET /v1/peers.
-func (s *Syncer) Peers() []admin.PeerStatus { return s.engine.PeerStatuses(s.opt.Now()) }
+// Peers returns every known peer, sorted by name, for the admin API's GET /v1/peers.
+func (s *Syncer) Peers() []ctxstore.PeerStatus { return s.engine.PeerStatuses(s.opt.Now()) }
 
 // Stats returns the engine's counters.
 func (s *Syncer) Stats() Stats { return s.engine.Stats() }

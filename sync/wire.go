@@ -10,7 +10,7 @@ import (
 	"sync"
 
 	"github.com/ctxprop/ctxprop/crdt"
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/ctxstore"
 )
 
 // Wire format, version 1. Every message:
@@ -403,7 +403,7 @@ func (d *reader) string(max int) string {
 func (d *reader) name() string {
 	s := d.string(maxNameBytes)
 	if d.err == nil {
-		if err := localstore.ValidName(s); err != nil {
+		if err := ctxstore.ValidName(s); err != nil {
 			d.fail(err.Error())
 		}
 	}

@@ -164,6 +164,7 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		Logger:           log.Named("admin"),
 	})
 	n.admin.Registry().MustRegister(n.sync.syncer)
+	n.admin.Registry().MustRegister(localstore.NewCollector(n.store))
 	n.admin.AddReadyCheck("sync", n.sync.syncer.Ready)
 	// Handlers mount before Open. "/{$}" and not "/": the page must not swallow the API's
 	// JSON 404 for unknown paths.
