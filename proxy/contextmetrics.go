@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/ctxprop/ctxprop/localstore"
 )
 
@@ -22,7 +23,7 @@ const OtherContext = "_other"
 type ContextCounterReader interface {
 	Counters(marker string, keys []string) []localstore.ContextCounters
 	CountersOf(names []string, marker string, keys []string) []localstore.ContextCounters
-	Watch(ctx context.Context, name string, after uint64) (*localstore.Subscription, error)
+	Watch(ctx context.Context, name string, after uint64) (ctxstore.Subscription, error)
 }
 
 // ContextMetricsOptions bound the series of a ContextCollector.
@@ -121,7 +122,7 @@ func (c *ContextCollector) Close() error {
 }
 
 // keep follows the store's changes until ctx ends; see ContextCollector.
-func (c *ContextCollector) keep(ctx context.Context, sub *localstore.Subscription) {
+func (c *ContextCollector) keep(ctx context.Context, sub ctxstore.Subscription) {
 	defer close(c.done)
 	telemetry := make(map[string]bool, len(c.keys))
 	for _, k := range c.keys {
@@ -150,7 +151,7 @@ func (c *ContextCollector) keep(ctx context.Context, sub *localstore.Subscriptio
 		case <-ctx.Done():
 			sub.Close()
 			return
-		case ev, ok := <-sub.C:
+		case ev, ok := <-sub.Events():
 			if !ok {
 				if ctx.Err() != nil {
 					return
