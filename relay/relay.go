@@ -130,8 +130,8 @@ type Relay struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	stopWatch context.CancelFunc // ends the store watch alone
-	watchWG sync.WaitGroup // the watch loop; Close waits for it before the last flush
-	wg      sync.WaitGroup
+	watchWG   sync.WaitGroup     // the watch loop; Close waits for it before the last flush
+	wg        sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
