@@ -466,7 +466,9 @@ func (c *Config) validateRelay(bad func(path, format string, args ...any), posit
 			bad(path, "%q must be 1 to 64 of %s", v, allowed)
 		}
 	}
-	word := func(r rune) bool { return r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_') }
+	word := func(r rune) bool {
+		return r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_')
+	}
 	name("relay.cluster", r.Cluster, "letters, digits, - and _ (it is a subject token and the durable consumer's name), such as \"eu-west-1\"", word)
 	for _, tok := range strings.Split(r.SubjectPrefix, ".") {
 		if tok == "" || strings.IndexFunc(tok, func(r rune) bool { return !word(r) }) >= 0 {
