@@ -14,6 +14,7 @@ import (
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/proxy"
+	"github.com/ctxprop/ctxprop/relay"
 	peersync "github.com/ctxprop/ctxprop/sync"
 	"github.com/ctxprop/ctxprop/webui"
 	"github.com/hashicorp/go-hclog"
@@ -31,6 +32,7 @@ type node struct {
 	proxy *proxy.Proxy
 	flags *flags.Flags
 	sync  *syncPart
+	relay *relay.Relay // nil without relay.urls
 	// keyring is the fleet's secret from sync.key_file; nil without one.
 	keyring [][]byte
 }
@@ -86,6 +88,10 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		}
 	}
 	if n.sync, err = startSync(n); err != nil {
+		return n, err
+	}
+	// Between clusters (issue 15): after the store, before anything writes.
+	if n.relay, err = startRelay(n); err != nil {
 		return n, err
 	}
 	trust, err := proxyTrust(cfg, n.keyring, log)
@@ -161,6 +167,11 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	})
 	n.admin.Registry().MustRegister(n.sync.syncer)
 	n.admin.AddReadyCheck("sync", n.sync.syncer.Ready)
+	if n.relay != nil {
+		// No ready check: a NATS outage must not take the pods out of service; the
+		// deltas wait (ctxprop_relay_connected, ctxprop_relay_publish_lag_seconds).
+		n.admin.Registry().MustRegister(n.relay)
+	}
 	// Handlers mount before Open. "/{$}" and not "/": the page must not swallow the API's
 	// JSON 404 for unknown paths.
 	ui := webui.Handler()
@@ -223,6 +234,10 @@ func (n *node) close(ctx context.Context) error {
 	}
 	if n.admin != nil {
 		errs = append(errs, n.admin.Close(ctx))
+	}
+	if n.relay != nil {
+		// After the API stops taking writes: Close publishes the last deltas.
+		errs = append(errs, n.relay.Close(ctx))
 	}
 	if n.sync != nil {
 		// After the API stops taking writes: Close pushes the last deltas to the peers.
