@@ -323,6 +323,10 @@ func (r *Relay) Open() error {
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// A server cut off without a reset (a partition) is noticed within 15s, not the
+		// client's default 4 minutes: the deltas then wait for the reconnect.
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				r.log.Warn("disconnected from NATS; reconnecting, local deltas are kept to publish", "error", err)
