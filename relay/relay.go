@@ -71,8 +71,13 @@ type Options struct {
 	SubjectPrefix string
 	// Stream holds the deltas; "" means "CTXPROP_DELTAS".
 	Stream string
-	// Bucket is the KV bucket of full states; "" means "ctxprop_state".
+	// Bucket is the KV bucket of full states; "" means "ctxprop_state". The bucket
+	// <Bucket>_replicas holds when each replica was last alive.
 	Bucket string
+	// PresenceTTL is how long a replica counts as alive after its last heartbeat in the
+	// replicas bucket (sync.retire_after); 0 means 1h. Every sidecar writes its own every
+	// quarter of it, at most every minute. AliveReplicas reports them.
+	PresenceTTL time.Duration
 	// Retention is how long the stream keeps a delta (its MaxAge); 0 means 24h. A cluster
 	// cut off for longer catches up from the bucket.
 	Retention time.Duration
@@ -116,6 +121,10 @@ type Relay struct {
 	nc    atomic.Pointer[nats.Conn]
 	links atomic.Pointer[links] // nil until the stream, bucket and consumer exist
 
+	presenceMu   sync.Mutex
+	presence     map[crdt.ReplicaID]time.Time // last heartbeat of each replica, as the bucket stored it
+	presenceRead bool                         // the replicas bucket was read once
+
 	mu           sync.Mutex
 	pending      map[string]*crdt.Context // local deltas to publish, joined per context
 	pendingSince time.Time                // when the first of pending was committed
@@ -123,7 +132,9 @@ type Relay struct {
 	oldest       time.Time                // when the oldest delta not acknowledged was committed
 	dirty        map[string]struct{}      // contexts to compare with the bucket
 	echo         map[*crdt.Context]struct{}
-	kick         chan struct{}
+	// reconnected is signalled on every reconnect to NATS: the bucket watchers do not
+	// survive a server restart, so consume returns and everything is set up again.
+	reconnected chan struct{}
 
 	m metrics
 
@@ -139,10 +150,11 @@ type Relay struct {
 
 // links are the JetStream handles once set up.
 type links struct {
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	cons   jetstream.Consumer
-	maxMsg int // largest message NATS takes (max_payload), less room for headers
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	replicas jetstream.KeyValue
+	cons     jetstream.Consumer
+	maxMsg   int // largest message NATS takes (max_payload), less room for headers
 }
 
 // stateOrigin labels the changes merged from the KV bucket: not this replica, so the
@@ -194,15 +206,19 @@ func New(opt Options) (*Relay, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.PresenceTTL <= 0 {
+		opt.PresenceTTL = time.Hour
+	}
 	r := &Relay{
-		opt:     opt,
-		log:     opt.Logger,
-		subject: opt.SubjectPrefix + ".delta." + opt.Cluster,
-		filter:  opt.SubjectPrefix + ".delta.>",
-		pending: map[string]*crdt.Context{},
-		dirty:   map[string]struct{}{},
-		echo:    map[*crdt.Context]struct{}{},
-		kick:    make(chan struct{}, 1),
+		presence:    map[crdt.ReplicaID]time.Time{},
+		opt:         opt,
+		log:         opt.Logger,
+		subject:     opt.SubjectPrefix + ".delta." + opt.Cluster,
+		filter:      opt.SubjectPrefix + ".delta.>",
+		pending:     map[string]*crdt.Context{},
+		dirty:       map[string]struct{}{},
+		echo:        map[*crdt.Context]struct{}{},
+		reconnected: make(chan struct{}, 1),
 	}
 	var err error
 	if r.connOpt, err = connectOptions(opt); err != nil {
@@ -332,7 +348,13 @@ func (r *Relay) Open() error {
 				r.log.Warn("disconnected from NATS; reconnecting, local deltas are kept to publish", "error", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { r.log.Info("reconnected to NATS", "server", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			r.log.Info("reconnected to NATS", "server", c.ConnectedUrlRedacted())
+			select {
+			case r.reconnected <- struct{}{}:
+			default:
+			}
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			r.m.errors.Add(1)
 			r.log.Warn("NATS error", "error", err)
@@ -346,10 +368,11 @@ func (r *Relay) Open() error {
 	r.nc.Store(nc)
 	r.watchWG.Add(1)
 	go r.watchLoop(watchCtx, changes)
-	r.wg.Add(3)
+	r.wg.Add(4)
 	go r.setupLoop()
 	go r.flushLoop()
 	go r.stateLoop()
+	go r.presenceLoop()
 	r.log.Info("relay open", "urls", r.opt.URLs, "cluster", r.opt.Cluster, "subject", r.subject, "stream", r.opt.Stream, "bucket", r.opt.Bucket)
 	return nil
 }
@@ -472,8 +495,8 @@ func (r *Relay) setupLoop() {
 			if r.ctx.Err() != nil {
 				return
 			}
-			// The consumer or the stream went away (NATS lost its store): set them up again.
-			r.links.Store(nil)
+			// Reconnected, or the consumer or the stream went away (NATS lost its
+			// store): set them up again. The links stay: publishing goes on meanwhile.
 			continue
 		}
 		if r.ctx.Err() != nil {
@@ -517,6 +540,16 @@ func (r *Relay) setup() (*links, error) {
 	if err != nil {
 		return nil, fmt.Errorf("KV bucket %s: %w", r.opt.Bucket, err)
 	}
+	replicas, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      r.opt.Bucket + "_replicas",
+		Description: "ctxprop: when each replica was last alive, so that no cluster retires another's live replicas",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		TTL:         r.opt.PresenceTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("KV bucket %s_replicas: %w", r.opt.Bucket, err)
+	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, r.opt.Stream, jetstream.ConsumerConfig{
 		Durable:       r.opt.Cluster,
 		Description:   "ctxprop: the deltas cluster " + r.opt.Cluster + " merges",
@@ -534,7 +567,7 @@ func (r *Relay) setup() (*links, error) {
 	if maxMsg < 4096 {
 		return nil, fmt.Errorf("the server's max_payload is %d bytes; the relay needs at least 5 KiB", nc.MaxPayload())
 	}
-	return &links{js: js, kv: kv, cons: cons, maxMsg: maxMsg}, nil
+	return &links{js: js, kv: kv, replicas: replicas, cons: cons, maxMsg: maxMsg}, nil
 }
 
 // consume merges the stream's messages until the relay closes or the consumer is lost.
@@ -569,12 +602,28 @@ func (r *Relay) consume(l *links) {
 	}
 	defer watcher.Stop()
 	states := watcher.Updates()
+	pw, err := l.replicas.WatchAll(r.ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		r.m.errors.Add(1)
+		r.log.Warn("relay: cannot watch the replicas bucket; setting it up again", "error", err)
+		return
+	}
+	defer pw.Stop()
+	beats := pw.Updates()
 	for {
 		select {
+		case e, ok := <-beats:
+			if !ok {
+				return
+			}
+			r.heard(e)
 		case <-r.ctx.Done():
 			return
 		case <-lost:
 			r.log.Warn("relay: the consumer or the stream is gone from NATS; setting them up again")
+			return
+		case <-r.reconnected:
+			r.log.Debug("relay: reconnected; watching the buckets again")
 			return
 		case m := <-msgs:
 			batch := []jetstream.Msg{m}
@@ -999,4 +1048,67 @@ func decodeKey(key string) (string, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	return string(b), err
+}
+
+// presenceLoop writes this replica's heartbeat to the replicas bucket.
+func (r *Relay) presenceLoop() {
+	defer r.wg.Done()
+	every := min(max(r.opt.PresenceTTL/4, 100*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	key := fmt.Sprintf("r.%016x", uint64(r.opt.Store.Replica()))
+	for {
+		if l := r.links.Load(); l != nil {
+			ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+			if _, err := l.replicas.Put(ctx, key, []byte(r.opt.Cluster)); err != nil && r.ctx.Err() == nil {
+				r.m.errors.Add(1)
+				r.log.Debug("relay: heartbeat to the replicas bucket failed", "error", err)
+			}
+			cancel()
+		}
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// heard records a heartbeat; nil marks the end of the bucket's first reading.
+func (r *Relay) heard(e jetstream.KeyValueEntry) {
+	r.presenceMu.Lock()
+	defer r.presenceMu.Unlock()
+	if e == nil {
+		r.presenceRead = true
+		return
+	}
+	var id uint64
+	if _, err := fmt.Sscanf(e.Key(), "r.%016x", &id); err != nil {
+		return
+	}
+	if t := e.Created(); t.After(r.presence[crdt.ReplicaID(id)]) {
+		r.presence[crdt.ReplicaID(id)] = t
+	}
+}
+
+// AliveReplicas returns the replicas, of every cluster, whose last heartbeat is less than
+// PresenceTTL old; ok is false until the replicas bucket has been read once. A replica
+// alive in another cluster is never alive in this cluster's gossip membership: the gossip
+// layer must not take it for gone (cmd/sidecar keeps these out of retirement).
+func (r *Relay) AliveReplicas() (alive map[crdt.ReplicaID]bool, ok bool) {
+	now := r.opt.Now()
+	r.presenceMu.Lock()
+	defer r.presenceMu.Unlock()
+	if !r.presenceRead {
+		return nil, false
+	}
+	alive = make(map[crdt.ReplicaID]bool, len(r.presence))
+	for id, t := range r.presence {
+		if now.Sub(t) < r.opt.PresenceTTL {
+			alive[id] = true
+		} else {
+			delete(r.presence, id)
+		}
+	}
+	return alive, true
 }

@@ -403,3 +403,52 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// TestRelay_AliveReplicas every relay sees the replicas of every cluster alive through the
+// replicas bucket, still after NATS restarted, and a replica that stopped goes off the
+// list once its heartbeat is PresenceTTL old.
+func TestRelay_AliveReplicas(t *testing.T) {
+	port := freePort(t)
+	dir := t.TempDir()
+	ns := startNATS(t, dir, port)
+	url := ns.ClientURL()
+	a, b := openStore(t, "a"), openStore(t, "b")
+	ttl := func(o *relay.Options) { o.PresenceTTL = 2 * time.Second }
+	ra := startRelay(t, url, "east", a, ttl)
+	rb := startRelay(t, url, "west", b, ttl)
+	both := func() error {
+		for _, r := range []*relay.Relay{ra, rb} {
+			alive, ok := r.AliveReplicas()
+			if !ok || !alive[a.Replica()] || !alive[b.Replica()] {
+				return fmt.Errorf("alive %v (read %v), want %v and %v", alive, ok, a.Replica(), b.Replica())
+			}
+		}
+		return nil
+	}
+	eventually(t, 10*time.Second, "both see both", both)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	startNATS(t, dir, port)
+	// Longer than the TTL: only heartbeats written and read after the restart keep them.
+	deadline := time.Now().Add(6 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	eventually(t, 10*time.Second, "both see both after NATS restarted", both)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rb.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "west goes off east's list", func() error {
+		alive, _ := ra.AliveReplicas()
+		if alive[b.Replica()] {
+			return errors.New("west still alive")
+		}
+		if !alive[a.Replica()] {
+			return errors.New("east itself not alive")
+		}
+		return nil
+	})
+}

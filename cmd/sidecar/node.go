@@ -87,12 +87,18 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 			return n, err
 		}
 	}
+	// Between clusters (issue 15): made before the syncer, whose retirement must spare
+	// the replicas alive in other clusters (n.retirer), opened after it.
+	if n.relay, err = newRelay(n); err != nil {
+		return n, err
+	}
 	if n.sync, err = startSync(n); err != nil {
 		return n, err
 	}
-	// Between clusters (issue 15): after the store, before anything writes.
-	if n.relay, err = startRelay(n); err != nil {
-		return n, err
+	if n.relay != nil {
+		if err := n.relay.Open(); err != nil {
+			return n, err
+		}
 	}
 	trust, err := proxyTrust(cfg, n.keyring, log)
 	if err != nil {

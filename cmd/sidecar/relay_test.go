@@ -201,6 +201,9 @@ func TestRelay_TwoClustersThroughNATS(t *testing.T) {
 	common := map[string]string{
 		"CTXPROP_RELAY_STATE_INTERVAL": "500ms",
 		"CTXPROP_RELAY_ACK_WAIT":       "2s",
+		// Short, so that a cluster that took the other's live replicas for gone would
+		// retire them within the test, and their sidecars would stop taking writes.
+		"CTXPROP_SYNC_RETIRE_AFTER": "10s",
 	}
 	env := func(name string, extra map[string]string) map[string]string {
 		e := map[string]string{"CTXPROP_NODE_NAME": name, "CTXPROP_STORE_PATH": filepath.Join(dir, name+".db")}

@@ -10,11 +10,12 @@ import (
 	"github.com/ctxprop/ctxprop/crdt"
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/relay"
+	peersync "github.com/ctxprop/ctxprop/sync"
 )
 
-// startRelay opens the replication between clusters of cfg.Relay over n.store, or
-// returns nil without relay.urls. Call it once the store is open.
-func startRelay(n *node) (*relay.Relay, error) {
+// newRelay makes the replication between clusters of cfg.Relay over n.store, or returns
+// nil without relay.urls. Call it once the store is open; the caller opens it.
+func newRelay(n *node) (*relay.Relay, error) {
 	c := n.cfg.Relay
 	if len(c.URLs) == 0 {
 		return nil, nil
@@ -28,7 +29,7 @@ func startRelay(n *node) (*relay.Relay, error) {
 		}
 	}
 	st := relayStore{n.store}
-	r, err := relay.New(relay.Options{
+	return relay.New(relay.Options{
 		Store:         st,
 		Feed:          st,
 		Logger:        n.log.Named("relay"),
@@ -52,15 +53,51 @@ func startRelay(n *node) (*relay.Relay, error) {
 		CertFile:      c.TLSCertFile,
 		KeyFile:       c.TLSKeyFile,
 		ServerName:    c.TLSServerName,
+		// A replica alive in another cluster is not in this cluster's membership; it
+		// counts as alive for as long as retirement waits for a replica of this one.
+		PresenceTTL: n.cfg.Sync.RetireAfter,
 	})
-	if err != nil {
-		return nil, err
-	}
-	if err := r.Open(); err != nil {
-		return nil, err
-	}
-	return r, nil
 }
+
+// retirer is what the syncer folds replicas gone from the fleet with: the store, and
+// with a relay only the replicas no cluster has heard from for sync.retire_after.
+func (n *node) retirer() peersync.Retirer {
+	if n.relay == nil {
+		return n.store
+	}
+	return clusterRetirer{n.store, n.relay}
+}
+
+// clusterRetirer keeps the replicas alive in any cluster out of retirement: the gossip
+// layer sees only its own cluster's members, and would otherwise fold every replica of
+// the other clusters after sync.retire_after, and those sidecars, learning it, would
+// stop and restart under new replica ids (README, "Multi-cluster").
+type clusterRetirer struct {
+	store *localstore.Store
+	relay *relay.Relay
+}
+
+// CounterReplicas leaves out the replicas alive in some cluster, and every replica while
+// the relay has not read the replicas bucket yet: nothing is retired on a guess.
+func (r clusterRetirer) CounterReplicas() map[crdt.ReplicaID]int {
+	alive, ok := r.relay.AliveReplicas()
+	if !ok {
+		return nil
+	}
+	holders := r.store.CounterReplicas()
+	for id := range holders {
+		if alive[id] {
+			delete(holders, id)
+		}
+	}
+	return holders
+}
+
+func (r clusterRetirer) Retire(ctx context.Context, from crdt.ReplicaID) (int, error) {
+	return r.store.Retire(ctx, from)
+}
+
+var _ peersync.Retirer = clusterRetirer{}
 
 // relayStore adapts *localstore.Store to relay.Store and relay.Feed.
 type relayStore struct{ *localstore.Store }
