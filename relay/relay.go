@@ -363,6 +363,10 @@ func (r *Relay) Open() error {
 	nc, err := nats.Connect(strings.Join(r.opt.URLs, ","), opts...)
 	if err != nil {
 		r.cancel()
+		go func() {
+			for range changes { // let the feed end
+			}
+		}()
 		return fmt.Errorf("relay: connect to relay.urls %v: %w", r.opt.URLs, err)
 	}
 	r.nc.Store(nc)
@@ -574,10 +578,12 @@ func (r *Relay) setup() (*links, error) {
 func (r *Relay) consume(l *links) {
 	msgs := make(chan jetstream.Msg, r.opt.MaxBatch)
 	lost := make(chan struct{}, 1)
+	stop := make(chan struct{}) // closed when consume returns: the handler must not block then
 	cc, err := l.cons.Consume(func(m jetstream.Msg) {
 		select {
 		case msgs <- m:
-		case <-r.ctx.Done():
+		case <-stop:
+			_ = m.Nak()
 		}
 	}, jetstream.PullMaxMessages(r.opt.MaxBatch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -594,6 +600,18 @@ func (r *Relay) consume(l *links) {
 		return
 	}
 	defer cc.Stop()
+	defer func() {
+		close(stop)
+		// Delivered, not merged: deliver them again at once rather than after AckWait.
+		for {
+			select {
+			case m := <-msgs:
+				_ = m.Nak()
+			default:
+				return
+			}
+		}
+	}()
 	watcher, err := l.kv.WatchAll(r.ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		r.m.errors.Add(1)
@@ -727,6 +745,9 @@ func (r *Relay) apply(msgs []jetstream.Msg) {
 	}
 }
 
+// maxEcho bounds the merged deltas remembered so as not to publish them back.
+const maxEcho = 1 << 16
+
 // ErrRefused is wrapped by Store.MergeAll's errors about its input, as opposed to a store
 // that failed.
 var ErrRefused = errors.New("refused")
@@ -736,6 +757,12 @@ var ErrRefused = errors.New("refused")
 // not publish them again.
 func (r *Relay) merge(names []string, deltas []*crdt.Context) error {
 	r.mu.Lock()
+	if len(r.echo) > maxEcho {
+		// Deltas joined with local writes in one commit reach the watch as a new delta,
+		// so their entries are never removed; forgetting them only publishes a few
+		// merged deltas back, which changes nothing where they arrive.
+		clear(r.echo)
+	}
 	for _, d := range deltas {
 		r.echo[d] = struct{}{}
 	}
