@@ -174,8 +174,11 @@ func metric(t *testing.T, r *relay.Relay, name string) float64 {
 func TestRelay_TwoClusters(t *testing.T) {
 	ns := startNATS(t, t.TempDir(), 0)
 	a, b := openStore(t, "a"), openStore(t, "b")
-	ra := startRelay(t, ns.ClientURL(), "east", a, nil)
-	rb := startRelay(t, ns.ClientURL(), "west", b, nil)
+	// Through the stream only: a state from the bucket would make the stream's delta
+	// change nothing, and hide a delta published back.
+	noBucket := func(o *relay.Options) { o.StateInterval = time.Hour }
+	ra := startRelay(t, ns.ClientURL(), "east", a, noBucket)
+	rb := startRelay(t, ns.ClientURL(), "west", b, noBucket)
 	eventually(t, 10*time.Second, "relays ready", func() error { return errors.Join(ra.Ready(), rb.Ready()) })
 
 	apply(t, a, "order-1", ops.Op{Kind: ops.Incr, Key: "hits", By: 3}, ops.Op{Kind: ops.Add, Set: "tags", Member: "red"})
@@ -203,22 +206,31 @@ func TestRelay_TwoClusters(t *testing.T) {
 		}
 		return nil
 	})
-	// Each cluster published its one write; the deltas it merged are not published back.
-	eventually(t, 5*time.Second, "stream holds two messages", func() error {
-		js, _ := jetstream.New(connect(t, ns.ClientURL()))
-		s, err := js.Stream(context.Background(), "CTXPROP_DELTAS")
-		if err != nil {
-			return err
-		}
-		info, err := s.Info(context.Background())
-		if err != nil {
-			return err
-		}
-		if got, want := info.State.Msgs, uint64(2); got != want {
-			return fmt.Errorf("stream holds %d messages, want %d", got, want)
+	eventually(t, 5*time.Second, "west merges east's delta from the stream", func() error {
+		if got := metric(t, rb, "ctxprop_relay_applied_deltas_total"); got < 1 {
+			return fmt.Errorf("west applied %v deltas, want at least 1", got)
 		}
 		return nil
 	})
+	// Each cluster published its one write; the deltas it merged are not published back.
+	// Absence takes watching: for 25 flush intervals, the stream must hold two messages.
+	js, err := jetstream.New(connect(t, ns.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		s, err := js.Stream(context.Background(), "CTXPROP_DELTAS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := info.State.Msgs, uint64(2); got != want {
+			t.Fatalf("stream holds %d messages, want %d: a merged delta was published back", got, want)
+		}
+	}
 }
 
 func connect(t *testing.T, url string) *nats.Conn {
