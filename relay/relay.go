@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ctxprop/ctxprop/crdt"
@@ -118,8 +119,9 @@ type Relay struct {
 	subject string // this cluster's delta subject
 	filter  string // every cluster's delta subjects
 
-	nc    atomic.Pointer[nats.Conn]
-	links atomic.Pointer[links] // nil until the stream, bucket and consumer exist
+	nc         atomic.Pointer[nats.Conn]
+	connWarned atomic.Int64          // unix ns of the last connection failure logged
+	links      atomic.Pointer[links] // nil until the stream, bucket and consumer exist
 
 	presenceMu   sync.Mutex
 	presence     map[crdt.ReplicaID]time.Time // last heartbeat of each replica, as the bucket stored it
@@ -353,6 +355,18 @@ func (r *Relay) Open() error {
 			select {
 			case r.reconnected <- struct{}{}:
 			default:
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			// Tried every reconnect wait while NATS is away: log only what says more than
+			// "unreachable", such as a refused secret or certificate.
+			r.m.errors.Add(1)
+			now := r.opt.Now().UnixNano()
+			if last := r.connWarned.Load(); now-last < int64(30*time.Second) || !r.connWarned.CompareAndSwap(last, now) {
+				return // once every 30s at most
+			}
+			if err != nil && !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				r.log.Warn("relay: cannot connect to NATS; retrying. Check relay.urls and the credential and TLS settings", "error", err)
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
