@@ -237,7 +237,9 @@ relay {
   subject_prefix = "ctxprop"
   # JetStream stream of the deltas, created if missing.
   stream = "CTXPROP_DELTAS"
-  # JetStream KV bucket of the contexts' full states, created if missing.
+  # JetStream KV bucket of the contexts' full states, created if missing; next to it
+  # <bucket>_replicas holds every sidecar's heartbeat, so that no cluster retires another
+  # cluster's live replicas (their heartbeats count for sync.retire_after).
   bucket = "ctxprop_state"
   # How to authenticate to NATS, at most one: a credentials file (user JWT and nkey
   # seed, as `nsc` writes), an nkey seed file, a file holding a token, or a user with a
