@@ -464,3 +464,19 @@ func TestRelay_AliveReplicas(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRelay_WritesBeforeOpen writes committed while no relay ran (a sidecar killed before
+// it published them, restarted) reach the other cluster through the bucket: a relay
+// compares every context it holds with the bucket when it opens.
+func TestRelay_WritesBeforeOpen(t *testing.T) {
+	ns := startNATS(t, t.TempDir(), 0)
+	a, b := openStore(t, "a"), openStore(t, "b")
+	rb := startRelay(t, ns.ClientURL(), "west", b, nil)
+	eventually(t, 10*time.Second, "west ready", rb.Ready)
+	apply(t, a, "early", ops.Op{Kind: ops.Incr, Key: "n", By: 4}, ops.Op{Kind: ops.Add, Set: "s", Member: "m"})
+	ra := startRelay(t, ns.ClientURL(), "east", a, nil)
+	eventually(t, 10*time.Second, "west gets the writes made before east's relay opened", counterIs(b, "early", "n", 4))
+	if got := metric(t, ra, "ctxprop_relay_published_messages_total"); got != 0 {
+		t.Errorf("east published %v messages, want 0: the writes predate its watch", got)
+	}
+}
