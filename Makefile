@@ -12,7 +12,7 @@ test: tools lint
 	cd bench/slowdisk && $(GO) test $(TESTFLAGS) ./...
 
 # tools installs what the tests use beyond Go: Debian packages (chromium for the web page,
-# iproute2 and iptables for partition tests), kube-apiserver and etcd for the webhook
+# iproute2 and iptables for partition tests, nats-server for the relay), kube-apiserver and etcd for the webhook
 # tests (built once into .bin/, reused), and the OpenFeature npm packages the OFREP tests
 # drive (npm ci into hack/ofrep-js/node_modules, reused).
 tools: apt-tools kube-tools ofrep-js-tools

@@ -229,6 +229,61 @@ sync {
   retire_after = "1h"
 }
 
+# Replication between clusters through NATS JetStream (README "Multi-cluster"). Off
+# unless urls is set. Every sidecar with it publishes the deltas of its own writes to
+# <subject_prefix>.delta.<cluster> on stream, merges the other clusters' deltas through
+# one durable consumer its cluster shares (named cluster), and joins the contexts it
+# holds into the KV bucket, from which a new cluster, or one cut off longer than
+# retention, catches up. Gossip (the sync block) spreads them inside the cluster.
+relay {
+  # NATS servers, such as ["nats://nats.nats.svc:4222"]; tls:// for TLS. Empty: no relay.
+  urls = []
+  # This cluster's name, the same on all its sidecars and different in every cluster:
+  # letters, digits, - and _. Required with urls.
+  cluster = ""
+  # First token(s) of the delta subjects; NATS permissions can allow <prefix>.> and $JS.>.
+  subject_prefix = "ctxprop"
+  # JetStream stream of the deltas, created if missing.
+  stream = "CTXPROP_DELTAS"
+  # JetStream KV bucket of the contexts' full states, created if missing; next to it
+  # <bucket>_replicas holds every sidecar's heartbeat, so that no cluster retires another
+  # cluster's live replicas (their heartbeats count for sync.retire_after).
+  bucket = "ctxprop_state"
+  # How to authenticate to NATS, at most one: a credentials file (user JWT and nkey
+  # seed, as `nsc` writes), an nkey seed file, a file holding a token, or a user with a
+  # file holding its password. Read at start-up. Empty: no authentication.
+  creds_file    = ""
+  nkey_file     = "" # an nkey seed file (SU...)
+  token_file    = "" # a file holding the token
+  user          = "" # with password_file
+  password_file = "" # the file holding user's password
+  # PEM CA that signs the NATS server's certificate; with tls:// URLs. Empty: the
+  # system's roots.
+  tls_ca_file = ""
+  # PEM client certificate and its key, for mTLS to NATS: both or neither.
+  tls_cert_file = ""
+  tls_key_file  = "" # the private key of tls_cert_file
+  # Name the server's certificate must hold when it is not the URL's host.
+  tls_server_name = ""
+  # How long the stream keeps a delta. A cluster cut off longer catches up from the
+  # bucket instead.
+  retention = "24h"
+  # How often a sidecar joins the contexts that changed here into the bucket
+  # (compare-and-set, written only when it adds something).
+  state_interval = "2s"
+  # How long local deltas are joined per context before they are published: one message
+  # per window, not per write.
+  flush_interval = "20ms"
+  # How long a delivered delta may go unacknowledged (its sidecar killed) before
+  # JetStream delivers it again, to any sidecar of the cluster.
+  ack_wait = "10s"
+  # Messages delivered to this cluster and not yet acknowledged (the consumer's
+  # MaxAckPending), and publishes awaiting acknowledgement, at most.
+  max_in_flight = 1024
+  # Stream messages merged in one store commit at most.
+  max_batch = 256
+}
+
 tracing {
   # How the proxy takes part in W3C Trace Context (traceparent, tracestate):
   #   "participate": each proxied request is a hop of its trace: same trace-id, a new

@@ -15,6 +15,7 @@ type Config struct {
 	Inbound  Inbound
 	Outbound Outbound
 	Sync     Sync
+	Relay    Relay
 	Tracing  Tracing
 	Flags    Flags
 	// Intercept is read by `sidecar intercept` only, not by `sidecar run`.
@@ -150,6 +151,35 @@ type Sync struct {
 	XDSInsecure bool
 }
 
+// Relay configures replication between clusters through NATS JetStream (issue 15). Every
+// sidecar with URLs set publishes its local deltas and merges the other clusters'.
+type Relay struct {
+	URLs          []string // NATS servers, such as "nats://nats.nats:4222"; default none: no relay
+	Cluster       string   // this cluster's name: letters, digits, - and _; required with URLs
+	SubjectPrefix string   // first token of the delta subjects <prefix>.delta.<cluster>; default "ctxprop"
+	Stream        string   // JetStream stream of the deltas; default "CTXPROP_DELTAS"
+	Bucket        string   // JetStream KV bucket of the full states; default "ctxprop_state"
+
+	// At most one way to authenticate; default none.
+	CredsFile    string // NATS credentials file (user JWT and nkey seed)
+	NKeyFile     string // nkey seed file
+	TokenFile    string // file holding a token
+	User         string // user name; its password is in PasswordFile
+	PasswordFile string // file holding User's password
+
+	TLSCAFile     string // PEM CA that signs the server's certificate; default "", the system roots
+	TLSCertFile   string // PEM client certificate for mTLS; default "", none
+	TLSKeyFile    string // PEM private key of TLSCertFile; default "", none
+	TLSServerName string // name the server's certificate must hold; default "", the URL's host
+
+	Retention     time.Duration // how long the stream keeps a delta; default 24h
+	StateInterval time.Duration // how often changed contexts are joined into the KV bucket; default 2s
+	FlushInterval time.Duration // how long local deltas are joined before publishing; default 20ms
+	AckWait       time.Duration // how long before an unacknowledged message is delivered again; default 10s
+	MaxInFlight   int           // messages delivered and not acknowledged, and publishes awaiting acks; default 1024
+	MaxBatch      int           // stream messages merged in one store commit at most; default 256
+}
+
 // Tracing configures W3C Trace Context and OpenTelemetry traces.
 type Tracing struct {
 	// Mode is how the proxy takes part in W3C Trace Context: "participate" (a new
@@ -271,6 +301,18 @@ func DefaultConfig() Config {
 			MaxPeers:    1024,
 			RetireAfter: time.Hour,
 		},
+		Relay: Relay{
+			URLs:          []string{},
+			SubjectPrefix: "ctxprop",
+			Stream:        "CTXPROP_DELTAS",
+			Bucket:        "ctxprop_state",
+			Retention:     24 * time.Hour,
+			StateInterval: 2 * time.Second,
+			FlushInterval: 20 * time.Millisecond,
+			AckWait:       10 * time.Second,
+			MaxInFlight:   1024,
+			MaxBatch:      256,
+		},
 		Tracing: Tracing{Mode: TraceParticipate, SampleRatio: 1},
 		Flags:   Flags{PollInterval: 2 * time.Second, ContextHeaders: map[string]string{}, ContextBaggage: map[string]string{}},
 		Intercept: Intercept{
@@ -294,7 +336,7 @@ type setting struct {
 func (s setting) path() string { return s.block + "." + s.attr }
 
 // blocks lists the block names in the order of the file.
-var blocks = []string{"node", "log", "store", "admin", "inbound", "outbound", "sync", "tracing", "flags", "intercept"}
+var blocks = []string{"node", "log", "store", "admin", "inbound", "outbound", "sync", "relay", "tracing", "flags", "intercept"}
 
 // settings lists every attribute; its order is the order of the blocks above.
 func (c *Config) settings() []setting {
@@ -363,6 +405,27 @@ func (c *Config) settings() []setting {
 		{"sync", "max_peers", &c.Sync.MaxPeers},
 		{"sync", "peer_metrics", &c.Sync.PeerMetrics},
 		{"sync", "retire_after", &c.Sync.RetireAfter},
+
+		{"relay", "urls", &c.Relay.URLs},
+		{"relay", "cluster", &c.Relay.Cluster},
+		{"relay", "subject_prefix", &c.Relay.SubjectPrefix},
+		{"relay", "stream", &c.Relay.Stream},
+		{"relay", "bucket", &c.Relay.Bucket},
+		{"relay", "creds_file", &c.Relay.CredsFile},
+		{"relay", "nkey_file", &c.Relay.NKeyFile},
+		{"relay", "token_file", &c.Relay.TokenFile},
+		{"relay", "user", &c.Relay.User},
+		{"relay", "password_file", &c.Relay.PasswordFile},
+		{"relay", "tls_ca_file", &c.Relay.TLSCAFile},
+		{"relay", "tls_cert_file", &c.Relay.TLSCertFile},
+		{"relay", "tls_key_file", &c.Relay.TLSKeyFile},
+		{"relay", "tls_server_name", &c.Relay.TLSServerName},
+		{"relay", "retention", &c.Relay.Retention},
+		{"relay", "state_interval", &c.Relay.StateInterval},
+		{"relay", "flush_interval", &c.Relay.FlushInterval},
+		{"relay", "ack_wait", &c.Relay.AckWait},
+		{"relay", "max_in_flight", &c.Relay.MaxInFlight},
+		{"relay", "max_batch", &c.Relay.MaxBatch},
 
 		{"tracing", "mode", &c.Tracing.Mode},
 		{"tracing", "enabled", &c.Tracing.Enabled},

@@ -105,7 +105,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 76; got != want {
+	if got, want := len(c.settings()), 96; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -203,6 +203,28 @@ sync {
   peer_metrics = true
   retire_after = "3h"
 }
+relay {
+  urls = ["nats://nats-a:4222", "tls://nats-b:4222"]
+  cluster = "eu-west"
+  subject_prefix = "acme.ctx"
+  stream = "ACME_DELTAS"
+  bucket = "acme_state"
+  creds_file = ""
+  nkey_file = ""
+  token_file = ""
+  user = "ctxprop"
+  password_file = "/etc/nats/password"
+  tls_ca_file = "/etc/nats/ca.pem"
+  tls_cert_file = "/etc/nats/tls.crt"
+  tls_key_file = "/etc/nats/tls.key"
+  tls_server_name = "nats.example"
+  retention = "12h"
+  state_interval = "5s"
+  flush_interval = "50ms"
+  ack_wait = "30s"
+  max_in_flight = 512
+  max_batch = 64
+}
 tracing {
   mode          = "export"
   enabled       = true
@@ -257,6 +279,11 @@ func everyAttributeConfig() Config {
 			XDSCAFile: "/etc/ctxprop/xds/ca.pem", XDSCertFile: "/etc/ctxprop/xds/tls.crt", XDSKeyFile: "/etc/ctxprop/xds/tls.key",
 			XDSServerName: "control-plane.example",
 		},
+		Relay: Relay{URLs: []string{"nats://nats-a:4222", "tls://nats-b:4222"}, Cluster: "eu-west", SubjectPrefix: "acme.ctx",
+			Stream: "ACME_DELTAS", Bucket: "acme_state", User: "ctxprop", PasswordFile: "/etc/nats/password",
+			TLSCAFile: "/etc/nats/ca.pem", TLSCertFile: "/etc/nats/tls.crt", TLSKeyFile: "/etc/nats/tls.key", TLSServerName: "nats.example",
+			Retention: 12 * time.Hour, StateInterval: 5 * time.Second, FlushInterval: 50 * time.Millisecond, AckWait: 30 * time.Second,
+			MaxInFlight: 512, MaxBatch: 64},
 		Tracing: Tracing{Mode: "export", Enabled: true, OTLPEndpoint: "otel-collector:4317", SampleRatio: 0.25, TracestateKey: "ctxprop@acme"},
 		Flags: Flags{Files: []string{"flags.json", "/etc/flags/more.json"}, Pinned: []string{"new-checkout", "dark_mode"},
 			PollInterval: 5 * time.Second, TargetingKeyHeader: "X-User-Id",
@@ -335,6 +362,15 @@ func TestParse_Errors(t *testing.T) {
 		{"zero sniff timeout", "outbound {\n  sniff_timeout = \"0\"\n}\n", []string{"bad.hcl:2: outbound.sniff_timeout is 0s; want a positive duration"}},
 		{"zero transparent connections", "outbound {\n  transparent_max_connections = 0\n}\n", []string{"bad.hcl:2: outbound.transparent_max_connections is 0; want a positive number"}},
 		{"negative body timeout", "inbound {\n  body_timeout = \"-1s\"\n}\n", []string{"bad.hcl:2: inbound.body_timeout is -1s; want \"0\" for no limit"}},
+		{"relay cluster without urls", "relay {\n  cluster = \"eu\"\n}\n", []string{"relay.urls is empty but relay.cluster is \"eu\""}},
+		{"relay without cluster", "relay {\n  urls = [\"nats://n:4222\"]\n}\n", []string{"relay.cluster \"\" must be 1 to 64 of letters, digits, - and _"}},
+		{"relay bad url", "relay {\n  urls = [\"http://n:4222\"]\n  cluster = \"eu\"\n}\n", []string{"bad.hcl:2: relay.urls entry 1 \"http://n:4222\" is not a NATS URL"}},
+		{"relay cluster with a dot", "relay {\n  urls = [\"nats://n:4222\"]\n  cluster = \"eu.west\"\n}\n", []string{"bad.hcl:3: relay.cluster \"eu.west\" must be"}},
+		{"relay wildcard prefix", "relay {\n  urls = [\"nats://n:4222\"]\n  cluster = \"eu\"\n  subject_prefix = \"a.*\"\n}\n", []string{"bad.hcl:4: relay.subject_prefix \"a.*\" must be dot-separated tokens"}},
+		{"relay two auths", "relay {\n  urls = [\"nats://n:4222\"]\n  cluster = \"eu\"\n  token_file = \"t\"\n  creds_file = \"c\"\n}\n", []string{"more than one is set"}},
+		{"relay user without password", "relay {\n  urls = [\"nats://n:4222\"]\n  cluster = \"eu\"\n  user = \"u\"\n}\n", []string{"relay.user and relay.password_file go together"}},
+		{"relay cert without key", "relay {\n  urls = [\"nats://n:4222\"]\n  cluster = \"eu\"\n  tls_cert_file = \"c\"\n}\n", []string{"relay.tls_cert_file and relay.tls_key_file go together"}},
+		{"relay zero batch", "relay {\n  urls = [\"nats://n:4222\"]\n  cluster = \"eu\"\n  max_batch = 0\n}\n", []string{"bad.hcl:4: relay.max_batch is 0; want a positive number"}},
 		{"commit window zero", "store {\n  commit_window = \"0\"\n}\n", []string{"bad.hcl:2: store.commit_window is 0s; want more than 0 and at most 10s"}},
 		{"commit window too long", "store {\n  commit_window = \"11s\"\n}\n", []string{"bad.hcl:2: store.commit_window is 11s"}},
 		{"checkpoint interval too long", "store {\n  checkpoint_interval = \"2h\"\n}\n", []string{"bad.hcl:2: store.checkpoint_interval is 2h0m0s; want more than 0 and at most 1h0m0s"}},

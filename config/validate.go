@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -222,6 +223,8 @@ func (c *Config) Validate() error {
 	positiveDuration("sync.retire_after", c.Sync.RetireAfter)
 	positive("sync.fanout", int64(c.Sync.Fanout))
 	positive("sync.max_peers", int64(c.Sync.MaxPeers))
+
+	c.validateRelay(bad, positive, positiveDuration)
 
 	switch m := c.Tracing.Mode; {
 	case !slices.Contains([]string{TraceParticipate, TraceExport, TracePassthrough}, m):
@@ -449,4 +452,63 @@ func (c *Config) validateIntercept(bad func(path, format string, args ...any)) {
 	if !slices.Contains([]string{BackendAuto, BackendLegacy, BackendNFT}, ic.Backend) {
 		bad("intercept.backend", "%q is not a backend; want auto (legacy if the pod's network namespace already holds iptables-legacy rules, else nft), legacy (iptables-legacy) or nft (iptables-nft)", ic.Backend)
 	}
+}
+
+// validateRelay checks the relay block (issue 15); without relay.urls the relay is off and
+// only relay.cluster is checked, as a sign of a forgotten url.
+func (c *Config) validateRelay(bad func(path, format string, args ...any), positive func(string, int64), positiveDuration func(string, time.Duration)) {
+	r := c.Relay
+	if len(r.URLs) == 0 {
+		if r.Cluster != "" {
+			bad("relay.urls", "is empty but relay.cluster is %q; set relay.urls to the NATS servers, such as [\"nats://nats.nats:4222\"], or remove relay.cluster", r.Cluster)
+		}
+		return
+	}
+	for i, raw := range r.URLs {
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil:
+			bad("relay.urls", "entry %d %q: %v", i+1, raw, err)
+		case !slices.Contains([]string{"nats", "tls", "ws", "wss"}, u.Scheme) || u.Host == "":
+			bad("relay.urls", "entry %d %q is not a NATS URL; want nats://host:4222 (or tls://, ws://, wss://)", i+1, raw)
+		}
+	}
+	name := func(path, v, allowed string, ok func(rune) bool) {
+		if v == "" || len(v) > 64 || strings.IndexFunc(v, func(r rune) bool { return !ok(r) }) >= 0 {
+			bad(path, "%q must be 1 to 64 of %s", v, allowed)
+		}
+	}
+	word := func(r rune) bool {
+		return r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_')
+	}
+	name("relay.cluster", r.Cluster, "letters, digits, - and _ (it is a subject token and the durable consumer's name), such as \"eu-west-1\"", word)
+	for _, tok := range strings.Split(r.SubjectPrefix, ".") {
+		if tok == "" || strings.IndexFunc(tok, func(r rune) bool { return !word(r) }) >= 0 {
+			bad("relay.subject_prefix", "%q must be dot-separated tokens of letters, digits, - and _ (no wildcards), such as \"ctxprop\" or \"acme.ctxprop\"", r.SubjectPrefix)
+			break
+		}
+	}
+	name("relay.stream", r.Stream, "letters, digits, - and _", word)
+	name("relay.bucket", r.Bucket, "letters, digits, - and _", word)
+	auths := 0
+	for _, v := range []string{r.CredsFile, r.NKeyFile, r.TokenFile, r.User} {
+		if v != "" {
+			auths++
+		}
+	}
+	if auths > 1 {
+		bad("relay.creds_file", "and relay.nkey_file, relay.token_file, relay.user: more than one is set; keep the one your NATS server expects")
+	}
+	if (r.User == "") != (r.PasswordFile == "") {
+		bad("relay.user", "and relay.password_file go together: set both or neither")
+	}
+	if (r.TLSCertFile == "") != (r.TLSKeyFile == "") {
+		bad("relay.tls_cert_file", "and relay.tls_key_file go together: set both or neither")
+	}
+	positiveDuration("relay.retention", r.Retention)
+	positiveDuration("relay.state_interval", r.StateInterval)
+	positiveDuration("relay.flush_interval", r.FlushInterval)
+	positiveDuration("relay.ack_wait", r.AckWait)
+	positive("relay.max_in_flight", int64(r.MaxInFlight))
+	positive("relay.max_batch", int64(r.MaxBatch))
 }

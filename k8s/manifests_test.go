@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ctxprop/ctxprop/config"
 	peersync "github.com/ctxprop/ctxprop/sync"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -285,5 +286,25 @@ func TestREADME_Annotations(t *testing.T) {
 		if !strings.Contains(readme, s) {
 			t.Errorf("README.md does not mention %s", s)
 		}
+	}
+}
+
+// TestManifests_MultiClusterConfig the config.hcl of the multi-cluster example loads and
+// validates, with the relay on.
+func TestManifests_MultiClusterConfig(t *testing.T) {
+	objs := readManifests(t, filepath.Join("manifests", "multicluster", "ctxprop-config.yaml"))
+	if len(objs) != 1 {
+		t.Fatalf("%d objects, want one ConfigMap", len(objs))
+	}
+	src, _, _ := unstructured.NestedString(objs[0].Object, "data", "config.hcl")
+	cfg, err := config.Parse([]byte(src), "multicluster/ctxprop-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Relay.URLs) == 0 || cfg.Relay.Cluster == "" {
+		t.Errorf("relay urls %v cluster %q: the example does not turn the relay on", cfg.Relay.URLs, cfg.Relay.Cluster)
 	}
 }

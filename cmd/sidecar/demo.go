@@ -35,8 +35,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	chains := fs.Int("requests", 20, "how many requests to send through the chain")
 	verbose := fs.Bool("v", false, "show the sidecars' logs")
+	clusters := fs.Int("clusters", 0, "instead, run this many clusters of two sidecars sharing a context through an embedded NATS (the relay block)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *clusters != 0 {
+		logOut := io.Discard
+		if *verbose {
+			logOut = stderr
+		}
+		return runClusterDemo(ctx, *clusters, stdout, logOut)
 	}
 	dir, err := os.MkdirTemp("", "ctxprop-demo")
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"regexp"
 	"strings"
 	"testing"
@@ -54,6 +55,31 @@ func TestDemo(t *testing.T) {
 	} {
 		if !row.MatchString(got) {
 			t.Errorf("demo output lacks a row matching %s\n%s", row, got)
+		}
+	}
+}
+
+// TestDemo_Clusters runs `sidecar demo -clusters 2`: two clusters of sidecars, not peered
+// with each other, share a context through the embedded NATS, and the demo says so only
+// once every sidecar reads every write.
+func TestDemo_Clusters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	if err := Run(ctx, []string{"demo", "-clusters", "2"}, &out, &errOut); err != nil {
+		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+	got := out.String()
+	rows := regexp.MustCompile(`(?m)^  cluster-[ab]-[01]\s+20\s+cluster-a,cluster-b\s+2 done\s+(59m|1h0m)\S*\s+on$`).FindAllString(got, -1)
+	if len(rows) != 4 {
+		t.Errorf("found %d sidecars reading everything, want 4\n%s", len(rows), got)
+	}
+	if !strings.Contains(got, "Done: orders = 20 on every sidecar of every cluster.") {
+		t.Errorf("no closing line\n%s", got)
+	}
+	for _, bad := range [][]string{{"demo", "-clusters", "1"}, {"demo", "-clusters", "9"}} {
+		if err := Run(ctx, bad, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "want 2 to 8 clusters") {
+			t.Errorf("%v: err %v, want one asking for 2 to 8 clusters", bad, err)
 		}
 	}
 }

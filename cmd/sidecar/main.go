@@ -45,7 +45,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"run":     {"run the sidecar: sidecar run -config config.hcl", runSidecar},
 		"ctl":     {"query and update a sidecar's admin API", runCtl},
-		"demo":    {"start a small fleet on loopback and walk through the use cases", runDemo},
+		"demo":    {"start a small fleet on loopback and walk through the use cases (-clusters 2: two clusters through an embedded NATS)", runDemo},
 		"version": {"print the version", runVersion},
 		"webhook": {"serve the Kubernetes mutating admission webhook", runWebhook},
 		"inject":  {"add the sidecar to Kubernetes manifests: sidecar inject -f FILE|-", runInject},

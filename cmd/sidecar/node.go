@@ -14,6 +14,7 @@ import (
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/proxy"
+	"github.com/ctxprop/ctxprop/relay"
 	peersync "github.com/ctxprop/ctxprop/sync"
 	"github.com/ctxprop/ctxprop/webui"
 	"github.com/hashicorp/go-hclog"
@@ -35,6 +36,7 @@ type node struct {
 	contextMetrics *proxy.ContextCollector
 	// history is the web page's ring of samples; nil with admin.chart_interval = "0".
 	history *webui.History
+	relay *relay.Relay // nil without relay.urls
 	// keyring is the fleet's secret from sync.key_file; nil without one.
 	keyring [][]byte
 }
@@ -89,8 +91,18 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 			return n, err
 		}
 	}
+	// Between clusters (issue 15): made before the syncer, whose retirement must spare
+	// the replicas alive in other clusters (n.retirer), opened after it.
+	if n.relay, err = newRelay(n); err != nil {
+		return n, err
+	}
 	if n.sync, err = startSync(n); err != nil {
 		return n, err
+	}
+	if n.relay != nil {
+		if err := n.relay.Open(); err != nil {
+			return n, err
+		}
 	}
 	trust, err := proxyTrust(cfg, n.keyring, log)
 	if err != nil {
@@ -166,6 +178,11 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	n.admin.Registry().MustRegister(n.sync.syncer)
 	n.admin.Registry().MustRegister(localstore.NewCollector(n.store))
 	n.admin.AddReadyCheck("sync", n.sync.syncer.Ready)
+	if n.relay != nil {
+		// No ready check: a NATS outage must not take the pods out of service; the
+		// deltas wait (ctxprop_relay_connected, ctxprop_relay_publish_lag_seconds).
+		n.admin.Registry().MustRegister(n.relay)
+	}
 	// Handlers mount before Open. "/{$}" and not "/": the page must not swallow the API's
 	// JSON 404 for unknown paths.
 	ui := webui.Handler()
@@ -258,6 +275,10 @@ func (n *node) close(ctx context.Context) error {
 	}
 	if n.contextMetrics != nil {
 		errs = append(errs, n.contextMetrics.Close())
+	}
+	if n.relay != nil {
+		// After the API stops taking writes: Close publishes the last deltas.
+		errs = append(errs, n.relay.Close(ctx))
 	}
 	if n.sync != nil {
 		// After the API stops taking writes: Close pushes the last deltas to the peers.

@@ -54,7 +54,7 @@ func startSync(n *node) (*syncPart, error) {
 		// Per-peer metric series only when asked for (issue 11).
 		PeerMetrics: cfg.Sync.PeerMetrics,
 		// Replicas gone for sync.retire_after are folded into this one (SPEC §7).
-		Retirer:     n.store,
+		Retirer:     n.retirer(),
 		RetireAfter: cfg.Sync.RetireAfter,
 		// Spans of rounds that sent deltas and of push-pull exchanges.
 		TracerProvider: n.tp,
