@@ -69,7 +69,7 @@ type fastPath struct {
 	mu      sync.Mutex
 	conns   map[*fastConn]struct{}
 	closing bool
-	cut     bool // closeAll ran: app connections taken from now on are closed at once
+	cut     bool    // closeAll ran: app connections taken from now on are closed at once
 	live    tracker // connections being served, for the drain
 	handed  atomic.Uint64
 }
