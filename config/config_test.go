@@ -59,6 +59,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"inbound.response_header_timeout", c.Inbound.ResponseHeaderTimeout, time.Duration(0)},
 		{"inbound.max_header_bytes", c.Inbound.MaxHeaderBytes, 65536},
 		{"inbound.body_timeout", c.Inbound.BodyTimeout, 60 * time.Second},
+		{"inbound.fast_path", c.Inbound.FastPath, true},
 		{"outbound.address", c.Outbound.Address, "127.0.0.1:7402"},
 		{"outbound.transparent_address", c.Outbound.TransparentAddress, "127.0.0.1:7404"},
 		{"outbound.transparent_max_connections", c.Outbound.TransparentMaxConnections, 16384},
@@ -103,7 +104,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 74; got != want {
+	if got, want := len(c.settings()), 75; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -172,6 +173,7 @@ inbound {
   context_header          = "X-Workflow-Id"
   context_baggage         = "ctx.name"
   body_timeout            = "20s"
+  fast_path               = false
 }
 outbound {
   address                 = "127.0.0.1:9002"
@@ -272,7 +274,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:55"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:56"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }

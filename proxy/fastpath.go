@@ -71,7 +71,6 @@ type fastPath struct {
 	closing bool
 	cut     bool    // closeAll ran: app connections taken from now on are closed at once
 	live    tracker // connections being served, for the drain
-	handed  atomic.Uint64
 }
 
 func newFastPath(p *Proxy) *fastPath {
@@ -88,6 +87,7 @@ type fastConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string
+	linger bool     // closing after an answer with client bytes possibly unread
 	idle   bool     // waiting for a request; mu of fastPath
 	up     net.Conn // the app connection of the exchange in progress; mu of fastPath
 }
@@ -114,12 +114,26 @@ func (f *fastPath) serve(c net.Conn) {
 	fc.bw.Reset(nil)
 	fastWriters.Put(fc.bw)
 	if !handedOver {
+		if fc.linger {
+			lingerClose(c)
+		}
 		c.Close()
 	}
 	f.mu.Lock()
 	delete(f.conns, fc)
 	f.mu.Unlock()
 	f.live.leave()
+}
+
+// lingerClose half-closes c and reads what the client still sends for a moment
+// before the close, as net/http's closeWriteAndWait: closing a socket with unread bytes
+// resets it, and the reset can destroy the answer before the client read it.
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.Copy(io.Discard, io.LimitReader(c, 256<<10))
 }
 
 // setIdle marks fc idle or busy and reports false when the proxy is closing, in which
@@ -224,7 +238,7 @@ func (f *fastPath) handOver(fc *fastConn) bool {
 		b, _ := fc.br.Peek(n)
 		head = bytes.Clone(b)
 	}
-	f.handed.Add(1)
+	f.p.stats.fastHandovers.Add(1)
 	f.p.inQ.push(&interceptConn{Conn: fc.c, head: head})
 	return true
 }
@@ -264,6 +278,7 @@ func readHead(br *bufio.Reader, maxHeader int) (int, error) {
 func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 	p := f.p
 	p.stats.inbound.Add(1)
+	p.stats.fastRequests.Add(1)
 	ex := newExchange(true)
 	var span trace.Span
 	defer func() {
@@ -323,6 +338,7 @@ func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 			if reason, berr := body.outcome(); berr != nil {
 				f.answerBodyError(fc, ex, reason, berr)
 				p.countClose(reason, fc.remote, h, berr)
+				fc.linger = true
 				return false
 			}
 		}
@@ -334,6 +350,7 @@ func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 		if reason != reasonNone {
 			// The rest of the body would be read as the next request.
 			p.countClose(reason, fc.remote, h, nil)
+			fc.linger = true
 			return false
 		}
 		return !h.close
@@ -367,6 +384,7 @@ func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 		if reason != reasonNone {
 			p.countClose(reason, fc.remote, h, berr)
 			keep, reusable = false, false
+			fc.linger = true
 		}
 		if body.trailers {
 			p.countClose(reasonUnverified, fc.remote, h, nil)
@@ -460,8 +478,8 @@ func writeRequestHead(w *bufio.Writer, h *fastHead, out http.Header) {
 		w.WriteString("Content-Length: ")
 		w.WriteString(strconv.FormatInt(h.contentLength, 10))
 		w.WriteString("\r\n")
-	case h.method != http.MethodGet && h.method != http.MethodHead:
-		// The Transport sends a zero length for a bodiless request of other methods.
+	case h.method == http.MethodPost || h.method == http.MethodPut || h.method == http.MethodPatch:
+		// The Transport sends a zero length for a bodiless request of these methods.
 		w.WriteString("Content-Length: 0\r\n")
 	}
 	writeSorted(w, out, reqExclude)
@@ -617,14 +635,21 @@ func (f *fastPath) roundTrip(fc *fastConn, h *fastHead, out http.Header, body *f
 			if p.opt.ResponseHeaderTimeout > 0 {
 				up.c.SetReadDeadline(time.Now().Add(p.opt.ResponseHeaderTimeout))
 			}
-			res, err = readResponse(up.br, h.method)
+			// The first byte apart: a connection that ends before it is stale, and
+			// only then is a retry safe.
+			if _, err = up.br.Peek(1); err == nil {
+				res, err = readResponse(up.br, h.method)
+			}
 			if err == nil {
 				up.c.SetReadDeadline(time.Time{})
 				return res, up, nil
 			}
 		}
 		up.c.Close()
-		if body != nil {
+		if body != nil && body.done != nil {
+			// The exchange failed; a copy still waiting for the client ends now.
+			body.abandon()
+			fc.c.SetReadDeadline(time.Now())
 			body.wait()
 		}
 		// As the Transport: a request without a body and with an idempotent method
@@ -688,6 +713,21 @@ func (f *fastPath) relay(fc *fastConn, ex *exchange, h *fastHead, res *http.Resp
 	bodyless := h.method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified
 	chunked := !bodyless && res.ContentLength < 0
 	closing := h.close
+	// net/http's server names the type of a body whose answer has none, from its first
+	// bytes (ResponseWriter.Write); the client gets the same here. It waits for the
+	// first bytes of the body, as the server does.
+	var first []byte
+	var firstErr error
+	if _, typed := res.Header["Content-Type"]; !typed && !bodyless && res.StatusCode >= 200 && res.Header.Get("Content-Encoding") == "" {
+		first = copyBuffers.Get()
+		defer copyBuffers.Put(first)
+		var n int
+		n, firstErr = io.ReadAtLeast(res.Body, first[:fastBufSize], 1)
+		first = first[:n]
+		if n > 0 {
+			res.Header["Content-Type"] = []string{http.DetectContentType(first)}
+		}
+	}
 	writeStatusLine(fc.bw, res.StatusCode)
 	if len(res.Trailer) > 0 {
 		keys := make([]string, 0, len(res.Trailer))
@@ -714,7 +754,7 @@ func (f *fastPath) relay(fc *fastConn, ex *exchange, h *fastHead, res *http.Resp
 	if bodyless {
 		writeErr = fc.bw.Flush()
 	} else {
-		copyErr, writeErr = copyBody(fc.bw, res.Body, up.br, chunked)
+		copyErr, writeErr = copyBody(fc.bw, res.Body, up.br, chunked, first, firstErr)
 		if copyErr == nil && writeErr == nil && chunked {
 			fc.bw.WriteString("0\r\n")
 			writeSorted(fc.bw, res.Trailer, nil)
@@ -776,12 +816,23 @@ func writeStatusLine(w *bufio.Writer, code int) {
 // copyBody streams src to w, chunk-framed when chunked, flushing whenever the app has
 // nothing more buffered: a streamed response reaches the client as it comes, and a
 // quick one in as few writes as possible.
-func copyBody(w *bufio.Writer, src io.Reader, upBuf *bufio.Reader, chunked bool) (readErr, writeErr error) {
+// first, when not nil, are the body's first bytes, read already with firstErr.
+func copyBody(w *bufio.Writer, src io.Reader, upBuf *bufio.Reader, chunked bool, first []byte, firstErr error) (readErr, writeErr error) {
 	bp := copyBuffers.Get()
 	defer copyBuffers.Put(bp)
 	buf := bp[:fastBufSize]
 	for {
-		n, err := src.Read(buf)
+		var n int
+		var err error
+		if first != nil {
+			n = copy(buf, first)
+			err, first = firstErr, nil
+			if err == nil && n == 0 {
+				continue
+			}
+		} else {
+			n, err = src.Read(buf)
+		}
 		if n > 0 {
 			if chunked {
 				w.WriteString(strconv.FormatInt(int64(n), 16))
