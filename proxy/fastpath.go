@@ -186,7 +186,10 @@ func (f *fastPath) loop(fc *fastConn) bool {
 		}
 		// As in net/http: the first head must come within the read header timeout
 		// of the accept; between requests the idle timeout applies until a byte
-		// comes, then the read header timeout.
+		// comes, then the read header timeout. A deadline costs a timer update, so it
+		// is set only when needed: a head that came whole in the first read needs
+		// none more, and one left armed while nothing reads the client is harmless
+		// (the next wait sets its own; a body read sets the body timeout or clears it).
 		if first {
 			setDeadline(fc.c, p.opt.ReadHeaderTimeout)
 		} else {
@@ -198,7 +201,7 @@ func (f *fastPath) loop(fc *fastConn) bool {
 		if !f.setIdle(fc, false) {
 			return false
 		}
-		if !first {
+		if b, _ := fc.br.Peek(fc.br.Buffered()); !first && headEnd(b) < 0 {
 			setDeadline(fc.c, p.opt.ReadHeaderTimeout)
 		}
 		first = false
@@ -214,7 +217,9 @@ func (f *fastPath) loop(fc *fastConn) bool {
 			return f.handOver(fc)
 		}
 		fc.br.Discard(n)
-		fc.c.SetReadDeadline(time.Time{})
+		if (h.chunked || h.contentLength > 0) && p.opt.BodyTimeout <= 0 {
+			fc.c.SetReadDeadline(time.Time{}) // no body timeout: the body may take its time
+		}
 		if !f.exchange(fc, &h) {
 			return false
 		}
