@@ -535,7 +535,10 @@ type upstreamPool struct {
 	closed bool
 }
 
-func (u *upstreamPool) get(ctx context.Context) (*upConn, error) {
+// get takes the newest idle connection, or dials one. With check, it first makes sure
+// the app has not closed the connection (a syscall): the caller's request could not be
+// sent again on another.
+func (u *upstreamPool) get(ctx context.Context, check bool) (*upConn, error) {
 	for {
 		u.mu.Lock()
 		n := len(u.idle)
@@ -548,10 +551,11 @@ func (u *upstreamPool) get(ctx context.Context) (*upConn, error) {
 		u.idle = u.idle[:n-1]
 		u.mu.Unlock()
 		// A connection the app closed while it sat in the pool (its idle timeout)
-		// would fail the request written to it; it is found here, cheaply, so that a
-		// request with a body is not lost on it. One that closes later is retried
-		// by roundTrip when that is safe.
-		if !peerClosed(uc.c) {
+		// would fail the request written to it; it is found here, so that a request
+		// that cannot be retried is not lost on it. A retryable one (no body, an
+		// idempotent method: most requests) skips the syscall and is retried by
+		// roundTrip if the connection turns out closed.
+		if !check || !peerClosed(uc.c) {
 			uc.reused = true
 			return uc, nil
 		}
@@ -611,7 +615,7 @@ func peerClosed(c net.Conn) bool {
 func (f *fastPath) roundTrip(fc *fastConn, h *fastHead, out http.Header, body *fastBody) (res *http.Response, up *upConn, err error) {
 	p := f.p
 	for attempt := 0; ; attempt++ {
-		up, err = f.pool.get(p.base)
+		up, err = f.pool.get(p.base, attempt > 0 || body != nil || !idempotent(h.method))
 		if err != nil {
 			return nil, nil, err
 		}
