@@ -52,12 +52,18 @@ import (
 // Redirected inbound connections (transparent interception) stay on the net/http path:
 // their upstream is the original destination, not the pooled app address.
 
-// fastBufSize is the size of the read and write buffers of each side of a connection.
-// A head larger than the read buffer goes to the net/http path.
-const fastBufSize = 8 << 10
+// fastBufSize is the size of the write buffers and of the body copy; fastReadSize that of
+// a client connection's read buffer, which it holds while idle, as net/http's server does
+// (4 KiB). A head larger than the read buffer goes to the net/http path. The write
+// buffer is held only during an exchange: memory follows requests in flight, not
+// connections kept alive.
+const (
+	fastBufSize  = 8 << 10
+	fastReadSize = 4 << 10
+)
 
 var (
-	fastReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastBufSize) }}
+	fastReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastReadSize) }}
 	fastWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, fastBufSize) }}
 )
 
@@ -106,13 +112,9 @@ func (f *fastPath) serve(c net.Conn) {
 	f.mu.Unlock()
 	fc.br = fastReaders.Get().(*bufio.Reader)
 	fc.br.Reset(c)
-	fc.bw = fastWriters.Get().(*bufio.Writer)
-	fc.bw.Reset(c)
 	handedOver := f.loop(fc)
 	fc.br.Reset(nil)
 	fastReaders.Put(fc.br)
-	fc.bw.Reset(nil)
-	fastWriters.Put(fc.bw)
 	if !handedOver {
 		if fc.linger {
 			lingerClose(c)
@@ -284,9 +286,14 @@ func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 	p := f.p
 	p.stats.inbound.Add(1)
 	p.stats.fastRequests.Add(1)
+	fc.bw = fastWriters.Get().(*bufio.Writer)
+	fc.bw.Reset(fc.c)
 	ex := newExchange(true)
 	var span trace.Span
 	defer func() {
+		fc.bw.Reset(nil)
+		fastWriters.Put(fc.bw)
+		fc.bw = nil
 		p.finishInbound(ex, span)
 		ex.release()
 	}()

@@ -391,6 +391,22 @@ func TestFastPath_FallbackMidKeepAlive(t *testing.T) {
 			t.Errorf("handovers %d, want 1", got)
 		}
 	})
+	t.Run("large head", func(t *testing.T) {
+		before := p.Stats().FastPathHandovers
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		big := "GET /big HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 6<<10) + "\r\n\r\n"
+		if res, body := roundTripRaw(t, c, br, big, "GET"); res.StatusCode != 200 || body != "plain HTTP/1.1 /big" {
+			t.Fatalf("a head larger than the fast path's buffer: %d %q", res.StatusCode, body)
+		}
+		if got := p.Stats().FastPathHandovers - before; got != 1 {
+			t.Errorf("handovers %d, want 1", got)
+		}
+	})
 	t.Run("expect", func(t *testing.T) {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

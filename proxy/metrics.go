@@ -155,7 +155,7 @@ func NewCollector(p *Proxy) *Collector {
 		telemetryLost: prometheus.NewDesc("ctxprop_proxy_telemetry_lost_requests_total",
 			"Inbound requests whose telemetry the store refused when the proxy wrote a commit window's sum (a store limit such as max_contexts, or a failed store); each refusal also counts in ctxprop_proxy_store_errors_total.", nil, nil),
 		fastHandovers: prometheus.NewDesc("ctxprop_proxy_fast_path_handovers_total",
-			"Inbound connections the fast path (inbound.fast_path) handed to the net/http path at a request boundary: h2c, Upgrade, CONNECT, Expect, HTTP/1.0, unusual or ambiguous framing, malformed heads or heads over 8 KiB.", nil, nil),
+			"Inbound connections the fast path (inbound.fast_path) handed to the net/http path at a request boundary: h2c, Upgrade, CONNECT, Expect, HTTP/1.0, unusual or ambiguous framing, malformed heads or heads over 4 KiB.", nil, nil),
 		tunnels: prometheus.NewDesc("ctxprop_proxy_tunnels_total",
 			"CONNECT tunnels opened by the outbound proxy.", nil, nil),
 		refusedMembers: prometheus.NewDesc("ctxprop_proxy_refused_members_total",
