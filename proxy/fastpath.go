@@ -75,8 +75,11 @@ type fastPath struct {
 	mu      sync.Mutex
 	conns   map[*fastConn]struct{}
 	closing bool
-	cut     bool    // closeAll ran: app connections taken from now on are closed at once
-	live    tracker // connections being served, for the drain
+	cut     bool // closeAll ran: app connections taken from now on are closed at once
+	// draining is closing, read without the lock on every response: one started
+	// after shutdown says "Connection: close", as net/http's server does.
+	draining atomic.Bool
+	live     tracker // connections being served, for the drain
 }
 
 func newFastPath(p *Proxy) *fastPath {
@@ -152,6 +155,7 @@ func (f *fastPath) setIdle(fc *fastConn, idle bool) bool {
 func (f *fastPath) shutdown(ctx context.Context) error {
 	f.mu.Lock()
 	f.closing = true
+	f.draining.Store(true)
 	for fc := range f.conns {
 		if fc.idle {
 			fc.c.Close()
@@ -728,7 +732,7 @@ func (f *fastPath) relay(fc *fastConn, ex *exchange, h *fastHead, res *http.Resp
 	p.inboundResponse(ex, res)
 	bodyless := h.method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified
 	chunked := !bodyless && res.ContentLength < 0
-	closing := h.close
+	closing := h.close || f.draining.Load()
 	// net/http's server names the type of a body whose answer has none, from its first
 	// bytes (ResponseWriter.Write); the client gets the same here. It waits for the
 	// first bytes of the body, as the server does.

@@ -702,6 +702,9 @@ func TestFastPath_Drain(t *testing.T) {
 	if string(body) != "done /slow" {
 		t.Errorf("body %q", body)
 	}
+	if !res.Close {
+		t.Error("the answer finished during the drain does not say Connection: close")
+	}
 	if err := <-closeErr; err != nil {
 		t.Errorf("Close: %v", err)
 	}
