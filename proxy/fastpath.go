@@ -382,7 +382,9 @@ func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 				// not take within a second is given up.
 				t := time.AfterFunc(time.Second, func() { up.c.Close() })
 				<-body.done
-				t.Stop()
+				if !t.Stop() {
+					reusable = false
+				}
 			} else {
 				// The app answered before the client sent the whole body: the
 				// exchange is over, as on the net/http path (body_unread).
@@ -390,8 +392,8 @@ func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 				up.c.Close()
 				fc.c.SetReadDeadline(time.Now())
 				<-body.done
+				reusable = false
 			}
-			reusable = false
 		}
 		fc.c.SetReadDeadline(time.Time{})
 	}

@@ -709,3 +709,39 @@ func TestFastPath_Drain(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 }
+
+// TestFastPath_EarlyAnswerEndsTheExchange: the app answers before the client sent its
+// whole body: the client gets the answer, then its connection closes (body_unread), as on
+// the net/http path, since the rest of the body would be read as a request.
+func TestFastPath_EarlyAnswerEndsTheExchange(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	defer app.Close()
+	p := startProxy(t, Options{App: hostOf(app.URL)})
+	c, err := net.Dial("tcp", p.InboundAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n0123456789") // over the 256 KiB Go's server would read first
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "too large") {
+		t.Fatalf("answer %d %q, want the app's 413", res.StatusCode, body)
+	}
+	if _, err := br.ReadByte(); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the connection stayed open with the body unread")
+	}
+	if got := p.stats.closes[sideInbound][reasonBodyUnread].Load(); got != 1 {
+		t.Errorf("body_unread closes %d, want 1", got)
+	}
+	if got := p.Stats().FastPathRequests; got != 1 {
+		t.Errorf("fast path requests %d, want 1", got)
+	}
+}
