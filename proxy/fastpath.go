@@ -712,6 +712,7 @@ func (f *fastPath) relay(fc *fastConn, ex *exchange, h *fastHead, res *http.Resp
 	p := f.p
 	for res.StatusCode >= 100 && res.StatusCode < 200 && res.StatusCode != http.StatusSwitchingProtocols {
 		removeHopByHop(res.Header)
+		delete(res.Header, "Content-Length") // as net/http's server writes a 1xx
 		writeStatusLine(fc.bw, res.StatusCode)
 		writeSorted(fc.bw, res.Header, nil)
 		fc.bw.WriteString("\r\n")
@@ -732,6 +733,15 @@ func (f *fastPath) relay(fc *fastConn, ex *exchange, h *fastHead, res *http.Resp
 	}
 	removeHopByHop(res.Header)
 	p.inboundResponse(ex, res)
+	// The fields net/http's server leaves out of an answer that has no body by its status
+	// (RFC 9110 §8.6, §15.4.5).
+	switch res.StatusCode {
+	case http.StatusNotModified:
+		delete(res.Header, "Content-Type")
+		delete(res.Header, "Content-Length")
+	case http.StatusNoContent:
+		delete(res.Header, "Content-Length")
+	}
 	bodyless := h.method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified
 	chunked := !bodyless && res.ContentLength < 0
 	closing := h.close || f.draining.Load()

@@ -745,3 +745,98 @@ func TestFastPath_EarlyAnswerEndsTheExchange(t *testing.T) {
 		t.Errorf("fast path requests %d, want 1", got)
 	}
 }
+
+// TestFastPath_ResponseFramings: the app answers in every framing a response can have
+// (Content-Length, chunked with trailers, interim 103 before the answer, ended by close,
+// 204, 304): a client gets the same status, fields, body and trailers through the fast path
+// as through the net/http path, and the fast path's connection goes on after each.
+func TestFastPath_ResponseFramings(t *testing.T) {
+	answers := map[string]string{
+		"/cl":      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"/chunked": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 42\r\n\r\n",
+		"/early":   "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+		"/eof":     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end",
+		"/204":     "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
+		"/304":     "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\nContent-Length: 10\r\n\r\n",
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					a := answers[req.URL.Path]
+					io.WriteString(c, a)
+					if strings.Contains(a, "Connection: close") {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	base := Options{App: ln.Addr().String()}
+	fast := startProxy(t, base)
+	base.DisableFastPath = true
+	slow := startProxy(t, base)
+	describe := func(t *testing.T, c net.Conn, br *bufio.Reader, path string) string {
+		t.Helper()
+		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var interim []string
+		for {
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			if res.StatusCode < 200 {
+				interim = append(interim, res.Status+" "+res.Header.Get("Link"))
+				continue
+			}
+			body, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Fatalf("%s: body: %v", path, err)
+			}
+			res.Header.Del("Date")
+			var b bytes.Buffer
+			res.Header.Write(&b)
+			var tr bytes.Buffer
+			res.Trailer.Write(&tr)
+			return fmt.Sprintf("interim %q\n%s\n%s\nbody %q\ntrailer %s", interim, res.Status, b.String(), body, tr.String())
+		}
+	}
+	fc, err := net.Dial("tcp", fast.InboundAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	fbr := bufio.NewReader(fc)
+	for _, path := range []string{"/cl", "/chunked", "/early", "/eof", "/204", "/304", "/cl"} {
+		t.Run(path, func(t *testing.T) {
+			sc, err := net.Dial("tcp", slow.InboundAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sc.Close()
+			want := describe(t, sc, bufio.NewReader(sc), path)
+			if got := describe(t, fc, fbr, path); got != want {
+				t.Errorf("through the fast path:\n%s\nthrough the net/http path:\n%s", got, want)
+			}
+		})
+	}
+	if got := fast.Stats().FastPathRequests; got != 7 {
+		t.Errorf("fast path requests %d, want 7 on one connection", got)
+	}
+}
