@@ -699,12 +699,6 @@ func idempotent(m string) bool {
 	return false
 }
 
-// readResponse reads a response head from br, passing on nothing yet; 1xx answers
-// other than 101 are returned like any other and relayed by the caller.
-func readResponse(br *bufio.Reader, method string) (*http.Response, error) {
-	return http.ReadResponse(br, &http.Request{Method: method})
-}
-
 // relay writes res (and the interim answers before it) to the client, streaming its
 // body, and returns up to the pool when it is reusable. It reports whether the client
 // connection may go on.
@@ -1043,8 +1037,7 @@ func (b *fastBody) endChunked() error {
 		}
 		return err
 	}
-	buf, _ := b.br.Peek(b.br.Buffered())
-	if !bytes.Contains(buf, []byte("\r\n\r\n")) {
+	if !seeDoubleCRLF(b.br) {
 		return errors.New("http: suspiciously long trailer after chunked body")
 	}
 	if _, err := textproto.NewReader(b.br).ReadMIMEHeader(); err != nil {
