@@ -72,14 +72,16 @@ type fastPath struct {
 	p    *Proxy
 	pool upstreamPool
 
-	mu      sync.Mutex
-	conns   map[*fastConn]struct{}
-	closing bool
-	cut     bool // closeAll ran: app connections taken from now on are closed at once
-	// draining is closing, read without the lock on every response: one started
-	// after shutdown says "Connection: close", as net/http's server does.
-	draining atomic.Bool
-	live     tracker // connections being served, for the drain
+	// mu guards the set of connections, taken as a connection starts and ends; the
+	// per-request state is atomic, so that requests share no lock. shutdown and a
+	// connection going idle each store their flag before they load the other's, so at
+	// least one of them sees the other and an idle connection is always closed.
+	mu       sync.Mutex
+	conns    map[*fastConn]struct{}
+	closing  bool        // no new connections; mu
+	draining atomic.Bool // shutdown ran: idle connections close, answers say "Connection: close"
+	cut      atomic.Bool // closeAll ran: app connections taken from now on are closed at once
+	live     tracker     // connections being served, for the drain
 }
 
 func newFastPath(p *Proxy) *fastPath {
@@ -96,14 +98,15 @@ type fastConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string
-	linger bool     // closing after an answer with client bytes possibly unread
-	idle   bool     // waiting for a request; mu of fastPath
-	up     net.Conn // the app connection of the exchange in progress; mu of fastPath
+	linger bool                   // closing after an answer with client bytes possibly unread
+	idle   atomic.Bool            // waiting for a request
+	up     atomic.Pointer[upConn] // the app connection of the exchange in progress
 }
 
 // serve takes c; it runs on a goroutine of its own.
 func (f *fastPath) serve(c net.Conn) {
-	fc := &fastConn{c: c, remote: c.RemoteAddr().String(), idle: true}
+	fc := &fastConn{c: c, remote: c.RemoteAddr().String()}
+	fc.idle.Store(true)
 	f.mu.Lock()
 	if f.closing {
 		f.mu.Unlock()
@@ -144,20 +147,19 @@ func lingerClose(c net.Conn) {
 // setIdle marks fc idle or busy and reports false when the proxy is closing, in which
 // case an idle connection is to be closed.
 func (f *fastPath) setIdle(fc *fastConn, idle bool) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fc.idle, fc.up = idle, nil
-	return !f.closing
+	fc.up.Store(nil)
+	fc.idle.Store(idle)
+	return !f.draining.Load()
 }
 
 // shutdown stops serving: idle connections close now, busy ones after their response.
 // It returns once all are done or ctx ends.
 func (f *fastPath) shutdown(ctx context.Context) error {
+	f.draining.Store(true)
 	f.mu.Lock()
 	f.closing = true
-	f.draining.Store(true)
 	for fc := range f.conns {
-		if fc.idle {
+		if fc.idle.Load() {
 			fc.c.Close()
 		}
 	}
@@ -167,13 +169,14 @@ func (f *fastPath) shutdown(ctx context.Context) error {
 
 // closeAll cuts every connection still open, past the drain deadline.
 func (f *fastPath) closeAll() {
+	f.draining.Store(true)
+	f.cut.Store(true)
 	f.mu.Lock()
 	f.closing = true
-	f.cut = true
 	for fc := range f.conns {
 		fc.c.Close()
-		if fc.up != nil {
-			fc.up.Close()
+		if up := fc.up.Load(); up != nil {
+			up.c.Close()
 		}
 	}
 	f.mu.Unlock()
@@ -633,12 +636,10 @@ func (f *fastPath) roundTrip(fc *fastConn, h *fastHead, out http.Header, body *f
 			return nil, nil, err
 		}
 		// closeAll ends an exchange that outlives the drain through its app connection.
-		f.mu.Lock()
-		fc.up = up.c
-		if f.cut {
+		fc.up.Store(up)
+		if f.cut.Load() {
 			up.c.Close()
 		}
-		f.mu.Unlock()
 		writeRequestHead(up.bw, h, out)
 		// A body already in the client buffer goes with the head, in one write; a
 		// body still on its way is copied by a goroutine of its own.
