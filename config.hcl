@@ -145,6 +145,13 @@ inbound {
   # as long as it keeps moving; raise it for client streams that pause longer (a quiet
   # gRPC client stream counts too). "0" means no limit.
   body_timeout = "60s"
+  # Serve plain HTTP/1.1 requests on the sidecar's own data path: one goroutine per client
+  # connection, pooled connections to the app, the same header work, about half the CPU
+  # per request of net/http's server and Transport (BENCHMARKS.md "Fast path"). Anything
+  # else on a connection (h2c and gRPC, WebSocket and other Upgrades, CONNECT, Expect,
+  # HTTP/1.0, unusual or ambiguous framing) is handed to the net/http path without the
+  # client noticing. false serves every inbound connection on the net/http path.
+  fast_path = true
 }
 
 outbound {

@@ -105,6 +105,9 @@ type Inbound struct {
 	// ctx.name. Default "", none.
 	ContextBaggage string
 	BodyTimeout    time.Duration // longest wait between two reads of a request body; default 60s, 0 none
+	// FastPath serves plain HTTP/1.1 requests on the proxy's own data path (issue 14)
+	// and everything else on net/http's; false serves all on net/http's. Default true.
+	FastPath bool
 }
 
 // Outbound configures the forward proxy the app uses as HTTP_PROXY.
@@ -285,6 +288,7 @@ func DefaultConfig() Config {
 			MaxHeaderBytes:    65_536,
 			TrustedSources:    []string{},
 			BodyTimeout:       60 * time.Second,
+			FastPath:          true,
 		},
 		Outbound: Outbound{
 			Address:                   "127.0.0.1:7402",
@@ -381,6 +385,7 @@ func (c *Config) settings() []setting {
 		{"inbound", "context_header", &c.Inbound.ContextHeader},
 		{"inbound", "context_baggage", &c.Inbound.ContextBaggage},
 		{"inbound", "body_timeout", &c.Inbound.BodyTimeout},
+		{"inbound", "fast_path", &c.Inbound.FastPath},
 
 		{"outbound", "address", &c.Outbound.Address},
 		{"outbound", "transparent_address", &c.Outbound.TransparentAddress},

@@ -61,6 +61,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"inbound.response_header_timeout", c.Inbound.ResponseHeaderTimeout, time.Duration(0)},
 		{"inbound.max_header_bytes", c.Inbound.MaxHeaderBytes, 65536},
 		{"inbound.body_timeout", c.Inbound.BodyTimeout, 60 * time.Second},
+		{"inbound.fast_path", c.Inbound.FastPath, true},
 		{"outbound.address", c.Outbound.Address, "127.0.0.1:7402"},
 		{"outbound.transparent_address", c.Outbound.TransparentAddress, "127.0.0.1:7404"},
 		{"outbound.transparent_max_connections", c.Outbound.TransparentMaxConnections, 16384},
@@ -105,7 +106,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("DefaultConfig().Validate() = %v", err)
 	}
-	if got, want := len(c.settings()), 96; got != want {
+	if got, want := len(c.settings()), 97; got != want {
 		t.Errorf("%d settings, want %d: add the new one to this test and to config.hcl", got, want)
 	}
 }
@@ -176,6 +177,7 @@ inbound {
   context_header          = "X-Workflow-Id"
   context_baggage         = "ctx.name"
   body_timeout            = "20s"
+  fast_path               = false
 }
 outbound {
   address                 = "127.0.0.1:9002"
@@ -304,7 +306,7 @@ func TestParse_EveryAttribute(t *testing.T) {
 	if got, want := len(got.origins), len(got.settings()); got != want {
 		t.Errorf("%d settings have a file origin, want all %d", got, want)
 	}
-	if got, want := got.origins["sync.peers"], "every.hcl:57"; got != want {
+	if got, want := got.origins["sync.peers"], "every.hcl:58"; got != want {
 		t.Errorf("origin of sync.peers = %q, want %q", got, want)
 	}
 }

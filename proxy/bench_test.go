@@ -29,8 +29,9 @@ func (s *countStore) Apply(name string, list []ops.Op) error {
 
 // BenchmarkInbound measures requests through real loopback listeners: straight to the
 // app, through a bare tuned httputil.ReverseProxy, and through ctxprop's inbound
-// handler (context read from baggage, telemetry written to a Store). It logs the
-// ratios of the three in one run.
+// listener (context read from baggage, telemetry written to a Store), on its fast path
+// (the default) and on the net/http path ("ctxprop nethttp", inbound.fast_path =
+// false). It logs the ratios in one run.
 func BenchmarkInbound(b *testing.B) {
 	body := make([]byte, 512)
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -80,6 +81,9 @@ func BenchmarkInbound(b *testing.B) {
 	// The edge again, taking part in the trace (tracing.mode participate, the default).
 	hop := open(Options{ContextBaggage: headers.NameKey, Trace: TraceParticipate, SampleRatio: 1})
 	defer hop.Close(b.Context())
+	// The edge on the net/http path (inbound.fast_path = false), to compare in one run.
+	slow := open(Options{ContextBaggage: headers.NameKey, DisableFastPath: true})
+	defer slow.Close(b.Context())
 	tid, _ := trace.TraceIDFromHex(testTraceparent[3:35])
 	sig := signer.Sign(tid, "bench", nil, time.Now())
 
@@ -87,6 +91,7 @@ func BenchmarkInbound(b *testing.B) {
 		{"direct", appURL.Host, ""},
 		{"reverseproxy", hostOf(bareSrv.URL), ""},
 		{"ctxprop", edge.InboundAddr().String(), ""},
+		{"ctxprop nethttp", slow.InboundAddr().String(), ""},
 		{"ctxprop participate", hop.InboundAddr().String(), ""},
 		{"ctxprop signed", inner.InboundAddr().String(), sig},
 	}
@@ -129,6 +134,9 @@ func BenchmarkInbound(b *testing.B) {
 	}
 	if d, r, c := nsPerOp["direct"], nsPerOp["reverseproxy"], nsPerOp["ctxprop"]; d > 0 && r > 0 && c > 0 {
 		b.Logf("time per request: ctxprop/reverseproxy = %.2f, reverseproxy/direct = %.2f, ctxprop/direct = %.2f", c/r, r/d, c/d)
+	}
+	if c, s := nsPerOp["ctxprop"], nsPerOp["ctxprop nethttp"]; c > 0 && s > 0 {
+		b.Logf("time per request: ctxprop (fast path)/ctxprop nethttp = %.2f", c/s)
 	}
 	if c, s := nsPerOp["ctxprop"], nsPerOp["ctxprop signed"]; c > 0 && s > 0 {
 		b.Logf("time per request: ctxprop signed/ctxprop = %.2f (%+.0f ns)", s/c, s-c)

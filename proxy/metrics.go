@@ -126,7 +126,7 @@ type Collector struct {
 
 	received, requests, duration, gateway    *prometheus.Desc
 	headerErrors, droppedOps, storeErrors    *prometheus.Desc
-	telemetryLost                            *prometheus.Desc
+	telemetryLost, fastHandovers             *prometheus.Desc
 	tunnels, refusedMembers, closed, refused *prometheus.Desc
 
 	transConns, transRefused, sniffTimeouts, transDialErrors, transOpen *prometheus.Desc
@@ -157,6 +157,8 @@ func NewCollector(p *Proxy) *Collector {
 			"Context writes from the request path (ctx-ops and telemetry) that the store refused; their ops are lost.", nil, nil),
 		telemetryLost: prometheus.NewDesc("ctxprop_proxy_telemetry_lost_requests_total",
 			"Inbound requests whose telemetry the store refused when the proxy wrote a commit window's sum (a store limit such as max_contexts, or a failed store); each refusal also counts in ctxprop_proxy_store_errors_total.", nil, nil),
+		fastHandovers: prometheus.NewDesc("ctxprop_proxy_fast_path_handovers_total",
+			"Inbound connections the fast path (inbound.fast_path) handed to the net/http path at a request boundary: h2c, Upgrade, CONNECT, Expect, HTTP/1.0, unusual or ambiguous framing, malformed heads or heads over 4 KiB.", nil, nil),
 		tunnels: prometheus.NewDesc("ctxprop_proxy_tunnels_total",
 			"CONNECT tunnels opened by the outbound proxy.", nil, nil),
 		refusedMembers: prometheus.NewDesc("ctxprop_proxy_refused_members_total",
@@ -193,7 +195,7 @@ func NewCollector(p *Proxy) *Collector {
 
 // Describe sends the descriptors of every metric Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.telemetryLost, c.tunnels, c.refusedMembers, c.closed, c.refused,
+	for _, d := range []*prometheus.Desc{c.received, c.requests, c.duration, c.gateway, c.headerErrors, c.droppedOps, c.storeErrors, c.telemetryLost, c.fastHandovers, c.tunnels, c.refusedMembers, c.closed, c.refused,
 		c.transConns, c.transRefused, c.sniffTimeouts, c.transDialErrors, c.transOpen} {
 		ch <- d
 	}
@@ -238,6 +240,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.storeErrors, st.StoreErrors)
 	counter(c.telemetryLost, st.TelemetryLost)
 	counter(c.tunnels, st.Tunnels)
+	counter(c.fastHandovers, st.FastPathHandovers)
 	for side, reasons := range st.RefusedMembers {
 		for why, n := range reasons {
 			counter(c.refusedMembers, n, sideNames[side], headers.RefusalNames[why])

@@ -168,6 +168,12 @@ type Options struct {
 	// 60s; negative, none.
 	BodyTimeout time.Duration
 
+	// DisableFastPath serves every inbound connection with net/http's server and
+	// Transport (config inbound.fast_path = false). False, the default, serves plain
+	// HTTP/1.1 requests on the fast path (fastpath.go) and hands everything else (h2c,
+	// Upgrade, CONNECT, Expect, HTTP/1.0, unusual framing) to net/http unnoticed.
+	DisableFastPath bool
+
 	// CorrelationSize is how many in-flight inbound requests are remembered by
 	// trace-id, so an app that forwards only traceparent keeps its context on its
 	// outbound calls (SPEC §4). Zero means 16384.

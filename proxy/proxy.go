@@ -50,6 +50,7 @@ type Proxy struct {
 	// inbound listener's queue, where its accept loop hands every connection it serves
 	// as HTTP.
 	transSrv *http.Server
+	fast     *fastPath // the inbound listener's HTTP/1.1 fast path (fastpath.go); nil when off
 	transQ   *connQueue
 	inQ      *connQueue
 	transLns []net.Listener
@@ -147,6 +148,9 @@ func New(opt Options) (*Proxy, error) {
 	}
 	if opt.InboundAddress != "" {
 		p.inSrv = p.newServer(http.HandlerFunc(p.serveInbound), errLog)
+	}
+	if opt.InboundAddress != "" && !opt.DisableFastPath {
+		p.fast = newFastPath(p)
 	}
 	if opt.OutboundAddress != "" {
 		p.outSrv = p.newServer(http.HandlerFunc(p.serveOutbound), errLog)
@@ -357,6 +361,13 @@ func (p *Proxy) close(ctx context.Context) error {
 	if inLn != nil {
 		inLn.Close()
 	}
+	// The fast path first: a connection it hands to the inbound server meanwhile is
+	// drained there.
+	if p.fast != nil {
+		if err := p.fast.shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("proxy: inbound drain cut short: %w", err))
+		}
+	}
 	drain("inbound", p.inSrv, &p.inDrain)
 	for _, ln := range transLns {
 		ln.Close()
@@ -365,6 +376,9 @@ func (p *Proxy) close(ctx context.Context) error {
 	drain("transparent", p.transSrv, &p.outDrn)
 	// Past the deadline: end what is left (requests, WebSockets, tunnels).
 	p.cancelBase()
+	if p.fast != nil {
+		p.fast.closeAll()
+	}
 	for _, srv := range []*http.Server{p.inSrv, p.outSrv, p.transSrv} {
 		if srv != nil {
 			if err := srv.Close(); err != nil {

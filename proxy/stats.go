@@ -31,11 +31,16 @@ type Stats struct {
 	// removed by side (0 inbound, 1 outbound) and headers.Refusal: untrusted, or
 	// flags that are not pinnable (SPEC §4a).
 	RefusedMembers [numSides][headers.NumRefusals]uint64
+	// FastPathRequests counts the inbound requests the fast path served (fastpath.go),
+	// FastPathHandovers the inbound connections it handed to the net/http path (h2c,
+	// Upgrade, CONNECT, Expect, HTTP/1.0, unusual framing, malformed or large heads).
+	FastPathRequests, FastPathHandovers uint64
 }
 
 type counters struct {
 	inbound, outbound, tunnels, upstream, droppedOps, store atomic.Uint64
 	telemetryLost                                           atomic.Uint64
+	fastRequests, fastHandovers                             atomic.Uint64
 	traceparent, tracestate, baggage, ctxOps, otherHeader   atomic.Uint64
 	refused                                                 [numSides][headers.NumRefusals]atomic.Uint64
 	// closes counts the client connections closed after a response, by side and why.
@@ -55,14 +60,16 @@ func (p *Proxy) Stats() Stats {
 		}
 	}
 	return Stats{
-		RefusedMembers: refused,
-		Inbound:        c.inbound.Load(),
-		Outbound:       c.outbound.Load(),
-		Tunnels:        c.tunnels.Load(),
-		UpstreamErrors: c.upstream.Load(),
-		DroppedOps:     c.droppedOps.Load(),
-		StoreErrors:    c.store.Load(),
-		TelemetryLost:  c.telemetryLost.Load(),
+		RefusedMembers:    refused,
+		Inbound:           c.inbound.Load(),
+		Outbound:          c.outbound.Load(),
+		Tunnels:           c.tunnels.Load(),
+		UpstreamErrors:    c.upstream.Load(),
+		DroppedOps:        c.droppedOps.Load(),
+		StoreErrors:       c.store.Load(),
+		TelemetryLost:     c.telemetryLost.Load(),
+		FastPathRequests:  c.fastRequests.Load(),
+		FastPathHandovers: c.fastHandovers.Load(),
 		HeaderErrors: map[string]uint64{
 			"traceparent": c.traceparent.Load(),
 			"tracestate":  c.tracestate.Load(),

@@ -177,6 +177,15 @@ func (c *interceptConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// CloseWrite half-closes the connection, which net/http does before it closes one
+// after an error answer, so that the client reads the answer before the reset.
+func (c *interceptConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *interceptConn) Close() error {
 	c.once.Do(func() {
 		if c.release != nil {
@@ -323,6 +332,14 @@ func (p *Proxy) acceptInbound(c net.Conn) {
 		p.log.Warn("cannot read the original destination of an inbound connection; it goes to the app address", "client", c.RemoteAddr().String(), "error", err)
 	}
 	if !ok {
+		if p.fast != nil {
+			p.conns.Add(1)
+			go func() {
+				defer p.conns.Done()
+				p.fast.serve(c)
+			}()
+			return
+		}
 		p.inQ.push(c)
 		return
 	}

@@ -10,6 +10,11 @@
 #                    (headers only: the data path alone)
 #   ctxprop+counter  the same with the real localstore on a bbolt file, windowed durability,
 #                    as the sidecar wires it: every request writes its telemetry counters
+#   sidecar          the real binary: `sidecar run` built from this tree, its own store, no
+#                    peers, the context from baggage (inbound.context_baggage = "ctx.name"),
+#                    on its inbound fast path (inbound.fast_path = true, the default)
+#   sidecar-nethttp  the same binary with inbound.fast_path = false (net/http server and
+#                    Transport), to compare the two data paths in one run
 #
 # In every round each variant gets, in turn: wrk at saturation (req/s, the proxy's CPU time
 # per 1000 requests as utime+stime of all its processes from /proc/<pid>/stat, its resident
@@ -62,7 +67,8 @@ for tool in go wrk nginx haproxy jq; do
 done
 
 mkdir -p "$bin"
-(cd "$root" && go build -o "$bin/bench-origin" ./bench/proxy/origin && go build -o "$bin/bench-proxyd" ./bench/proxy/proxyd)
+(cd "$root" && go build -o "$bin/bench-origin" ./bench/proxy/origin && go build -o "$bin/bench-proxyd" ./bench/proxy/proxyd &&
+	go build -o "$bin/bench-sidecar" ./cmd/sidecar)
 
 # go_tool builds a Go command at a pinned version with `go install pkg@version`, which
 # resolves the tool's own go.mod outside this module: its dependencies never enter ours.
@@ -92,9 +98,9 @@ cleanup() {
 trap cleanup EXIT
 
 origin_port=18080
-variants=(direct nginx haproxy reverseproxy caddy ctxprop ctxprop+counter)
+variants=(direct nginx haproxy reverseproxy caddy ctxprop ctxprop+counter sidecar sidecar-nethttp)
 declare -A port=([direct]=$origin_port [nginx]=18081 [haproxy]=18082 [reverseproxy]=18083
-	[caddy]=18085 [ctxprop]=18084 [ctxprop+counter]=18086)
+	[caddy]=18085 [ctxprop]=18084 [ctxprop+counter]=18086 [sidecar]=18087 [sidecar-nethttp]=18088)
 declare -A main_pid
 
 wait_port() {
@@ -200,6 +206,20 @@ main_pid[ctxprop]=$!
 "$bin/bench-proxyd" -mode ctxprop -store "$work/store/ctxprop.db" -listen "127.0.0.1:${port[ctxprop+counter]}" -app "127.0.0.1:$origin_port" >"$work/ctxprop-counter.log" 2>&1 &
 pids+=($!)
 main_pid[ctxprop+counter]=$!
+
+# The real binary, twice: the fast path (default) and the net/http path. Each has its own
+# store and admin port; the outbound and sync listeners take free ports.
+declare -A sidecar_admin=([sidecar]=18097 [sidecar-nethttp]=18098) sidecar_fast=([sidecar]=true [sidecar-nethttp]=false)
+for v in sidecar sidecar-nethttp; do
+	env CTXPROP_ADMIN_ADDRESS="127.0.0.1:${sidecar_admin[$v]}" CTXPROP_INBOUND_ADDRESS="127.0.0.1:${port[$v]}" \
+		CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0 CTXPROP_OUTBOUND_TRANSPARENT_ADDRESS="" CTXPROP_SYNC_ADDRESS=127.0.0.1:0 \
+		CTXPROP_INBOUND_APP="127.0.0.1:$origin_port" CTXPROP_INBOUND_CONTEXT_BAGGAGE=ctx.name \
+		CTXPROP_INBOUND_FAST_PATH="${sidecar_fast[$v]}" \
+		CTXPROP_STORE_PATH="$work/store/$v.db" CTXPROP_LOG_FORMAT=json \
+		"$bin/bench-sidecar" run -config - >"$work/$v.log" 2>&1 </dev/null &
+	pids+=($!)
+	main_pid[$v]=$!
+done
 
 for v in "${variants[@]}"; do
 	wait_port "${port[$v]}"

@@ -60,7 +60,7 @@ pids+=($!)
 declare -A port=([a]=18181 [b]=18182) admin=([a]=18191 [b]=18192) pid
 for v in a b; do
 	env CTXPROP_ADMIN_ADDRESS="127.0.0.1:${admin[$v]}" CTXPROP_INBOUND_ADDRESS="127.0.0.1:${port[$v]}" \
-		CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0 CTXPROP_SYNC_ADDRESS=127.0.0.1:0 \
+		CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0 CTXPROP_OUTBOUND_TRANSPARENT_ADDRESS="" CTXPROP_SYNC_ADDRESS=127.0.0.1:0 \
 		CTXPROP_INBOUND_APP="127.0.0.1:$origin_port" CTXPROP_INBOUND_CONTEXT_BAGGAGE=ctx.name \
 		CTXPROP_STORE_PATH="$work/$v.db" CTXPROP_LOG_FORMAT=json \
 		"$work/sidecar-$v" run -config - >"$work/$v.log" 2>&1 &

@@ -156,6 +156,7 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 		IdleTimeout:           cfg.Inbound.IdleTimeout,
 		MaxHeaderBytes:        cfg.Inbound.MaxHeaderBytes,
 		BodyTimeout:           bodyTimeout,
+		DisableFastPath:       !cfg.Inbound.FastPath,
 	})
 	if err != nil {
 		return n, fmt.Errorf("proxy: %w", err)
