@@ -36,7 +36,7 @@ type node struct {
 	contextMetrics *proxy.ContextCollector
 	// history is the web page's ring of samples; nil with admin.chart_interval = "0".
 	history *webui.History
-	relay *relay.Relay // nil without relay.urls
+	relay   *relay.Relay // nil without relay.urls
 	// keyring is the fleet's secret from sync.key_file; nil without one.
 	keyring [][]byte
 }
