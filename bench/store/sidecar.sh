@@ -7,13 +7,16 @@
 # generator; unlike the Go clients of run.sh it costs little CPU, but it shares the
 # machine's cores with the server, as the raw benchmark's goroutines do.
 #
-# Usage: bench/store/sidecar.sh [rounds] [seconds]
+# Usage: bench/store/sidecar.sh [rounds] [seconds] [base-revision]
+# With a base revision (a commit, tag or branch), its sidecar binary is built too and
+# measured in every round right after this tree's, for an A/B of a change (issue 14).
 # Needs: go, wrk (apt-get install wrk). Files go under $CTXPROPTEST_BENCH_DIR when set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 rounds=${1:-5}
 secs=${2:-5}
+base=${3:-}
 command -v wrk >/dev/null || { echo "sidecar.sh: wrk not found; apt-get install wrk" >&2; exit 1; }
 work=$(mktemp -d "${CTXPROPTEST_BENCH_DIR:-${TMPDIR:-/tmp}}/sidecar-bench-XXXXXX")
 pids=()
@@ -26,15 +29,21 @@ trap cleanup EXIT
 go build -o "$work/sidecar" ./cmd/sidecar
 go test -c -o "$work/store.test" ./bench/store
 go build -o "$work/floord" ./bench/store/floord
+if [[ -n $base ]]; then
+	# The base's sources, not a worktree: nothing of the repository changes.
+	mkdir "$work/base"
+	git archive "$base" | tar -x -C "$work/base"
+	(cd "$work/base" && go build -o "$work/sidecar-base" ./cmd/sidecar)
+fi
 
-# start_sidecar runs the sidecar on a fresh store in the background and sets addr to the
-# admin address it logged.
+# start_sidecar runs the sidecar (or the binary $1) on a fresh store in the background and
+# sets addr to the admin address it logged.
 start_sidecar() {
-	rm -rf "$work/data"
+	rm -rf "$work/data" "$work/log"
 	CTXPROP_ADMIN_ADDRESS=127.0.0.1:0 CTXPROP_INBOUND_ADDRESS=127.0.0.1:0 \
 		CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0 CTXPROP_SYNC_ADDRESS=127.0.0.1:0 \
 		CTXPROP_STORE_PATH="$work/data/ctxprop.db" \
-		"$work/sidecar" run -config "$root/config.hcl" >"$work/log" 2>&1 &
+		"${1:-$work/sidecar}" run -config "$root/config.hcl" >"$work/log" 2>&1 &
 	pids+=($!)
 	local i
 	for i in $(seq 100); do
@@ -50,11 +59,16 @@ stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 
 
 rps() { wrk -t 2 -c 16 -d "${secs}s" -s "$root/bench/store/incr.lua" "http://$1" | awk '/^Requests\/sec/ {print $2}'; }
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-ar=() fr=()
+ar=() fr=() af=() bf=()
 for r in $(seq 1 "$rounds"); do
 	start_sidecar
 	a=$(rps "$addr")
 	stop_last
+	if [[ -n $base ]]; then
+		start_sidecar "$work/sidecar-base"
+		ab=$(rps "$addr")
+		stop_last
+	fi
 	b=$("$work/store.test" -test.run '^$' -test.bench '^BenchmarkBoltBatch$' -test.benchtime "${secs}s" | awk '/^BenchmarkBoltBatch/ {print $3}')
 	"$work/floord" -addr-file "$work/floor.addr" >/dev/null &
 	pids+=($!)
@@ -65,6 +79,15 @@ for r in $(seq 1 "$rounds"); do
 	# Throughputs: wrk's requests/s against 1e9 ÷ raw bbolt's ns/op.
 	ar+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a * b / 1e9}')")
 	fr+=("$(awk -v f="$f" -v b="$b" 'BEGIN {printf "%.2f", f * b / 1e9}')")
-	echo "round $r: sidecar ${a} req/s, raw bbolt $(awk -v b="$b" 'BEGIN {printf "%.0f", 1e9 / b}') writes/s (${b} ns/op), HTTP floor ${f} req/s; sidecar÷raw ${ar[-1]}, floor÷raw ${fr[-1]}"
+	# The goal of issue 14: the sidecar against the HTTP floor under the same clients.
+	af+=("$(awk -v a="$a" -v f="$f" 'BEGIN {printf "%.3f", a / f}')")
+	echo "round $r: sidecar ${a} req/s, raw bbolt $(awk -v b="$b" 'BEGIN {printf "%.0f", 1e9 / b}') writes/s (${b} ns/op), HTTP floor ${f} req/s; sidecar÷raw ${ar[-1]}, floor÷raw ${fr[-1]}, sidecar÷floor ${af[-1]}"
+	if [[ -n $base ]]; then
+		bf+=("$(awk -v a="$ab" -v f="$f" 'BEGIN {printf "%.3f", a / f}')")
+		echo "round $r: base $base ${ab} req/s, base÷floor ${bf[-1]}"
+	fi
 done
-echo "median over $rounds rounds: sidecar÷raw $(printf '%s\n' "${ar[@]}" | median), floor÷raw $(printf '%s\n' "${fr[@]}" | median)"
+echo "median over $rounds rounds: sidecar÷raw $(printf '%s\n' "${ar[@]}" | median), floor÷raw $(printf '%s\n' "${fr[@]}" | median), sidecar÷floor $(printf '%s\n' "${af[@]}" | median)"
+if [[ -n $base ]]; then
+	echo "median over $rounds rounds: base÷floor $(printf '%s\n' "${bf[@]}" | median)"
+fi
