@@ -61,10 +61,17 @@ rps() { wrk -t 2 -c 16 -d "${secs}s" -s "$root/bench/store/incr.lua" "http://$1"
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 ar=() fr=() af=() bf=()
 for r in $(seq 1 "$rounds"); do
+	# With a base, odd rounds run this tree's sidecar first and even rounds the base's, so
+	# that neither always gets the quieter moment.
+	if [[ -n $base && $((r % 2)) == 0 ]]; then
+		start_sidecar "$work/sidecar-base"
+		ab=$(rps "$addr")
+		stop_last
+	fi
 	start_sidecar
 	a=$(rps "$addr")
 	stop_last
-	if [[ -n $base ]]; then
+	if [[ -n $base && $((r % 2)) == 1 ]]; then
 		start_sidecar "$work/sidecar-base"
 		ab=$(rps "$addr")
 		stop_last
