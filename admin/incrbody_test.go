@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 )
 
@@ -68,4 +70,24 @@ func FuzzFastIncr(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkFastIncr(t, bytes.Clone(body))
 	})
+}
+
+// TestWriteCounter_AsWriteJSON checks that writeCounter answers what WriteJSON answered
+// for valueAnswer[int64], headers and bytes.
+func TestWriteCounter_AsWriteJSON(t *testing.T) {
+	for _, v := range []int64{0, 1, -1, 42, -9223372036854775808, 9223372036854775807} {
+		t.Run(fmt.Sprint(v), func(t *testing.T) {
+			got, want := httptest.NewRecorder(), httptest.NewRecorder()
+			writeCounter(got, v)
+			WriteJSON(want, http.StatusOK, valueAnswer[int64]{v})
+			if got.Code != want.Code || got.Body.String() != want.Body.String() {
+				t.Errorf("writeCounter: %d %q; WriteJSON: %d %q", got.Code, got.Body.String(), want.Code, want.Body.String())
+			}
+			for _, h := range []string{"Content-Type", "Content-Length"} {
+				if g, w := got.Header().Get(h), want.Header().Get(h); g != w {
+					t.Errorf("%s: writeCounter %q, WriteJSON %q", h, g, w)
+				}
+			}
+		})
+	}
 }
