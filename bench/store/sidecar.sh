@@ -56,6 +56,19 @@ start_sidecar() {
 	exit 1
 }
 stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+# cpu_ticks prints the user+system CPU clock ticks the last process started has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${pids[-1]}/stat"; }
+# cpu_us prints the CPU µs per request: ticks before and after, requests/s, seconds.
+cpu_us() { awk -v t0="$1" -v t1="$2" -v r="$3" -v s="$secs" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (t1 - t0) / hz * 1e6 / (r * s)}'; }
+# store_stats prints the writes per log sync and the mean ms of a log sync (append and
+# fdatasync) of the sidecar at addr, from its /metrics.
+store_stats() {
+	curl -s "http://$addr/metrics" | awk '
+		/^ctxprop_store_log_syncs_total / {n = $2}
+		/^ctxprop_store_changes_total / {c = $2}
+		/^ctxprop_store_commit_seconds_total / {t = $2}
+		END {if (n > 0) printf "%.1f writes/sync, %.3f ms/sync", c / n, t / n * 1000; else printf "no log syncs"}'
+}
 
 rps() { wrk -t 2 -c 16 -d "${secs}s" -s "$root/bench/store/incr.lua" "http://$1" | awk '/^Requests\/sec/ {print $2}'; }
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
@@ -65,22 +78,30 @@ for r in $(seq 1 "$rounds"); do
 	# that neither always gets the quieter moment.
 	if [[ -n $base && $((r % 2)) == 0 ]]; then
 		start_sidecar "$work/sidecar-base"
+		t0=$(cpu_ticks)
 		ab=$(rps "$addr")
+		bcpu=$(cpu_us "$t0" "$(cpu_ticks)" "$ab") bst=$(store_stats)
 		stop_last
 	fi
 	start_sidecar
+	t0=$(cpu_ticks)
 	a=$(rps "$addr")
+	acpu=$(cpu_us "$t0" "$(cpu_ticks)" "$a") ast=$(store_stats)
 	stop_last
 	if [[ -n $base && $((r % 2)) == 1 ]]; then
 		start_sidecar "$work/sidecar-base"
+		t0=$(cpu_ticks)
 		ab=$(rps "$addr")
+		bcpu=$(cpu_us "$t0" "$(cpu_ticks)" "$ab") bst=$(store_stats)
 		stop_last
 	fi
 	b=$("$work/store.test" -test.run '^$' -test.bench '^BenchmarkBoltBatch$' -test.benchtime "${secs}s" | awk '/^BenchmarkBoltBatch/ {print $3}')
 	"$work/floord" -addr-file "$work/floor.addr" >/dev/null &
 	pids+=($!)
 	for i in $(seq 100); do [[ -s $work/floor.addr ]] && break; sleep 0.1; done
+	t0=$(cpu_ticks)
 	f=$(rps "$(cat "$work/floor.addr")")
+	fcpu=$(cpu_us "$t0" "$(cpu_ticks)" "$f")
 	stop_last
 	rm -f "$work/floor.addr"
 	# Throughputs: wrk's requests/s against 1e9 ÷ raw bbolt's ns/op.
@@ -89,9 +110,10 @@ for r in $(seq 1 "$rounds"); do
 	# The goal of issue 14: the sidecar against the HTTP floor under the same clients.
 	af+=("$(awk -v a="$a" -v f="$f" 'BEGIN {printf "%.3f", a / f}')")
 	echo "round $r: sidecar ${a} req/s, raw bbolt $(awk -v b="$b" 'BEGIN {printf "%.0f", 1e9 / b}') writes/s (${b} ns/op), HTTP floor ${f} req/s; sidecar÷raw ${ar[-1]}, floor÷raw ${fr[-1]}, sidecar÷floor ${af[-1]}"
+	echo "round $r: CPU per request: sidecar ${acpu} µs, HTTP floor ${fcpu} µs; sidecar's log: ${ast}"
 	if [[ -n $base ]]; then
 		bf+=("$(awk -v a="$ab" -v f="$f" 'BEGIN {printf "%.3f", a / f}')")
-		echo "round $r: base $base ${ab} req/s, base÷floor ${bf[-1]}"
+		echo "round $r: base $base ${ab} req/s, base÷floor ${bf[-1]}, CPU per request ${bcpu} µs; base's log: ${bst}"
 	fi
 done
 echo "median over $rounds rounds: sidecar÷raw $(printf '%s\n' "${ar[@]}" | median), floor÷raw $(printf '%s\n' "${fr[@]}" | median), sidecar÷floor $(printf '%s\n' "${af[@]}" | median)"
