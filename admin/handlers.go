@@ -7,7 +7,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -142,22 +141,7 @@ func (s *Server) incrCounter(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, e)
 		return
 	}
-	writeCounter(w, res.Counters[op.Key])
-}
-
-// writeCounter answers {"value":v} as WriteJSON does with valueAnswer[int64], byte for
-// byte (TestWriteCounter_AsWriteJSON), without reflection: it is the answer of every
-// durable increment (issue 14).
-func writeCounter(w http.ResponseWriter, v int64) {
-	var buf [40]byte
-	b := append(buf[:0], `{"value":`...)
-	b = strconv.AppendInt(b, v, 10)
-	b = append(b, "}\n"...)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(http.StatusOK)
-	w.Write(b)
+	WriteJSON(w, http.StatusOK, valueAnswer[int64]{res.Counters[op.Key]})
 }
 
 func (s *Server) getMap(w http.ResponseWriter, r *http.Request) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 )
 
@@ -72,22 +71,36 @@ func FuzzFastIncr(f *testing.F) {
 	})
 }
 
-// TestWriteCounter_AsWriteJSON checks that writeCounter answers what WriteJSON answered
-// for valueAnswer[int64], headers and bytes.
-func TestWriteCounter_AsWriteJSON(t *testing.T) {
-	for _, v := range []int64{0, 1, -1, 42, -9223372036854775808, 9223372036854775807} {
-		t.Run(fmt.Sprint(v), func(t *testing.T) {
-			got, want := httptest.NewRecorder(), httptest.NewRecorder()
-			writeCounter(got, v)
-			WriteJSON(want, http.StatusOK, valueAnswer[int64]{v})
-			if got.Code != want.Code || got.Body.String() != want.Body.String() {
-				t.Errorf("writeCounter: %d %q; WriteJSON: %d %q", got.Code, got.Body.String(), want.Code, want.Body.String())
+// BenchmarkIncrBody compares the decode of an increment's body with and without
+// encoding/json, and times its answer: go test ./admin -run '^$' -bench IncrBody -benchmem
+func BenchmarkIncrBody(b *testing.B) {
+	body := []byte(`{"by":1}`)
+	b.Run("decode/fast", func(b *testing.B) {
+		for b.Loop() {
+			if _, ok := fastIncr(body); !ok {
+				b.Fatal("declined")
 			}
-			for _, h := range []string{"Content-Type", "Content-Length"} {
-				if g, w := got.Header().Get(h), want.Header().Get(h); g != w {
-					t.Errorf("%s: writeCounter %q, WriteJSON %q", h, g, w)
-				}
+		}
+	})
+	b.Run("decode/encoding-json", func(b *testing.B) {
+		for b.Loop() {
+			var req incrRequest
+			if e := decodeJSON(body, &req, true); e != nil {
+				b.Fatal(e.Message)
 			}
-		})
-	}
+		}
+	})
+	w := &discardWriter{h: http.Header{}}
+	b.Run("answer/WriteJSON", func(b *testing.B) {
+		for b.Loop() {
+			WriteJSON(w, http.StatusOK, valueAnswer[int64]{12345})
+		}
+	})
 }
+
+// discardWriter is a ResponseWriter that keeps nothing, for benchmarks.
+type discardWriter struct{ h http.Header }
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) WriteHeader(int)             {}
