@@ -5,7 +5,10 @@
 # goroutines, the same fsync policy) and with a Go net/http server that answers at once
 # without storing anything (the HTTP floor for the same wrk clients). wrk is a C load
 # generator; unlike the Go clients of run.sh it costs little CPU, but it shares the
-# machine's cores with the server, as the raw benchmark's goroutines do.
+# machine's cores with the server, as the raw benchmark's goroutines do. The same server
+# answering each request only once a group fdatasync covers it (floord -sync) is the
+# durable floor: the best any HTTP API that answers after its write is on disk can do with
+# these clients on this disk (issue 14).
 #
 # Usage: bench/store/sidecar.sh [rounds] [seconds] [base-revision]
 # With a base revision (a commit, tag or branch), its sidecar binary is built too and
@@ -72,7 +75,7 @@ store_stats() {
 
 rps() { wrk -t 2 -c 16 -d "${secs}s" -s "$root/bench/store/incr.lua" "http://$1" | awk '/^Requests\/sec/ {print $2}'; }
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-ar=() fr=() af=() bf=()
+ar=() fr=() af=() bf=() df=()
 for r in $(seq 1 "$rounds"); do
 	# With a base, odd rounds run this tree's sidecar first and even rounds the base's, so
 	# that neither always gets the quieter moment.
@@ -104,19 +107,31 @@ for r in $(seq 1 "$rounds"); do
 	fcpu=$(cpu_us "$t0" "$(cpu_ticks)" "$f")
 	stop_last
 	rm -f "$work/floor.addr"
+	# The durable floor: the same server, answering once a group fdatasync covers the
+	# request (floord -sync), on the disk of the sidecar's store.
+	"$work/floord" -addr-file "$work/floor.addr" -sync "$work/floor.log" >/dev/null &
+	pids+=($!)
+	for i in $(seq 300); do [[ -s $work/floor.addr ]] && break; sleep 0.1; done
+	t0=$(cpu_ticks)
+	d=$(rps "$(cat "$work/floor.addr")")
+	dcpu=$(cpu_us "$t0" "$(cpu_ticks)" "$d")
+	stop_last
+	rm -f "$work/floor.addr" "$work/floor.log"
 	# Throughputs: wrk's requests/s against 1e9 ÷ raw bbolt's ns/op.
 	ar+=("$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a * b / 1e9}')")
 	fr+=("$(awk -v f="$f" -v b="$b" 'BEGIN {printf "%.2f", f * b / 1e9}')")
 	# The goal of issue 14: the sidecar against the HTTP floor under the same clients.
 	af+=("$(awk -v a="$a" -v f="$f" 'BEGIN {printf "%.3f", a / f}')")
 	echo "round $r: sidecar ${a} req/s, raw bbolt $(awk -v b="$b" 'BEGIN {printf "%.0f", 1e9 / b}') writes/s (${b} ns/op), HTTP floor ${f} req/s; sidecar÷raw ${ar[-1]}, floor÷raw ${fr[-1]}, sidecar÷floor ${af[-1]}"
-	echo "round $r: CPU per request: sidecar ${acpu} µs, HTTP floor ${fcpu} µs; sidecar's log: ${ast}"
+	df+=("$(awk -v a="$a" -v d="$d" 'BEGIN {printf "%.3f", a / d}')")
+	echo "round $r: durable floor ${d} req/s, durable floor÷floor $(awk -v d="$d" -v f="$f" 'BEGIN {printf "%.3f", d / f}'), sidecar÷durable floor ${df[-1]}"
+	echo "round $r: CPU per request: sidecar ${acpu} µs, HTTP floor ${fcpu} µs, durable floor ${dcpu} µs; sidecar's log: ${ast}"
 	if [[ -n $base ]]; then
 		bf+=("$(awk -v a="$ab" -v f="$f" 'BEGIN {printf "%.3f", a / f}')")
 		echo "round $r: base $base ${ab} req/s, base÷floor ${bf[-1]}, CPU per request ${bcpu} µs; base's log: ${bst}"
 	fi
 done
-echo "median over $rounds rounds: sidecar÷raw $(printf '%s\n' "${ar[@]}" | median), floor÷raw $(printf '%s\n' "${fr[@]}" | median), sidecar÷floor $(printf '%s\n' "${af[@]}" | median)"
+echo "median over $rounds rounds: sidecar÷raw $(printf '%s\n' "${ar[@]}" | median), floor÷raw $(printf '%s\n' "${fr[@]}" | median), sidecar÷floor $(printf '%s\n' "${af[@]}" | median), sidecar÷durable floor $(printf '%s\n' "${df[@]}" | median)"
 if [[ -n $base ]]; then
 	echo "median over $rounds rounds: base÷floor $(printf '%s\n' "${bf[@]}" | median)"
 fi
