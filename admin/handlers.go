@@ -116,16 +116,22 @@ func (s *Server) getCounter(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) incrCounter(w http.ResponseWriter, r *http.Request) {
-	var req incrRequest
-	if e := s.decode(w, r, &req, true); e != nil {
+	body, e := ReadBody(w, r, s.opt.MaxBodyBytes)
+	if e != nil {
 		WriteError(w, e)
 		return
+	}
+	req, ok := fastIncr(body)
+	if !ok {
+		if e := decodeJSON(body, &req, true); e != nil {
+			WriteError(w, e)
+			return
+		}
 	}
 	op := ops.Op{Kind: ops.Incr, Key: pathParam(r, "key"), By: 1}
 	if req.By != nil {
 		op.By = *req.By
 	}
-	var e *Error
 	if op.TTL, e = parseTTL(req.TTL); e != nil {
 		WriteError(w, e)
 		return
@@ -344,6 +350,11 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, allowEmpt
 	if e != nil {
 		return e
 	}
+	return decodeJSON(body, v, allowEmpty)
+}
+
+// decodeJSON is decode's work on a body already read.
+func decodeJSON(body []byte, v any, allowEmpty bool) *Error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		if allowEmpty {
 			return nil

@@ -91,9 +91,12 @@ func TimeBodyReads(w http.ResponseWriter, r *http.Request, timeout time.Duration
 	r.Body = &timedBody{ReadCloser: r.Body, rc: rc, timeout: timeout}
 }
 
-// timedBody moves the connection's read deadline before each read of the body, and clears
-// it at the end of the body: from then on net/http reads the connection in the background
-// to notice a client that goes away, and a deadline there would cancel the request.
+// timedBody moves the connection's read deadline after each read of the body that brought
+// bytes (the deadline of the first read was set by TimeBodyReads), and clears it at the
+// end of the body: from then on net/http reads the connection in the background to notice
+// a client that goes away, and a deadline there would cancel the request. Moving it after
+// a read rather than before the next spares a system call per request (issue 14: a small
+// body comes whole in its first read, which also reports its end).
 type timedBody struct {
 	io.ReadCloser
 	rc      *http.ResponseController
@@ -101,13 +104,14 @@ type timedBody struct {
 }
 
 func (b *timedBody) Read(p []byte) (int, error) {
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
 	n, err := b.ReadCloser.Read(p)
 	switch {
 	case err == io.EOF:
 		_ = b.rc.SetReadDeadline(time.Time{})
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		err = &stallError{after: b.timeout, err: err}
+	case n > 0:
+		_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
 	}
 	return n, err
 }

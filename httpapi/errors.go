@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/ctxprop/ctxprop/ctxstore"
 )
@@ -77,7 +78,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		data = []byte(`{"error":{"code":"internal","message":"encoding the answer failed; report this bug"}}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", fmt.Sprint(len(data)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)+1))
 	w.WriteHeader(status)
 	w.Write(append(data, '\n'))
 }
