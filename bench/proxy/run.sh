@@ -5,6 +5,8 @@
 #   nginx            nginx (Debian nginx-light), 2 workers, upstream keepalive 256
 #   haproxy          haproxy (Debian), 2 threads, http-reuse always
 #   reverseproxy     a bare httputil.ReverseProxy with a tuned Transport (bench/proxy/proxyd)
+#   fasthttp         a bare reverse proxy on valyala/fasthttp (bench/proxy/proxyd), pool 256:
+#                    the library candidate for a data path off net/http, no header work
 #   caddy            Caddy's reverse_proxy (Go module, built into .bin/), keepalive pool 256
 #   ctxprop          package proxy's inbound side, telemetry to a Store that drops it
 #                    (headers only: the data path alone)
@@ -98,9 +100,9 @@ cleanup() {
 trap cleanup EXIT
 
 origin_port=18080
-variants=(direct nginx haproxy reverseproxy caddy ctxprop ctxprop+counter sidecar sidecar-nethttp)
+variants=(direct nginx haproxy reverseproxy fasthttp caddy ctxprop ctxprop+counter sidecar sidecar-nethttp)
 declare -A port=([direct]=$origin_port [nginx]=18081 [haproxy]=18082 [reverseproxy]=18083
-	[caddy]=18085 [ctxprop]=18084 [ctxprop+counter]=18086 [sidecar]=18087 [sidecar-nethttp]=18088)
+	[caddy]=18085 [fasthttp]=18089 [ctxprop]=18084 [ctxprop+counter]=18086 [sidecar]=18087 [sidecar-nethttp]=18088)
 declare -A main_pid
 
 wait_port() {
@@ -200,6 +202,9 @@ main_pid[caddy]=$!
 "$bin/bench-proxyd" -mode reverseproxy -listen "127.0.0.1:${port[reverseproxy]}" -app "127.0.0.1:$origin_port" >"$work/reverseproxy.log" 2>&1 &
 pids+=($!)
 main_pid[reverseproxy]=$!
+"$bin/bench-proxyd" -mode fasthttp -listen "127.0.0.1:${port[fasthttp]}" -app "127.0.0.1:$origin_port" >"$work/fasthttp.log" 2>&1 &
+pids+=($!)
+main_pid[fasthttp]=$!
 "$bin/bench-proxyd" -mode ctxprop -listen "127.0.0.1:${port[ctxprop]}" -app "127.0.0.1:$origin_port" >"$work/ctxprop.log" 2>&1 &
 pids+=($!)
 main_pid[ctxprop]=$!

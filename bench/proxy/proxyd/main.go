@@ -8,6 +8,9 @@
 //	                    wires it (every request writes its telemetry counters)
 //	-mode reverseproxy  a bare httputil.ReverseProxy with a tuned Transport, the
 //	                    baseline a careful engineer writes in ten lines
+//	-mode fasthttp      a bare reverse proxy on valyala/fasthttp (Server and HostClient,
+//	                    X-Forwarded-For set, no header work of ours): the candidate
+//	                    library issue 14 names for a data path off net/http
 package main
 
 import (
@@ -24,6 +27,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
@@ -71,7 +76,7 @@ func main() {
 }
 
 func run() error {
-	mode := flag.String("mode", "ctxprop", "ctxprop or reverseproxy")
+	mode := flag.String("mode", "ctxprop", "ctxprop, reverseproxy or fasthttp")
 	listen := flag.String("listen", "127.0.0.1:17401", "listen address")
 	app := flag.String("app", "127.0.0.1:18080", "upstream host:port")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -147,7 +152,33 @@ func run() error {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return srv.Shutdown(cctx)
+	case "fasthttp":
+		// fasthttp's own reverse-proxy recipe: the request and response objects of the
+		// server's context go through a pooled HostClient as they are; the pool is as
+		// large as the others' keep-alive pools.
+		client := &fasthttp.HostClient{Addr: *app, MaxConns: proxy.DefaultMaxIdleConnsPerHost, DisablePathNormalizing: true}
+		srv := &fasthttp.Server{
+			Handler: func(c *fasthttp.RequestCtx) {
+				c.Request.Header.Add("X-Forwarded-For", c.RemoteIP().String())
+				if err := client.Do(&c.Request, &c.Response); err != nil {
+					c.Error("bad gateway: "+err.Error(), fasthttp.StatusBadGateway)
+				}
+			},
+			ReadTimeout:                   10 * time.Second,
+			DisableHeaderNamesNormalizing: true,
+			NoDefaultServerHeader:         true,
+			NoDefaultDate:                 true,
+			NoDefaultContentType:          true,
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- srv.ListenAndServe(*listen) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		return srv.Shutdown()
 	default:
-		return fmt.Errorf("unknown -mode %q; want ctxprop or reverseproxy", *mode)
+		return fmt.Errorf("unknown -mode %q; want ctxprop, reverseproxy or fasthttp", *mode)
 	}
 }
