@@ -1047,10 +1047,12 @@ func (s *Store) finish(b *batch, err error, waited int) {
 	}
 	s.mu.Unlock()
 	b.err = err
-	close(b.done)
+	// Events first: a write that returned is counted by LastEventID (a syncer's or
+	// relay's Close waits up to it) and is not new to a watcher subscribed after it.
 	if err == nil {
 		s.events.publish(b.events, s.opt.Now())
 	}
+	close(b.done)
 }
 
 // fail records a failed write to disk: the store refuses writes from now on, as its

@@ -24,6 +24,10 @@
 //     before it was published still reaches the other clusters: its cluster's other
 //     sidecars hold it through gossip and write it to the bucket.
 //
-// Store is the small part of the local store the relay uses; cmd/sidecar adapts
-// *localstore.Store to it.
+// Store is the small part of the local store the relay uses, in ctxstore's types and with
+// the method sets of package sync's State, Merger and Changes: *localstore.Store implements
+// it as it is, and the relay imports no store. The relay is a replication backend like the
+// gossip engine and passes the same contract tests, ctxstore/replicatest.RunBackend:
+// TestRelay_ReplicationContract runs them against a real NATS server with JetStream, each
+// store a cluster of its own; sync's TestSyncer_ReplicationContract runs them over gossip.
 package relay

@@ -15,51 +15,61 @@ import (
 	"time"
 
 	"github.com/ctxprop/ctxprop/crdt"
+	"github.com/ctxprop/ctxprop/ctxstore"
 	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Change is one committed change of a context.
-type Change struct {
-	Context string
-	// Origin is the replica that made the change; the store's own Replica for local
-	// writes and for the deltas the relay merged from the stream.
-	Origin crdt.ReplicaID
-	// Delta is the change, shared: do not modify. The relay recognises the deltas it
-	// merged itself by this pointer, so a Store must hand the very pointer it was given
-	// to MergeAll when the change is that one delta.
-	Delta *crdt.Context
+// The relay needs of the store only its replication side, in small interfaces written in
+// ctxstore's types: the same method sets as package sync's State, Merger and Changes, so
+// that *localstore.Store implements them as it is, and every replication backend keeps one
+// contract towards the store (ctxstore/replicatest, which the relay runs in
+// TestRelay_ReplicationContract). Their methods are called concurrently and may block on
+// disk I/O.
+
+// State gives the state of the contexts, to compare with the KV bucket.
+type State interface {
+	// Names returns every context held.
+	Names() []string
+	// Encoded returns the canonical encoding of a context's state; ok false if absent.
+	Encoded(name string) (data []byte, ok bool)
 }
 
-// Store is the local store as the relay uses it. Its methods are called concurrently and
-// may block on disk I/O.
-type Store interface {
-	// Replica returns this replica's id.
+// Merger joins the deltas and states of other clusters into this replica.
+type Merger interface {
+	// Replica returns this replica's id: the origin of its local changes.
 	Replica() crdt.ReplicaID
-	// Encoded returns the CRDT encoding of a context's state; ok false if absent.
-	Encoded(name string) (data []byte, ok bool)
 	// MergeAll joins deltas[i] into context names[i] durably, all or nothing, records the
 	// changes as made by origin, and reports which deltas changed the state. An error
-	// about the input itself (a bad name, a timestamp too far ahead) wraps ErrRefused:
-	// such a message is terminated, not delivered again.
+	// about the input itself (a bad name, a timestamp too far ahead) wraps
+	// ctxstore.ErrInvalid: such a message is terminated, not delivered again.
 	MergeAll(ctx context.Context, origin crdt.ReplicaID, names []string, deltas []*crdt.Context) (changed []bool, err error)
 }
 
-// Feed follows the store's contexts.
-type Feed interface {
-	// Names returns every context held.
-	Names() []string
-	// Watch delivers the changes committed from now on. The channel is closed when ctx
-	// ends, after the changes already committed, or early when the reader fell behind;
-	// the relay then subscribes again and compares every context with the KV bucket.
-	Watch(ctx context.Context) (<-chan Change, error)
+// Changes follows the store's committed changes: the relay learns the local deltas to
+// publish, and the contexts to compare with the bucket, from it.
+type Changes interface {
+	// Watch subscribes to committed changes, local and merged, of context name ("" for
+	// all) after event ID after (0: only new ones), until ctx ends. The relay watches
+	// all contexts from now on. An event's Delta must be the very pointer given to
+	// MergeAll when the change is that one delta: the relay recognises the deltas it
+	// merged itself by it, so as not to publish them back. When Events closes because
+	// the relay fell behind (Lagged), it subscribes again and compares every context
+	// with the KV bucket.
+	Watch(ctx context.Context, name string, after uint64) (ctxstore.Subscription, error)
+}
+
+// Store is what the relay needs: the state, the merges and the changes.
+type Store interface {
+	State
+	Merger
+	Changes
 }
 
 // Options configure a Relay. Zero fields take the defaults written next to them.
 type Options struct {
 	Store Store // required
-	Feed  Feed  // required; usually the same store
 	// Logger; nil discards.
 	Logger hclog.Logger
 	// URLs of the NATS servers; required.
@@ -166,7 +176,7 @@ const stateOrigin crdt.ReplicaID = 0
 
 // New checks opt and reads the credential files. It starts nothing: call Open.
 func New(opt Options) (*Relay, error) {
-	if opt.Store == nil || opt.Feed == nil {
+	if opt.Store == nil {
 		return nil, errors.New("relay: no store")
 	}
 	if opt.Logger == nil {
@@ -329,7 +339,7 @@ func (r *Relay) Open() error {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	var watchCtx context.Context
 	watchCtx, r.stopWatch = context.WithCancel(r.ctx)
-	changes, err := r.opt.Feed.Watch(watchCtx)
+	sub, err := r.opt.Store.Watch(watchCtx, "", 0)
 	if err != nil {
 		r.cancel()
 		return fmt.Errorf("relay: watch the store: %w", err)
@@ -377,15 +387,12 @@ func (r *Relay) Open() error {
 	nc, err := nats.Connect(strings.Join(r.opt.URLs, ","), opts...)
 	if err != nil {
 		r.cancel()
-		go func() {
-			for range changes { // let the feed end
-			}
-		}()
+		sub.Close()
 		return fmt.Errorf("relay: connect to relay.urls %v: %w", r.opt.URLs, err)
 	}
 	r.nc.Store(nc)
 	r.watchWG.Add(1)
-	go r.watchLoop(watchCtx, changes)
+	go r.watchLoop(watchCtx, sub)
 	r.wg.Add(4)
 	go r.setupLoop()
 	go r.flushLoop()
@@ -412,8 +419,8 @@ func (r *Relay) Close(ctx context.Context) error {
 			return
 		}
 		var errs []error
-		// The watch channel still holds the changes committed before; the loop reads
-		// them to the end.
+		// The subscription still holds the changes committed before; the loop reads them
+		// to the end.
 		r.stopWatch()
 		r.watchWG.Wait()
 		if l := r.links.Load(); l != nil {
@@ -448,7 +455,7 @@ func (r *Relay) pendingCount() int {
 }
 
 func (r *Relay) markAllDirty() {
-	names := r.opt.Feed.Names()
+	names := r.opt.Store.Names()
 	r.mu.Lock()
 	for _, n := range names {
 		r.dirty[n] = struct{}{}
@@ -458,11 +465,11 @@ func (r *Relay) markAllDirty() {
 
 // watchLoop records the store's changes: local ones to publish, every one to compare
 // with the bucket.
-func (r *Relay) watchLoop(ctx context.Context, changes <-chan Change) {
+func (r *Relay) watchLoop(ctx context.Context, sub ctxstore.Subscription) {
 	defer r.watchWG.Done()
 	self := r.opt.Store.Replica()
 	for {
-		for c := range changes {
+		for c := range sub.Events() {
 			r.mu.Lock()
 			r.dirty[c.Context] = struct{}{}
 			_, echo := r.echo[c.Delta]
@@ -482,14 +489,15 @@ func (r *Relay) watchLoop(ctx context.Context, changes <-chan Change) {
 			}
 			r.mu.Unlock()
 		}
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || !sub.Lagged() {
+			return // stopped, or the store closed
 		}
 		// Fell behind: what was missed is in the store; the bucket pass repairs it.
 		r.log.Warn("relay fell behind the store's changes; resubscribing, the KV bucket pass repairs the gap")
 		r.m.errors.Add(1)
+		sub.Close()
 		var err error
-		if changes, err = r.opt.Feed.Watch(ctx); err != nil {
+		if sub, err = r.opt.Store.Watch(ctx, "", 0); err != nil {
 			return
 		}
 		r.mu.Lock()
@@ -743,7 +751,7 @@ func (r *Relay) apply(msgs []jetstream.Msg) {
 			return
 		}
 		r.m.errors.Add(1)
-		if errors.Is(err, ErrRefused) {
+		if errors.Is(err, ctxstore.ErrInvalid) {
 			r.m.refused.Add(1)
 			r.log.Warn("relay: the store refused a message's deltas; terminated", "subject", ok[0].Subject(), "error", err)
 			_ = ok[0].Term()
@@ -761,10 +769,6 @@ func (r *Relay) apply(msgs []jetstream.Msg) {
 
 // maxEcho bounds the merged deltas remembered so as not to publish them back.
 const maxEcho = 1 << 16
-
-// ErrRefused is wrapped by Store.MergeAll's errors about its input, as opposed to a store
-// that failed.
-var ErrRefused = errors.New("refused")
 
 // merge joins deltas from the stream, recorded as this replica's own changes so that
 // gossip pushes them through the cluster; the watch loop knows them by pointer and does

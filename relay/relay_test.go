@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ctxprop/ctxprop/crdt"
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/relay"
@@ -21,32 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// store adapts *localstore.Store to relay.Store and relay.Feed, as cmd/sidecar does.
-type store struct{ *localstore.Store }
-
-func (s store) Watch(ctx context.Context) (<-chan relay.Change, error) {
-	sub, err := s.Store.Watch(ctx, "", 0)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan relay.Change, 64)
-	go func() {
-		defer close(out)
-		for ev := range sub.Events() {
-			out <- relay.Change{Context: ev.Context, Origin: ev.Origin, Delta: ev.Delta}
-		}
-	}()
-	return out, nil
-}
-
-func (s store) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []string, deltas []*crdt.Context) ([]bool, error) {
-	changed, err := s.Store.MergeAll(ctx, origin, names, deltas)
-	if errors.Is(err, localstore.ErrInvalid) {
-		err = fmt.Errorf("%w: %w", relay.ErrRefused, err)
-	}
-	return changed, err
-}
 
 func testLogger(t *testing.T, name string) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: tWriter{t}})
@@ -92,7 +65,7 @@ func openStore(t *testing.T, name string) *localstore.Store {
 func startRelay(t *testing.T, url, cluster string, st *localstore.Store, edit func(*relay.Options)) *relay.Relay {
 	t.Helper()
 	opt := relay.Options{
-		Store: store{st}, Feed: store{st}, Logger: testLogger(t, cluster+".relay"),
+		Store: st, Logger: testLogger(t, cluster+".relay"),
 		URLs: []string{url}, Cluster: cluster, StateInterval: 100 * time.Millisecond, AckWait: time.Second,
 	}
 	if edit != nil {
@@ -396,7 +369,7 @@ func TestNew_Errors(t *testing.T) {
 		{"missing CA", func(o *relay.Options) { o.CAFile = filepath.Join(t.TempDir(), "none") }, "relay.tls_ca_file"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			opt := relay.Options{Store: store{st}, Feed: store{st}, URLs: []string{"nats://127.0.0.1:1"}, Cluster: "east"}
+			opt := relay.Options{Store: st, URLs: []string{"nats://127.0.0.1:1"}, Cluster: "east"}
 			tt.edit(&opt)
 			_, err := relay.New(opt)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {

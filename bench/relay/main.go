@@ -25,7 +25,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ctxprop/ctxprop/crdt"
 	"github.com/ctxprop/ctxprop/localstore"
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/relay"
@@ -349,8 +348,7 @@ func startSidecar(dir, cluster string, i int, peers []string, url string) (*side
 	if err := s.syncer.Open(); err != nil {
 		return nil, err
 	}
-	st := storeAdapter{s.store}
-	if s.relay, err = relay.New(relay.Options{Store: st, Feed: st, Logger: log, URLs: []string{url}, Cluster: cluster}); err != nil {
+	if s.relay, err = relay.New(relay.Options{Store: s.store, Logger: log, URLs: []string{url}, Cluster: cluster}); err != nil {
 		return nil, err
 	}
 	if err := s.relay.Open(); err != nil {
@@ -396,30 +394,4 @@ func natsBytes(ns *server.Server) map[string][2]float64 {
 		out[cluster] = v
 	}
 	return out
-}
-
-// storeAdapter adapts *localstore.Store to the relay, as cmd/sidecar does.
-type storeAdapter struct{ *localstore.Store }
-
-func (s storeAdapter) Watch(ctx context.Context) (<-chan relay.Change, error) {
-	sub, err := s.Store.Watch(ctx, "", 0)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan relay.Change, 64)
-	go func() {
-		defer close(out)
-		for ev := range sub.Events() {
-			out <- relay.Change{Context: ev.Context, Origin: ev.Origin, Delta: ev.Delta}
-		}
-	}()
-	return out, nil
-}
-
-func (s storeAdapter) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []string, deltas []*crdt.Context) ([]bool, error) {
-	changed, err := s.Store.MergeAll(ctx, origin, names, deltas)
-	if errors.Is(err, localstore.ErrInvalid) {
-		err = fmt.Errorf("%w: %w", relay.ErrRefused, err)
-	}
-	return changed, err
 }

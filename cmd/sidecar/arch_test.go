@@ -7,7 +7,7 @@ import (
 )
 
 // forbidden are the imports the seam between the store, its consumers and the
-// replication backends rules out (issue 15): admin, flags and sync depend on small
+// replication backends rules out (issue 15): admin, flags, sync and relay depend on small
 // interfaces they own, in ctxstore's types, and meet the store and each other only here,
 // in cmd/sidecar's wiring.
 var forbidden = []struct {
@@ -22,6 +22,9 @@ var forbidden = []struct {
 	{"ctxstore", "localstore", "ctxstore is the neutral vocabulary every store speaks"},
 	{"ctxstore/replicatest", "localstore", "the contract tests run against any store"},
 	{"ctxstore/replicatest", "sync", "the contract tests run against any backend"},
+	{"ctxstore/replicatest", "relay", "the contract tests run against any backend"},
+	{"relay", "localstore", "the relay reads, merges and follows the store through relay.Store, in ctxstore's types"},
+	{"relay", "admin", "the relay reports through its Prometheus collector, which cmd/sidecar registers on admin's registry"},
 }
 
 // TestArchitecture_Seam asks the go command for the dependencies (direct and indirect, tests

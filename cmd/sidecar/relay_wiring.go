@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/netip"
 	"net/url"
 
@@ -28,10 +26,8 @@ func newRelay(n *node) (*relay.Relay, error) {
 			}
 		}
 	}
-	st := relayStore{n.store}
 	return relay.New(relay.Options{
-		Store:         st,
-		Feed:          st,
+		Store:         n.store,
 		Logger:        n.log.Named("relay"),
 		URLs:          c.URLs,
 		Cluster:       c.Cluster,
@@ -98,41 +94,6 @@ func (r clusterRetirer) Retire(ctx context.Context, from crdt.ReplicaID) (int, e
 }
 
 var _ peersync.Retirer = clusterRetirer{}
-
-// relayStore adapts *localstore.Store to relay.Store and relay.Feed.
-type relayStore struct{ *localstore.Store }
-
-var (
-	_ relay.Store = relayStore{}
-	_ relay.Feed  = relayStore{}
-)
-
-// Watch forwards the store's events. When ctx ends, the subscription closes after the
-// events already committed, which are forwarded too; a subscription dropped for lagging
-// closes the channel early.
-func (s relayStore) Watch(ctx context.Context) (<-chan relay.Change, error) {
-	sub, err := s.Store.Watch(ctx, "", 0)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan relay.Change, 64)
-	go func() {
-		defer close(out)
-		for ev := range sub.Events() {
-			out <- relay.Change{Context: ev.Context, Origin: ev.Origin, Delta: ev.Delta}
-		}
-	}()
-	return out, nil
-}
-
-// MergeAll marks the store's refusals of bad input as relay.ErrRefused.
-func (s relayStore) MergeAll(ctx context.Context, origin crdt.ReplicaID, names []string, deltas []*crdt.Context) ([]bool, error) {
-	changed, err := s.Store.MergeAll(ctx, origin, names, deltas)
-	if errors.Is(err, localstore.ErrInvalid) {
-		err = fmt.Errorf("%w: %w", relay.ErrRefused, err)
-	}
-	return changed, err
-}
 
 // isLoopbackHost reports whether host is localhost or a loopback address.
 func isLoopbackHost(host string) bool {

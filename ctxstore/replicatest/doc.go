@@ -16,8 +16,10 @@
 //   - RunBackend checks what every backend must do for any store: replicas joined by it
 //     converge, on counters, sets and maps written concurrently everywhere, including a
 //     replica that joins late and one that wrote before it joined. The gossip engine of
-//     package sync runs it over real memberlist on loopback; the cross-cluster relay
-//     (NATS JetStream, SPEC §7a) runs the same contract against a real NATS server.
+//     package sync runs it over real memberlist on loopback
+//     (TestSyncer_ReplicationContract); the cross-cluster relay (NATS JetStream, SPEC §7a)
+//     runs the same contract against a real NATS server, each store a cluster of its own
+//     (TestRelay_ReplicationContract).
 //
 // Tests only: it imports package testing.
 package replicatest
