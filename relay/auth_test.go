@@ -18,6 +18,7 @@ import (
 	"github.com/ctxprop/ctxprop/ops"
 	"github.com/ctxprop/ctxprop/relay"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 )
 
 // startNATSWith runs a real NATS server with JetStream and the options edit sets.
@@ -76,7 +77,7 @@ func testCA(t *testing.T, host string) (caFile string, serverCert tls.Certificat
 }
 
 // TestRelay_Auth the relay authenticates to a real server with a token file, a user and
-// password file, or over TLS checked against relay.tls_ca_file and tls_server_name, and
+// password file, an nkey seed file, or over TLS checked against relay.tls_ca_file and tls_server_name, and
 // replicates; with the wrong secret or name it never gets connected.
 func TestRelay_Auth(t *testing.T) {
 	caFile, cert := testCA(t, "nats.test")
@@ -85,6 +86,24 @@ func TestRelay_Auth(t *testing.T) {
 		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		o.TLSTimeout = 2
 	}
+	// An nkey user: the server knows the public key, the relay holds the seed.
+	nkeySeed := func(t *testing.T) (public string, seed []byte) {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		public, err = kp.PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed, err = kp.Seed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return public, seed
+	}
+	nkeyPub, nkeyGood := nkeySeed(t)
+	_, nkeyOther := nkeySeed(t)
 	for _, tt := range []struct {
 		name   string
 		server func(*server.Options)
@@ -98,6 +117,9 @@ func TestRelay_Auth(t *testing.T) {
 		{"user and password", func(o *server.Options) { o.Username, o.Password = "ctxprop", "pa55" }, "nats",
 			func(o *relay.Options) { o.User, o.PasswordFile = "ctxprop", writeFile(t, "pw", "pa55") },
 			func(o *relay.Options) { o.User, o.PasswordFile = "ctxprop", writeFile(t, "pw", "nope") }},
+		{"nkey", func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: nkeyPub}} }, "nats",
+			func(o *relay.Options) { o.NKeyFile = writeFile(t, "user.nk", string(nkeyGood)+"\n") },
+			func(o *relay.Options) { o.NKeyFile = writeFile(t, "other.nk", string(nkeyOther)+"\n") }},
 		{"tls server name", tlsServer, "tls",
 			func(o *relay.Options) { o.CAFile, o.ServerName = caFile, "nats.test" },
 			func(o *relay.Options) { o.CAFile = caFile }}, // 127.0.0.1 is not in the certificate
