@@ -20,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 
@@ -319,21 +318,7 @@ func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 		r := &http.Request{Method: h.method, Header: in, Host: h.host, RemoteAddr: fc.remote, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RequestURI: h.target}
 		ex.in.Flags = p.opt.Flags.Pin(r, ex.in.Flags)
 	}
-	traceID := ex.in.Parent.TraceID()
-	switch {
-	case p.tracer != nil:
-		ctx := p.base
-		if ex.in.Parent.IsValid() {
-			ctx = trace.ContextWithRemoteSpanContext(ctx, withOtelState(ex.in.Parent, ex.in.TraceState))
-		}
-		_, span = p.tracer.Start(ctx, h.method, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", h.method)))
-		ex.child = span.SpanContext()
-		traceID = ex.child.TraceID()
-	case p.opt.Trace == TraceParticipate:
-		ex.child = headers.NewChild(ex.in.Parent, p.opt.SampleRatio)
-		traceID = ex.child.TraceID()
-	}
+	_, span, traceID := p.startTrace(p.base, h.method, ex)
 	if ex.in.Name != "" || len(ex.in.Flags) > 0 {
 		release := p.corr.BeginAt(traceID, ex.in.Entry(), ex.start)
 		defer release()

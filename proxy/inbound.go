@@ -91,22 +91,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		ex.in.Flags = p.opt.Flags.Pin(r, ex.in.Flags)
 	}
 
-	ctx := r.Context()
-	var span trace.Span
-	traceID := ex.in.Parent.TraceID()
-	switch {
-	case p.tracer != nil:
-		if ex.in.Parent.IsValid() {
-			ctx = trace.ContextWithRemoteSpanContext(ctx, withOtelState(ex.in.Parent, ex.in.TraceState))
-		}
-		ctx, span = p.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", r.Method)))
-		ex.child = span.SpanContext()
-		traceID = ex.child.TraceID()
-	case p.opt.Trace == TraceParticipate:
-		ex.child = headers.NewChild(ex.in.Parent, p.opt.SampleRatio)
-		traceID = ex.child.TraceID()
-	}
+	ctx, span, traceID := p.startTrace(r.Context(), r.Method, ex)
 	if ex.in.Name != "" || len(ex.in.Flags) > 0 {
 		release := p.corr.BeginAt(traceID, ex.in.Entry(), ex.start)
 		defer release()
@@ -174,6 +159,29 @@ func (p *Proxy) modifyInbound(res *http.Response) error {
 
 // finishInbound applies the request's ctx-ops, counts its telemetry (written with them
 // when the proxy is not open) and ends its span.
+// startTrace starts this hop's part of the trace, as tracing.mode says, for both data
+// paths: in export mode a server span (the context returned carries it), in participate
+// mode a new child of the incoming parent (ex.child), in passthrough nothing. It returns
+// the trace-id that correlates the app's outbound calls with this request.
+func (p *Proxy) startTrace(ctx context.Context, method string, ex *exchange) (context.Context, trace.Span, trace.TraceID) {
+	var span trace.Span
+	traceID := ex.in.Parent.TraceID()
+	switch {
+	case p.tracer != nil:
+		if ex.in.Parent.IsValid() {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, withOtelState(ex.in.Parent, ex.in.TraceState))
+		}
+		ctx, span = p.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", method)))
+		ex.child = span.SpanContext()
+		traceID = ex.child.TraceID()
+	case p.opt.Trace == TraceParticipate:
+		ex.child = headers.NewChild(ex.in.Parent, p.opt.SampleRatio)
+		traceID = ex.child.TraceID()
+	}
+	return ctx, span, traceID
+}
+
 func (p *Proxy) finishInbound(ex *exchange, span trace.Span) {
 	elapsed := time.Since(ex.start)
 	p.reqs.observe(ex, elapsed)
