@@ -535,7 +535,13 @@ func (d *demo) flags(ctx context.Context) error {
 }
 
 func (d *demo) putFlag(ctx context.Context, s *service, key, definition string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+s.node.admin.Addr().String()+"/v1/flags/"+key, strings.NewReader(definition))
+	return putDemoFlag(ctx, s.node, s.name, key, definition)
+}
+
+// putDemoFlag defines flag key on the sidecar n (named name in errors) through its admin API,
+// as an operator would with curl.
+func putDemoFlag(ctx context.Context, n *node, name, key, definition string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+n.admin.Addr().String()+"/v1/flags/"+key, strings.NewReader(definition))
 	if err != nil {
 		return err
 	}
@@ -547,7 +553,7 @@ func (d *demo) putFlag(ctx context.Context, s *service, key, definition string) 
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("PUT /v1/flags/%s on %s: %s: %s", key, s.name, resp.Status, b)
+		return fmt.Errorf("PUT /v1/flags/%s on %s: %s: %s", key, name, resp.Status, b)
 	}
 	return nil
 }

@@ -156,7 +156,7 @@ func (d *clusterDemo) share(ctx context.Context) error {
 	if err := first.client.SetTTL(ctx, "checkout", time.Hour, false); err != nil {
 		return err
 	}
-	if err := putDemoFlag(ctx, first, "new-checkout", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}`); err != nil {
+	if err := putDemoFlag(ctx, first.node, first.name, "new-checkout", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}`); err != nil {
 		return err
 	}
 	want := int64(10 * len(clusters))
@@ -221,24 +221,6 @@ func (d *clusterDemo) check(ctx context.Context, n *clusterNode, orders int64, c
 		return n.name + " does not serve flag new-checkout yet"
 	}
 	return ""
-}
-
-func putDemoFlag(ctx context.Context, n *clusterNode, key, definition string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+n.node.admin.Addr().String()+"/v1/flags/"+key, strings.NewReader(definition))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("PUT /v1/flags/%s on %s: %s: %s", key, n.name, resp.Status, b)
-	}
-	return nil
 }
 
 func (d *clusterDemo) close() error {
