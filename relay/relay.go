@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -1076,11 +1077,37 @@ func (r *Relay) pushState(ctx context.Context, l *links, name string) error {
 			r.m.stateBytes.Add(uint64(len(data)))
 			return nil
 		}
-		if attempt >= 4 || ctx.Err() != nil {
+		if !lostRace(err) || ctx.Err() != nil {
 			return err
 		}
-		r.m.stateConflicts.Add(1) // another sidecar wrote first: read again
+		r.m.stateConflicts.Add(1) // another sidecar wrote first: read, join and try again
+		if attempt >= maxStateAttempts {
+			return fmt.Errorf("lost the compare-and-set race on the KV bucket %d times in a row (other sidecars keep writing this context): %w", attempt+1, err)
+		}
+		// The sidecars that lost one race would otherwise meet again at once: wait a
+		// little, at random, longer with every loss.
+		select {
+		case <-time.After(time.Duration(1+rand.IntN(5*(attempt+1))) * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+}
+
+// maxStateAttempts bounds the read-join-write rounds of one context's KV state. Each
+// loss means another sidecar's write got in, which the next round joins; with a few
+// sidecars writing one context at once, the backoff settles them in a few rounds.
+const maxStateAttempts = 20
+
+// lostRace reports whether a KV write failed because another writer got in first: the
+// key was created meanwhile, or its revision moved on.
+func lostRace(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // encodeKey makes a KV key of a context name: KV keys allow fewer bytes than names.
