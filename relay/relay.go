@@ -1038,8 +1038,9 @@ func (r *Relay) pushState(ctx context.Context, l *links, name string) error {
 		if err := mine.UnmarshalBinary(local); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		e, err := l.kv.Get(ctx, key)
+		// Each round gets its own deadline; ctx, the caller's, decides whether to go on.
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		e, err := l.kv.Get(rctx, key)
 		var rev uint64
 		data := local
 		switch {
@@ -1067,9 +1068,9 @@ func (r *Relay) pushState(ctx context.Context, l *links, name string) error {
 			return nil
 		}
 		if rev == 0 {
-			_, err = l.kv.Create(ctx, key, data)
+			_, err = l.kv.Create(rctx, key, data)
 		} else {
-			_, err = l.kv.Update(ctx, key, data, rev)
+			_, err = l.kv.Update(rctx, key, data, rev)
 		}
 		cancel()
 		if err == nil {
