@@ -725,11 +725,10 @@ func (c *Context) incrAll(w Write, incs []Inc, check bool) (*Context, error) {
 			next.Expires = max(next.Expires, w.At.Add(in.TTL))
 		}
 		dc := Counter{Slots: map[ReplicaID]Slot{w.Replica: next}}
-		if len(ct.Folds) > 0 {
-			// What this slot holds of retired replicas goes with it (see foldsInto).
-			if f := ct.foldsInto(w.Replica, next.Gen); len(f) > 0 {
-				dc.Folds = f
-			}
+		if len(ct.Folds) > 0 && ct.foldsInto(w.Replica, next.Gen) {
+			// What this slot holds of retired replicas goes with it, and with it the
+			// whole counter (see wholeCounter).
+			dc = *ct.wholeCounter(dc)
 		}
 		d.Counters[in.Key] = dc
 	}

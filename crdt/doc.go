@@ -45,8 +45,9 @@
 //  1. Fold. A live replica L absorbs the gone replica R (Context.Absorb): in each counter
 //     where R holds something, L adds what R holds (its P and its N) to L's own slot
 //     and records a Fold {From: R, Into: L} with those amounts, in one delta that also
-//     carries R's slot. Every later delta of L's slot carries L's folds, so no state
-//     ever holds L's grown slot without knowing of the fold.
+//     carries R's slot. That delta, and every later delta of L's slot while L holds a
+//     fold, carries the whole counter, so no state ever holds L's grown slot without
+//     knowing of the fold, and a late one is a consistent picture of R (see below).
 //  2. Settle. The value of a counter is the sum of the slots of the replicas no fold
 //     names, plus, for each folded replica, what it holds (its slot joined with every
 //     fold of it: each fold is a copy of its slot at some moment) less every fold of it
@@ -58,11 +59,17 @@
 //     marked Undone), so that one fold stands. A late delta of R that brings more than
 //     was folded is counted through R's slot until the standing folder, settling, folds
 //     the rest too.
-//  3. Prune. A grace period (store.tombstone_ttl) after the fold, once in every counter
+//  3. Prune. A grace period (store.tombstone_ttl) after the last change of R's folds (a
+//     fold, a completion, a take-back: Fold.At), once in every counter
 //     one fold stands and covers all that R holds, Compact drops R's slots and folds and
 //     records R in Pruned, so that a delta of R still in flight is ignored rather than
 //     counted again; the value is unchanged, since the standing fold's amount is in L's
-//     slot. Pruned entries are forgotten after another grace period. The causal context
+//     slot. Pruned entries are forgotten after another grace period. L still sends
+//     deltas naming R until it prunes R itself, which may be much later; one that
+//     arrives after the record is forgotten is sent at least a grace period after the
+//     last change of R's folds, so it shows them settled, and as it carries the whole
+//     counter it adds nothing (a part of it would: a loser's undone fold alone reads as
+//     R's amount with no standing fold to take it off). The causal context
 //     forgets R too when no set member holds a dot of R.
 //
 // What stays: a member added by R keeps its dot (its birth) and with it R's entry in the

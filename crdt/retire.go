@@ -19,8 +19,11 @@ type FoldKey struct{ From, Into ReplicaID }
 type Fold struct {
 	Gen  Timestamp
 	P, N uint64
-	// At is when Into first folded From in this generation; the fold and From's slot are
-	// pruned a grace period after it.
+	// At is when Into last changed the fold in this generation (folded, folded more, or
+	// took it back); the fold and From's slot are pruned a grace period after the latest
+	// At of From's folds, and the pruned record is forgotten a grace period later. It
+	// must be the last change, not the first: a change is a delta naming From, and the
+	// record must outlive every such delta in flight (see wholeCounter).
 	At Timestamp
 	// Undone says Into took its fold back (adding P to its own N and N to its own P)
 	// because another replica folded From too and won: the one with the smaller id.
@@ -34,11 +37,7 @@ func (f Fold) join(o Fold) Fold {
 	case o.Gen < f.Gen:
 		return f
 	}
-	at := f.At
-	if at == 0 || (o.At != 0 && o.At < at) {
-		at = o.At
-	}
-	return Fold{Gen: f.Gen, P: max(f.P, o.P), N: max(f.N, o.N), At: at, Undone: f.Undone || o.Undone}
+	return Fold{Gen: f.Gen, P: max(f.P, o.P), N: max(f.N, o.N), At: max(f.At, o.At), Undone: f.Undone || o.Undone}
 }
 
 // folded reports whether counter ct has a fold of replica r in generation gen.
@@ -178,19 +177,27 @@ func (ct *Counter) fold(w Write, from ReplicaID, gen Timestamp) (*Counter, error
 	if fs, ok := ct.Slots[from]; ok && fs.Gen == gen {
 		own.Expires = max(own.Expires, fs.Expires)
 	}
-	at := mine.At
-	if !had {
-		at = w.At
-	}
-	nf := Fold{Gen: gen, P: max(mine.P, held.P), N: max(mine.N, held.N), At: at}
-	d := &Counter{Slots: map[ReplicaID]Slot{w.Replica: own}, Folds: ct.foldsInto(w.Replica, gen)}
-	d.Folds[key] = nf
-	// from's slot goes along, so that every state with the new own slot knows what it
-	// holds (and a receiver that never saw from's slot does not undercount it).
-	if fs, ok := ct.Slots[from]; ok && fs.Gen == gen {
-		d.Slots[from] = fs
-	}
-	return d, nil
+	nf := Fold{Gen: gen, P: max(mine.P, held.P), N: max(mine.N, held.N), At: w.At}
+	// The whole counter goes along (see wholeCounter), from's slot with it, so that every
+	// state with the new own slot knows what from holds (and a receiver that never saw
+	// from's slot does not undercount it).
+	return ct.wholeCounter(Counter{Slots: map[ReplicaID]Slot{w.Replica: own}, Folds: map[FoldKey]Fold{key: nf}}), nil
+}
+
+// wholeCounter is the delta of counter ct that changes what d holds: all of ct joined
+// with d. A delta that names a fold carries the whole counter, not only the writer's
+// slot and folds, so that it is a consistent picture of every retired replica it names:
+// its slot, every fold of it and every Into slot. A delta naming a fold of From may
+// arrive after a replica pruned From and forgot the pruned record (the writer keeps
+// sending its folds until it prunes From itself, which may be much later); joined
+// there, a part of the picture would count From again (a loser's undone fold alone
+// reads as From's amount with nothing standing to take it off), while the whole picture
+// adds nothing: sent at least a grace period after the latest change of From's folds
+// (Fold.At), it shows them settled, one fold standing and covering all From holds.
+func (ct *Counter) wholeCounter(d Counter) *Counter {
+	w := ct.clone()
+	w.join(d)
+	return &w
 }
 
 // ownSlot returns replica r's slot of generation gen, or a fresh one in it.
@@ -207,17 +214,17 @@ func (ct *Counter) ownSlot(r ReplicaID, gen Timestamp) Slot {
 	return Slot{Gen: gen, Expires: exp}
 }
 
-// foldsInto returns a copy of the folds of generation gen whose Into is r. Every delta of
-// r's slot carries them: a state that holds r's slot with a fold in it then knows of the
-// fold, so no state ever counts a folded amount twice.
-func (ct *Counter) foldsInto(r ReplicaID, gen Timestamp) map[FoldKey]Fold {
-	m := make(map[FoldKey]Fold)
+// foldsInto reports whether counter ct has a fold into r in generation gen. Every delta of
+// r's slot then carries the whole counter (see wholeCounter), its folds with it: a state
+// that holds r's slot with a fold in it then knows of the fold, so no state ever counts a
+// folded amount twice.
+func (ct *Counter) foldsInto(r ReplicaID, gen Timestamp) bool {
 	for k, f := range ct.Folds {
 		if k.Into == r && f.Gen == gen {
-			m[k] = f
+			return true
 		}
 	}
-	return m
+	return false
 }
 
 // Settle is the delta that keeps w.Replica's folds exact: it takes back a fold of
@@ -253,7 +260,7 @@ func (c *Context) Settle(w Write) (*Context, error) {
 			var step *Counter
 			var err error
 			if into != w.Replica {
-				step = work.undo(w.Replica, from, gen)
+				step = work.undo(w, from, gen)
 			} else {
 				step, err = work.fold(w, from, gen)
 			}
@@ -281,16 +288,14 @@ func (c *Context) Settle(w Write) (*Context, error) {
 
 // undo is the delta by which replica r takes back its fold of from in generation gen:
 // its slot gains the fold's N in P and its P in N, a net of minus what the fold added.
-func (ct *Counter) undo(r, from ReplicaID, gen Timestamp) *Counter {
-	key := FoldKey{From: from, Into: r}
+func (ct *Counter) undo(w Write, from ReplicaID, gen Timestamp) *Counter {
+	key := FoldKey{From: from, Into: w.Replica}
 	f := ct.Folds[key]
-	own := ct.ownSlot(r, gen)
+	own := ct.ownSlot(w.Replica, gen)
 	own.P = satAdd(own.P, f.N)
 	own.N = satAdd(own.N, f.P)
-	f.Undone = true
-	d := &Counter{Slots: map[ReplicaID]Slot{r: own}, Folds: ct.foldsInto(r, gen)}
-	d.Folds[key] = f
-	return d
+	f.Undone, f.At = true, w.At
+	return ct.wholeCounter(Counter{Slots: map[ReplicaID]Slot{w.Replica: own}, Folds: map[FoldKey]Fold{key: f}})
 }
 
 // withKey names the counter in a RangeError.
@@ -311,7 +316,7 @@ func satAdd(a, b uint64) uint64 {
 
 // prune drops, a grace period after it was folded, every trace of replica from in the
 // counters of c, once every counter's fold of it is settled: one fold stands and covers
-// all that from holds. It records from in Pruned, with the time of its latest fold (the
+// all that from holds. It records from in Pruned, with the latest change of its folds (the
 // same on every replica, so that every replica forgets the record at the same time), so
 // that a late delta of it is ignored. It reports whether it pruned.
 func (c *Context) prune(from ReplicaID, horizon Timestamp) bool {

@@ -431,3 +431,86 @@ func TestCodec_Folds(t *testing.T) {
 		t.Fatalf("a state encoded without folds: %v", err)
 	}
 }
+
+// TestRetire_LateFoldAfterForget: a delta that names a fold, sent by the folder after the
+// fold was made but less than a grace period before it arrives, finds a state that pruned
+// the retired replica and forgot the pruned record; it must not count the replica again.
+// Replica 4 incremented once and is retired by 2 and 1 at once; 1 wins, 2 takes its fold
+// back more than a grace period after folding (TestRetire_CountersExact's shrunk case,
+// seed 1946851792332375323).
+func TestRetire_LateFoldAfterForget(t *testing.T) {
+	const dead, winner, loser ReplicaID = 4, 1, 2
+	grace := time.Second
+	ms := func(n uint64) Timestamp { return base + Timestamp(n<<logicalBits) }
+	tests := []struct {
+		name string
+		// late returns the state that receives the late delta, after compacting it as
+		// the case says, and the delta.
+		late func(t *testing.T, loserState, all *Context) (*Context, *Context)
+		want int64
+	}{
+		{
+			name: "the loser's own undo, back at the loser after it forgot",
+			late: func(t *testing.T, l, _ *Context) (*Context, *Context) {
+				undo := settle(t, l, loser, ms(1500))
+				l.Compact(ms(1800), grace) // a grace period after the folds were made
+				l.Compact(ms(2100), grace) // two grace periods after them
+				return l, undo             // the undo was sent 600ms ago
+			},
+			want: 1,
+		},
+		{
+			name: "the loser's later increment, at a peer that forgot",
+			late: func(t *testing.T, l, all *Context) (*Context, *Context) {
+				all.Join(settle(t, l, loser, ms(1500)))
+				all.Compact(ms(2600), grace)
+				all.Compact(ms(3600), grace)
+				if all.HoldsReplica(dead) {
+					t.Fatalf("the peer did not prune %v: %+v", dead, all.Counters["a"])
+				}
+				d, err := l.IncrAll(Write{Replica: loser, At: ms(3500)}, []Inc{{Key: "a", By: 5}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				l.Join(d)
+				return all, d
+			},
+			want: 6,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s Context
+			s.Join(s.Incr(Write{Replica: dead, At: ms(1)}, "a", 1, 0))
+			l, w := s.Clone(), s.Clone()
+			fl, err := l.Absorb(Write{Replica: loser, At: ms(2)}, dead)
+			if err != nil || fl == nil {
+				t.Fatalf("the loser's Absorb = %v, %v", fl, err)
+			}
+			l.Join(fl)
+			fw, err := w.Absorb(Write{Replica: winner, At: ms(3)}, dead)
+			if err != nil || fw == nil {
+				t.Fatalf("the winner's Absorb = %v, %v", fw, err)
+			}
+			w.Join(fw)
+			l.Join(w)
+			st, late := tt.late(t, l, l.Clone())
+			st.Join(late)
+			if got, _ := st.Counter("a", ms(4000)); got != tt.want {
+				t.Errorf("after the late delta a = %d, want %d (every increment once): %+v", got, tt.want, st.Counters["a"])
+			}
+		})
+	}
+}
+
+// settle makes r's Settle delta at at, joins it into c and returns it; it fails when
+// there is nothing to settle.
+func settle(t *testing.T, c *Context, r ReplicaID, at Timestamp) *Context {
+	t.Helper()
+	d, err := c.Settle(Write{Replica: r, At: at})
+	if err != nil || d == nil {
+		t.Fatalf("Settle by %v = %v, %v; want a delta", r, d, err)
+	}
+	c.Join(d)
+	return d
+}
