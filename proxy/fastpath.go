@@ -983,21 +983,7 @@ func (b *fastBody) Read(p []byte) (int, error) {
 			}
 		}
 	} else {
-		if b.remain == 0 {
-			err = io.EOF
-		} else {
-			if int64(len(p)) > b.remain {
-				p = p[:b.remain]
-			}
-			n, err = b.br.Read(p)
-			b.remain -= int64(n)
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			if err == nil && b.remain == 0 {
-				err = io.EOF
-			}
-		}
+		n, err = readFixed(b.br, p, &b.remain)
 	}
 	if err != nil {
 		b.mu.Lock()
@@ -1010,27 +996,55 @@ func (b *fastBody) Read(p []byte) (int, error) {
 }
 
 // endChunked reads what follows the last chunk: CRLF, or trailer fields, which
-// net/http reads the same way and which end the framing the scanner can vouch for.
+// net/http reads the same way and which end the framing the scanner can vouch for. The
+// fields are dropped, as net/http drops undeclared ones.
 func (b *fastBody) endChunked() error {
-	crlf, err := b.br.Peek(2)
+	hdr, err := readChunkedEnd(b.br)
+	if err != nil {
+		return err
+	}
+	b.trailers = hdr != nil
+	return nil
+}
+
+// readFixed reads a Content-Length body of which *remain bytes are left: io.EOF with
+// the last byte, io.ErrUnexpectedEOF if the connection ends before it.
+func readFixed(br *bufio.Reader, p []byte, remain *int64) (n int, err error) {
+	if *remain == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > *remain {
+		p = p[:*remain]
+	}
+	n, err = br.Read(p)
+	*remain -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil && *remain == 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// readChunkedEnd reads what follows a chunked body's last chunk, as net/http does: a
+// CRLF (no trailers: nil, nil), or trailer fields up to an empty line, bounded.
+func readChunkedEnd(br *bufio.Reader) (textproto.MIMEHeader, error) {
+	crlf, err := br.Peek(2)
 	if len(crlf) == 2 && crlf[0] == '\r' && crlf[1] == '\n' {
-		b.br.Discard(2)
-		return nil
+		br.Discard(2)
+		return nil, nil
 	}
 	if len(crlf) < 2 {
 		if err == nil || err == io.EOF {
-			return io.ErrUnexpectedEOF
+			return nil, io.ErrUnexpectedEOF
 		}
-		return err
+		return nil, err
 	}
-	if !seeDoubleCRLF(b.br) {
-		return errors.New("http: suspiciously long trailer after chunked body")
+	if !seeDoubleCRLF(br) {
+		return nil, errors.New("http: suspiciously long trailer after chunked body")
 	}
-	if _, err := textproto.NewReader(b.br).ReadMIMEHeader(); err != nil {
-		return err
-	}
-	b.trailers = true
-	return nil
+	return textproto.NewReader(br).ReadMIMEHeader()
 }
 
 // start copies the rest of the body to up on a goroutine of its own.

@@ -212,20 +212,8 @@ func (b *respBody) Read(p []byte) (int, error) {
 		}
 	case b.remain < 0:
 		n, err = b.br.Read(p)
-	case b.remain == 0:
-		err = io.EOF
 	default:
-		if int64(len(p)) > b.remain {
-			p = p[:b.remain]
-		}
-		n, err = b.br.Read(p)
-		b.remain -= int64(n)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		if err == nil && b.remain == 0 {
-			err = io.EOF
-		}
+		n, err = readFixed(b.br, p, &b.remain)
 	}
 	if err != nil {
 		b.err = err
@@ -238,23 +226,15 @@ func (b *respBody) Close() error { return nil }
 // trailers reads what follows the last chunk: CRLF, or trailer fields, which go to the
 // response's Trailer as http.ReadResponse's body puts them there.
 func (b *respBody) trailers() error {
-	crlf, err := b.br.Peek(2)
-	if len(crlf) == 2 && crlf[0] == '\r' && crlf[1] == '\n' {
-		b.br.Discard(2)
-		return nil
-	}
-	if len(crlf) < 2 {
-		if err == nil || err == io.EOF {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	if !seeDoubleCRLF(b.br) {
-		return errors.New("http: suspiciously long trailer after chunked body")
-	}
-	hdr, err := textproto.NewReader(b.br).ReadMIMEHeader()
+	hdr, err := readChunkedEnd(b.br)
 	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return err
+		}
 		return errors.Join(errors.New("reading the trailers of the app's chunked answer"), err)
+	}
+	if hdr == nil {
+		return nil
 	}
 	if b.res.Trailer == nil {
 		b.res.Trailer = http.Header(hdr)
