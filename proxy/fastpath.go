@@ -94,6 +94,7 @@ func newFastPath(p *Proxy) *fastPath {
 // fastConn is one client connection of the fast path.
 type fastConn struct {
 	c      net.Conn
+	rw     io.ReadWriter // c's reads and writes (newRawIO)
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string
@@ -104,7 +105,7 @@ type fastConn struct {
 
 // serve takes c; it runs on a goroutine of its own.
 func (f *fastPath) serve(c net.Conn) {
-	fc := &fastConn{c: c, remote: c.RemoteAddr().String()}
+	fc := &fastConn{c: c, rw: newRawIO(c), remote: c.RemoteAddr().String()}
 	fc.idle.Store(true)
 	f.mu.Lock()
 	if f.closing {
@@ -116,7 +117,7 @@ func (f *fastPath) serve(c net.Conn) {
 	f.live.enter()
 	f.mu.Unlock()
 	fc.br = fastReaders.Get().(*bufio.Reader)
-	fc.br.Reset(c)
+	fc.br.Reset(fc.rw)
 	handedOver := f.loop(fc)
 	fc.br.Reset(nil)
 	fastReaders.Put(fc.br)
@@ -293,7 +294,7 @@ func (f *fastPath) exchange(fc *fastConn, h *fastHead) (keep bool) {
 	p.stats.inbound.Add(1)
 	p.stats.fastRequests.Add(1)
 	fc.bw = fastWriters.Get().(*bufio.Writer)
-	fc.bw.Reset(fc.c)
+	fc.bw.Reset(fc.rw)
 	ex := newExchange(true)
 	var span trace.Span
 	defer func() {
@@ -566,7 +567,8 @@ func (u *upstreamPool) get(ctx context.Context, check bool) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, fastBufSize), bw: bufio.NewWriterSize(c, fastBufSize)}, nil
+	rw := newRawIO(c)
+	return &upConn{c: c, br: bufio.NewReaderSize(rw, fastBufSize), bw: bufio.NewWriterSize(rw, fastBufSize)}, nil
 }
 
 func (u *upstreamPool) put(uc *upConn) {
