@@ -16,21 +16,91 @@ type Event = ctxstore.Event
 // Subscription receives the events of one watcher (ctxstore.Subscription).
 type Subscription = ctxstore.Subscription
 
+// The event log's bounds: a watcher that reconnects within about a minute of steady
+// telemetry (or 4096 small changes) resumes where it stopped; later, it rereads the state.
+const (
+	eventLogEvents = 4096
+	eventLogBytes  = 2 << 20
+)
+
 // eventLog keeps the latest events for resuming watchers and fans new ones out.
+//
+// It holds at most len(ring) events and about budget bytes of them, whichever is less:
+// a count alone let the log grow for minutes under steady traffic (a telemetry event per
+// context per commit window holds a delta of a dozen counters, about 3 KB), to some 12 MB
+// (issue 14's memory growth). A watcher resuming from an event no longer held is told it
+// missed events and rereads the state, as after any gap.
 type eventLog struct {
 	mu     sync.Mutex
 	next   uint64
-	ring   []Event
-	start  int // index of the oldest event in ring once it is full
-	full   bool
+	ring   []Event // circular: n events from head
+	cost   []int   // eventBytes of ring's events
+	head   int
+	n      int
+	bytes  int // the sum of cost over the events held
+	budget int
 	subs   map[*subscription]struct{}
 	closed bool
 }
 
-func newEventLog(size int) *eventLog {
+func newEventLog(size, budget int) *eventLog {
 	// IDs start from the wall clock so that an ID from before a restart is older than
 	// every ID after it: the watcher is told it missed events rather than given wrong ones.
-	return &eventLog{next: uint64(time.Now().UnixMicro()), ring: make([]Event, 0, size), subs: map[*subscription]struct{}{}}
+	return &eventLog{
+		next:   uint64(time.Now().UnixMicro()),
+		ring:   make([]Event, size),
+		cost:   make([]int, size),
+		budget: budget,
+		subs:   map[*subscription]struct{}{},
+	}
+}
+
+// hold appends e to the held events, dropping the oldest beyond the count or the budget.
+// The newest event is always held, whatever it costs.
+func (l *eventLog) hold(e Event) {
+	c := eventBytes(e)
+	for l.n > 0 && (l.n == len(l.ring) || l.bytes+c > l.budget) {
+		l.ring[l.head] = Event{} // let the delta go
+		l.bytes -= l.cost[l.head]
+		l.head = (l.head + 1) % len(l.ring)
+		l.n--
+	}
+	i := (l.head + l.n) % len(l.ring)
+	l.ring[i], l.cost[i] = e, c
+	l.n++
+	l.bytes += c
+}
+
+// eventBytes estimates the memory an event holds: its delta's maps and their entries as
+// the Go runtime lays them out, measured on the telemetry deltas the proxy writes
+// (TestEventLog_BudgetBoundsMemory holds the estimate to the heap).
+func eventBytes(e Event) int {
+	n := 512 + len(e.Context)
+	d := e.Delta
+	if d == nil {
+		return n
+	}
+	for k, ct := range d.Counters {
+		n += 260 + len(k) + 112*(len(ct.Slots)+len(ct.Folds))
+	}
+	for m, regs := range d.Maps {
+		n += 260 + len(m)
+		for k, r := range regs {
+			n += 112 + len(k) + len(r.Value)
+		}
+	}
+	for s, members := range d.Sets {
+		n += 260 + len(s)
+		for m, dots := range members {
+			n += 112 + len(m) + 64*len(dots)
+		}
+	}
+	n += 64 * len(d.Pruned)
+	n += 32 * len(e.Touched.Counters)
+	for m, keys := range e.Touched.Maps {
+		n += 64 + len(m) + 32*len(keys)
+	}
+	return n + 32*len(e.Touched.Sets)
 }
 
 // subscription is the store's ctxstore.Subscription: a buffered channel the event log
@@ -116,11 +186,12 @@ func (s *Store) LastEventID() uint64 {
 	return s.events.next - 1
 }
 
+// ordered returns the events held, oldest first.
 func (l *eventLog) ordered() []Event {
-	if !l.full {
-		return l.ring
+	if l.head+l.n <= len(l.ring) {
+		return l.ring[l.head : l.head+l.n]
 	}
-	return append(append([]Event{}, l.ring[l.start:]...), l.ring[:l.start]...)
+	return append(append([]Event{}, l.ring[l.head:]...), l.ring[:(l.head+l.n)%len(l.ring)]...)
 }
 
 // coalesce joins the events of one committed batch per context and origin, in the order
@@ -193,13 +264,7 @@ func (l *eventLog) publish(events []Event, now time.Time) {
 		e.ID = l.next
 		e.Time = now
 		l.next++
-		if len(l.ring) < cap(l.ring) {
-			l.ring = append(l.ring, e)
-		} else {
-			l.full = true
-			l.ring[l.start] = e
-			l.start = (l.start + 1) % len(l.ring)
-		}
+		l.hold(e)
 		for sub := range l.subs {
 			if sub.filter != "" && sub.filter != e.Context {
 				continue

@@ -4,7 +4,9 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/ctxprop/ctxprop/crdt"
 	"github.com/ctxprop/ctxprop/ops"
 )
 
@@ -22,5 +24,87 @@ func TestStore_EventBeforeReturn(t *testing.T) {
 		if got := s.LastEventID(); got <= before {
 			t.Fatalf("write %d returned before its event was published: LastEventID %d, was %d before", i, got, before)
 		}
+	}
+}
+
+// telemetryEvent is an event as the proxy's telemetry makes one per context per commit
+// window: a delta of its request, error, latency-sum and bucket counters.
+func telemetryEvent(i int) Event {
+	incs := []crdt.Inc{{Key: "http.requests", By: 40}, {Key: "http.errors", By: 1}, {Key: "http.latency_us_sum", By: 41000}}
+	for _, k := range []string{"http.latency_us_le_5000", "http.latency_us_le_25000", "http.latency_us_le_100000", "http.latency_us_le_500000", "http.latency_us_le_2500000"} {
+		incs = append(incs, crdt.Inc{Key: k, By: 8})
+	}
+	var c crdt.Context
+	d, err := c.IncrAll(crdt.Write{Replica: 7, At: crdt.Timestamp(1_000_000 + i)}, incs)
+	if err != nil {
+		panic(err)
+	}
+	return Event{Context: "bench", Origin: 7, Delta: d, Touched: (&crdt.Context{}).Touches(d)}
+}
+
+// TestEventLog_BudgetBoundsMemory: the event log holds at most its budget of memory
+// however long the traffic runs, and its estimate of what an event holds is near the
+// heap's (issue 14: the log grew for minutes, to some 12 MB, under steady telemetry).
+func TestEventLog_BudgetBoundsMemory(t *testing.T) {
+	const budget = 1 << 20
+	l := newEventLog(eventLogEvents, budget)
+	base := liveHeap()
+	for i := range 3 * eventLogEvents {
+		l.publish([]Event{telemetryEvent(i)}, time.Now())
+	}
+	held := int64(liveHeap()) - int64(base)
+	l.mu.Lock()
+	n, estimate := l.n, l.bytes
+	events := l.ordered()
+	l.mu.Unlock()
+	t.Logf("%d events held, estimated %d bytes, %d bytes of live heap (%.0f per event)", n, estimate, held, float64(held)/float64(n))
+	if n >= eventLogEvents || estimate > budget {
+		t.Fatalf("%d events held, estimated at %d bytes: the budget of %d did not bound them", n, estimate, budget)
+	}
+	if held > budget*5/4 {
+		t.Fatalf("the log holds %d bytes of heap for a budget of %d: eventBytes underestimates", held, budget)
+	}
+	if held < int64(estimate)/2 {
+		t.Fatalf("the log holds %d bytes of heap, estimated at %d: eventBytes overestimates, the budget holds too few events", held, estimate)
+	}
+	// The newest events, in order, with no gap.
+	for i, e := range events {
+		if e.ID != events[0].ID+uint64(i) {
+			t.Fatalf("event %d has ID %d after %d", i, e.ID, events[0].ID)
+		}
+	}
+	if last := events[len(events)-1].ID; last != l.next-1 {
+		t.Fatalf("the newest event held is %d, the newest published %d", last, l.next-1)
+	}
+	// A watcher resuming from an event no longer held is told so.
+	sub, err := l.subscribe("", events[0].ID-2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sub.Missed() {
+		t.Fatal("a watcher resuming before the oldest event held was not told it missed events")
+	}
+	sub.Close()
+	sub, err = l.subscribe("", events[0].ID-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.Missed() || len(sub.Events()) != min(len(events), subscriptionBuffer) {
+		t.Fatalf("a watcher resuming at the oldest event held: missed %v, %d events queued", sub.Missed(), len(sub.Events()))
+	}
+	sub.Close()
+}
+
+// TestEventLog_CountBound: small events are held up to the count, the oldest dropped.
+func TestEventLog_CountBound(t *testing.T) {
+	l := newEventLog(16, 1<<20)
+	for i := range 40 {
+		var c crdt.Context
+		d := c.Incr(crdt.Write{Replica: 1, At: crdt.Timestamp(i + 1)}, "n", 1, 0)
+		l.publish([]Event{{Context: "c", Delta: d}}, time.Now())
+	}
+	events := l.ordered()
+	if len(events) != 16 || events[15].ID != l.next-1 || events[0].ID != l.next-16 {
+		t.Fatalf("held %d events, IDs %d..%d, next %d; want the newest 16", len(events), events[0].ID, events[len(events)-1].ID, l.next)
 	}
 }

@@ -208,7 +208,7 @@ func New(opt Options) *Store {
 		opt:       opt,
 		log:       opt.Logger,
 		clock:     crdt.Clock{Now: opt.Now},
-		events:    newEventLog(4096),
+		events:    newEventLog(eventLogEvents, eventLogBytes),
 		contexts:  make(map[string]slot),
 		dirty:     make(map[string]struct{}),
 		unsettled: make(map[string]struct{}),
