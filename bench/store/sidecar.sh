@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The store benchmark against the product as deployed: the real sidecar binary (all of it
 # running: proxy listeners, sync, flags, metrics) takes durable counter increments from 16
-# wrk connections on its admin API, alternated with raw bbolt (BenchmarkBoltBatch, 16
+# wrk connections (or the fourth argument's number) on its admin API, alternated with raw bbolt (BenchmarkBoltBatch, 16
 # goroutines, the same fsync policy) and with a Go net/http server that answers at once
 # without storing anything (the HTTP floor for the same wrk clients). wrk is a C load
 # generator; unlike the Go clients of run.sh it costs little CPU, but it shares the
@@ -10,9 +10,11 @@
 # durable floor: the best any HTTP API that answers after its write is on disk can do with
 # these clients on this disk (issue 14).
 #
-# Usage: bench/store/sidecar.sh [rounds] [seconds] [base-revision]
+# Usage: bench/store/sidecar.sh [rounds] [seconds] [base-revision] [connections]
 # With a base revision (a commit, tag or branch), its sidecar binary is built too and
-# measured in every round right after this tree's, for an A/B of a change (issue 14).
+# measured in every round right after this tree's, for an A/B of a change (issue 14); "-"
+# for none. connections (default 16) is wrk's -c for every server alike: with more
+# clients than one fdatasync's worth, the group commit gathers more writes per sync.
 # Needs: go, wrk (apt-get install wrk). Files go under $CTXPROPTEST_BENCH_DIR when set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +22,8 @@ root=$PWD
 rounds=${1:-5}
 secs=${2:-5}
 base=${3:-}
+[[ $base == - ]] && base=
+conns=${4:-16}
 command -v wrk >/dev/null || { echo "sidecar.sh: wrk not found; apt-get install wrk" >&2; exit 1; }
 work=$(mktemp -d "${CTXPROPTEST_BENCH_DIR:-${TMPDIR:-/tmp}}/sidecar-bench-XXXXXX")
 pids=()
@@ -73,7 +77,7 @@ store_stats() {
 		END {if (n > 0) printf "%.1f writes/sync, %.3f ms/sync", c / n, t / n * 1000; else printf "no log syncs"}'
 }
 
-rps() { wrk -t 2 -c 16 -d "${secs}s" -s "$root/bench/store/incr.lua" "http://$1" | awk '/^Requests\/sec/ {print $2}'; }
+rps() { wrk -t 2 -c "$conns" -d "${secs}s" -s "$root/bench/store/incr.lua" "http://$1" | awk '/^Requests\/sec/ {print $2}'; }
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 ar=() fr=() af=() bf=() df=()
 for r in $(seq 1 "$rounds"); do
