@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RSS over time of the real sidecar binary under sustained load, with the Go runtime's
-# default GC and with other GOGC/GOMEMLIMIT settings, alternated in one run.
+# default GC (the sidecar's GOGC=50) and with other GOGC/GOMEMLIMIT settings, alternated in one run.
 #
 # For each setting, each round: a fresh `sidecar run` (its own bbolt store, no peers,
 # the context from baggage, the inbound fast path as by default) in front of bench/proxy's
@@ -9,8 +9,8 @@
 # then its CPU ms per 1000 requests over the turns (utime+stime from /proc/<pid>/stat).
 #
 # Usage: bench/proxy/rss.sh [-r rounds] [-t turns] [-d seconds] [setting ...]
-#   a setting is "label" or "label:VAR=value,VAR=value", e.g. gogc50:GOGC=50
-#   default settings: default gogc50:GOGC=50
+#   a setting is "label" or "label:VAR=value,VAR=value", e.g. gogc100:GOGC=100
+#   default settings: default gogc100:GOGC=100 (Go's own default)
 # Needs: go, wrk (apt-get install wrk).
 set -euo pipefail
 rounds=2 turns=5 secs=8
@@ -24,7 +24,7 @@ while getopts r:t:d:h opt; do
 done
 shift $((OPTIND - 1))
 settings=("$@")
-((${#settings[@]})) || settings=(default gogc50:GOGC=50)
+((${#settings[@]})) || settings=(default gogc100:GOGC=100)
 command -v wrk >/dev/null || { echo "rss.sh: wrk not found; apt-get install wrk" >&2; exit 1; }
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,7 +36,8 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-(cd "$root" && go build -o "$work/sidecar" ./cmd/sidecar && go build -o "$work/origin" ./bench/proxy/origin)
+# The sidecar as `make build` and the Dockerfile build it: the binary users run.
+(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$work/sidecar" ./cmd/sidecar && go build -o "$work/origin" ./bench/proxy/origin)
 
 "$work/origin" -addr 127.0.0.1:28080 >"$work/origin.log" 2>&1 &
 pids+=($!)

@@ -12,7 +12,8 @@
 #                    (headers only: the data path alone)
 #   ctxprop+counter  the same with the real localstore on a bbolt file, windowed durability,
 #                    as the sidecar wires it: every request writes its telemetry counters
-#   sidecar          the real binary: `sidecar run` built from this tree, its own store, no
+#   sidecar          the real binary: `sidecar run` built from this tree as `make build` builds
+#                    it (static, stripped), its own store, no
 #                    peers, the context from baggage (inbound.context_baggage = "ctx.name"),
 #                    on its inbound fast path (inbound.fast_path = true, the default)
 #   sidecar-nethttp  the same binary with inbound.fast_path = false (net/http server and
@@ -69,8 +70,9 @@ for tool in go wrk nginx haproxy jq; do
 done
 
 mkdir -p "$bin"
+# The sidecar is built as `make build` and the Dockerfile build it: the binary users run.
 (cd "$root" && go build -o "$bin/bench-origin" ./bench/proxy/origin && go build -o "$bin/bench-proxyd" ./bench/proxy/proxyd &&
-	go build -o "$bin/bench-sidecar" ./cmd/sidecar)
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$bin/bench-sidecar" ./cmd/sidecar)
 
 # go_tool builds a Go command at a pinned version with `go install pkg@version`, which
 # resolves the tool's own go.mod outside this module: its dependencies never enter ours.
