@@ -5,7 +5,8 @@
 # For each setting, each round: a fresh `sidecar run` (its own bbolt store, no peers,
 # the context from baggage, the inbound fast path as by default) in front of bench/proxy's
 # origin; its RSS idle, after each of T wrk turns (-t2 -c64, D seconds, a trace and
-# baggage ctx.name=bench per request, bench/proxy/trace.lua) and 10 s after the last;
+# baggage ctx.name=bench per request, bench/proxy/trace.lua) and 10 s after the last,
+# then split into anonymous and file pages;
 # then its CPU ms per 1000 requests over the turns (utime+stime from /proc/<pid>/stat).
 #
 # Usage: bench/proxy/rss.sh [-r rounds] [-t turns] [-d seconds] [setting ...]
@@ -43,11 +44,14 @@ trap cleanup EXIT
 pids+=($!)
 
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+# anon_file_mb prints the RSS's anonymous part (the Go heap and stacks) and its file part
+# (the binary's pages, shared with every process that maps the same file), in MB.
+anon_file_mb() { awk '/^RssAnon/ {a = $2} /^RssFile/ {f = $2} END {printf "%.1f\t%.1f", a / 1024, f / 1024}' "/proc/$1/status"; }
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 printf 'round\tsetting\tidle_mb'
 for t in $(seq "$turns"); do printf '\tturn%d_mb' "$t"; done
-printf '\tafter10s_mb\tcpu_ms/1k\treq/s\n'
+printf '\tafter10s_mb\tanon_mb\tfile_mb\tcpu_ms/1k\treq/s\n'
 for r in $(seq "$rounds"); do
 	for s in "${settings[@]}"; do
 		label=${s%%:*} envs=()
@@ -74,7 +78,7 @@ for r in $(seq "$rounds"); do
 		done
 		c1=$(cpu_ticks "$sp")
 		sleep 10
-		line="$line	$(rss_mb "$sp")	$(awk -v c=$((c1 - c0)) -v n="$req" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", c * 1000 / hz * 1000 / n}')	$((req / (turns * secs)))"
+		line="$line	$(rss_mb "$sp")	$(anon_file_mb "$sp")	$(awk -v c=$((c1 - c0)) -v n="$req" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", c * 1000 / hz * 1000 / n}')	$((req / (turns * secs)))"
 		printf '%s\n' "$line"
 		kill "$sp"
 		wait "$sp" 2>/dev/null || true
