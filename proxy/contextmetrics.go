@@ -70,6 +70,8 @@ type ContextCollector struct {
 	errors   *prometheus.Desc
 	duration *prometheus.Desc
 
+	reqs chan chan []localstore.ContextCounters // Counters' requests to keep
+
 	mu     sync.Mutex
 	totals map[string][]int64 // nil until Open's first read; a value is never modified, only replaced
 	ready  chan struct{}      // closed when totals holds the first read
@@ -143,6 +145,26 @@ func (c *ContextCollector) keep(ctx context.Context, sub ctxstore.Subscription) 
 	readAll()
 	close(c.ready)
 	dirty := map[string]bool{}
+	// readDirty reads the contexts marked dirty again.
+	readDirty := func() {
+		if len(dirty) == 0 {
+			return
+		}
+		names := make([]string, 0, len(dirty))
+		for name := range dirty {
+			names = append(names, name)
+		}
+		clear(dirty)
+		fresh := c.store.CountersOf(names, KeyRequests, c.keys)
+		c.mu.Lock()
+		for _, name := range names {
+			delete(c.totals, name) // deleted, cleared or expired, unless read below
+		}
+		for _, cc := range fresh {
+			c.totals[cc.Name] = cc.Values
+		}
+		c.mu.Unlock()
+	}
 	full := false
 	tick := time.NewTicker(c.readInterval)
 	defer tick.Stop()
@@ -186,24 +208,57 @@ func (c *ContextCollector) keep(ctx context.Context, sub ctxstore.Subscription) 
 				readAll()
 				continue
 			}
-			if len(dirty) == 0 {
-				continue
+			readDirty()
+		case reply := <-c.reqs:
+			// Counters: the contexts that changed are read now, so the answer is as
+			// fresh as a read of the store, at the cost of the changed ones only (all
+			// of them once the event stream broke off).
+			if full {
+				full = false
+				clear(dirty)
+				readAll()
+			} else {
+				readDirty()
 			}
-			names := make([]string, 0, len(dirty))
-			for name := range dirty {
-				names = append(names, name)
-			}
-			clear(dirty)
-			fresh := c.store.CountersOf(names, KeyRequests, c.keys)
+			// Copies, in one backing array: the caller may keep and modify them, as a
+			// read of the store's (webui.History adds the legacy buckets in place).
 			c.mu.Lock()
-			for _, name := range names {
-				delete(c.totals, name) // deleted, cleared or expired, unless read below
-			}
-			for _, cc := range fresh {
-				c.totals[cc.Name] = cc.Values
+			all := make([]localstore.ContextCounters, 0, len(c.totals))
+			values := make([]int64, 0, len(c.totals)*len(c.keys))
+			for name, v := range c.totals {
+				values = append(values, v...)
+				all = append(all, localstore.ContextCounters{Name: name, Values: values[len(values)-len(v) : len(values) : len(values)]})
 			}
 			c.mu.Unlock()
+			reply <- all
 		}
+	}
+}
+
+// Counters returns the telemetry of every context as the store's Counters reads it. Asked
+// for the collector's own keys under KeyRequests between Open and Close, it answers from
+// the values it keeps, after reading again only the contexts that changed since its last
+// read: webui.History samples through it, and so costs what the changes cost, not a read
+// of every context every few seconds (115–244 ms at 10,000 contexts). Anything else reads
+// the store.
+func (c *ContextCollector) Counters(marker string, keys []string) []localstore.ContextCounters {
+	c.mu.Lock()
+	done, ready := c.done, c.ready
+	c.mu.Unlock()
+	if done == nil || marker != KeyRequests || !slices.Equal(keys, c.keys) {
+		return c.store.Counters(marker, keys)
+	}
+	reply := make(chan []localstore.ContextCounters, 1)
+	select {
+	case <-ready: // the first read is done: keep is in its loop
+	case <-done:
+		return c.store.Counters(marker, keys)
+	}
+	select {
+	case c.reqs <- reply:
+		return <-reply
+	case <-done:
+		return c.store.Counters(marker, keys)
 	}
 }
 
@@ -317,6 +372,7 @@ func NewContextCollector(store ContextCounterReader, opt ContextMetricsOptions) 
 	}
 	c := &ContextCollector{
 		store:        store,
+		reqs:         make(chan chan []localstore.ContextCounters),
 		opt:          opt,
 		log:          opt.Logger,
 		readInterval: contextReadInterval,

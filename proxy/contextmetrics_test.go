@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,6 +131,75 @@ func TestContextCollector_ScrapesReadKeptValues(t *testing.T) {
 	if full, _ := store.reads(); full != 2 {
 		t.Errorf("a scrape after Close: %d reads of every context in all, want 2", full)
 	}
+}
+
+// TestContextCollector_CountersForHistory: the web page's history samples every context's
+// telemetry through the collector (webui.History's CounterReader). Its answer is what a
+// read of the store gives, fresh at once (a change is read when asked, not at the next
+// interval), and costs a read of the changed contexts only: before, the history read every
+// context from the store every 5 s.
+func TestContextCollector_CountersForHistory(t *testing.T) {
+	store := &countingStore{Store: openStore(t, filepath.Join(t.TempDir(), "ctx.db"), localstore.Limits{})}
+	ctx := context.Background()
+	apply := func(name string, list ...ops.Op) {
+		t.Helper()
+		if _, err := store.Apply(ctx, name, list, localstore.Durable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	requests := func(n int64) ops.Op { return ops.Op{Kind: ops.Incr, Key: KeyRequests, By: n} }
+	apply("orders", requests(3), ops.Op{Kind: ops.Incr, Key: BucketKeys[0], By: 3})
+	apply("payments", requests(5), ops.Op{Kind: ops.Incr, Key: LegacyBucketKeys[1], By: 2})
+	apply("plain", ops.Op{Kind: ops.Incr, Key: "visits", By: 1})
+
+	c := NewContextCollector(store, ContextMetricsOptions{Max: 10})
+	c.readInterval = time.Hour // only Counters reads the changed contexts here
+	c.fullInterval = time.Hour
+	if err := c.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	keys := append(TelemetryKeys(), LegacyBucketKeys[:]...)
+	sorted := func(all []localstore.ContextCounters) string {
+		slices.SortFunc(all, func(a, b localstore.ContextCounters) int { return strings.Compare(a.Name, b.Name) })
+		return fmt.Sprint(all)
+	}
+	check := func(when string) {
+		t.Helper()
+		got := sorted(c.Counters(KeyRequests, keys))
+		if want := sorted(store.Store.Counters(KeyRequests, keys)); got != want {
+			t.Fatalf("%s: Counters = %s, the store reads %s", when, got, want)
+		}
+	}
+	check("after Open")
+	// The answer is the caller's: changing it changes nothing kept.
+	for _, cc := range c.Counters(KeyRequests, keys) {
+		for i := range cc.Values {
+			cc.Values[i] = -1
+		}
+	}
+	apply("orders", requests(4))
+	apply("fresh", requests(1))
+	check("after writes, within the read interval")
+	full, some := store.reads()
+	if full != 1 {
+		t.Errorf("%d reads of every context, want the first only", full)
+	}
+	if got, want := fmt.Sprint(some), "[[fresh orders]]"; got != want {
+		t.Errorf("contexts read again: %s, want %s", got, want)
+	}
+	check("with nothing changed")
+	if _, some := store.reads(); len(some) != 1 {
+		t.Errorf("reads of some contexts with nothing changed: %v, want none more", some)
+	}
+
+	// Other keys, or a closed collector: a read of the store.
+	c.Counters(KeyRequests, []string{KeyRequests})
+	if full, _ := store.reads(); full != 2 {
+		t.Errorf("Counters with other keys: %d reads of every context in all, want 2", full)
+	}
+	c.Close()
+	check("after Close")
 }
 
 // TestContextCollector_ExpiredContextsGo: a context that expires sends no event; the

@@ -203,7 +203,9 @@ func startNode(cfg config.Config, log hclog.Logger, tp trace.TracerProvider) (n 
 	n.admin.Registry().MustRegister(flags.NewCollector(n.flags))
 	if cfg.Admin.ChartInterval > 0 {
 		n.history, err = webui.NewHistory(webui.HistoryOptions{
-			Store:    n.store,
+			// The collector keeps every context's telemetry: sampling through it reads
+			// only the contexts that changed, not all of them every interval.
+			Store:    n.contextMetrics,
 			Peers:    n.sync.syncer,
 			Flags:    n.flags,
 			Interval: cfg.Admin.ChartInterval,
