@@ -70,21 +70,29 @@ func scrapeRequests(t *testing.T, c prometheus.Collector) map[string]float64 {
 	return out
 }
 
+// countedStore opens a countingStore on a bbolt file and returns it with a function that
+// writes ops to a context durably.
+func countedStore(t *testing.T) (*countingStore, func(name string, list ...ops.Op)) {
+	store := &countingStore{Store: openStore(t, filepath.Join(t.TempDir(), "ctx.db"), localstore.Limits{})}
+	return store, func(name string, list ...ops.Op) {
+		t.Helper()
+		if _, err := store.Apply(context.Background(), name, list, localstore.Durable); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// requests is the op that counts n inbound requests.
+func requests(n int64) ops.Op { return ops.Op{Kind: ops.Incr, Key: KeyRequests, By: n} }
+
 // TestContextCollector_ScrapesReadKeptValues opens a collector on a bbolt store and
 // scrapes it again and again: a scrape never reads the store; the collector reads every
 // context once, then only the contexts whose telemetry changed (not one whose other
 // counters did), and a deleted context's series go. Before issue 16 every scrape five
 // seconds after the last read decoded every context.
 func TestContextCollector_ScrapesReadKeptValues(t *testing.T) {
-	store := &countingStore{Store: openStore(t, filepath.Join(t.TempDir(), "ctx.db"), localstore.Limits{})}
+	store, apply := countedStore(t)
 	ctx := context.Background()
-	apply := func(name string, list ...ops.Op) {
-		t.Helper()
-		if _, err := store.Apply(ctx, name, list, localstore.Durable); err != nil {
-			t.Fatal(err)
-		}
-	}
-	requests := func(n int64) ops.Op { return ops.Op{Kind: ops.Incr, Key: KeyRequests, By: n} }
 	apply("orders", requests(3))
 	apply("payments", requests(5))
 	apply("plain", ops.Op{Kind: ops.Incr, Key: "visits", By: 1})
@@ -139,15 +147,7 @@ func TestContextCollector_ScrapesReadKeptValues(t *testing.T) {
 // interval), and costs a read of the changed contexts only: before, the history read every
 // context from the store every 5 s.
 func TestContextCollector_CountersForHistory(t *testing.T) {
-	store := &countingStore{Store: openStore(t, filepath.Join(t.TempDir(), "ctx.db"), localstore.Limits{})}
-	ctx := context.Background()
-	apply := func(name string, list ...ops.Op) {
-		t.Helper()
-		if _, err := store.Apply(ctx, name, list, localstore.Durable); err != nil {
-			t.Fatal(err)
-		}
-	}
-	requests := func(n int64) ops.Op { return ops.Op{Kind: ops.Incr, Key: KeyRequests, By: n} }
+	store, apply := countedStore(t)
 	apply("orders", requests(3), ops.Op{Kind: ops.Incr, Key: BucketKeys[0], By: 3})
 	apply("payments", requests(5), ops.Op{Kind: ops.Incr, Key: LegacyBucketKeys[1], By: 2})
 	apply("plain", ops.Op{Kind: ops.Incr, Key: "visits", By: 1})

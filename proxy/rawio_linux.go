@@ -97,38 +97,33 @@ func (r *rawOp) write(fd uintptr) bool {
 }
 
 func (r *rawIO) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	r.rd.p, r.rd.n = p, 0
-	err := r.rc.Read(r.rd.fn)
-	n, errno := r.rd.n, r.rd.errno
-	r.rd.p = nil
-	if err != nil {
-		return 0, r.opError("read", err)
-	}
-	if errno != 0 {
-		return 0, r.opError("read", os.NewSyscallError("read", errno))
-	}
-	if n == 0 {
+	n, err := r.do(&r.rd, r.rc.Read, "read", p)
+	if err == nil && n == 0 && len(p) > 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 func (r *rawIO) Write(p []byte) (int, error) {
+	return r.do(&r.wr, r.rc.Write, "write", p)
+}
+
+// do runs op on p through wait (the RawConn's Read or Write, which calls op.fn until it
+// is done, parking on the netpoller in between) and returns what op did.
+func (r *rawIO) do(op *rawOp, wait func(func(uintptr) bool) error, name string, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	r.wr.p, r.wr.n = p, 0
-	err := r.rc.Write(r.wr.fn)
-	n, errno := r.wr.n, r.wr.errno
-	r.wr.p = nil
+	op.p, op.n = p, 0
+	err := wait(op.fn)
+	n, errno := op.n, op.errno
+	op.p = nil
+	// n is what a write wrote before it failed; a read that failed read nothing.
 	if err != nil {
-		return n, r.opError("write", err)
+		return n, r.opError(name, err)
 	}
 	if errno != 0 {
-		return n, r.opError("write", os.NewSyscallError("write", errno))
+		return n, r.opError(name, os.NewSyscallError(name, errno))
 	}
 	return n, nil
 }
