@@ -120,6 +120,9 @@ type Store struct {
 	walLSN uint64 // read at load: the last log record the bbolt file holds
 	clock  crdt.Clock
 	events *eventLog
+	// stamp gives each step of a local write this replica and a fresh timestamp; s.mu
+	// must be held. Made once in New: a closure made per write cost an allocation each.
+	stamp func() crdt.Write
 
 	mu      sync.RWMutex
 	replica crdt.ReplicaID
@@ -215,6 +218,7 @@ func New(opt Options) *Store {
 		kick:      make(chan struct{}, 1),
 		retired:   make(chan struct{}),
 	}
+	s.stamp = func() crdt.Write { return crdt.Write{Replica: s.replica, At: s.clock.Read()} }
 	s.cache.init(opt.CacheContexts, opt.CacheBytes)
 	return s
 }
@@ -599,7 +603,7 @@ func (s *Store) write(ctx context.Context, name string, d Durability, existing b
 	}
 	// A live context is never a marker: the scan of Marker is left for the others.
 	counted := alive || (exists && !c.Marker())
-	stamp := func() crdt.Write { return crdt.Write{Replica: s.replica, At: s.clock.Read()} }
+	stamp := s.stamp
 	base := c
 	var first *crdt.Context
 	if ttl := s.creationTTL(c, alive, now, d); ttl > 0 {
