@@ -123,18 +123,25 @@ func (s *Server) incrCounter(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, e)
 		return
 	}
-	req, ok := fastIncr(body)
+	in, ok := fastIncr(body)
 	if !ok {
+		// Declared here, not above: its pointer goes to encoding/json, which puts it on
+		// the heap, and the fast path needs none of it.
+		var req incrRequest
 		if e := decodeJSON(body, &req, true); e != nil {
 			WriteError(w, e)
 			return
 		}
+		in = plainIncr{hasBy: req.By != nil, ttl: req.TTL}
+		if in.hasBy {
+			in.by = *req.By
+		}
 	}
 	op := ops.Op{Kind: ops.Incr, Key: pathParam(r, "key"), By: 1}
-	if req.By != nil {
-		op.By = *req.By
+	if in.hasBy {
+		op.By = in.by
 	}
-	if op.TTL, e = parseTTL(req.TTL); e != nil {
+	if op.TTL, e = parseTTL(in.ttl); e != nil {
 		WriteError(w, e)
 		return
 	}
