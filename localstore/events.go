@@ -222,8 +222,8 @@ func coalesce(events []Event) []Event {
 			continue
 		}
 		if !owned[i] {
-			// The first event's delta may be shared (the write-ahead log's entries): join
-			// into a copy.
+			// The first event's delta is shared (the writer's, the write-ahead log's
+			// entries): join into a copy.
 			out[i].Delta, owned[i] = out[i].Delta.Clone(), true
 		}
 		out[i].Delta.Join(e.Delta)
@@ -256,8 +256,8 @@ func joinTouched(a, b crdt.Touched) crdt.Touched {
 	return t
 }
 
+// publish delivers events, coalesced by the caller (see coalesce), and holds them.
 func (l *eventLog) publish(events []Event, now time.Time) {
-	events = coalesce(events)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, e := range events {

@@ -171,8 +171,11 @@ type batch struct {
 	durable bool
 	waiters int // Durable writes waiting for this batch
 	events  []Event
-	done    chan struct{}
-	err     error
+	// joined is events coalesced, once logSync made it for the write-ahead log, so that
+	// finish publishes it rather than joining the same deltas a second time.
+	joined []Event
+	done   chan struct{}
+	err    error
 }
 
 // New returns a Store for opt. It opens nothing: call Open.
@@ -996,7 +999,11 @@ func (s *Store) logSync() {
 	// lock.
 	seq, hlc := s.seq, s.clock.Last()
 	s.mu.Unlock()
-	entries := logEntries(b.events)
+	// The events joined per context and origin, as watchers get them, are joined per
+	// context for the log: with one origin per context, the usual case, the log's entries
+	// are the events' deltas and no delta is joined twice.
+	b.joined = coalesce(b.events)
+	entries := logEntries(b.joined)
 	start := time.Now()
 	err := s.wal.append(seq, hlc, entries)
 	if errors.Is(err, errLogFull) {
@@ -1014,8 +1021,8 @@ func (s *Store) logSync() {
 	s.finish(b, err, b.waiters)
 }
 
-// logEntries joins the deltas of each context in events into one, in the order the
-// contexts first appear: a window of request-path writes to one context (telemetry on
+// logEntries joins the deltas of each context in events (coalesced or not) into one, in
+// the order the contexts first appear: a window of request-path writes to one context (telemetry on
 // every request) is one entry, not one per request. A join of deltas is a delta of the
 // same writes, so replaying it is replaying them.
 func logEntries(events []Event) []walEntry {
@@ -1054,7 +1061,11 @@ func (s *Store) finish(b *batch, err error, waited int) {
 	// Events first: a write that returned is counted by LastEventID (a syncer's or
 	// relay's Close waits up to it) and is not new to a watcher subscribed after it.
 	if err == nil {
-		s.events.publish(b.events, s.opt.Now())
+		joined := b.joined
+		if joined == nil {
+			joined = coalesce(b.events)
+		}
+		s.events.publish(joined, s.opt.Now())
 	}
 	close(b.done)
 }
