@@ -84,11 +84,12 @@ func TimeBodyReads(w http.ResponseWriter, r *http.Request, timeout time.Duration
 	if r.Body == nil || r.Body == http.NoBody {
 		return
 	}
-	rc := http.NewResponseController(w)
-	if err := rc.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+	// The controller lives in the body, one allocation for both.
+	b := &timedBody{ReadCloser: r.Body, rc: *http.NewResponseController(w), timeout: timeout}
+	if err := b.rc.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return // not served by net/http's server: nothing to bound
 	}
-	r.Body = &timedBody{ReadCloser: r.Body, rc: rc, timeout: timeout}
+	r.Body = b
 }
 
 // timedBody moves the connection's read deadline after each read of the body that brought
@@ -99,7 +100,7 @@ func TimeBodyReads(w http.ResponseWriter, r *http.Request, timeout time.Duration
 // body comes whole in its first read, which also reports its end).
 type timedBody struct {
 	io.ReadCloser
-	rc      *http.ResponseController
+	rc      http.ResponseController
 	timeout time.Duration
 }
 
