@@ -221,13 +221,30 @@ func coalesce(events []Event) []Event {
 			owned = append(owned, false)
 			continue
 		}
+		t := &out[i].Touched
 		if !owned[i] {
 			// The first event's delta is shared (the writer's, the write-ahead log's
-			// entries): join into a copy.
+			// entries): join into a copy. Its lists are shared too: they grow as copies,
+			// sorted once at the end rather than at every join.
 			out[i].Delta, owned[i] = out[i].Delta.Clone(), true
+			t.Counters, t.Sets = slices.Clone(t.Counters), slices.Clone(t.Sets)
 		}
 		out[i].Delta.Join(e.Delta)
-		out[i].Touched = joinTouched(out[i].Touched, e.Touched)
+		t.Counters = append(t.Counters, e.Touched.Counters...)
+		t.Sets = append(t.Sets, e.Touched.Sets...)
+		t.Context = t.Context || e.Touched.Context
+		if len(t.Maps)+len(e.Touched.Maps) > 0 {
+			t.Maps = joinTouched(crdt.Touched{Maps: t.Maps}, crdt.Touched{Maps: e.Touched.Maps}).Maps
+		}
+	}
+	for i := range out {
+		if owned[i] {
+			t := &out[i].Touched
+			slices.Sort(t.Counters)
+			t.Counters = slices.Compact(t.Counters)
+			slices.Sort(t.Sets)
+			t.Sets = slices.Compact(t.Sets)
+		}
 	}
 	return out
 }
