@@ -230,8 +230,8 @@ func coalesce(events []Event) []Event {
 			t.Counters, t.Sets = slices.Clone(t.Counters), slices.Clone(t.Sets)
 		}
 		out[i].Delta.Join(e.Delta)
-		t.Counters = append(t.Counters, e.Touched.Counters...)
-		t.Sets = append(t.Sets, e.Touched.Sets...)
+		t.Counters = appendTouched(t.Counters, e.Touched.Counters)
+		t.Sets = appendTouched(t.Sets, e.Touched.Sets)
 		t.Context = t.Context || e.Touched.Context
 		if len(t.Maps)+len(e.Touched.Maps) > 0 {
 			t.Maps = joinTouched(crdt.Touched{Maps: t.Maps}, crdt.Touched{Maps: e.Touched.Maps}).Maps
@@ -247,6 +247,17 @@ func coalesce(events []Event) []Event {
 		}
 	}
 	return out
+}
+
+// appendTouched appends y to x, a list coalesce owns, and sorts and compacts x first
+// whenever it is full: a window of many events touching the same keys keeps a list about
+// the size of its keys, not of its events.
+func appendTouched(x, y []string) []string {
+	if len(x)+len(y) > cap(x) {
+		slices.Sort(x)
+		x = slices.Compact(x)
+	}
+	return append(x, y...)
 }
 
 // joinTouched returns what a and b touch together, each list sorted and without

@@ -158,3 +158,23 @@ func TestCoalesce_Touched(t *testing.T) {
 		t.Errorf("counters touched %s, want %s", got, want)
 	}
 }
+
+// TestCoalesce_ManyEventsSameKeys: a window of many events touching the same counters is
+// one event listing each counter once, and the list coalesce grows meanwhile stays about
+// the size of the keys, not of the events.
+func TestCoalesce_ManyEventsSameKeys(t *testing.T) {
+	var events []Event
+	for i := range 5000 {
+		events = append(events, telemetryEvent(i))
+	}
+	out := coalesce(events)
+	if got, want := len(out), 1; got != want {
+		t.Fatalf("%d events, want %d", got, want)
+	}
+	if got, want := fmt.Sprint(out[0].Touched.Counters), fmt.Sprint(events[0].Touched.Counters); got != want {
+		t.Errorf("counters touched %s, want %s", got, want)
+	}
+	if got, keys := cap(out[0].Touched.Counters), len(events[0].Touched.Counters); got > 4*keys {
+		t.Errorf("the list of counters touched grew to %d for %d keys", got, keys)
+	}
+}
