@@ -96,6 +96,11 @@ func BenchmarkIncrBody(b *testing.B) {
 			WriteJSON(w, http.StatusOK, valueAnswer[int64]{12345})
 		}
 	})
+	b.Run("answer/writeCounter", func(b *testing.B) {
+		for b.Loop() {
+			writeCounter(w, 12345)
+		}
+	})
 }
 
 // discardWriter is a ResponseWriter that keeps nothing, for benchmarks.
