@@ -60,10 +60,22 @@ func (m *httpMetrics) observe(pattern, method string, status int, d time.Duratio
 	if !knownMethods[method] {
 		method = "_OTHER"
 	}
-	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.requests.WithLabelValues(method, route, statusLabel(status)).Inc()
 	if pattern != watchRoute {
 		m.duration.WithLabelValues(method, route).Observe(d.Seconds())
 	}
+}
+
+// statusLabel is strconv.Itoa(status), without an allocation per request for the
+// statuses the API answers most.
+func statusLabel(status int) string {
+	switch status {
+	case http.StatusOK:
+		return "200"
+	case http.StatusNoContent:
+		return "204"
+	}
+	return strconv.Itoa(status)
 }
 
 // knownMethods are the methods of RFC 9110 and PATCH (RFC 5789), the set OpenTelemetry

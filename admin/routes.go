@@ -102,23 +102,29 @@ const slashPlaceholder = "_"
 // rewrites segments that are an encoded slash (see slashPlaceholder).
 func normalizePath(r *http.Request) (*http.Request, *Error) {
 	escaped := r.URL.EscapedPath()
-	segs := strings.Split(escaped, "/")
+	// The segments are checked in place: the split is made only for a rewrite, rare,
+	// and not for every request.
 	rewrite := false
-	for i, seg := range segs {
-		last := i == len(segs)-1
+	for i, rest := 0, escaped; ; i++ {
+		seg, after, more := strings.Cut(rest, "/")
 		switch {
 		case i == 0:
 		case seg == "." || seg == "..":
 			return r, badRequest("path segment %q is not allowed; percent-encode a name of dots (%q is %%2E%%2E)", seg, "..")
-		case seg == "" && !last:
+		case seg == "" && more:
 			return r, badRequest("path %q has an empty segment; names are at least 1 byte", escaped)
 		case strings.EqualFold(seg, "%2F"):
 			rewrite = true
 		}
+		if !more {
+			break
+		}
+		rest = after
 	}
 	if !rewrite {
 		return r, nil
 	}
+	segs := strings.Split(escaped, "/")
 	decoded := make([]string, len(segs))
 	for i, seg := range segs {
 		d, err := url.PathUnescape(seg)

@@ -32,3 +32,32 @@ func BenchmarkJoin_TelemetryDelta(b *testing.B) {
 		b.Fatalf("counter = %d after %d increments from %d", got, n, before)
 	}
 }
+
+// BenchmarkIncr_OneCounter is the admin API's increment on a context of 16 one-writer
+// counters (bench/store/incr.lua): the delta, its join into the state, and the read of
+// the value the answer reports.
+func BenchmarkIncr_OneCounter(b *testing.B) {
+	state := &Context{}
+	keys := make([]string, 16)
+	for i := range keys {
+		keys[i] = "k" + string(rune('a'+i))
+		state.Join(state.Incr(Write{Replica: 1, At: Timestamp(1 << 16)}, keys[i], 1, 0))
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		k := keys[n%len(keys)]
+		d, err := state.IncrAll(Write{Replica: 1, At: Timestamp(2<<16 + n)}, []Inc{{Key: k, By: 1}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !state.Alive(0) {
+			b.Fatal("not alive")
+		}
+		state.Join(d)
+		if _, ok := state.Counter(k, 0); !ok {
+			b.Fatal("no counter")
+		}
+		n++
+	}
+}

@@ -88,13 +88,23 @@ func (c *Context) AppendBinary(b []byte) ([]byte, error) {
 		b = appendString(b, k)
 		b = ts(b, ct.Floor)
 		b = binary.AppendUvarint(b, uint64(len(ct.Slots)))
-		for _, r := range sortedKeys(ct.Slots) {
-			s := ct.Slots[r]
+		slot := func(r ReplicaID, s Slot) {
 			b = binary.LittleEndian.AppendUint64(b, uint64(r))
 			b = ts(b, s.Gen)
 			b = binary.AppendUvarint(b, s.P)
 			b = binary.AppendUvarint(b, s.N)
 			b = ts(b, s.Expires)
+		}
+		if len(ct.Slots) == 1 {
+			// Most counters have one writer (every delta of a local write): one slot is
+			// in order without a sorted copy of the keys.
+			for r, s := range ct.Slots {
+				slot(r, s)
+			}
+			continue
+		}
+		for _, r := range sortedKeys(ct.Slots) {
+			slot(r, ct.Slots[r])
 		}
 	}
 
@@ -554,8 +564,19 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, 0)
 }
 
+// sortedKeys returns m's keys in order, in one allocation of the right size, none when m
+// is empty (slices.Sorted(maps.Keys(m)) grows its slice from nothing: several allocations
+// per map, on the write-ahead log's path).
 func sortedKeys[K interface{ ~string | ~uint64 }, V any](m map[K]V) []K {
-	return slices.Sorted(maps.Keys(m))
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // Equal reports whether a and b hold the same state.

@@ -368,7 +368,11 @@ func (c *Context) normalizeCounter(k string) {
 		return
 	}
 	floor := max(ct.Floor, c.Cleared)
-	gen := ct.newestGen()
+	var gen Timestamp
+	if len(ct.Slots) > 1 {
+		// A lone slot is of the newest generation: no pass to find it.
+		gen = ct.newestGen()
+	}
 	for r, s := range ct.Slots {
 		_, pruned := c.Pruned[r]
 		if s.Gen < floor || s.Gen < gen || pruned {
@@ -464,14 +468,18 @@ func (ct *Counter) newestGen() Timestamp {
 // its expiry (zero: never), and whether it has any slot.
 func (ct *Counter) generation(cleared Timestamp) (gen, expires Timestamp, live bool) {
 	floor := max(ct.Floor, cleared)
-	gen = ct.newestGen()
-	if gen < floor || len(ct.Slots) == 0 {
-		return floor, 0, false
-	}
+	// One pass for the newest generation and its expiry: every read of a counter (and
+	// every write, through Alive) takes it, and a map iteration costs more than it does.
 	for _, s := range ct.Slots {
-		if s.Gen == gen {
+		switch {
+		case s.Gen > gen:
+			gen, expires = s.Gen, s.Expires
+		case s.Gen == gen:
 			expires = max(expires, s.Expires)
 		}
+	}
+	if gen < floor || len(ct.Slots) == 0 {
+		return floor, 0, false
 	}
 	return gen, expires, true
 }

@@ -221,15 +221,43 @@ func coalesce(events []Event) []Event {
 			owned = append(owned, false)
 			continue
 		}
+		t := &out[i].Touched
 		if !owned[i] {
-			// The first event's delta may be shared (the write-ahead log's entries): join
-			// into a copy.
+			// The first event's delta is shared (the writer's, the write-ahead log's
+			// entries): join into a copy. Its lists are shared too: they grow as copies,
+			// sorted once at the end rather than at every join.
 			out[i].Delta, owned[i] = out[i].Delta.Clone(), true
+			t.Counters, t.Sets = slices.Clone(t.Counters), slices.Clone(t.Sets)
 		}
 		out[i].Delta.Join(e.Delta)
-		out[i].Touched = joinTouched(out[i].Touched, e.Touched)
+		t.Counters = appendTouched(t.Counters, e.Touched.Counters)
+		t.Sets = appendTouched(t.Sets, e.Touched.Sets)
+		t.Context = t.Context || e.Touched.Context
+		if len(t.Maps)+len(e.Touched.Maps) > 0 {
+			t.Maps = joinTouched(crdt.Touched{Maps: t.Maps}, crdt.Touched{Maps: e.Touched.Maps}).Maps
+		}
+	}
+	for i := range out {
+		if owned[i] {
+			t := &out[i].Touched
+			slices.Sort(t.Counters)
+			t.Counters = slices.Compact(t.Counters)
+			slices.Sort(t.Sets)
+			t.Sets = slices.Compact(t.Sets)
+		}
 	}
 	return out
+}
+
+// appendTouched appends y to x, a list coalesce owns, and sorts and compacts x first
+// whenever it is full: a window of many events touching the same keys keeps a list about
+// the size of its keys, not of its events.
+func appendTouched(x, y []string) []string {
+	if len(x)+len(y) > cap(x) {
+		slices.Sort(x)
+		x = slices.Compact(x)
+	}
+	return append(x, y...)
 }
 
 // joinTouched returns what a and b touch together, each list sorted and without
@@ -256,8 +284,8 @@ func joinTouched(a, b crdt.Touched) crdt.Touched {
 	return t
 }
 
+// publish delivers events, coalesced by the caller (see coalesce), and holds them.
 func (l *eventLog) publish(events []Event, now time.Time) {
-	events = coalesce(events)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, e := range events {

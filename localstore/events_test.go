@@ -2,7 +2,10 @@ package localstore
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -106,5 +109,72 @@ func TestEventLog_CountBound(t *testing.T) {
 	events := l.ordered()
 	if len(events) != 16 || events[15].ID != l.next-1 || events[0].ID != l.next-16 {
 		t.Fatalf("held %d events, IDs %d..%d, next %d; want the newest 16", len(events), events[0].ID, events[len(events)-1].ID, l.next)
+	}
+}
+
+// TestCoalesce_Touched: what a coalesced event touches is the union of what its events
+// touch, each list sorted and without duplicates, as joining them pairwise with
+// joinTouched gives it, and the events given are left as they were (their lists are
+// shared with the writers and the write-ahead log).
+func TestCoalesce_Touched(t *testing.T) {
+	touched := []crdt.Touched{
+		{Counters: []string{"b", "d"}},
+		{Counters: []string{"a", "d"}, Sets: []string{"s"}},
+		{},
+		{Counters: []string{"c"}, Maps: map[string][]string{"m": {"k2"}}, Context: true},
+		{Counters: []string{"a"}, Sets: []string{"r", "s"}, Maps: map[string][]string{"m": {"k1"}, "n": {"x"}}},
+	}
+	var events []Event
+	for i, tc := range touched {
+		var c crdt.Context
+		d := c.Incr(crdt.Write{Replica: 1, At: crdt.Timestamp(i + 1)}, "n", 1, 0)
+		events = append(events, Event{Context: "c", Origin: 1, Delta: d, Touched: tc})
+		// Another context and origin, interleaved: each pair is its own event.
+		events = append(events, Event{Context: "other", Origin: 2, Delta: d, Touched: crdt.Touched{Counters: []string{"z" + strconv.Itoa(i)}}})
+	}
+	before := fmt.Sprint(events)
+	out := coalesce(events)
+	if got, want := len(out), 2; got != want {
+		t.Fatalf("%d events, want %d", got, want)
+	}
+	for _, want := range []Event{
+		{Context: "c", Touched: touched[0]},
+		{Context: "other", Touched: crdt.Touched{Counters: []string{"z0"}}},
+	} {
+		for _, e := range events[2:] {
+			if e.Context == want.Context {
+				want.Touched = joinTouched(want.Touched, e.Touched)
+			}
+		}
+		i := slices.IndexFunc(out, func(e Event) bool { return e.Context == want.Context })
+		if got, want := fmt.Sprint(out[i].Touched), fmt.Sprint(want.Touched); got != want {
+			t.Errorf("context %s touched %s, want %s", out[i].Context, got, want)
+		}
+	}
+	if got := fmt.Sprint(events); got != before {
+		t.Errorf("coalesce changed its input:\n%s\nwas\n%s", got, before)
+	}
+	if got, want := fmt.Sprint(out[0].Touched.Counters), "[a b c d]"; got != want {
+		t.Errorf("counters touched %s, want %s", got, want)
+	}
+}
+
+// TestCoalesce_ManyEventsSameKeys: a window of many events touching the same counters is
+// one event listing each counter once, and the list coalesce grows meanwhile stays about
+// the size of the keys, not of the events.
+func TestCoalesce_ManyEventsSameKeys(t *testing.T) {
+	var events []Event
+	for i := range 5000 {
+		events = append(events, telemetryEvent(i))
+	}
+	out := coalesce(events)
+	if got, want := len(out), 1; got != want {
+		t.Fatalf("%d events, want %d", got, want)
+	}
+	if got, want := fmt.Sprint(out[0].Touched.Counters), fmt.Sprint(events[0].Touched.Counters); got != want {
+		t.Errorf("counters touched %s, want %s", got, want)
+	}
+	if got, keys := cap(out[0].Touched.Counters), len(events[0].Touched.Counters); got > 4*keys {
+		t.Errorf("the list of counters touched grew to %d for %d keys", got, keys)
 	}
 }

@@ -120,6 +120,9 @@ type Store struct {
 	walLSN uint64 // read at load: the last log record the bbolt file holds
 	clock  crdt.Clock
 	events *eventLog
+	// stamp gives each step of a local write this replica and a fresh timestamp; s.mu
+	// must be held. Made once in New: a closure made per write cost an allocation each.
+	stamp func() crdt.Write
 
 	mu      sync.RWMutex
 	replica crdt.ReplicaID
@@ -168,8 +171,11 @@ type batch struct {
 	durable bool
 	waiters int // Durable writes waiting for this batch
 	events  []Event
-	done    chan struct{}
-	err     error
+	// joined is events coalesced, once logSync made it for the write-ahead log, so that
+	// finish publishes it rather than joining the same deltas a second time.
+	joined []Event
+	done   chan struct{}
+	err    error
 }
 
 // New returns a Store for opt. It opens nothing: call Open.
@@ -215,6 +221,7 @@ func New(opt Options) *Store {
 		kick:      make(chan struct{}, 1),
 		retired:   make(chan struct{}),
 	}
+	s.stamp = func() crdt.Write { return crdt.Write{Replica: s.replica, At: s.clock.Read()} }
 	s.cache.init(opt.CacheContexts, opt.CacheBytes)
 	return s
 }
@@ -599,7 +606,7 @@ func (s *Store) write(ctx context.Context, name string, d Durability, existing b
 	}
 	// A live context is never a marker: the scan of Marker is left for the others.
 	counted := alive || (exists && !c.Marker())
-	stamp := func() crdt.Write { return crdt.Write{Replica: s.replica, At: s.clock.Read()} }
+	stamp := s.stamp
 	base := c
 	var first *crdt.Context
 	if ttl := s.creationTTL(c, alive, now, d); ttl > 0 {
@@ -992,7 +999,11 @@ func (s *Store) logSync() {
 	// lock.
 	seq, hlc := s.seq, s.clock.Last()
 	s.mu.Unlock()
-	entries := logEntries(b.events)
+	// The events joined per context and origin, as watchers get them, are joined per
+	// context for the log: with one origin per context, the usual case, the log's entries
+	// are the events' deltas and no delta is joined twice.
+	b.joined = coalesce(b.events)
+	entries := logEntries(b.joined)
 	start := time.Now()
 	err := s.wal.append(seq, hlc, entries)
 	if errors.Is(err, errLogFull) {
@@ -1010,8 +1021,8 @@ func (s *Store) logSync() {
 	s.finish(b, err, b.waiters)
 }
 
-// logEntries joins the deltas of each context in events into one, in the order the
-// contexts first appear: a window of request-path writes to one context (telemetry on
+// logEntries joins the deltas of each context in events (coalesced or not) into one, in
+// the order the contexts first appear: a window of request-path writes to one context (telemetry on
 // every request) is one entry, not one per request. A join of deltas is a delta of the
 // same writes, so replaying it is replaying them.
 func logEntries(events []Event) []walEntry {
@@ -1050,7 +1061,11 @@ func (s *Store) finish(b *batch, err error, waited int) {
 	// Events first: a write that returned is counted by LastEventID (a syncer's or
 	// relay's Close waits up to it) and is not new to a watcher subscribed after it.
 	if err == nil {
-		s.events.publish(b.events, s.opt.Now())
+		joined := b.joined
+		if joined == nil {
+			joined = coalesce(b.events)
+		}
+		s.events.publish(joined, s.opt.Now())
 	}
 	close(b.done)
 }
