@@ -48,7 +48,7 @@ fi
 start_sidecar() {
 	rm -rf "$work/data" "$work/log"
 	CTXPROP_ADMIN_ADDRESS=127.0.0.1:0 CTXPROP_INBOUND_ADDRESS=127.0.0.1:0 \
-		CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0 CTXPROP_SYNC_ADDRESS=127.0.0.1:0 \
+		CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0 CTXPROP_OUTBOUND_TRANSPARENT_ADDRESS="" CTXPROP_SYNC_ADDRESS=127.0.0.1:0 \
 		CTXPROP_STORE_PATH="$work/data/ctxprop.db" \
 		"${1:-$work/sidecar}" run -config "$root/config.hcl" >"$work/log" 2>&1 &
 	pids+=($!)
