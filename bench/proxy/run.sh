@@ -22,8 +22,8 @@
 # In every round each variant gets, in turn: wrk at saturation (req/s, the proxy's CPU time
 # per 1000 requests as utime+stime of all its processes from /proc/<pid>/stat, its resident
 # memory after the run), then vegeta at fixed rates (p50 and p99 latency at each rate). The
-# variants alternate within every round, so drift on a shared machine hits them all alike;
-# the summary is the median of the rounds, as a Markdown table with the ratios and deltas
+# variants alternate within every round (each round starting three variants further on),
+# so drift on a shared machine hits them all alike; the summary is the median of the rounds, as a Markdown table with the ratios and deltas
 # against direct. Every request is its own trace (a random traceparent, from trace.lua for
 # wrk and a generated targets file for vegeta) and carries baggage ctx.name=bench.
 #
@@ -305,7 +305,11 @@ for rate in "${rates[@]}"; do
 done
 printf "$header\n" | tee "$results"
 for ((round = 1; round <= rounds; round++)); do
-	for v in "${variants[@]}"; do
+	# Each round starts three variants further on, so that no variant always takes the
+	# same place in the round, after the same neighbour.
+	start=$((((round - 1) * 3) % ${#variants[@]}))
+	order=("${variants[@]:start}" "${variants[@]:0:start}")
+	for v in "${order[@]}"; do
 		mapfile -t ppids < <(proc_pids "${main_pid[$v]}")
 		p0=$(cpu_ticks "${ppids[@]}")
 		o0=$(cpu_ticks "$origin_pid")
@@ -388,7 +392,7 @@ table=$work/table.md
 		what="under wrk"
 		[[ $col == 8 ]] && what="at the fixed rates"
 		rp=$(median reverseproxy $col) ng=$(median nginx $col)
-		for v in ctxprop ctxprop+counter; do
+		for v in sidecar sidecar-nethttp ctxprop ctxprop+counter; do
 			c=$(median "$v" $col)
 			# Each round's own ratio too: drift between rounds cancels within one.
 			rounds_ratio=$(awk -F'\t' -v v="$v" -v c=$col 'NR > 1 && $2 == v {x[$1] = $c} NR > 1 && $2 == "reverseproxy" {r[$1] = $c}
@@ -400,7 +404,7 @@ table=$work/table.md
 	# The origin's CPU per request is the same work in every slot, so its changes
 	# between slots measure the machine's (other tenants, caches, frequency); dividing
 	# by it takes that drift out of the ctxprop / reverseproxy comparison.
-	for v in ctxprop ctxprop+counter; do
+	for v in sidecar ctxprop ctxprop+counter; do
 		awk -F'\t' -v v="$v" 'NR > 1 && $2 == v {x[$1] = $4 / $7} NR > 1 && $2 == "reverseproxy" {r[$1] = $4 / $7}
 			END {
 				printf "- %s ÷ reverseproxy under wrk, each divided by the origin CPU of its own slot (rounds):", v
