@@ -27,7 +27,7 @@ const (
 //
 // It holds at most len(ring) events and about budget bytes of them, whichever is less:
 // a count alone let the log grow for minutes under steady traffic (a telemetry event per
-// context per commit window holds a delta of a dozen counters, about 3 KB), to some 12 MB
+// context per commit window holds a delta of a dozen counters, about 3.8 KB), to some 15 MB
 // (issue 14's memory growth). A watcher resuming from an event no longer held is told it
 // missed events and rereads the state, as after any gap.
 type eventLog struct {
