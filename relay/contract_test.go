@@ -3,13 +3,12 @@ package relay_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ctxprop/ctxprop/ctxstore/replicatest"
-	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/localstore/storetest"
 	"github.com/ctxprop/ctxprop/relay"
 )
 
@@ -19,18 +18,7 @@ import (
 // its own, as no gossip runs here: a relay leaves its own cluster's deltas to gossip, so
 // two stores of one cluster would meet only through the KV bucket.
 func TestRelay_ReplicationContract(t *testing.T) {
-	open := func(t *testing.T) replicatest.Store {
-		st := localstore.New(localstore.Options{Path: filepath.Join(t.TempDir(), "ctx.db"), Logger: testLogger(t, "store")})
-		if err := st.Open(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := st.Close(); err != nil {
-				t.Error(err)
-			}
-		})
-		return st
-	}
+	open := func(t *testing.T) replicatest.Store { return storetest.Open(t, testLogger(t, "store")) }
 	nats := func(t *testing.T) func(t *testing.T, s replicatest.Store) {
 		url := startNATS(t, t.TempDir(), 0).ClientURL()
 		var mu sync.Mutex

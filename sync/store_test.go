@@ -3,13 +3,13 @@ package peersync
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ctxprop/ctxprop/ctxstore/replicatest"
 	"github.com/ctxprop/ctxprop/localstore"
+	"github.com/ctxprop/ctxprop/localstore/storetest"
 )
 
 // The sidecar wires the store to the syncer in cmd/sidecar; sync imports no store.
@@ -23,18 +23,7 @@ var (
 // on loopback between real stores, keeps the contract of every replication backend (the
 // relay runs the same one).
 func TestSyncer_ReplicationContract(t *testing.T) {
-	open := func(t *testing.T) replicatest.Store {
-		st := localstore.New(localstore.Options{Path: filepath.Join(t.TempDir(), "ctx.db"), Logger: testLogger(t, "store")})
-		if err := st.Open(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := st.Close(); err != nil {
-				t.Error(err)
-			}
-		})
-		return st
-	}
+	open := func(t *testing.T) replicatest.Store { return storetest.Open(t, testLogger(t, "store")) }
 	gossip := func(t *testing.T) func(t *testing.T, s replicatest.Store) {
 		var mu sync.Mutex
 		var addrs []string // of the syncers joined so far: each new one joins them
