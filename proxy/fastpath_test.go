@@ -90,6 +90,18 @@ func (a *rawApp) lastHead() string {
 	return a.heads[len(a.heads)-1]
 }
 
+// dialRaw connects to addr for raw HTTP/1.1 and returns the connection, closed when the
+// test ends, with a reader of its answers.
+func dialRaw(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
 // roundTripRaw writes raw on c and reads one response.
 func roundTripRaw(t *testing.T, c net.Conn, br *bufio.Reader, raw, method string) (*http.Response, string) {
 	t.Helper()
@@ -325,12 +337,7 @@ func TestFastPath_FallbackMidKeepAlive(t *testing.T) {
 
 	t.Run("upgrade", func(t *testing.T) {
 		before := p.Stats()
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
+		c, br := dialRaw(t, addr)
 		if res, body := roundTripRaw(t, c, br, "GET /one HTTP/1.1\r\nHost: a\r\n\r\n", "GET"); res.StatusCode != 200 || body != "plain HTTP/1.1 /one" {
 			t.Fatalf("first request: %d %q", res.StatusCode, body)
 		}
@@ -356,12 +363,7 @@ func TestFastPath_FallbackMidKeepAlive(t *testing.T) {
 		}
 	})
 	t.Run("connect", func(t *testing.T) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
+		c, br := dialRaw(t, addr)
 		if res, _ := roundTripRaw(t, c, br, "GET /one HTTP/1.1\r\nHost: a\r\n\r\n", "GET"); res.StatusCode != 200 {
 			t.Fatalf("first request: %d", res.StatusCode)
 		}
@@ -393,12 +395,7 @@ func TestFastPath_FallbackMidKeepAlive(t *testing.T) {
 	})
 	t.Run("large head", func(t *testing.T) {
 		before := p.Stats().FastPathHandovers
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
+		c, br := dialRaw(t, addr)
 		big := "GET /big HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 6<<10) + "\r\n\r\n"
 		if res, body := roundTripRaw(t, c, br, big, "GET"); res.StatusCode != 200 || body != "plain HTTP/1.1 /big" {
 			t.Fatalf("a head larger than the fast path's buffer: %d %q", res.StatusCode, body)
@@ -408,12 +405,7 @@ func TestFastPath_FallbackMidKeepAlive(t *testing.T) {
 		}
 	})
 	t.Run("expect", func(t *testing.T) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
+		c, br := dialRaw(t, addr)
 		io.WriteString(c, "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		res, err := http.ReadResponse(br, nil)
@@ -612,15 +604,12 @@ func TestFastPath_Timeouts(t *testing.T) {
 		}
 	}
 	t.Run("head", func(t *testing.T) {
-		c, _ := net.Dial("tcp", addr)
-		defer c.Close()
+		c, br := dialRaw(t, addr)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHo")
-		closedWithin(t, c, bufio.NewReader(c), 3*time.Second)
+		closedWithin(t, c, br, 3*time.Second)
 	})
 	t.Run("idle", func(t *testing.T) {
-		c, _ := net.Dial("tcp", addr)
-		defer c.Close()
-		br := bufio.NewReader(c)
+		c, br := dialRaw(t, addr)
 		roundTripRaw(t, c, br, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET")
 		start := time.Now()
 		closedWithin(t, c, br, 3*time.Second)
@@ -629,9 +618,7 @@ func TestFastPath_Timeouts(t *testing.T) {
 		}
 	})
 	t.Run("body", func(t *testing.T) {
-		c, _ := net.Dial("tcp", addr)
-		defer c.Close()
-		br := bufio.NewReader(c)
+		c, br := dialRaw(t, addr)
 		io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		res, err := http.ReadResponse(br, nil)
@@ -667,13 +654,10 @@ func TestFastPath_Drain(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := p.InboundAddr().String()
-	idle, _ := net.Dial("tcp", addr)
-	defer idle.Close()
-	idleBR := bufio.NewReader(idle)
+	idle, idleBR := dialRaw(t, addr)
 	roundTripRaw(t, idle, idleBR, "GET /idle HTTP/1.1\r\nHost: a\r\n\r\n", "GET")
 
-	busy, _ := net.Dial("tcp", addr)
-	defer busy.Close()
+	busy, _ := dialRaw(t, addr)
 	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
 	<-started
 	closeErr := make(chan error, 1)
