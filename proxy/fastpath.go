@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -1146,16 +1145,8 @@ func (b *fastBody) outcome() (closeReason, error) {
 	b.mu.Lock()
 	err := b.err
 	b.mu.Unlock()
-	switch {
-	case err == io.EOF:
-		return reasonNone, nil
-	case err == nil:
-		return reasonBodyUnread, nil
-	case errors.Is(err, errUpstreamWrite), err == errAbandoned:
+	if errors.Is(err, errUpstreamWrite) || err == errAbandoned {
 		return reasonBodyUnread, nil // the app stopped reading: not the client's fault
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return reasonBodyTimeout, err
-	default:
-		return reasonBodyError, err
 	}
+	return bodyOutcome(err)
 }

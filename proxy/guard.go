@@ -105,6 +105,12 @@ func (b *bodyWatch) outcome() (closeReason, error) {
 	b.mu.Lock()
 	err := b.err
 	b.mu.Unlock()
+	return bodyOutcome(err)
+}
+
+// bodyOutcome maps how a request body's reads ended (err: nil while not ended, io.EOF at
+// its end) to the reason the connection closes for, and the error to log.
+func bodyOutcome(err error) (closeReason, error) {
 	switch {
 	case err == io.EOF:
 		return reasonNone, nil
