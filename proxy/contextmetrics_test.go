@@ -341,14 +341,7 @@ func TestContextCollector_ExportsContextsOfOlderSidecars(t *testing.T) {
 
 	store := openStore(t, path, localstore.Limits{})
 	app := telemetryApp(t)
-	p, err := New(Options{InboundAddress: "127.0.0.1:0", App: hostOf(app.URL), Store: windowedStore{store},
-		ContextBaggage: "ctx.name", TelemetryWindow: time.Hour, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Open(); err != nil {
-		t.Fatal(err)
-	}
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: windowedStore{store}, ContextBaggage: "ctx.name", TelemetryWindow: time.Hour})
 	c := &http.Client{Transport: &http.Transport{}}
 	const n = 3
 	for range n {

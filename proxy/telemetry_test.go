@@ -186,14 +186,7 @@ func TestTelemetry_CloseWritesTheLastWindow(t *testing.T) {
 	if err := store.Open(); err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Options{InboundAddress: "127.0.0.1:0", App: hostOf(app.URL), Store: windowedStore{store},
-		ContextBaggage: "ctx.name", TelemetryWindow: time.Hour, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Open(); err != nil {
-		t.Fatal(err)
-	}
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: windowedStore{store}, ContextBaggage: "ctx.name", TelemetryWindow: time.Hour})
 	const n = 25
 	c := &http.Client{Transport: &http.Transport{}}
 	for i := range n {
@@ -380,14 +373,7 @@ func TestTelemetry_PastMaxTalliesTheRequestWritesItself(t *testing.T) {
 func TestTelemetry_LatencyKeysHaveOneUnit(t *testing.T) {
 	store := openStore(t, filepath.Join(t.TempDir(), "ctx.db"), localstore.Limits{})
 	app := telemetryApp(t)
-	p, err := New(Options{InboundAddress: "127.0.0.1:0", App: hostOf(app.URL), Store: windowedStore{store},
-		ContextBaggage: "ctx.name", TelemetryWindow: time.Hour, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Open(); err != nil {
-		t.Fatal(err)
-	}
+	p := startProxy(t, Options{App: hostOf(app.URL), Store: windowedStore{store}, ContextBaggage: "ctx.name", TelemetryWindow: time.Hour})
 	c := &http.Client{Transport: &http.Transport{}}
 	if err := send(c, p.InboundAddr().String(), "/", "units"); err != nil {
 		t.Fatal(err)
