@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"runtime/debug"
+	"strconv"
 )
 
 // defaultGCPercent is the garbage collector's target when GOGC is not set: the heap may
@@ -15,15 +16,12 @@ import (
 // "Memory").
 const defaultGCPercent = 50
 
-// tuneGC applies defaultGCPercent unless the environment sets GOGC, and returns the target
-// in force and where it came from.
-func tuneGC() (percent int, from string) {
-	if v, ok := os.LookupEnv("GOGC"); ok && v != "" {
-		// Reading the runtime's value back: SetGCPercent returns the previous one.
-		p := debug.SetGCPercent(100)
-		debug.SetGCPercent(p)
-		return p, "GOGC"
+// tuneGC applies defaultGCPercent unless the environment sets GOGC, and returns the
+// target in force as GOGC spells it, for the log.
+func tuneGC() string {
+	if v := os.Getenv("GOGC"); v != "" {
+		return v // the runtime read it at start
 	}
 	debug.SetGCPercent(defaultGCPercent)
-	return defaultGCPercent, "default"
+	return strconv.Itoa(defaultGCPercent)
 }

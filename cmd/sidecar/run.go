@@ -40,8 +40,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	gogc, from := tuneGC()
-	log.Debug("garbage collector", "gogc", gogc, "from", from)
+	log.Debug("garbage collector", "gogc", tuneGC())
 	if missing {
 		log.Info("config file absent; running on the defaults and the environment", "file", *path)
 	}
