@@ -12,18 +12,24 @@
 #
 # Usage: bench/proxy/sidecar-ab.sh [-b revision] [-r rounds] [-d seconds per turn]
 #                                  [-R "rate rate ..."]   (0 means saturation, 64 workers)
+#                                  [-A VAR=value,...] [-B VAR=value,...]
+# -A and -B add environment variables to A's and B's sidecar: with -b HEAD on a clean
+# tree, an A/B of one build under two settings (e.g. -B GOGC=100).
 # Needs: go, jq. vegeta is built into the ignored .bin/ as run.sh does.
 set -euo pipefail
 
 vegeta_version=v12.13.0
 rev=HEAD rounds=5 dur=10 rates="2000"
-while getopts b:r:d:R:h opt; do
+env_a= env_b=
+while getopts b:r:d:R:A:B:h opt; do
 	case $opt in
 	b) rev=$OPTARG ;;
 	r) rounds=$OPTARG ;;
 	d) dur=$OPTARG ;;
 	R) rates=$OPTARG ;;
-	*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	A) env_a=$OPTARG ;;
+	B) env_b=$OPTARG ;;
+	*) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 read -ra rates <<<"$rates"
@@ -59,7 +65,10 @@ pids+=($!)
 
 declare -A port=([a]=18181 [b]=18182) admin=([a]=18191 [b]=18192) pid
 for v in a b; do
-	env CTXPROP_ADMIN_ADDRESS="127.0.0.1:${admin[$v]}" CTXPROP_INBOUND_ADDRESS="127.0.0.1:${port[$v]}" \
+	extra=()
+	[[ $v == a && -n $env_a ]] && IFS=, read -ra extra <<<"$env_a"
+	[[ $v == b && -n $env_b ]] && IFS=, read -ra extra <<<"$env_b"
+	env ${extra[@]+"${extra[@]}"} CTXPROP_ADMIN_ADDRESS="127.0.0.1:${admin[$v]}" CTXPROP_INBOUND_ADDRESS="127.0.0.1:${port[$v]}" \
 		CTXPROP_OUTBOUND_ADDRESS=127.0.0.1:0 CTXPROP_OUTBOUND_TRANSPARENT_ADDRESS="" CTXPROP_SYNC_ADDRESS=127.0.0.1:0 \
 		CTXPROP_INBOUND_APP="127.0.0.1:$origin_port" CTXPROP_INBOUND_CONTEXT_BAGGAGE=ctx.name \
 		CTXPROP_STORE_PATH="$work/$v.db" CTXPROP_LOG_FORMAT=json \
